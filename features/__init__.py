@@ -1,0 +1,1 @@
+"""Feature pipelines: CRM exports -> canonical tables -> point-in-time feature matrices."""

@@ -1,0 +1,11 @@
+"""Pipeline analytics: pure functions over canonical tables at an as-of date.
+
+`pipeline_metrics` returns every metric (funnel, time in stage, cycle, deal size,
+bottleneck, velocity and its trend, the change waterfall, stalled deals, cohorts,
+coverage) as plain JSON; `pipeline` is what `leadscore pipeline` calls.
+"""
+from features.analytics.export import pipeline
+from features.analytics.metrics import group_columns, pipeline_metrics
+from features.analytics.state import PipelineState, build_state
+
+__all__ = ["pipeline", "pipeline_metrics", "group_columns", "build_state", "PipelineState"]

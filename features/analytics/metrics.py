@@ -1,0 +1,116 @@
+"""`pipeline_metrics`: every pipeline metric at an as-of date, in total and per group, as plain JSON."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from features.analytics import flow, funnel, health
+from features.analytics.state import PipelineState, build_state
+from features.errors import LeadscoreError
+from features.schema import DEAL_CATEGORICAL, CanonicalData
+
+MISSING_GROUP = "(missing)"
+STATIC_BINS = 5
+
+
+def group_columns(data: CanonicalData) -> list[str]:
+    """Deal columns a pipeline can be grouped by: the standard categoricals and declared categorical attributes."""
+    declared = [n for n, kind in data.meta.attributes.items() if kind != "numeric"]
+    return [c for c in dict.fromkeys(DEAL_CATEGORICAL + declared) if c in data.deals.columns and c != "account_id"]
+
+
+def parse_as_of(as_of, data: CanonicalData) -> pd.Timestamp:
+    if as_of is None:
+        return pd.Timestamp(data.data_end)
+    try:
+        t = pd.Timestamp(as_of)
+    except (ValueError, TypeError):
+        raise LeadscoreError(f"as_of '{as_of}' is not a date: use YYYY-MM-DD") from None
+    if t.tzinfo is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    return t
+
+
+def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, target: float | None = None,
+                     stall_days_without_activity: int = 21, window_days: int = 30) -> dict:
+    """All pipeline metrics at `as_of` (only what was known then), JSON-serialisable.
+
+    With `group_by`, the same metrics for every value of that deal column (missing values
+    form their own group) beside the total. Stalled-deal thresholds are the company-wide
+    stage P90s, so a deal is flagged the same way in its group and in the total. Coverage
+    needs a target, which applies to the total only.
+    """
+    if group_by is not None and group_by not in group_columns(data):
+        raise LeadscoreError(f"cannot group by '{group_by}': choose one of {', '.join(group_columns(data)) or '(none)'}")
+    head = {"dataset": data.meta.name, "group_by": group_by, "static": data.meta.static,
+            "stages": list(data.meta.stages)}
+    if data.meta.static:  # no dates: as_of cannot select anything
+        return clean_json({"as_of": None, **head, **static_metrics(data, group_by)})
+    as_of = parse_as_of(as_of, data)
+    head = {"as_of": as_of.isoformat(), **head}
+    params = {"target": target, "stall_days_without_activity": stall_days_without_activity,
+              "window_days": window_days}
+    state = build_state(data, as_of)
+    thresholds = health.stage_p90(state)
+    extra = (group_by,) if group_by else ()
+    total = _metrics(state, target, stall_days_without_activity, window_days, thresholds, extra)
+    out = {**head, "parameters": params, "activities_available": data.activities is not None,
+           "stage_history_available": data.stage_events is not None, "total": total}
+    if group_by:
+        keys = state.deals[group_by].astype("string").fillna(MISSING_GROUP)
+        out["groups"] = [{"group": str(g), **_metrics(state.subset(keys == g), None, stall_days_without_activity,
+                                                       window_days, thresholds, extra)}
+                         for g in sorted(keys.unique())]
+    return clean_json(out)
+
+
+def _metrics(state: PipelineState, target, stall_days: int, window_days: int, thresholds: dict,
+             extra: tuple[str, ...]) -> dict:
+    return {"funnel": funnel.funnel(state), "time_in_stage": funnel.time_in_stage(state),
+            "sales_cycle": funnel.sales_cycle(state), "deal_size": funnel.deal_size(state),
+            "bottleneck": funnel.bottleneck(state), "velocity": flow.velocity(state),
+            "changes": flow.changes(state, window_days),
+            "stalled": health.stalled(state, stall_days, thresholds, extra_columns=("owner",) + extra),
+            "cohorts": health.cohorts(state), "coverage": flow.coverage(state, target)}
+
+
+def static_metrics(data: CanonicalData, group_by: str | None) -> dict:
+    """A dataset without dates: win rate overall and by attribute value (numeric attributes in quantile bins)."""
+    d = data.deals
+    won, decided = d["outcome"] == "won", d["outcome"].isin(["won", "lost"])
+    attrs = {}
+    for col in group_columns(data) + [n for n, k in data.meta.attributes.items() if k == "numeric"]:
+        values = d[col]
+        if data.meta.attributes.get(col) == "numeric":
+            values = pd.qcut(values, STATIC_BINS, duplicates="drop").astype("string")
+        keys = values.astype("string").fillna(MISSING_GROUP)
+        g = pd.DataFrame({"key": keys, "won": won, "decided": decided}).groupby("key")[["won", "decided"]].sum()
+        attrs[col] = [{"value": str(k), "won": int(r.won), "lost": int(r.decided - r.won),
+                       "win_rate": float(r.won / r.decided) if r.decided else None} for k, r in g.iterrows()]
+    return {"time_metrics": "unavailable: the dataset is static (no dates), so funnel timing, velocity, "
+                            "changes, stalled deals and cohorts cannot be computed",
+            "total": {"deals": int(len(d)), "won": int(won.sum()), "lost": int((decided & ~won).sum()),
+                      "win_rate": float(won.sum() / decided.sum()) if decided.any() else None,
+                      "attribute_win_rates": attrs},
+            "groups": [{"group": r["value"], **r} for r in attrs[group_by]] if group_by else None}
+
+
+def clean_json(x):
+    """numpy scalars -> Python, NaN/inf -> None, timestamps -> ISO strings, recursively."""
+    if isinstance(x, dict):
+        return {str(k): clean_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean_json(v) for v in x]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer, int)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, pd.Timestamp):
+        return None if pd.isna(x) else x.isoformat()
+    if x is pd.NA or x is pd.NaT or x is None:
+        return None
+    return x if isinstance(x, str) else str(x)

@@ -1,0 +1,305 @@
+"""Feature definitions and the `FeatureBuilder` estimator (training and serving share it).
+
+fit() learns the stage order, category levels and the history tables; transform() turns
+(deal open at T, T) snapshot rows into features that use only facts dated <= T and
+history from deals closed strictly before T. See DESIGN.md, "Point-in-time correctness".
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import NotFittedError
+
+from features import history as hist
+from features.errors import SchemaError
+from features.labels import make_labels, static_labels
+from features.schema import TIMESTAMP_DTYPE, CanonicalData
+from features.snapshots import (as_of_grid, as_of_timestamps, activity_counts, prepare_events,
+                                snapshot_positions, state_at)
+
+RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
+STAGE_FEATURES = ["stage_index", "furthest_stage_index", "days_in_stage", "deal_age_days",
+                  "stage_changes", "stage_regressions", "stage_mean_dwell_days", "stage_velocity"]
+AMOUNT_FEATURES = ["amount", "log_amount", "amount_change_ratio", "amount_changes"]
+CLOSE_DATE_FEATURES = ["days_to_expected_close", "expected_close_overdue", "close_date_pushes",
+                       "close_date_days_pushed"]
+CALENDAR_FEATURES = ["days_to_month_end", "days_to_quarter_end", "month_of_quarter", "quarter_end_month"]
+DESCRIPTIONS = {
+    "stage": "current stage", "stage_index": "position of the current stage",
+    "furthest_stage_index": "furthest stage reached", "days_in_stage": "days in current stage",
+    "deal_age_days": "deal age in days", "stage_changes": "number of stage changes",
+    "stage_regressions": "times the deal went back a stage",
+    "stage_mean_dwell_days": "usual days spent in this stage",
+    "stage_velocity": "time in stage versus the usual time", "amount": "deal amount",
+    "log_amount": "deal amount (log)", "amount_change_ratio": "amount versus the first amount",
+    "amount_changes": "number of amount changes", "days_to_expected_close": "days until expected close",
+    "expected_close_overdue": "expected close date has passed",
+    "close_date_pushes": "times the close date was pushed", "close_date_days_pushed": "days the close date was pushed",
+    "days_since_last_activity": "days since the last activity",
+    "activity_trend": "recent activity versus earlier activity",
+    "global_win_rate": "overall win rate", "owner_open_deals": "owner's open deals",
+    "owner_avg_won_amount": "owner's average won amount",
+    "account_prior_wins": "account's earlier wins", "account_prior_losses": "account's earlier losses",
+    "days_to_month_end": "days to month end", "days_to_quarter_end": "days to quarter end",
+    "month_of_quarter": "month of the quarter", "quarter_end_month": "last month of a quarter",
+}
+GROUP_LABELS = {"owner": "owner", "account": "account", "source": "lead source", "product": "product",
+                "segment": "segment", "region": "region", "team": "team"}
+
+
+def _group_name(column: str) -> str:
+    return "account" if column == "account_id" else column
+
+
+class FeatureBuilder:
+    """Point-in-time features for (deal, as-of) rows, scikit-learn style and picklable."""
+
+    def __init__(self, smoothing: float = 20.0, activity_windows=(7, 30, 90),
+                 group_columns=("owner", "account_id", "source", "product", "segment", "region", "team")):
+        self.smoothing = smoothing
+        self.activity_windows = activity_windows
+        self.group_columns = group_columns
+
+    # ---- fit --------------------------------------------------------------------
+    def fit(self, data: CanonicalData) -> "FeatureBuilder":
+        """Learn stage order, category levels, attribute kinds and the history tables."""
+        deals = _checked_deals(data.deals, static=data.meta.static)
+        if len(self.activity_windows) < 2 or min(self.activity_windows) <= 0:
+            raise ValueError("activity_windows needs at least two positive day counts, e.g. (7, 30, 90)")
+        self.static_ = bool(data.meta.static)
+        self.stages_ = list(data.meta.stages)
+        self.attributes_ = dict(data.meta.attributes)
+        self.raw_categoricals_ = [c for c in RAW_CATEGORICAL if c in deals and deals[c].notna().any()]
+        self.attribute_features_ = {a: (f"attr_{a}" if a in _reserved_names() else a) for a in self.attributes_}
+        categorical_attrs = [a for a, kind in self.attributes_.items() if kind != "numeric"]
+        self.categories_ = {"stage": pd.Index(self.stages_)}
+        for col in self.raw_categoricals_ + categorical_attrs:
+            self.categories_[self.attribute_features_.get(col, col)] = hist._levels(deals[col])
+        if self.static_:
+            self.group_columns_, self.history_ = [], None
+        else:
+            self.group_columns_ = [c for c in self.group_columns if c in deals and deals[c].notna().any()]
+            prepared = prepare_events(deals, data.stage_events, self.stages_)
+            self.history_ = hist.fit_history(deals, prepared, self.group_columns_, data.data_end)
+        attrs = list(self.attribute_features_.values())
+        self.categorical_features_ = ([] if self.static_ else ["stage"]) + self.raw_categoricals_ \
+            + [self.attribute_features_[a] for a in categorical_attrs]
+        self.feature_names_ = self.raw_categoricals_ + attrs if self.static_ else \
+            ["stage"] + STAGE_FEATURES + AMOUNT_FEATURES + CLOSE_DATE_FEATURES + self._activity_names() \
+            + self._history_names() + CALENDAR_FEATURES + self.raw_categoricals_ + attrs
+        return self
+
+    def _activity_names(self) -> list[str]:
+        return [f"activities_{w}d" for w in self.activity_windows] + ["days_since_last_activity", "activity_trend"]
+
+    def _history_names(self) -> list[str]:
+        names = ["global_win_rate"]
+        for col in self.group_columns_:
+            g = _group_name(col)
+            names += [f"{g}_win_rate", f"{g}_closed_deals"]
+            if col == "account_id":
+                names += ["account_prior_wins", "account_prior_losses"]
+            if col == "owner":
+                names += ["owner_avg_won_amount", "owner_open_deals"]
+        return names
+
+    # ---- transform ----------------------------------------------------------------
+    def transform(self, data: CanonicalData, as_of) -> pd.DataFrame:
+        """One row per (deal open at T, T), ordered by as_of: deal_id, as_of, feature_names_."""
+        self._check_fitted()
+        if self.static_:
+            raise ValueError("this builder was fitted on a static lead export: use transform_static")
+        deals = _checked_deals(data.deals, static=False)
+        pos, at = snapshot_positions(deals, as_of_timestamps(as_of))
+        order = np.argsort(at, kind="stable")  # merge_asof wants rows sorted by as_of
+        pos, at = pos[order], at[order]
+        state = state_at(pos, at, prepare_events(deals, data.stage_events, self.stages_))
+        cols = {**self._stage_features(state, deals, pos, at), **_amount_features(state, deals, pos),
+                **_close_date_features(state, at), **self._activity_features(data, deals, pos, at),
+                **self._history_features(deals, pos, at), **_calendar_features(at),
+                **self._deal_columns(deals, pos)}
+        out = pd.DataFrame({"deal_id": deals["deal_id"].to_numpy()[pos], "as_of": at})
+        return pd.concat([out, pd.DataFrame(cols)[self.feature_names_]], axis=1)
+
+    def transform_static(self, data: CanonicalData) -> pd.DataFrame:
+        """Static mode: one row per lead, raw categoricals and attributes only (as_of = NaT)."""
+        self._check_fitted()
+        deals = _checked_deals(data.deals, static=True)
+        pos = np.arange(len(deals))
+        out = pd.DataFrame({"deal_id": deals["deal_id"].to_numpy(),
+                            "as_of": np.full(len(deals), np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)})
+        cols = self._deal_columns(deals, pos)
+        return pd.concat([out, pd.DataFrame(cols, index=out.index)[
+            [n for n in self.feature_names_ if n in cols]]], axis=1)
+
+    def describe(self, name: str) -> str:
+        """A human label for a feature, for explanations and risk lists."""
+        if name in DESCRIPTIONS:
+            return DESCRIPTIONS[name]
+        if m := re.fullmatch(r"activities_(\d+)d", name):
+            return f"activities in the last {m.group(1)} days"
+        if m := re.fullmatch(r"(\w+)_(win_rate|closed_deals)", name):
+            what = "historical win rate" if m.group(2) == "win_rate" else "closed deals"
+            return f"{GROUP_LABELS.get(m.group(1), m.group(1))} {what}"
+        attrs = {v: k for k, v in getattr(self, "attribute_features_", {}).items()}
+        return attrs.get(name, name).replace("_", " ")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "feature_names_"):
+            raise NotFittedError("FeatureBuilder is not fitted: call fit(data) first")
+
+    # ---- feature groups -----------------------------------------------------------
+    def _stage_features(self, state: pd.DataFrame, deals: pd.DataFrame, pos, at) -> dict:
+        stage = state["stage_index"].to_numpy()
+        days_in_stage = _days(at - state["stage_entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
+        dwell = hist.lookup(self.history_.dwell, stage.astype("int64"), at, strict=True)
+        mean_dwell = (dwell["dwell_days"] / dwell["spells"]).to_numpy()
+        return {"stage": pd.Categorical.from_codes(stage.astype("int64"), categories=self.categories_["stage"]),
+                "stage_index": stage, "furthest_stage_index": state["furthest_stage_index"].to_numpy(),
+                "days_in_stage": days_in_stage,
+                "deal_age_days": _days(at - deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[pos]),
+                "stage_changes": state["stage_changes"].to_numpy(),
+                "stage_regressions": state["stage_regressions"].to_numpy(),
+                "stage_mean_dwell_days": mean_dwell,
+                "stage_velocity": days_in_stage / np.where(mean_dwell > 0, mean_dwell, np.nan)}
+
+    def _activity_features(self, data: CanonicalData, deals: pd.DataFrame, pos, at) -> dict:
+        names = self._activity_names()
+        if data.activities is None:  # unknown, not zero
+            return {n: np.full(len(pos), np.nan) for n in names}
+        counts = activity_counts(pos, at, deals, data.activities, self.activity_windows)
+        mid, long = sorted(self.activity_windows)[-2:]
+        earlier_per_window = (counts[f"activities_{long}d"] - counts[f"activities_{mid}d"]) * mid / (long - mid)
+        counts["activity_trend"] = counts[f"activities_{mid}d"] / (earlier_per_window + 1.0)
+        return {n: counts[n].to_numpy() for n in names}
+
+    def _history_features(self, deals: pd.DataFrame, pos, at) -> dict:
+        h, n, s = self.history_, len(pos), self.smoothing
+        total = hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True).fillna(0.0)
+        prior = ((total["won"] + 1.0) / (total["won"] + total["lost"] + 2.0)).to_numpy()
+        out = {"global_win_rate": prior}
+        for col in self.group_columns_:
+            table, g = h.groups[col], _group_name(col)
+            values = deals[col].iloc[pos] if col in deals else None
+            codes = table.codes(values, n)
+            past = _known_only(hist.lookup(table, codes, at, strict=True), codes)
+            won, lost = past["won"].to_numpy(), past["lost"].to_numpy()
+            out[f"{g}_win_rate"] = hist.smoothed_rate(won, lost, prior, s)
+            out[f"{g}_closed_deals"] = won + lost
+            if col == "account_id":
+                out["account_prior_wins"], out["account_prior_losses"] = won, lost
+            if col == "owner":
+                out["owner_avg_won_amount"] = past["won_amount"].to_numpy() / np.where(won > 0, won, np.nan)
+                load = hist.lookup(h.open_load, codes, at, strict=False)
+                out["owner_open_deals"] = _known_only(load, codes)["open_deals"].to_numpy()
+        return out
+
+    def _deal_columns(self, deals: pd.DataFrame, pos) -> dict:
+        """Raw categorical columns and declared attributes (known at creation)."""
+        out = {}
+        for col in self.raw_categoricals_:
+            out[col] = self._categorical(col, deals[col].iloc[pos] if col in deals else None, len(pos))
+        for attr, name in self.attribute_features_.items():
+            values = deals[attr].iloc[pos] if attr in deals else None
+            if self.attributes_[attr] == "numeric":
+                out[name] = np.full(len(pos), np.nan) if values is None else \
+                    pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+            else:
+                out[name] = self._categorical(name, values, len(pos))
+        return out
+
+    def _categorical(self, name: str, values: pd.Series | None, n: int) -> pd.Categorical:
+        levels = self.categories_[name]
+        codes = np.full(n, -1) if values is None else levels.get_indexer(values.astype("string"))
+        return pd.Categorical.from_codes(codes, categories=levels)  # unseen level -> NaN
+
+
+def _amount_features(state: pd.DataFrame, deals: pd.DataFrame, pos) -> dict:
+    """Latest amount known at T; deals.amount only for deals whose events carry none."""
+    event_amount = state["event_amount"].to_numpy()
+    final = deals["amount"].to_numpy(dtype="float64")[pos] if "amount" in deals else np.full(len(pos), np.nan)
+    amount = np.where(state["has_event_amount"].to_numpy(dtype=bool), event_amount, final)
+    first = state["first_amount"].to_numpy()
+    return {"amount": amount, "log_amount": np.log1p(amount),
+            "amount_change_ratio": event_amount / np.where(first > 0, first, np.nan),
+            "amount_changes": state["amount_changes"].to_numpy()}
+
+
+def _close_date_features(state: pd.DataFrame, at: np.ndarray) -> dict:
+    days_to = _days(state["expected_close_date"].to_numpy(dtype=TIMESTAMP_DTYPE) - at)
+    return {"days_to_expected_close": days_to,
+            "expected_close_overdue": np.where(np.isnan(days_to), np.nan, (days_to < 0).astype("float64")),
+            "close_date_pushes": state["close_date_pushes"].to_numpy(),
+            "close_date_days_pushed": state["close_date_days_pushed"].to_numpy()}
+
+
+def _calendar_features(at: np.ndarray) -> dict:
+    day = at.astype("datetime64[D]")
+    month = at.astype("datetime64[M]")
+    month_in_quarter = month.astype("int64") % 3  # month 0 of the epoch is a January
+    month_end = (month + 1).astype("datetime64[D]") - 1
+    quarter_end = (month - month_in_quarter + 3).astype("datetime64[D]") - 1
+    return {"days_to_month_end": (month_end - day).astype("float64"),
+            "days_to_quarter_end": (quarter_end - day).astype("float64"),
+            "month_of_quarter": (month_in_quarter + 1).astype("float64"),
+            "quarter_end_month": (month_in_quarter == 2).astype("float64")}
+
+
+def _days(delta: np.ndarray) -> np.ndarray:
+    return delta / np.timedelta64(1, "D")
+
+
+def _known_only(found: pd.DataFrame, codes: np.ndarray) -> pd.DataFrame:
+    """A known group with nothing before T has zero history; an unseen one has none (NaN)."""
+    return found.fillna(0.0).where(pd.Series(codes >= 0, index=found.index), np.nan, axis=0)
+
+
+def _reserved_names() -> set[str]:
+    return set(STAGE_FEATURES + AMOUNT_FEATURES + CLOSE_DATE_FEATURES + CALENDAR_FEATURES + RAW_CATEGORICAL
+               + ["stage", "deal_id", "as_of", "account_id"] + list(DESCRIPTIONS))
+
+
+def _checked_deals(deals: pd.DataFrame, static: bool) -> pd.DataFrame:
+    required = ["deal_id"] if static else ["deal_id", "created_at"]
+    missing = [c for c in required if c not in deals]
+    if missing:
+        raise SchemaError(f"deals has no column {missing}: map a source column onto it in the mapping")
+    if deals["deal_id"].duplicated().any():
+        raise SchemaError("deals has duplicate deal_id values: run the tables through features.schema.validate")
+    deals = deals.reset_index(drop=True)
+    for col in ["created_at", "closed_at"]:
+        deals[col] = deals[col].astype(TIMESTAMP_DTYPE) if col in deals else \
+            pd.Series(pd.NaT, index=deals.index, dtype=TIMESTAMP_DTYPE)
+    if "outcome" not in deals:
+        deals["outcome"] = pd.Series(pd.NA, index=deals.index, dtype="string")
+    return deals
+
+
+def build_training_set(data: CanonicalData, as_of=None, builder: FeatureBuilder | None = None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, FeatureBuilder]:
+    """(features, labels, fitted builder); weekly as-of dates when `as_of` is None."""
+    builder = builder if builder is not None else FeatureBuilder().fit(data)
+    if data.meta.static:
+        X = builder.transform_static(data)
+        return X, static_labels(data, X), builder
+    as_of = as_of_grid(data) if as_of is None else as_of_timestamps(as_of)
+    late = as_of[as_of > data.data_end]
+    if len(late):
+        raise ValueError(f"as-of date {late[0].date()} is after the end of the data ({data.data_end}): "
+                         f"its labels would be unknown; use as-of dates up to the data end")
+    X = builder.transform(data, as_of)
+    return X, make_labels(data, X[["deal_id", "as_of"]]), builder
+
+
+def features(data_dir, as_of: list | None, out) -> pd.DataFrame:
+    """`leadscore features`: features and labels of a --data folder, written to parquet."""
+    from features.dataset import read_dataset
+
+    X, y, _ = build_training_set(read_dataset(data_dir), as_of)
+    table = pd.concat([X, y.drop(columns=["deal_id", "as_of"])], axis=1)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out, index=False)
+    return table

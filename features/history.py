@@ -1,0 +1,122 @@
+"""Time-indexed history learned from closed deals, looked up as of any date.
+
+`fit_history` builds cumulative tables ordered by the time each fact became known
+(closed_at for outcomes, the spell end for stage dwell, created/closed for open load);
+`lookup` merges them as of T with merge_asof, so an aggregate at T only ever sees
+deals closed strictly before T. The tables are small and picklable: the served model
+carries them and applies the same lookup to a one-deal payload.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.schema import TIMESTAMP_DTYPE
+
+
+@dataclass
+class GroupTable:
+    """Cumulative columns per group value (position in `levels` = `code`), sorted by `at`."""
+
+    levels: pd.Index
+    table: pd.DataFrame  # code, at, then cumulative value columns
+
+    def codes(self, values: pd.Series | None, n: int) -> np.ndarray:
+        """Codes of `values` (-1 for unseen or missing values: no history, not an error)."""
+        if values is None:
+            return np.full(n, -1, dtype="int64")
+        return self.levels.get_indexer(values.astype("string")).astype("int64")
+
+
+@dataclass
+class History:
+    outcomes: GroupTable  # all closed deals under one level: the global win rate at T
+    groups: dict[str, GroupTable]  # column -> won, lost, won_amount per value
+    dwell: GroupTable  # stage index -> dwell_days, spells over completed spells
+    open_load: GroupTable | None  # owner -> open deals (created minus closed)
+
+
+def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
+    """Deals with a known outcome by data_end, sorted by closed_at."""
+    closed = deals["closed_at"].notna() & deals["outcome"].isin(["won", "lost"]) \
+        & (deals["closed_at"] <= data_end)
+    return deals.loc[closed].sort_values("closed_at", kind="stable")
+
+
+def fit_history(deals: pd.DataFrame, prepared: pd.DataFrame, group_columns: Sequence[str],
+                data_end: pd.Timestamp) -> History:
+    """All history tables from the training data (deals, prepared stage events)."""
+    closed = closed_deals(deals, data_end)
+    won = (closed["outcome"] == "won").to_numpy(dtype="float64")
+    values = {"won": won, "lost": 1.0 - won,
+              "won_amount": np.where(won == 1.0, closed["amount"].to_numpy(dtype="float64"), 0.0)}
+    at = closed["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    outcomes = _cumulative(pd.Index(["all"]), np.zeros(len(closed), "int64"), at,
+                           {"won": values["won"], "lost": values["lost"]})
+    groups = {}
+    for col in group_columns:
+        levels = _levels(deals[col])
+        codes = levels.get_indexer(closed[col].astype("string"))
+        groups[col] = _cumulative(levels, codes, at, values)
+    open_load = _open_load(deals) if "owner" in group_columns else None
+    return History(outcomes=outcomes, groups=groups, dwell=_dwell(deals, prepared, data_end),
+                   open_load=open_load)
+
+
+def lookup(table: GroupTable, codes: np.ndarray, at: np.ndarray, strict: bool) -> pd.DataFrame:
+    """Cumulative values of each row's group as of `at` (sorted): the last table row
+    with time < at (strict) or <= at; NaN where the group has no such row."""
+    left = pd.DataFrame({"code": codes.astype("int64"), "at": at})
+    found = pd.merge_asof(left, table.table, on="at", by="code", allow_exact_matches=not strict)
+    return found.drop(columns=["code", "at"])
+
+
+def smoothed_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:
+    """Win rate shrunk toward `prior` with `smoothing` pseudo-deals."""
+    return (won + smoothing * prior) / (won + lost + smoothing)
+
+
+def _levels(values: pd.Series) -> pd.Index:
+    return pd.Index(sorted(values.dropna().astype("string").unique()), dtype="string")
+
+
+def _cumulative(levels: pd.Index, codes: np.ndarray, at: np.ndarray, values: dict) -> GroupTable:
+    """Running sums per code in time order; one row per (code, time) is enough."""
+    frame = pd.DataFrame({"code": codes.astype("int64"), "at": at, **values})
+    frame = frame.loc[frame["code"] >= 0].sort_values("at", kind="stable")
+    names = list(values)
+    frame[names] = frame.groupby("code")[names].cumsum()
+    frame = frame.drop_duplicates(["code", "at"], keep="last").reset_index(drop=True)
+    return GroupTable(levels=levels, table=frame)
+
+
+def _dwell(deals: pd.DataFrame, prepared: pd.DataFrame, data_end: pd.Timestamp) -> GroupTable:
+    """Completed stage spells (ended by the next stage change, or by the deal's close),
+    summed per stage in order of the spell's end."""
+    spells = prepared.loc[prepared["spell_start"], ["deal", "stage_index", "entered_at"]]
+    deal = spells["deal"].to_numpy()
+    same_deal_next = np.r_[deal[1:] == deal[:-1], False]
+    next_start = np.r_[spells["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[1:],
+                       np.datetime64("NaT")].astype(TIMESTAMP_DTYPE)
+    closed_at = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    closed_at = np.where(closed_at <= np.datetime64(data_end), closed_at, np.datetime64("NaT"))
+    end = np.where(same_deal_next, next_start, closed_at[deal]).astype(TIMESTAMP_DTYPE)
+    days = (end - spells["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)) / np.timedelta64(1, "D")
+    done = ~np.isnat(end)
+    return _cumulative(pd.Index(np.arange(int(prepared["stage_index"].max()) + 1 if len(prepared) else 0)),
+                       spells["stage_index"].to_numpy()[done].astype("int64"), end[done],
+                       {"dwell_days": days[done], "spells": np.ones(done.sum())})
+
+
+def _open_load(deals: pd.DataFrame) -> GroupTable:
+    """Per owner, deals created minus deals closed, as a running count over time."""
+    levels = _levels(deals["owner"])
+    codes = levels.get_indexer(deals["owner"].astype("string"))
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    closed = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    has_close = ~np.isnat(closed)
+    return _cumulative(levels, np.r_[codes, codes[has_close]], np.r_[created, closed[has_close]],
+                       {"open_deals": np.r_[np.ones(len(codes)), -np.ones(has_close.sum())]})

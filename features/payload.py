@@ -1,0 +1,65 @@
+"""Open deals sent in a request (or a flat frame) -> canonical tables.
+
+The single-request path: a payload deal becomes one row of `deals`, its stage history
+rows of `stage_events` and its activities rows of `activities`, validated by the same
+validator as an export, so serving computes features with the training code.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.schema import DEAL_OPTIONAL, DatasetMeta, ValidationResult, validate
+
+NESTED = ("stage_history", "activities")
+DEAL_FIELDS = ["deal_id", "created_at", *[c for c in DEAL_OPTIONAL if c not in ("closed_at", "outcome", "stage")]]
+
+
+def canonical_from_records(records: list[dict], meta: DatasetMeta) -> ValidationResult:
+    """Validate payload deals (dicts with canonical deal fields, `stage`, optional
+    `stage_entered_at`, `expected_close_date`, `stage_history`, `activities`)."""
+    flat = pd.DataFrame([{k: v for k, v in r.items() if k not in NESTED} for r in records])
+    deals = _deals_frame(flat, meta)
+    events = _events_frame(records, flat)
+    acts = _activities_frame(records)
+    return validate(deals, meta, stage_events=events, activities=acts)
+
+
+def canonical_from_frame(frame: pd.DataFrame, meta: DatasetMeta) -> ValidationResult:
+    """Flat variant (one row per open deal, no nested history), e.g. an MLflow pyfunc input."""
+    records = frame.replace({np.nan: None}).to_dict(orient="records")
+    return canonical_from_records(records, meta)
+
+
+def _deals_frame(flat: pd.DataFrame, meta: DatasetMeta) -> pd.DataFrame:
+    cols = [c for c in DEAL_FIELDS + list(meta.attributes) if c in flat.columns]
+    deals = flat[cols].copy()
+    for name in meta.attributes:  # declared attributes missing from the payload are unknown, not errors
+        if name not in deals:
+            deals[name] = None
+    if "stage" in flat:
+        deals["stage"] = flat["stage"]
+    deals["closed_at"] = None
+    deals["outcome"] = None
+    return deals
+
+
+def _events_frame(records: list[dict], flat: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for rec in records:
+        history = rec.get("stage_history") or []
+        if history:
+            rows.extend({"deal_id": rec.get("deal_id"), **h} for h in history)
+        elif rec.get("stage") is not None:
+            rows.append({"deal_id": rec.get("deal_id"), "stage": rec.get("stage"),
+                         "entered_at": rec.get("stage_entered_at") or rec.get("created_at"),
+                         "amount": rec.get("amount"), "expected_close_date": rec.get("expected_close_date")})
+    cols = ["deal_id", "stage", "entered_at", "amount", "expected_close_date"]
+    return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame(columns=cols)
+
+
+def _activities_frame(records: list[dict]) -> pd.DataFrame | None:
+    rows = [{"deal_id": rec.get("deal_id"), **a} for rec in records for a in (rec.get("activities") or [])]
+    if not any("activities" in rec for rec in records):
+        return None  # no activity data at all: activity features are missing, not zero
+    return pd.DataFrame(rows, columns=["deal_id", "occurred_at", "type"])

@@ -1,0 +1,238 @@
+"""Point-in-time snapshots: which deals are open at which as-of dates, and each deal's
+pipeline state as it was then (stage, amount, expected close date, activity counts).
+
+Everything here is per deal (no state shared across deals), so a Dask version can run
+the same functions on a partition of deals with their own events and activities.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.errors import NotEnoughData, SchemaError
+from features.schema import TIMESTAMP_DTYPE, CanonicalData
+
+DAY = pd.Timedelta(days=1)
+# running state carried by every prepared event row and picked up by one merge_asof
+STATE_COLUMNS = ["stage_index", "stage_entered_at", "stage_changes", "stage_regressions",
+                 "furthest_stage_index", "event_amount", "first_amount", "amount_changes",
+                 "expected_close_date", "close_date_pushes", "close_date_days_pushed"]
+
+
+def as_of_timestamps(as_of) -> pd.DatetimeIndex:
+    """A timestamp or a sequence of them -> sorted unique tz-naive UTC `datetime64[us]`."""
+    values = [as_of] if isinstance(as_of, (str, pd.Timestamp, np.datetime64)) or np.isscalar(as_of) \
+        else list(as_of)
+    try:
+        idx = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"as-of dates must be dates (YYYY-MM-DD): {exc}") from None
+    if idx.isna().any() or len(idx) == 0:
+        raise ValueError("as-of dates must be non-empty and must not contain NaT: give YYYY-MM-DD dates")
+    return idx.tz_localize(None).astype(TIMESTAMP_DTYPE).unique().sort_values()
+
+
+def as_of_grid(data: CanonicalData, freq: str = "W-MON", start=None, end=None) -> pd.DatetimeIndex:
+    """Regular as-of dates (weekly on Mondays by default) from the first creation to data_end."""
+    if data.meta.static:
+        raise NotEnoughData("a static lead export has no dates, so it has no as-of grid: "
+                            "use FeatureBuilder.transform_static")
+    start = pd.Timestamp(start) if start is not None else data.deals["created_at"].min()
+    end = pd.Timestamp(end) if end is not None else data.data_end
+    grid = pd.date_range(start.normalize(), end, freq=freq)
+    if len(grid) == 0:
+        raise NotEnoughData(f"no '{freq}' as-of date between {start} and {end}: widen the range "
+                            f"or use a shorter frequency")
+    return pd.DatetimeIndex(grid).astype(TIMESTAMP_DTYPE)
+
+
+def snapshot_positions(deals: pd.DataFrame, as_of: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(deal row position, as-of value) for every deal open at every as-of date.
+
+    Open at T: created_at <= T and (closed_at is NaT or closed_at > T). Two searchsorted
+    calls give each deal's run of as-of dates; np.repeat expands them (no cross join).
+    """
+    t = as_of.to_numpy(dtype=TIMESTAMP_DTYPE)
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    closed = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE) if "closed_at" in deals \
+        else np.full(len(deals), np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
+    first = np.where(np.isnat(created), len(t), np.searchsorted(t, created, side="left"))
+    stop = np.where(np.isnat(closed), len(t), np.searchsorted(t, closed, side="left"))
+    counts = np.clip(stop - first, 0, None)
+    rows = np.repeat(np.arange(len(deals)), counts)
+    run_start = np.repeat(np.cumsum(counts) - counts, counts)
+    t_index = np.repeat(first, counts) + (np.arange(len(rows)) - run_start)
+    return rows, t[t_index]
+
+
+def open_snapshots(deals: pd.DataFrame, as_of: Sequence[pd.Timestamp]) -> pd.DataFrame:
+    """One row per (deal open at T, T): deal_id, as_of, then the deal's columns.
+
+    The deal columns include closed_at/outcome/final amount, which are labels, not
+    features: feature code must not read them (FeatureBuilder does not).
+    """
+    rows, at = snapshot_positions(deals, as_of_timestamps(as_of))
+    out = deals.iloc[rows].reset_index(drop=True)
+    out.insert(1 if "deal_id" in out else 0, "as_of", at)
+    return out
+
+
+def deal_positions(deal_ids: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Row position in `deal_ids` of each id (-1 when unknown)."""
+    return pd.Index(deal_ids.astype("string")).get_indexer(ids.astype("string"))
+
+
+def prepare_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]
+                   ) -> pd.DataFrame:
+    """Per-event running state of each deal, sorted by (deal, entered_at).
+
+    A deal whose history does not start at created_at is given an implied entry into the
+    first stage at created_at (with no events at all it stays there until it closes).
+    Rows repeating the previous stage are field updates (amount, expected close date).
+    Column `has_event_amount` says whether any of the deal's events carries an amount
+    (if none does, deals.amount is the only amount known).
+    """
+    ev = _real_events(deals, stage_events, stages)
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    first_at = pd.Series(ev["entered_at"].to_numpy()).groupby(ev["deal"].to_numpy()).min()
+    first_at = first_at.reindex(np.arange(len(deals))).to_numpy(dtype=TIMESTAMP_DTYPE)
+    implied = np.flatnonzero(~np.isnat(created) & (np.isnat(first_at) | (first_at > created)))
+    ev = pd.concat([pd.DataFrame({"deal": implied, "stage_index": 0, "entered_at": created[implied],
+                                  "amount": np.nan,
+                                  "expected_close_date": np.full(len(implied), np.datetime64("NaT"),
+                                                                 dtype=TIMESTAMP_DTYPE)}),
+                    ev], ignore_index=True)
+    ev = ev.sort_values(["deal", "entered_at"], kind="stable").reset_index(drop=True)
+    return _running_state(ev, len(stages))
+
+
+def _real_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]) -> pd.DataFrame:
+    cols = {"deal": np.array([], dtype="int64"), "stage_index": np.array([], dtype="int64"),
+            "entered_at": np.array([], dtype=TIMESTAMP_DTYPE), "amount": np.array([], dtype="float64"),
+            "expected_close_date": np.array([], dtype=TIMESTAMP_DTYPE)}
+    if stage_events is None or stage_events.empty:
+        return pd.DataFrame(cols)
+    se = stage_events
+    deal = deal_positions(deals["deal_id"], se["deal_id"])
+    stage = pd.Index(stages).get_indexer(se["stage"].astype("string"))
+    if (stage < 0).any():
+        bad = sorted(set(se["stage"][stage < 0].astype("string").fillna("<empty>")))[:5]
+        raise SchemaError(f"stage_events has stages {bad} not in the stage order {stages}: add them to "
+                          f"the mapping's 'stages' list, or run the tables through features.schema.validate")
+    keep = deal >= 0  # events of deals outside this partition/payload belong to someone else
+    n = len(se)
+    amount = se["amount"].to_numpy(dtype="float64") if "amount" in se else np.full(n, np.nan)
+    ecd = se["expected_close_date"].to_numpy(dtype=TIMESTAMP_DTYPE) if "expected_close_date" in se \
+        else np.full(n, np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
+    return pd.DataFrame({"deal": deal[keep].astype("int64"), "stage_index": stage[keep].astype("int64"),
+                         "entered_at": se["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[keep],
+                         "amount": amount[keep], "expected_close_date": ecd[keep]})
+
+
+def _running_state(ev: pd.DataFrame, n_stages: int) -> pd.DataFrame:
+    """Cumulative per-deal columns on events sorted by (deal, entered_at), all numpy."""
+    deal = ev["deal"].to_numpy()
+    stage = ev["stage_index"].to_numpy()
+    first = np.r_[True, deal[1:] != deal[:-1]] if len(ev) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(ev)), 0)) if len(ev) else np.zeros(0, int)
+    prev_stage = np.r_[-1, stage[:-1]] if len(ev) else stage
+    change = ~first & (stage != prev_stage)
+    at = ev["entered_at"].to_numpy()
+    ev["spell_start"] = first | change
+    ev["stage_entered_at"] = at[_ffill_index(first | change, start)]
+    ev["stage_changes"] = _group_cumsum(change.astype("float64"), start)
+    ev["stage_regressions"] = _group_cumsum((change & (stage < prev_stage)).astype("float64"), start)
+    offset = deal.astype("int64") * n_stages
+    ev["furthest_stage_index"] = (np.maximum.accumulate(offset + stage) - offset).astype("float64") \
+        if len(ev) else np.zeros(0)
+
+    amount = ev["amount"].to_numpy()
+    known, prev_known = _known_and_previous(~np.isnan(amount), start)
+    ev["event_amount"] = _take(amount, known)
+    seen = _group_cumsum((~np.isnan(amount)).astype("float64"), start)
+    ev["first_amount"] = _take(amount, _ffill_index(~np.isnan(amount) & (seen == 1), start))
+    prev_amount = _take(amount, prev_known)
+    ev["amount_changes"] = _group_cumsum((~np.isnan(amount) & ~np.isnan(prev_amount)
+                                          & (amount != prev_amount)).astype("float64"), start)
+    ev["has_event_amount"] = pd.Series(~np.isnan(amount)).groupby(deal).transform("any").to_numpy() \
+        if len(ev) else np.zeros(0, bool)
+
+    ecd = ev["expected_close_date"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    known, prev_known = _known_and_previous(~np.isnat(ecd), start)
+    ev["expected_close_date"] = _take(ecd, known)
+    prev_ecd = _take(ecd, prev_known)
+    pushed_days = (ecd - prev_ecd) / np.timedelta64(1, "D")
+    push = ~np.isnat(ecd) & ~np.isnat(prev_ecd) & (pushed_days > 0)
+    ev["close_date_pushes"] = _group_cumsum(push.astype("float64"), start)
+    ev["close_date_days_pushed"] = _group_cumsum(np.where(push, pushed_days, 0.0), start)
+    ev["stage_index"] = stage.astype("float64")
+    return ev
+
+
+def _ffill_index(valid: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Index of the latest valid row at or before each row within its deal (-1 if none)."""
+    idx = np.maximum.accumulate(np.where(valid, np.arange(len(valid)), -1)) if len(valid) else start
+    return np.where(idx >= start, idx, -1)
+
+
+def _known_and_previous(valid: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Latest valid row up to each row, and the latest valid row strictly before it."""
+    known = _ffill_index(valid, start)
+    prev = np.r_[-1, known[:-1]] if len(known) else known
+    return known, np.where(prev >= start, prev, -1)
+
+
+def _group_cumsum(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    total = np.cumsum(values)
+    return total - (total - values)[start] if len(values) else values
+
+
+def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """values[index] with -1 -> missing (NaN / NaT)."""
+    out = values[np.maximum(index, 0)] if len(values) else values.copy()
+    missing = np.datetime64("NaT") if values.dtype.kind == "M" else np.nan
+    return np.where(index >= 0, out, missing).astype(values.dtype)
+
+
+def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: pd.DataFrame) -> pd.DataFrame:
+    """The prepared state of each (deal, T) row: the latest event with entered_at <= T.
+
+    `snap_at` must be sorted (snapshot rows ordered by as_of); one merge_asof.
+    """
+    left = pd.DataFrame({"deal": snap_deal.astype("int64"), "as_of": snap_at})
+    right = prepared.sort_values("entered_at", kind="stable")[["deal", "entered_at", "has_event_amount"]
+                                                              + STATE_COLUMNS]
+    merged = pd.merge_asof(left, right, left_on="as_of", right_on="entered_at", by="deal",
+                           direction="backward", allow_exact_matches=True)
+    return merged.drop(columns=["deal", "as_of", "entered_at"])
+
+
+def activity_counts(snap_deal: np.ndarray, snap_at: np.ndarray, deals: pd.DataFrame,
+                    activities: pd.DataFrame, windows: Sequence[int]) -> pd.DataFrame:
+    """Activities in (T - w days, T] per window, and days since the last one at or before T.
+
+    A running count per deal is looked up at T and at T - w (two merge_asofs per window).
+    """
+    deal = deal_positions(deals["deal_id"], activities["deal_id"])
+    keep = deal >= 0
+    acts = pd.DataFrame({"deal": deal[keep].astype("int64"),
+                         "occurred_at": activities["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[keep]})
+    acts = acts.sort_values(["deal", "occurred_at"], kind="stable")
+    acts["count"] = acts.groupby("deal").cumcount().to_numpy(dtype="float64") + 1
+    acts = acts.sort_values("occurred_at", kind="stable")
+
+    def count_upto(at: np.ndarray, with_time: bool = False) -> pd.DataFrame:
+        left = pd.DataFrame({"deal": snap_deal.astype("int64"), "at": at})
+        found = pd.merge_asof(left, acts, left_on="at", right_on="occurred_at", by="deal")
+        return found if with_time else found["count"].fillna(0.0)
+
+    now = count_upto(snap_at, with_time=True)
+    out = pd.DataFrame(index=np.arange(len(snap_deal)))
+    for w in windows:
+        before = count_upto(snap_at - np.timedelta64(int(w), "D"))
+        out[f"activities_{w}d"] = now["count"].fillna(0.0).to_numpy() - before.to_numpy()
+    out["days_since_last_activity"] = ((snap_at - now["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
+                                       / np.timedelta64(1, "D"))
+    return out

@@ -1,0 +1,1 @@
+"""Models, baselines, evaluation, forecasts and MLflow tracking."""

@@ -1,0 +1,243 @@
+"""The two LightGBM models: calibrated close probability, and time to a won close.
+
+Both are scikit-learn style: parameters in `__init__`, `fit` returns self, learned state
+ends in `_`. Folds are passed explicitly because they are time folds (training.folds).
+"""
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
+
+
+def _check_fitted(model, attr: str) -> None:
+    if not hasattr(model, attr):
+        raise RuntimeError(f"{type(model).__name__} is not fitted: call fit() first")
+
+
+class PlattCalibrator:
+    """Logistic regression on the raw log-odds (keeps the ranking, fixes the scale)."""
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> "PlattCalibrator":
+        self.lr_ = LogisticRegression(C=1e4).fit(raw.reshape(-1, 1), y)
+        return self
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        return self.lr_.predict_proba(raw.reshape(-1, 1))[:, 1]
+
+
+class IsotonicCalibrator:
+    """Isotonic regression on the raw log-odds (any monotone miscalibration)."""
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> "IsotonicCalibrator":
+        self.iso_ = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y)
+        return self
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        return self.iso_.predict(raw)
+
+
+CALIBRATORS = {"platt": PlattCalibrator, "isotonic": IsotonicCalibrator}
+
+
+def _brier(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
+def choose_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "auto") -> tuple[str, dict]:
+    """Pick Platt or isotonic by 2-fold cross-validated Brier on the calibration fold.
+
+    Folds alternate rows in time order so both halves see the whole calibration period.
+    Returns the chosen name and the cross-validated Brier of each candidate (and of the
+    constant, used by the no-signal guard).
+    """
+    candidates = list(CALIBRATORS) if method == "auto" else [method]
+    halves = [np.arange(len(y)) % 2 == k for k in (0, 1)]
+    scores = {}
+    for name in candidates:
+        preds = np.empty(len(y))
+        for fit_mask in halves:
+            cal = CALIBRATORS[name]().fit(raw[fit_mask], y[fit_mask])
+            preds[~fit_mask] = cal.predict(raw[~fit_mask])
+        scores[name] = _brier(y, preds)
+    constant = np.empty(len(y))
+    for fit_mask in halves:
+        constant[~fit_mask] = y[fit_mask].mean()
+    scores["constant"] = _brier(y, constant)
+    best = min(candidates, key=scores.get)
+    return best, scores
+
+
+class CloseProbabilityModel:
+    """LightGBM P(won | open at T), early-stopped on the validation fold and calibrated on a
+    later fold. Falls back to the calibration-fold base rate when the model does not beat
+    it there (data with no signal), so Brier skill stays >= 0 instead of fitting noise."""
+
+    def __init__(self, n_estimators: int = 3000, learning_rate: float = 0.03, num_leaves: int = 31,
+                 min_child_samples: int = 200, reg_lambda: float = 5.0, feature_fraction: float = 0.8,
+                 bagging_fraction: float = 0.8, early_stopping_rounds: int = 100,
+                 calibration: str = "auto", random_state: int = 0, n_jobs: int = 2):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.reg_lambda = reg_lambda
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.early_stopping_rounds = early_stopping_rounds
+        self.calibration = calibration
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def lgb_params(self) -> dict:
+        return {"objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+                "min_data_in_leaf": self.min_child_samples, "lambda_l2": self.reg_lambda,
+                "feature_fraction": self.feature_fraction, "bagging_fraction": self.bagging_fraction,
+                "bagging_freq": 1, "seed": self.random_state, "num_threads": self.n_jobs,
+                "verbosity": -1, "metric": "binary_logloss", "cat_smooth": 20, "min_data_per_group": 50}
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, X_valid: pd.DataFrame, y_valid: np.ndarray,
+            X_calib: pd.DataFrame, y_calib: np.ndarray) -> "CloseProbabilityModel":
+        y, y_valid, y_calib = (np.asarray(a, dtype=float) for a in (y, y_valid, y_calib))
+        self.feature_names_in_ = list(X.columns)
+        self.base_rate_ = float(y.mean())
+        train_set = lgb.Dataset(X, y, free_raw_data=True)
+        valid_set = lgb.Dataset(X_valid, y_valid, reference=train_set)
+        self.booster_ = lgb.train(self.lgb_params(), train_set, num_boost_round=self.n_estimators,
+                                  valid_sets=[valid_set], valid_names=["valid"],
+                                  callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        raw = self.predict_raw(X_calib)
+        self.calibration_method_, self.calibration_scores_ = choose_calibrator(raw, y_calib, self.calibration)
+        self.calibrator_ = CALIBRATORS[self.calibration_method_]().fit(raw, y_calib)
+        self.fallback_ = self.calibration_scores_[self.calibration_method_] >= self.calibration_scores_["constant"]
+        self.constant_ = float(y_calib.mean())
+        return self
+
+    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated log-odds from the booster."""
+        _check_fitted(self, "booster_")
+        return self.booster_.predict(X[self.feature_names_in_], raw_score=True,
+                                     num_iteration=self.best_iteration_)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated P(won) per row (1-D)."""
+        _check_fitted(self, "calibrator_")
+        if self.fallback_:
+            return np.full(len(X), self.constant_)
+        return np.clip(self.calibrator_.predict(self.predict_raw(X)), 1e-4, 1 - 1e-4)
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """Per-feature log-odds contributions (SHAP values), last column the bias."""
+        _check_fitted(self, "booster_")
+        return self.booster_.predict(X[self.feature_names_in_], pred_contrib=True,
+                                     num_iteration=self.best_iteration_)
+
+    def feature_importance(self) -> pd.Series:
+        _check_fitted(self, "booster_")
+        gain = self.booster_.feature_importance("gain", iteration=self.best_iteration_)
+        return pd.Series(gain, index=self.feature_names_in_).sort_values(ascending=False)
+
+
+class TimeToCloseModel:
+    """Distribution of days from T to a won close, for deals that will be won.
+
+    Three LightGBM quantile models (P10/P50/P90) on log1p(days), each shifted on the
+    calibration fold so its empirical level matches (conformalised quantile regression).
+    A log-normal through the quantiles gives P(close by d | won); multiplied by P(won) it
+    gives P(won by d), which therefore never exceeds P(won).
+    """
+
+    quantiles = (0.1, 0.5, 0.9)
+
+    def __init__(self, n_estimators: int = 2000, learning_rate: float = 0.05, num_leaves: int = 31,
+                 min_child_samples: int = 100, early_stopping_rounds: int = 100, random_state: int = 0,
+                 n_jobs: int = 2):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.early_stopping_rounds = early_stopping_rounds
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X: pd.DataFrame, days: np.ndarray, X_valid: pd.DataFrame, days_valid: np.ndarray,
+            X_calib: pd.DataFrame, days_calib: np.ndarray) -> "TimeToCloseModel":
+        self.feature_names_in_ = list(X.columns)
+        y, y_valid, y_calib = (np.log1p(np.clip(np.asarray(d, float), 0, None)) for d in (days, days_valid, days_calib))
+        self.boosters_ = []
+        for alpha in self.quantiles:
+            params = {"objective": "quantile", "alpha": alpha, "metric": "quantile",
+                      "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+                      "min_data_in_leaf": self.min_child_samples, "seed": self.random_state,
+                      "num_threads": self.n_jobs, "verbosity": -1}
+            train_set = lgb.Dataset(X, y)
+            valid_set = lgb.Dataset(X_valid, y_valid, reference=train_set)
+            booster = lgb.train(params, train_set, num_boost_round=self.n_estimators, valid_sets=[valid_set],
+                                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+            self.boosters_.append(booster)
+        raw = self._raw_quantiles(X_calib)
+        # shift each quantile so that exactly alpha of the calibration fold falls below it
+        self.shifts_ = np.array([np.quantile(y_calib - raw[:, k], a) for k, a in enumerate(self.quantiles)])
+        return self
+
+    def _raw_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+        return np.column_stack([b.predict(X[self.feature_names_in_], num_iteration=b.best_iteration or None)
+                                for b in self.boosters_])
+
+    def predict_log_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, 3) log1p(days) quantiles, sorted so P10 <= P50 <= P90."""
+        _check_fitted(self, "shifts_")
+        q = self._raw_quantiles(X) + self.shifts_
+        q = np.sort(q, axis=1)
+        return np.maximum(q, 0.0)
+
+    def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, 3) days to a won close at P10/P50/P90."""
+        return np.expm1(self.predict_log_quantiles(X))
+
+
+def lognormal_params(log_quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of log1p(days) from its P10/P50/P90."""
+    mu = log_quantiles[:, 1]
+    sigma = np.maximum((log_quantiles[:, 2] - log_quantiles[:, 0]) / (2 * Z90), 0.05)
+    return mu, sigma
+
+
+def cdf_won_by(log_quantiles: np.ndarray, days: np.ndarray | float) -> np.ndarray:
+    """P(close within `days` | won) per row (days broadcast against rows)."""
+    mu, sigma = lognormal_params(log_quantiles)
+    d = np.log1p(np.clip(np.asarray(days, dtype=float), 0, None))
+    return norm.cdf((d - mu) / sigma)
+
+
+class StageTimeBaseline:
+    """Cold-start time to close: empirical P10/P50/P90 of days to a won close per stage."""
+
+    def __init__(self, stage_column: str = "stage", min_rows: int = 20):
+        self.stage_column = stage_column
+        self.min_rows = min_rows
+
+    def fit(self, X: pd.DataFrame, days: np.ndarray) -> "StageTimeBaseline":
+        logd = pd.Series(np.log1p(np.clip(np.asarray(days, float), 0, None)), index=X.index)
+        self.overall_ = np.quantile(logd, TimeToCloseModel.quantiles) if len(logd) else np.log1p([7.0, 30.0, 90.0])
+        self.by_stage_ = {}
+        if self.stage_column in X:
+            for stage, vals in logd.groupby(X[self.stage_column].astype("string")):
+                if len(vals) >= self.min_rows:
+                    self.by_stage_[str(stage)] = np.quantile(vals, TimeToCloseModel.quantiles)
+        return self
+
+    def predict_log_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+        _check_fitted(self, "overall_")
+        stages = X[self.stage_column].astype("string") if self.stage_column in X else pd.Series([None] * len(X))
+        return np.vstack([self.by_stage_.get(s, self.overall_) if isinstance(s, str) else self.overall_
+                          for s in stages.tolist()]) if len(X) else np.empty((0, 3))
+
+    def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+        return np.expm1(self.predict_log_quantiles(X))

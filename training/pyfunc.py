@@ -1,0 +1,80 @@
+"""The predictor as ONE MLflow pyfunc model: feature code + stored aggregates + both
+models + calibrator, with a signature. Input: one row per open deal (canonical deal
+columns plus `stage`, optional `stage_entered_at`, `expected_close_date`); optional
+param `as_of`. Output: one row per deal with the scores."""
+from __future__ import annotations
+
+import pickle
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from features.errors import LeadscoreError
+from features.payload import canonical_from_frame
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_COLUMNS = ["deal_id", "close_probability", "score", "tier", "p_close_within_30d", "p_close_within_60d",
+                  "p_close_within_90d", "close_days_p10", "close_days_p50", "close_days_p90"]
+REQUIREMENTS = ["pandas>=3.1,<3.2", "numpy>=2.0,<3", "scipy>=1.13,<2", "scikit-learn>=1.9,<1.10",
+                "lightgbm>=4.7,<4.8", "pyarrow>=18,<26", "mlflow>=3.17,<3.18"]
+
+
+class LeadScoreModel(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper; the real work is in `training.predictor.LeadScorePredictor`."""
+
+    def load_context(self, context) -> None:
+        with open(context.artifacts["predictor"], "rb") as fh:
+            self.predictor = pickle.load(fh)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        as_of = (params or {}).get("as_of") or None
+        result = canonical_from_frame(model_input, self.predictor.meta)
+        if len(result.rejects):
+            first = result.rejects.iloc[0]
+            raise LeadscoreError(f"{len(result.rejects)} invalid input row(s); first: deal {first['deal_id']}: "
+                                 f"{first['reason']} ({first['detail']})")
+        scored = self.predictor.score(result.data, as_of)
+        return scored[[c for c in OUTPUT_COLUMNS if c in scored.columns]]
+
+
+def example_input(data, n: int = 3) -> pd.DataFrame:
+    """A few open deals in the pyfunc input layout, for the signature and input example."""
+    deals = data.deals
+    open_deals = deals[deals["closed_at"].isna()] if "closed_at" in deals else deals
+    sample = (open_deals if len(open_deals) else deals).head(n).copy()
+    keep = [c for c in sample.columns if c not in ("closed_at", "outcome")]
+    sample = sample[keep]
+    if "stage" not in sample:
+        sample["stage"] = data.meta.stages[0]
+        if data.stage_events is not None and len(data.stage_events):
+            last = data.stage_events.groupby("deal_id")["stage"].last()
+            sample["stage"] = sample["deal_id"].map(last).fillna(data.meta.stages[0]).to_numpy()
+    for col in sample.columns:
+        if pd.api.types.is_datetime64_any_dtype(sample[col]):
+            sample[col] = sample[col].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return sample.astype({c: "object" for c in sample.columns if sample[c].dtype == "string"})
+
+
+def log_predictor(predictor, data, name: str = "model") -> mlflow.models.model.ModelInfo:
+    """Log the predictor as one pyfunc model in the active run (with signature)."""
+    x = example_input(data)
+    wrapper = LeadScoreModel()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "predictor.pkl"
+        path.write_bytes(pickle.dumps(predictor))
+        wrapper.predictor = predictor
+        as_of = None if predictor.static else data.data_end.isoformat()
+        y = wrapper.predict(None, x, {"as_of": as_of})
+        signature = infer_signature(x, y, params={"as_of": ""})
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=wrapper, artifacts={"predictor": str(path)},
+            code_paths=[str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "training")],
+            signature=signature, input_example=x, pip_requirements=REQUIREMENTS)
+
+
+def unwrap(pyfunc_model) -> object:
+    """The LeadScorePredictor inside a loaded pyfunc model."""
+    return pyfunc_model.unwrap_python_model().predictor

@@ -1,0 +1,171 @@
+"""`leadscore train` / `evaluate`: fit, evaluate, log one MLflow run, register, gate.
+
+Stages hand each other plain dicts; the run id and the registry decision are part of
+the result so scripts and the notebook can chain on them.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from features.dataset import read_dataset, read_truth  # noqa: E402
+from features.schema import CanonicalData  # noqa: E402
+from training import evaluate as ev  # noqa: E402
+from training import plots, tracking  # noqa: E402
+from training.oracle_eval import creation_time_metrics, oracle_test_metrics  # noqa: E402
+from training.pyfunc import log_predictor, unwrap  # noqa: E402
+from training.train import TrainConfig, TrainResult, fit_predictor  # noqa: E402
+
+MODEL_NAME = "leadscore"
+BASELINES = ("stage_rate", "naive_bayes", "logistic")
+
+
+def train(data_dir: str | Path, experiment: str = "leadscore", mapping: str | Path | None = None,
+          metrics_out: str | Path | None = None, model_name: str = MODEL_NAME, config: TrainConfig | None = None,
+          step: Callable[[str], None] = lambda _s: None) -> dict:
+    """Train on the canonical tables in `data_dir` (ingesting `mapping` into it first, if
+    given), log one MLflow run, register the predictor and run the promotion gate."""
+    if mapping is not None:
+        from features.sources import ingest
+
+        step("ingest")
+        ingest(mapping_path=mapping, out_dir=data_dir)
+    data = read_dataset(data_dir)
+    result = fit_predictor(data, config, step)
+    step("ground-truth comparison")
+    add_truth_metrics(result, data, read_truth(data_dir))
+    step("MLflow run and registry")
+    summary = log_run(result, data, experiment, model_name, data_dir)
+    if metrics_out is not None:
+        Path(metrics_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_out).write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def add_truth_metrics(result: TrainResult, data: CanonicalData, truth: pd.DataFrame | None) -> None:
+    """Model at creation time (always) and the generator's oracles (when truth exists)."""
+    cp = result.metrics["close_probability"]
+    if result.folds is not None:
+        test_start, data_end = result.folds.starts[3], data.data_end
+        # creation-time snapshots of deals created in the test window, labels as of data end
+        cp["at_creation"] = creation_time_metrics(result.predictor, data, truth, test_start, data_end)
+    if truth is not None and result.folds is not None:
+        cp["oracle"] = oracle_test_metrics(data, truth, result.test, cp["base_rate"])
+
+
+def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_name: str, data_dir) -> dict:
+    """One MLflow run: params, data fingerprint, metrics with baselines, plots, the model."""
+    predictor = result.predictor
+    with tracking.start_run(experiment, run_name=f"{predictor.kind}-{data.meta.name}") as run:
+        _log_params(result, data, data_dir)
+        tracking.log_metrics_nested(result.metrics)
+        _log_plots(result)
+        info = log_predictor(predictor, data)
+        candidate = result.metrics["close_probability"]["brier"]
+        decision = tracking.register_and_gate(
+            run.info.run_id, "model", model_name, candidate_score=candidate, metric="brier",
+            compare_fn=lambda version: champion_brier(model_name, version, data, result.test),
+            model_uri=info.model_uri)
+    return {"run_id": run.info.run_id, "model_name": model_name, "model_version": decision.version,
+            "alias": decision.alias, "gate_reason": decision.reason, "model_kind": predictor.kind,
+            "messages": result.messages, **result.metrics}
+
+
+def _log_params(result: TrainResult, data: CanonicalData, data_dir) -> None:
+    import mlflow
+
+    fingerprint = tracking.data_fingerprint({"deals": data.deals, "stage_events": data.stage_events,
+                                             "activities": data.activities})
+    created = data.deals["created_at"]
+    mlflow.log_params({"data_dir": str(data_dir), "dataset": data.meta.name, "static": data.meta.static,
+                       "model_kind": result.predictor.kind, "n_features": len(result.predictor.feature_names),
+                       "data_from": None if created.isna().all() else str(created.min()),
+                       "data_to": None if data.meta.static else str(data.data_end),
+                       **{f"data_{k}": v for k, v in fingerprint.items()}})
+    params = result.metrics.get("model", {}).get("params", {})
+    mlflow.log_params({f"lgb_{k}": v for k, v in params.items()})
+    mlflow.log_dict({"features": result.predictor.feature_names, "folds": result.metrics.get("folds")},
+                    "features_and_folds.json")
+    for msg in result.messages:
+        mlflow.set_tag("leadscore.message", msg[:4000])
+
+
+def _log_plots(result: TrainResult) -> None:
+    import mlflow
+
+    test = result.test
+    y = test["won"].to_numpy()
+    probs = {"model": test["model"].to_numpy(), **{b: test[b].to_numpy() for b in BASELINES if b in test}}
+    figures = {"reliability.png": plots.reliability_diagram(y, probs), "roc.png": plots.roc_curves(y, probs),
+               "cumulative_gain.png": plots.cumulative_gain(y, probs)}
+    model = result.predictor.close_model
+    if hasattr(model, "feature_importance"):
+        imp = model.feature_importance()
+        figures["feature_importance.png"] = plots.feature_importance(list(imp.index), imp.to_numpy())
+        X = result.test_features
+        figures["shap_summary.png"] = plots.contribution_summary(model.contributions(X), X)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fig in figures.items():
+            fig.savefig(Path(tmp) / name, dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            mlflow.log_artifact(str(Path(tmp) / name), artifact_path="plots")
+        test.to_parquet(Path(tmp) / "test_predictions.parquet", index=False)
+        mlflow.log_artifact(str(Path(tmp) / "test_predictions.parquet"), artifact_path="evaluation")
+
+
+def champion_brier(model_name: str, version: int, data: CanonicalData, test: pd.DataFrame) -> float | None:
+    """Brier of a registered version on the candidate's test rows (same holdout)."""
+    import mlflow
+
+    predictor = unwrap(mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"))
+    if predictor.static:
+        feats = predictor.features(data)
+        merged = test[["deal_id", "won"]].merge(feats, on="deal_id", how="inner")
+    else:
+        feats = predictor.builder.transform_rows(data, test[["deal_id", "as_of"]])
+        merged = test[["deal_id", "as_of", "won"]].merge(feats, on=["deal_id", "as_of"], how="inner")
+    if len(merged) < len(test):
+        return None
+    p = predictor.score_features(merged)["close_probability"].to_numpy()
+    return ev.brier(merged["won"].to_numpy(), p)
+
+
+def evaluate(data_dir: str | Path, model_name: str = MODEL_NAME, version: int | None = None,
+             as_of=None, metrics_out: str | Path | None = None) -> dict:
+    """Re-score a registered version (default: the champion) on new data: every deal open
+    at `as_of` (default: a year before the data end) against what happened after."""
+    import mlflow
+
+    data = read_dataset(data_dir)
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    if version is None:
+        version = tracking.champion_version(model_name)
+        if version is None:
+            raise tracking.NoChampion(f"no champion model registered for '{model_name}'; run `leadscore train`")
+    predictor = unwrap(mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"))
+    if predictor.static:
+        feats = predictor.features(data)
+        y = feats["deal_id"].map(data.deals.set_index("deal_id")["outcome"].eq("won").astype(float))
+        scored = predictor.score_features(feats)
+    else:
+        as_of = pd.Timestamp(as_of) if as_of is not None else data.data_end - pd.Timedelta(days=365)
+        scored = predictor.score(data, as_of)
+        closed = data.deals.set_index("deal_id")
+        y = scored["deal_id"].map(closed["outcome"].eq("won").where(closed["outcome"].notna()).astype(float))
+    known = y.notna().to_numpy()
+    report = ev.classification_report(y.to_numpy()[known], scored["close_probability"].to_numpy()[known],
+                                      float(np.nanmean(y)) if known.any() else 0.5)
+    out = {"model_name": model_name, "model_version": int(version), "as_of": None if as_of is None else str(as_of),
+           "n_scored": int(len(scored)), "n_with_outcome": int(known.sum()), "close_probability": report}
+    if metrics_out is not None:
+        Path(metrics_out).write_text(json.dumps(out, indent=2, default=str))
+    return out
