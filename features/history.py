@@ -2,8 +2,8 @@
 
 `fit_history` builds cumulative tables ordered by the time each fact became known
 (closed_at for outcomes, the spell end for stage dwell, created/closed for open load);
-`lookup` merges them as of T with merge_asof, so an aggregate at T only ever sees
-deals closed strictly before T. The tables are small and picklable: the served model
+`lookup` reads them as of T (an as-of join, see `features.snapshots.asof_positions`),
+so an aggregate at T only ever sees deals closed strictly before T. The tables are small and picklable: the served model
 carries them and applies the same lookup to a one-deal payload.
 """
 from __future__ import annotations
@@ -15,14 +15,15 @@ import numpy as np
 import pandas as pd
 
 from features.schema import TIMESTAMP_DTYPE
+from features.snapshots import asof_positions, group_cumsum, group_starts
 
 
 @dataclass
 class GroupTable:
-    """Cumulative columns per group value (position in `levels` = `code`), sorted by `at`."""
+    """Cumulative columns per group value (position in `levels` = `code`), sorted by (code, at)."""
 
     levels: pd.Index
-    table: pd.DataFrame  # code, at, then cumulative value columns
+    table: pd.DataFrame  # code, at, then running sums within each code
 
     def codes(self, values: pd.Series | None, n: int) -> np.ndarray:
         """Codes of `values` (-1 for unseen or missing values: no history, not an error)."""
@@ -67,11 +68,13 @@ def fit_history(deals: pd.DataFrame, prepared: pd.DataFrame, group_columns: Sequ
 
 
 def lookup(table: GroupTable, codes: np.ndarray, at: np.ndarray, strict: bool) -> pd.DataFrame:
-    """Cumulative values of each row's group as of `at` (sorted): the last table row
-    with time < at (strict) or <= at; NaN where the group has no such row."""
-    left = pd.DataFrame({"code": codes.astype("int64"), "at": at})
-    found = pd.merge_asof(left, table.table, on="at", by="code", allow_exact_matches=not strict)
-    return found.drop(columns=["code", "at"])
+    """Running sums of each row's group as of `at`: the group's last table row dated
+    before `at` (strict) or at/before it; NaN where there is none."""
+    t = table.table
+    pos = asof_positions(t["code"].to_numpy(), t["at"].to_numpy(), codes, at, strict=strict)
+    found = t.drop(columns=["code", "at"]).iloc[np.maximum(pos, 0)].reset_index(drop=True) if len(t) else \
+        pd.DataFrame(np.nan, index=np.arange(len(codes)), columns=t.columns.drop(["code", "at"]))
+    return found.where(pd.Series(pos >= 0), np.nan, axis=0)
 
 
 def smoothed_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:
@@ -84,13 +87,17 @@ def _levels(values: pd.Series) -> pd.Index:
 
 
 def _cumulative(levels: pd.Index, codes: np.ndarray, at: np.ndarray, values: dict) -> GroupTable:
-    """Running sums per code in time order; one row per (code, time) is enough."""
-    frame = pd.DataFrame({"code": codes.astype("int64"), "at": at, **values})
-    frame = frame.loc[frame["code"] >= 0].sort_values("at", kind="stable")
-    names = list(values)
-    frame[names] = frame.groupby("code")[names].cumsum()
-    frame = frame.drop_duplicates(["code", "at"], keep="last").reset_index(drop=True)
-    return GroupTable(levels=levels, table=frame)
+    """Running sums per code in time order; the last row per (code, time) is all a lookup needs."""
+    keep = codes >= 0
+    codes, at = codes[keep].astype("int64"), at[keep].astype(TIMESTAMP_DTYPE)
+    order = np.lexsort((at, codes))
+    codes, at = codes[order], at[order]
+    start = group_starts(codes)
+    frame = pd.DataFrame({"code": codes, "at": at})
+    for name, v in values.items():
+        frame[name] = group_cumsum(np.asarray(v, dtype="float64")[keep][order], start)
+    last = np.r_[(codes[1:] != codes[:-1]) | (at[1:] != at[:-1]), True] if len(codes) else start >= 0
+    return GroupTable(levels=levels, table=frame.loc[last].reset_index(drop=True))
 
 
 def _dwell(deals: pd.DataFrame, prepared: pd.DataFrame, data_end: pd.Timestamp) -> GroupTable:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import DEAL_OPTIONAL, DatasetMeta, ValidationResult, validate
+from features.schema import DEAL_OPTIONAL, CanonicalData, DatasetMeta, ValidationResult, validate
 
 NESTED = ("stage_history", "activities")
 DEAL_FIELDS = ["deal_id", "created_at", *[c for c in DEAL_OPTIONAL if c not in ("closed_at", "outcome", "stage")]]
@@ -63,3 +63,48 @@ def _activities_frame(records: list[dict]) -> pd.DataFrame | None:
     if not any("activities" in rec for rec in records):
         return None  # no activity data at all: activity features are missing, not zero
     return pd.DataFrame(rows, columns=["deal_id", "occurred_at", "type"])
+
+
+def payload_records(data: CanonicalData, as_of, deal_ids=None) -> list[dict]:
+    """The inverse of `canonical_from_records`: deals open at `as_of` as request payload
+    dicts, with only what was known at `as_of` (stage history and activities dated <= as_of,
+    no outcome). For clients, tests and benchmarks that replay canonical tables over HTTP."""
+    at = pd.Timestamp(as_of)
+    deals = data.deals
+    is_open = (deals["created_at"] <= at) & (deals["closed_at"].isna() | (deals["closed_at"] > at))
+    if deal_ids is not None:
+        is_open &= deals["deal_id"].isin(list(deal_ids))
+    chosen = deals.loc[is_open].drop(columns=["closed_at", "outcome"], errors="ignore")
+    ids = set(chosen["deal_id"])
+    history = _children(data.stage_events, "entered_at", at, ids)
+    acts = _children(data.activities, "occurred_at", at, ids)
+    records = []
+    for deal in _json_rows(chosen):
+        rec = {k: v for k, v in deal.items() if v is not None}
+        events = history.get(deal["deal_id"], [])
+        rec["stage"] = events[-1]["stage"] if events else data.meta.stages[0]
+        rec["stage_history"] = [{k: v for k, v in e.items() if v is not None and k != "deal_id"} for e in events]
+        if data.activities is not None:
+            rec["activities"] = [{k: v for k, v in a.items() if k != "deal_id"} for a in acts.get(deal["deal_id"], [])]
+        records.append(rec)
+    return records
+
+
+def _children(table: pd.DataFrame | None, time_col: str, at: pd.Timestamp, ids: set) -> dict[str, list[dict]]:
+    if table is None:
+        return {}
+    rows = table.loc[table["deal_id"].isin(ids) & (table[time_col] <= at)]
+    out: dict[str, list[dict]] = {}
+    for row in _json_rows(rows.sort_values(["deal_id", time_col], kind="stable")):
+        out.setdefault(row["deal_id"], []).append(row)
+    return out
+
+
+def _json_rows(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-ready dicts: ISO timestamps, None for missing values."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[col]):
+            frame[col] = frame[col].dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict(orient="records")

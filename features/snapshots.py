@@ -135,15 +135,15 @@ def _running_state(ev: pd.DataFrame, n_stages: int) -> pd.DataFrame:
     """Cumulative per-deal columns on events sorted by (deal, entered_at), all numpy."""
     deal = ev["deal"].to_numpy()
     stage = ev["stage_index"].to_numpy()
-    first = np.r_[True, deal[1:] != deal[:-1]] if len(ev) else np.zeros(0, bool)
-    start = np.maximum.accumulate(np.where(first, np.arange(len(ev)), 0)) if len(ev) else np.zeros(0, int)
+    start = group_starts(deal)
+    first = start == np.arange(len(ev))
     prev_stage = np.r_[-1, stage[:-1]] if len(ev) else stage
     change = ~first & (stage != prev_stage)
     at = ev["entered_at"].to_numpy()
     ev["spell_start"] = first | change
     ev["stage_entered_at"] = at[_ffill_index(first | change, start)]
-    ev["stage_changes"] = _group_cumsum(change.astype("float64"), start)
-    ev["stage_regressions"] = _group_cumsum((change & (stage < prev_stage)).astype("float64"), start)
+    ev["stage_changes"] = group_cumsum(change.astype("float64"), start)
+    ev["stage_regressions"] = group_cumsum((change & (stage < prev_stage)).astype("float64"), start)
     offset = deal.astype("int64") * n_stages
     ev["furthest_stage_index"] = (np.maximum.accumulate(offset + stage) - offset).astype("float64") \
         if len(ev) else np.zeros(0)
@@ -151,10 +151,10 @@ def _running_state(ev: pd.DataFrame, n_stages: int) -> pd.DataFrame:
     amount = ev["amount"].to_numpy()
     known, prev_known = _known_and_previous(~np.isnan(amount), start)
     ev["event_amount"] = _take(amount, known)
-    seen = _group_cumsum((~np.isnan(amount)).astype("float64"), start)
+    seen = group_cumsum((~np.isnan(amount)).astype("float64"), start)
     ev["first_amount"] = _take(amount, _ffill_index(~np.isnan(amount) & (seen == 1), start))
     prev_amount = _take(amount, prev_known)
-    ev["amount_changes"] = _group_cumsum((~np.isnan(amount) & ~np.isnan(prev_amount)
+    ev["amount_changes"] = group_cumsum((~np.isnan(amount) & ~np.isnan(prev_amount)
                                           & (amount != prev_amount)).astype("float64"), start)
     ev["has_event_amount"] = pd.Series(~np.isnan(amount)).groupby(deal).transform("any").to_numpy() \
         if len(ev) else np.zeros(0, bool)
@@ -165,8 +165,8 @@ def _running_state(ev: pd.DataFrame, n_stages: int) -> pd.DataFrame:
     prev_ecd = _take(ecd, prev_known)
     pushed_days = (ecd - prev_ecd) / np.timedelta64(1, "D")
     push = ~np.isnat(ecd) & ~np.isnat(prev_ecd) & (pushed_days > 0)
-    ev["close_date_pushes"] = _group_cumsum(push.astype("float64"), start)
-    ev["close_date_days_pushed"] = _group_cumsum(np.where(push, pushed_days, 0.0), start)
+    ev["close_date_pushes"] = group_cumsum(push.astype("float64"), start)
+    ev["close_date_days_pushed"] = group_cumsum(np.where(push, pushed_days, 0.0), start)
     ev["stage_index"] = stage.astype("float64")
     return ev
 
@@ -184,7 +184,16 @@ def _known_and_previous(valid: np.ndarray, start: np.ndarray) -> tuple[np.ndarra
     return known, np.where(prev >= start, prev, -1)
 
 
-def _group_cumsum(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+def group_starts(keys: np.ndarray) -> np.ndarray:
+    """For keys sorted into runs, the row where each row's run starts."""
+    if not len(keys):
+        return np.zeros(0, dtype="int64")
+    first = np.r_[True, keys[1:] != keys[:-1]]
+    return np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))
+
+
+def group_cumsum(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Running sum within runs (see `group_starts`)."""
     total = np.cumsum(values)
     return total - (total - values)[start] if len(values) else values
 
@@ -196,43 +205,55 @@ def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.where(index >= 0, out, missing).astype(values.dtype)
 
 
-def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: pd.DataFrame) -> pd.DataFrame:
-    """The prepared state of each (deal, T) row: the latest event with entered_at <= T.
+def asof_positions(keys: np.ndarray, times: np.ndarray, query_keys: np.ndarray, query_times: np.ndarray,
+                   strict: bool = False) -> np.ndarray:
+    """Row of the latest fact with the same key dated <= query time (< when `strict`), or -1.
 
-    `snap_at` must be sorted (snapshot rows ordered by as_of); one merge_asof.
+    The same answer as merge_asof(direction="backward", by=key) without its per-call
+    overhead or sort requirement on the query side: `keys`/`times` must be sorted by
+    (key, time); times are replaced by their ranks so (key, rank) packs into one int64
+    and a single searchsorted answers every query. Keys must be >= 0 (-1 = no match).
     """
-    left = pd.DataFrame({"deal": snap_deal.astype("int64"), "as_of": snap_at})
-    right = prepared.sort_values("entered_at", kind="stable")[["deal", "entered_at", "has_event_amount"]
-                                                              + STATE_COLUMNS]
-    merged = pd.merge_asof(left, right, left_on="as_of", right_on="entered_at", by="deal",
-                           direction="backward", allow_exact_matches=True)
-    return merged.drop(columns=["deal", "as_of", "entered_at"])
+    t = times.astype(TIMESTAMP_DTYPE).view("int64")
+    q = query_times.astype(TIMESTAMP_DTYPE).view("int64")
+    ranks = np.unique(np.concatenate([t, q]))
+    width = len(ranks) + 1
+    table_key = keys.astype("int64") * width + np.searchsorted(ranks, t)
+    query_key = query_keys.astype("int64") * width + np.searchsorted(ranks, q)
+    pos = np.searchsorted(table_key, query_key, side="left" if strict else "right") - 1
+    found = (pos >= 0) & (query_keys >= 0)
+    found &= keys[np.maximum(pos, 0)] == query_keys if len(keys) else False
+    return np.where(found, pos, -1)
+
+
+def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: pd.DataFrame) -> pd.DataFrame:
+    """The prepared state of each (deal, T) row: the deal's latest event with entered_at <= T."""
+    pos = asof_positions(prepared["deal"].to_numpy(), prepared["entered_at"].to_numpy(), snap_deal, snap_at)
+    if (pos < 0).any():  # cannot happen: every deal has an entry at created_at <= T
+        raise AssertionError("a snapshot row has no stage state: deal created after its as-of date")
+    return prepared[["has_event_amount"] + STATE_COLUMNS].iloc[pos].reset_index(drop=True)
 
 
 def activity_counts(snap_deal: np.ndarray, snap_at: np.ndarray, deals: pd.DataFrame,
                     activities: pd.DataFrame, windows: Sequence[int]) -> pd.DataFrame:
     """Activities in (T - w days, T] per window, and days since the last one at or before T.
 
-    A running count per deal is looked up at T and at T - w (two merge_asofs per window).
+    With activities sorted by (deal, time), the number of a deal's activities up to t is
+    (row of the latest one <= t) - (row of the deal's first one) + 1.
     """
     deal = deal_positions(deals["deal_id"], activities["deal_id"])
-    keep = deal >= 0
-    acts = pd.DataFrame({"deal": deal[keep].astype("int64"),
-                         "occurred_at": activities["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[keep]})
-    acts = acts.sort_values(["deal", "occurred_at"], kind="stable")
-    acts["count"] = acts.groupby("deal").cumcount().to_numpy(dtype="float64") + 1
-    acts = acts.sort_values("occurred_at", kind="stable")
+    at = activities["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    order = np.lexsort((at, deal))
+    order = order[deal[order] >= 0]  # activities of other deals (other partition, payload)
+    deal, at = deal[order], at[order]
+    first_row = np.searchsorted(deal, snap_deal, side="left")
 
-    def count_upto(at: np.ndarray, with_time: bool = False) -> pd.DataFrame:
-        left = pd.DataFrame({"deal": snap_deal.astype("int64"), "at": at})
-        found = pd.merge_asof(left, acts, left_on="at", right_on="occurred_at", by="deal")
-        return found if with_time else found["count"].fillna(0.0)
+    def count_upto(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = asof_positions(deal, at, snap_deal, t)
+        return np.where(pos >= 0, pos - first_row + 1, 0).astype("float64"), pos
 
-    now = count_upto(snap_at, with_time=True)
-    out = pd.DataFrame(index=np.arange(len(snap_deal)))
-    for w in windows:
-        before = count_upto(snap_at - np.timedelta64(int(w), "D"))
-        out[f"activities_{w}d"] = now["count"].fillna(0.0).to_numpy() - before.to_numpy()
-    out["days_since_last_activity"] = ((snap_at - now["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
-                                       / np.timedelta64(1, "D"))
-    return out
+    now, last = count_upto(snap_at)
+    out = {f"activities_{w}d": now - count_upto(snap_at - np.timedelta64(int(w), "D"))[0] for w in windows}
+    last_at = np.where(last >= 0, at[np.maximum(last, 0)] if len(at) else snap_at, np.datetime64("NaT"))
+    out["days_since_last_activity"] = (snap_at - last_at.astype(TIMESTAMP_DTYPE)) / np.timedelta64(1, "D")
+    return pd.DataFrame(out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SERVER_START_TIMEOUT_S = 90
+SERVER_START_TIMEOUT_S = 180  # generous: a loaded 2-core machine needs ~1 min to import MLflow
 
 
 def free_port() -> int:
@@ -54,6 +55,7 @@ def mlflow_server(tmp_path_factory) -> str:
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", str(root / "artifacts")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers to fork
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -69,10 +71,22 @@ def mlflow_server(tmp_path_factory) -> str:
         _stop(proc)
 
 
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory) -> Path:
+    """An empty tracking database with MLflow's schema migrations already applied; each
+    test copies it instead of migrating a new one (seconds each on a loaded machine)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def local_mlflow_uri(tmp_path, monkeypatch) -> str:
+def local_mlflow_uri(tmp_path, monkeypatch, _migrated_mlflow_db) -> str:
     """A fresh embedded tracking store (`sqlite:///<tmp>/mlflow.db`), set as
     MLFLOW_TRACKING_URI for the test; MLflow's process-wide URI is reset afterwards."""
+    shutil.copyfile(_migrated_mlflow_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     yield uri

@@ -227,5 +227,24 @@ def score(
     console.print(f"{len(frame):,} deals scored -> {out}")
 
 
+@app.command()
+@readable_errors
+def pipeline(
+    data: Path = typer.Option(..., "--data", help="Canonical tables folder."),
+    out: Path = typer.Option(..., "--out", help="Output .json, .csv or .html."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="As-of date (default: data end)."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="owner, team, region, product, source, segment."),
+    target: Optional[float] = typer.Option(None, "--target", help="Bookings target of the current quarter."),
+    stall_days: int = typer.Option(21, "--stall-days", min=1, help="Days without activity that count as stalled."),
+    window_days: int = typer.Option(30, "--window-days", min=1, help="Window of the pipeline-changes waterfall."),
+) -> None:
+    """Pipeline analytics at an as-of date -> JSON, CSV or HTML (by the --out suffix)."""
+    from features.analytics import pipeline as run_pipeline
+
+    run_pipeline(data, as_of, group_by, out, target=target, stall_days_without_activity=stall_days,
+                 window_days=window_days)
+    console.print(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

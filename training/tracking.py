@@ -124,7 +124,9 @@ def data_fingerprint(frames: Mapping[str, pd.DataFrame | None]) -> dict[str, str
     return out
 
 
-_METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-. /]")
+# MLflow accepts letters, digits, _ - . space : and /; a "/" inside a group label such as
+# "Proposal/Price Quote" would also make a path, so it is replaced too
+_METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-. :]")
 
 
 def flatten_metrics(d: Mapping, prefix: str = "") -> dict[str, float]:
@@ -132,13 +134,17 @@ def flatten_metrics(d: Mapping, prefix: str = "") -> dict[str, float]:
     strings), names cleaned to the characters MLflow accepts."""
     out: dict[str, float] = {}
     for key, value in d.items():
-        name = _METRIC_NAME.sub("_", f"{prefix}.{key}" if prefix else str(key))
+        part = _METRIC_NAME.sub("_", str(key).strip())
+        name = f"{prefix}.{part}" if prefix else part
         if isinstance(value, Mapping):
             out.update(flatten_metrics(value, name))
-        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-            if math.isfinite(float(value)):
-                out[name] = float(value)
+        elif _is_number(value) and math.isfinite(float(value)):
+            out[name] = float(value)
     return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def log_metrics_nested(d: Mapping, prefix: str = "", artifact_file: str = "metrics.json") -> dict[str, float]:
@@ -152,8 +158,25 @@ def log_metrics_nested(d: Mapping, prefix: str = "", artifact_file: str = "metri
     items = list(flat.items())
     for start in range(0, len(items), METRIC_BATCH):
         mlflow.log_metrics(dict(items[start:start + METRIC_BATCH]))
-    mlflow.log_dict(json.loads(json.dumps(d, default=str)), artifact_file)
+    mlflow.log_dict(_json_safe(d), artifact_file)
     return flat
+
+
+def _json_safe(value):
+    """Strict-JSON copy: NaN/inf -> None, numpy scalars -> Python, unknown objects -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
 
 
 # --- registry and promotion ------------------------------------------------------------
@@ -204,13 +227,16 @@ def _finite(value) -> float | None:
 
 
 def _judge(candidate: float | None, champion: float | None, champion_version: int | None,
-           metric: str, higher_is_better: bool, tolerance: float) -> tuple[bool, str]:
+           metric: str, higher_is_better: bool, tolerance: float,
+           promote_if_incomparable: bool) -> tuple[bool, str]:
     """(promote?, why) for the candidate against the champion on the same holdout."""
     if champion_version is None:
         return True, "no champion yet"
     if candidate is None:
         return False, f"candidate has no {metric} on the holdout"
-    if champion is None:  # not comparable: keep the champion, a person decides
+    if champion is None:
+        if promote_if_incomparable:
+            return True, f"champion v{champion_version} has no {metric} on this holdout: not comparable"
         return False, (f"champion v{champion_version} has no {metric} on this holdout to compare with; "
                        f"promote by hand with `leadscore promote VERSION` if the candidate is better")
     better = "higher" if higher_is_better else "lower"
@@ -225,15 +251,18 @@ def _judge(candidate: float | None, champion: float | None, champion_version: in
 def register_and_gate(run_id: str, artifact_path: str, model_name: str, *, candidate_score: float | None,
                       metric: str = "brier", higher_is_better: bool = False,
                       compare_fn: Callable[[int], float | None] | None = None, tolerance: float = 0.0,
-                      model_uri: str | None = None) -> GateDecision:
+                      model_uri: str | None = None, promote_if_incomparable: bool = False) -> GateDecision:
     """Register the model logged by `run_id` at `artifact_path` as a new version of
     `model_name`, then decide its alias.
 
     It becomes `champion` when there is none, or when `candidate_score` is not worse than
     the champion's score on the same holdout, which `compare_fn(champion_version)`
     computes (without `compare_fn`, the score recorded when the champion was registered
-    is used). Otherwise it becomes `challenger`. The reason is tagged on the version and
-    on the run and returned. Pass `model_uri` (the `ModelInfo.model_uri` of `log_model`)
+    is used). Otherwise it becomes `challenger`. When the champion has no score on this
+    holdout (`compare_fn` raised or returned None, e.g. it cannot build features from the
+    new data), the gate keeps the champion unless `promote_if_incomparable`. Tolerance is
+    in metric units: "not worse" means at most `tolerance` worse. The reason is tagged on
+    the version and on the run and returned. Pass `model_uri` (the `ModelInfo.model_uri` of `log_model`)
     to skip MLflow's lookup of the run's artifact path.
     """
     import mlflow
@@ -247,7 +276,8 @@ def register_and_gate(run_id: str, artifact_path: str, model_name: str, *, candi
     champion, note = None, ""
     if champion_version is not None:
         champion, note = _score_champion(client, model_name, champion_version, metric, compare_fn)
-    promote_it, reason = _judge(candidate, champion, champion_version, metric, higher_is_better, tolerance)
+    promote_it, reason = _judge(candidate, champion, champion_version, metric, higher_is_better,
+                                tolerance, promote_if_incomparable)
     if note and not promote_it:
         reason = f"{reason} ({note})"
     elif note:
@@ -339,12 +369,17 @@ def rollback(model_name: str) -> int:
     while history and history[-1] not in existing:  # deleted versions cannot come back
         history.pop()
     if not history:
-        raise RegistryError(f"model '{model_name}' has no earlier champion than v{current} to roll back to; "
-                            f"promote a version by hand with `leadscore promote VERSION`")
+        raise RegistryError(f"model '{model_name}' has no earlier champion than v{current} to roll "
+                            f"back to; promote a version by hand with `leadscore promote VERSION`")
     previous = history[-1]
     client.set_registered_model_alias(model_name, CHAMPION, str(previous))
     client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history))
     return previous
+
+
+def _redacted(uri: str) -> str:
+    """The URI without user:password, for messages."""
+    return re.sub(r"//[^/@]+@", "//***@", uri)
 
 
 def champion_version(model_name: str) -> int | None:
@@ -364,6 +399,7 @@ def load_champion(model_name: str):
     uri = tracking_uri()
     version = champion_version(model_name)
     if version is None:
-        raise NoChampion(f"no champion model registered (model '{model_name}' at {uri}); run `leadscore train`")
+        raise NoChampion(f"no champion model registered (model '{model_name}' at {_redacted(uri)}); "
+                         f"run `leadscore train`")
     mlflow.set_tracking_uri(uri)
     return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"), version

@@ -112,8 +112,10 @@ def _rows(feats: pd.DataFrame, fold_labels: pd.Series, fold: str) -> np.ndarray:
 def _fit_close_model(feats, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig):
     names = builder.feature_names_
     tr = _rows(feats, fold_labels, "train")
-    if cold:
+    if cold and "stage" in names:
         return StageRateBaseline().fit(feats.loc[tr, names], fold_labels[tr].to_numpy())
+    if cold:  # static export: no stage, so the frequency model stands in for the stage rate
+        return NaiveBayesBaseline().fit(feats.loc[tr, names], fold_labels[tr].to_numpy())
     va, ca = _rows(feats, fold_labels, "valid"), _rows(feats, fold_labels, "calib")
     model = CloseProbabilityModel(random_state=config.seed, n_jobs=config.n_jobs, **config.close_params)
     return model.fit(feats.loc[tr, names], fold_labels[tr].to_numpy(), feats.loc[va, names],
@@ -176,10 +178,11 @@ def _sample_test(feats, fold_labels, builder: FeatureBuilder, n: int = 3000) -> 
 
 
 def baseline_models(feature_names: list[str]) -> dict:
-    """The baselines every run reports beside the model, on the same folds."""
+    """The baselines every run reports beside the model, on the same folds. A static
+    lead export has no stage, so its CRM-classic baseline is absent (not faked)."""
     cats = [c for c in ("stage", "source", "segment", "product", "region", "owner") if c in feature_names]
-    return {"stage_rate": StageRateBaseline(), "naive_bayes": NaiveBayesBaseline(columns=cats or None),
-            "logistic": LogisticBaseline()}
+    out = {"stage_rate": StageRateBaseline()} if "stage" in feature_names else {}
+    return {**out, "naive_bayes": NaiveBayesBaseline(columns=cats or None), "logistic": LogisticBaseline()}
 
 
 def _time_metrics(predictor, feats_te, labels_te, scored) -> dict:
@@ -220,12 +223,13 @@ def _fit_static(data: CanonicalData, config: TrainConfig, step) -> TrainResult:
     feats["fold"] = stratified_folds(y.to_numpy(), seed=config.seed).to_numpy()
     counts = {"won": int((y == 1).sum()), "lost": int((y == 0).sum())}
     cold = min(counts.values()) < config.min_class_count
-    messages = [f"cold start: {counts['won']} won and {counts['lost']} lost leads; stage-rate baseline registered"] if cold else []
+    messages = [f"cold start: {counts['won']} won and {counts['lost']} lost leads (a model needs at least "
+                f"{config.min_class_count} of each); the naive-Bayes frequency baseline is registered instead"] if cold else []
     step("close-probability model")
     close_model = _fit_close_model(feats, y, builder, cold, config)
     explainer = None if cold else _fit_explainer(feats, y, builder)
     predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=None, explainer=explainer,
-                                   kind="stage_baseline" if cold else "lightgbm", info={"class_counts": counts})
+                                   kind="naive_bayes_baseline" if cold else "lightgbm", info={"class_counts": counts})
     step("baselines and evaluation")
     test, metrics = _evaluate(predictor, feats, labels, y, builder)
     metrics["folds"] = {"static": "stratified random split 60/15/10/15 (no dates)"}

@@ -44,7 +44,7 @@ def stalled(state: PipelineState, stall_days_without_activity: int, thresholds: 
         quiet_days, quiet = pd.Series(np.nan, index=d.index), np.zeros(len(d), bool)
     flagged = slow | quiet
     amounts = np.nan_to_num(amount_at(state, d, as_of))
-    rows = pd.DataFrame({"deal_id": d["deal_id"], "stage": d["current_stage"], "amount": amounts,
+    rows = pd.DataFrame({"deal_id": d["deal_name"], "stage": d["current_stage"], "amount": amounts,
                          "days_in_stage": in_stage, "stage_p90_days": limit, "days_since_activity": quiet_days,
                          "slow": slow, "quiet": quiet, **{c: d[c] for c in extra_columns if c in d}})[flagged]
     rows = rows.sort_values(["amount", "deal_id"], ascending=[False, True])

@@ -59,10 +59,9 @@ def open_deal_states(data: CanonicalData, truth: pd.DataFrame, as_of) -> pd.Data
     ev = data.stage_events
     ev = ev.loc[(ev["entered_at"] <= as_of) & ev["deal_id"].isin(open_["deal_id"])]
     ids, stage = ev["deal_id"].to_numpy(), ev["stage"].map({s: i for i, s in enumerate(STAGES)}).to_numpy("int64")
-    first = np.r_[True, ids[1:] != ids[:-1]]
-    change = first | np.r_[True, stage[1:] != stage[:-1]]
-    regress = ~first & np.r_[False, stage[1:] < stage[:-1]]
-    last = np.r_[ids[1:] != ids[:-1], True]
+    first, last = _starts(ids), _ends(ids)
+    change = first | _starts(stage)
+    regress = ~first & np.r_[False, stage[1:] < stage[:-1]][: len(ids)]
     group = np.cumsum(first) - 1
     spell_start = ev["entered_at"].to_numpy()[np.maximum.accumulate(np.where(change, np.arange(len(ids)), 0))]
     states = pd.DataFrame({"deal_id": ids[last], "stage": stage[last], "spell_entered_at": spell_start[last],
@@ -71,6 +70,20 @@ def open_deal_states(data: CanonicalData, truth: pd.DataFrame, as_of) -> pd.Data
     fallback = open_.set_index("deal_id")["amount"].reindex(states["deal_id"]).to_numpy()
     states["amount"] = states["amount"].where(states["amount"].notna(), fallback)
     return states.merge(truth, on="deal_id", how="left", validate="one_to_one")
+
+
+def _starts(values: np.ndarray) -> np.ndarray:
+    """True where a row differs from the previous one (and on the first row)."""
+    flags = np.ones(len(values), dtype=bool)
+    flags[1:] = values[1:] != values[:-1]
+    return flags
+
+
+def _ends(values: np.ndarray) -> np.ndarray:
+    """True where a row differs from the next one (and on the last row)."""
+    flags = np.ones(len(values), dtype=bool)
+    flags[:-1] = values[1:] != values[:-1]
+    return flags
 
 
 def _survival(e: np.ndarray, scale: np.ndarray, p: GeneratorParams) -> np.ndarray:
@@ -83,9 +96,12 @@ def _cdf(x: np.ndarray, scale: np.ndarray, p: GeneratorParams) -> np.ndarray:
 
 def pulled_before(t0: np.ndarray, as_of: float, scale: np.ndarray, p: GeneratorParams) -> np.ndarray:
     """P(a won close from a negotiation spell entered at t0 is pulled to at or before
-    as_of although its raw time is after as_of). With Q the quarter start such that
-    as_of is in [Q - L, Q + W): raw times in [max(as_of, Q + max(Q - as_of, 0) W / L), Q + W)
-    are pulled before as_of with probability quarter_pull_prob, if Q - L > t0."""
+    as_of although its raw time T is after as_of). With Q the quarter start such that
+    as_of is in [Q - L, Q + W), the pull maps T in [Q, Q + W) to Q - (T - Q) L / W and
+    applies (with probability quarter_pull_prob) when that is after t0, i.e.
+    T < Q + (Q - t0) W / L; it lands at or before as_of when T >= Q + max(Q - as_of, 0) W / L.
+    So the mass is prob * [F(upper) - F(lower)] with F the dwell's gamma CDF from t0,
+    lower = max(as_of, Q + max(Q - as_of, 0) W / L), upper = min(Q + W, Q + (Q - t0) W / L)."""
     qs = quarter_starts(p)
     L, W = p.quarter_pull_days, p.quarter_pull_window_days
     near = qs[(as_of >= qs - L) & (as_of < qs + W)]
@@ -93,8 +109,9 @@ def pulled_before(t0: np.ndarray, as_of: float, scale: np.ndarray, p: GeneratorP
         return np.zeros_like(t0)
     q = near[0]
     lower = max(as_of, q + max(q - as_of, 0.0) * W / L)
-    mass = _cdf(q + W - t0, scale, p) - _cdf(lower - t0, scale, p)
-    return np.where((q - L > t0) & (lower < q + W), p.quarter_pull_prob * np.clip(mass, 0.0, None), 0.0)
+    upper = np.minimum(q + W, q + (q - t0) * W / L)
+    mass = _cdf(upper - t0, scale, p) - _cdf(lower - t0, scale, p)
+    return np.where(upper > lower, p.quarter_pull_prob * np.clip(mass, 0.0, None), 0.0)
 
 
 def spell_posterior(z, stage, regs, multiplier, t0, as_of: float, p: GeneratorParams,

@@ -76,7 +76,7 @@ class GeneratorParams:
     loss_dwell_factor: float = 2.0
     # quarter-end pressure: a won close in [Q, Q + window) is pulled, with probability
     # quarter_pull_prob, to Q - (t - Q) * quarter_pull_days / quarter_pull_window_days
-    quarter_pull_prob: float = 0.55
+    quarter_pull_prob: float = 0.6
     quarter_pull_window_days: float = 18.0
     quarter_pull_days: float = 7.0
     # stage events: rep's expected close date, pushes, amount revisions

@@ -118,6 +118,9 @@ def simulate(stage: np.ndarray, regs: np.ndarray, entered: np.ndarray, z: np.nda
         won[active[done]] = kind[done] == ADVANCE
         closed[active[done]] = end[done]
         active = active[~done]
+    if not parts:  # no paths at all
+        empty = np.zeros(0, dtype="int64")
+        return Paths(Spells(empty, empty, np.zeros(0), np.zeros(0), empty), won, closed)
     spells = Spells(*(np.concatenate([part[i] for part in parts]) for i in range(5)))
     last_start = _last_spell_start(spells, n)
     closed = quarter_pull(closed, won, last_start, p, rng)
@@ -142,14 +145,14 @@ def quarter_pull(closed: np.ndarray, won: np.ndarray, last_start: np.ndarray, p:
                  rng: np.random.Generator) -> np.ndarray:
     """Quarter-end pressure: a won close at t in [Q, Q + W) moves, with probability
     quarter_pull_prob, to Q - (t - Q) * L / W (into the quarter's last L days), provided
-    the final spell started before Q - L (the close stays inside its spell)."""
+    the final spell had started by then (the close stays inside its spell)."""
     qs = quarter_starts(p)
     u = rng.random(len(closed))
     q = qs[np.clip(np.searchsorted(qs, np.nan_to_num(closed, nan=qs[0]), side="right") - 1, 0, len(qs) - 1)]
     offset = closed - q
-    pull = won & (offset < p.quarter_pull_window_days) & (u < p.quarter_pull_prob) \
-        & (q - p.quarter_pull_days > last_start)
-    return np.where(pull, q - offset * p.quarter_pull_days / p.quarter_pull_window_days, closed)
+    pulled = q - offset * p.quarter_pull_days / p.quarter_pull_window_days
+    pull = won & (offset < p.quarter_pull_window_days) & (u < p.quarter_pull_prob) & (pulled > last_start)
+    return np.where(pull, pulled, closed)
 
 
 def stage_entry_log_multiplier(stage_entered: np.ndarray, p: GeneratorParams, rng: np.random.Generator

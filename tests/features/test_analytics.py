@@ -272,7 +272,7 @@ def test_pipeline_writes_json_csv_and_html(waterfall_data, tmp_path):
     end = {r["group"]: float(r["value"]) for r in rows if r["metric"] == "changes.end_amount"}
     assert end == {"(total)": 310, "(missing)": 0, "blue": 120, "red": 190}
     reached = [r for r in rows if r["metric"] == "funnel.stages.reached" and r["group"] == "(total)"]
-    assert [(r["stage"], r["value"]) for r in reached][:2] == [("lead", "6"), ("qualified", "1")]
+    assert [(r["stage"], r["value"]) for r in reached][:2] == [("lead", "7"), ("qualified", "1")]  # all 7; only C4 reached qualified
     pipeline(tmp_path / "data", AS_OF, None, tmp_path / "report.html")
     assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
 

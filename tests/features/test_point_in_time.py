@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.build import FeatureBuilder
-from histories import DATA_END, INDUSTRIES, OWNERS, STAGES, deal_end, histories, hours, make_data, random_history
+from histories import DATA_END, STAGES, deal_end, histories, hours, make_data, random_history
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -128,7 +128,8 @@ def change_closes(data, T, rng):
 
 def change_final_amounts(data, T, rng):
     deals, events, acts = _tables(data)
-    carrying = deals["deal_id"].isin(_amount_carrying(events))
+    # a deal closed by T has realised its amount by T; the others' final amounts are future facts
+    carrying = deals["deal_id"].isin(_amount_carrying(events)) & deals.index.isin(_open_after(deals, T))
     deals.loc[carrying, "amount"] = rng.integers(1, 50, int(carrying.sum())) * 1000.0
     return make_data(deals, events, acts)
 
@@ -141,13 +142,15 @@ def add_later_deal(data, T, rng):
         return data
     closed = _later(rng, created, DATA_END)
     new = deals.iloc[[0]].copy()
-    new[["deal_id", "created_at", "closed_at", "outcome"]] = ["late", created, closed,
+    deal_id = f"late{len(deals)}"
+    new[["deal_id", "created_at", "closed_at", "outcome"]] = [deal_id, created, closed,
                                                               None if closed is None else "won"]
-    new[["owner", "industry"]] = [rng.choice(OWNERS), rng.choice(INDUSTRIES)]
+    new[["owner", "industry"]] = [rng.choice(deals["owner"].dropna().unique()),
+                                  rng.choice(deals["industry"].dropna().unique())]
     if closed is None:
         new["closed_at"] = pd.NaT
     events = None if events is None else pd.concat([events, pd.DataFrame(
-        [{"deal_id": "late", "stage": "proposal", "entered_at": created, "amount": 5.0}])], ignore_index=True)
+        [{"deal_id": deal_id, "stage": "proposal", "entered_at": created, "amount": 5.0}])], ignore_index=True)
     return make_data(pd.concat([deals, new], ignore_index=True), events, acts)
 
 

@@ -3,8 +3,8 @@ one test through a real `mlflow server` process)."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,8 @@ import pytest
 
 from training import tracking
 from training.evaluate import brier
+
+pytestmark = pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")
 
 HOLDOUT_X = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
 HOLDOUT_Y = np.array([1, 0, 1, 1])
@@ -32,7 +34,9 @@ def log_constant_model(value: float, run_name: str) -> str:
     signature = infer_signature(HOLDOUT_X, np.array([value]))
     with tracking.start_run("gate-tests", run_name=run_name) as run, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlflow.pyfunc.log_model(name="model", python_model=Constant(value), signature=signature)
+        # explicit requirements: inferring them starts a subprocess that takes seconds
+        mlflow.pyfunc.log_model(name="model", python_model=Constant(value), signature=signature,
+                                pip_requirements=["mlflow"])
     return run.info.run_id
 
 
@@ -48,12 +52,14 @@ def score_version(model_name: str):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, _migrated_mlflow_db):
     """One SQLite store with two logged runs: a good (0.7) and a bad (0.2) constant model.
     Tests register them under their own model names, so they stay independent."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    shutil.copyfile(_migrated_mlflow_db, db)
+    uri = f"sqlite:///{db}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         good, bad = log_constant_model(0.7, "good"), log_constant_model(0.2, "bad")
@@ -95,16 +101,18 @@ def test_flatten_metrics_keeps_numbers_only():
     assert tracking.flatten_metrics(nested) == {
         "close_probability.auc": 0.8, "close_probability.n": 10.0,
         "close_probability.baselines.stage_rate.brier": 0.2,
-        "close_probability.by_stage.Proposal/Price _quote_.auc": 0.7}
+        "close_probability.by_stage.Proposal_Price _quote_.auc": 0.7}
 
 
 def test_run_logs_metrics_and_artifacts_next_to_the_database(local_mlflow_uri, tmp_path):
     from mlflow import MlflowClient
 
-    metrics = {"close_probability": {"auc": 0.81, "ece": None, "baselines": {"logistic": {"auc": 0.7}}}}
+    metrics = {"close_probability": {"auc": 0.81, "ece": None, "baselines": {"logistic": {"auc": 0.7}},
+                                     "by_stage": {"Negotiation/Review": {"auc": np.float64(0.6)}}}}
     with tracking.start_run("unit", run_name="metrics") as run:
         flat = tracking.log_metrics_nested(metrics)
-    assert flat == {"close_probability.auc": 0.81, "close_probability.baselines.logistic.auc": 0.7}
+    assert flat == {"close_probability.auc": 0.81, "close_probability.baselines.logistic.auc": 0.7,
+                    "close_probability.by_stage.Negotiation_Review.auc": 0.6}
     logged = MlflowClient(local_mlflow_uri).get_run(run.info.run_id)
     assert logged.data.metrics == flat
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
@@ -166,6 +174,10 @@ def test_gate_without_or_with_broken_compare_fn(store):
     refused = tracking.register_and_gate(store["good"], "model", name, candidate_score=good,
                                          compare_fn=broken)
     assert refused.alias == "challenger" and "could not be scored" in refused.reason
+    assert "leadscore promote" in refused.reason
+    forced = tracking.register_and_gate(store["good"], "model", name, candidate_score=good,
+                                        compare_fn=lambda v: None, promote_if_incomparable=True)
+    assert forced.alias == "champion" and "not comparable" in forced.reason
     higher = tracking.register_and_gate(store["good"], "model", name, candidate_score=0.9, metric="auc",
                                         higher_is_better=True, compare_fn=lambda v: 0.85)
     assert higher.alias == "champion"

@@ -1,0 +1,143 @@
+"""Champion -> predictor, and the service's settings from the environment.
+
+Two places a predictor comes from: a built Bento carries the champion in its BentoML
+model store (`export_champion` puts it there before `bentoml build`); run from source,
+the service loads the `champion` alias from the MLflow registry (`MLFLOW_TRACKING_URI`,
+the embedded store otherwise).
+
+    python -m serving.loader export    # champion -> BentoML model store, then `bentoml build`
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from features.errors import LeadscoreError
+
+BENTO_MODEL = "leadscore-champion"
+VERSION_LABEL = "mlflow_version"
+
+
+class ConfigError(LeadscoreError, ValueError):
+    """A LEADSCORE_* setting that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    model_name: str = "leadscore"
+    max_batch: int = 1000
+    max_body_bytes: int = 16 * 2**20
+    tier_hot: float | None = None  # None: keep the thresholds the model was trained with
+    tier_warm: float | None = None
+    data_dir: str | None = None  # canonical tables for /forecast and /pipeline
+
+    @classmethod
+    def from_env(cls, env=None) -> "ServingConfig":
+        env = os.environ if env is None else env
+        cfg = cls(model_name=env.get("LEADSCORE_MODEL_NAME", "leadscore").strip() or "leadscore",
+                  max_batch=_int(env, "LEADSCORE_MAX_BATCH", 1000),
+                  max_body_bytes=_int(env, "LEADSCORE_MAX_BODY_BYTES", 16 * 2**20),
+                  tier_hot=_float(env, "LEADSCORE_TIER_HOT"), tier_warm=_float(env, "LEADSCORE_TIER_WARM"),
+                  data_dir=env.get("LEADSCORE_DATA", "").strip() or None)
+        hot, warm = cfg.tier_hot, cfg.tier_warm
+        if hot is not None and warm is not None and warm > hot:
+            raise ConfigError(f"LEADSCORE_TIER_WARM ({warm}) is above LEADSCORE_TIER_HOT ({hot}): warm must be lower")
+        return cfg
+
+
+def _int(env, name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def _float(env, name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number between 0 and 1") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be between 0 and 1, not {value}")
+    return value
+
+
+def load_predictor(config: ServingConfig, from_bento: bool = False):
+    """(predictor, model version) with the configured tier thresholds applied."""
+    predictor, version = _from_bento_store() if from_bento else _from_registry(config.model_name)
+    tiers = predictor.tiers
+    tiers.hot = tiers.hot if config.tier_hot is None else config.tier_hot
+    tiers.warm = tiers.warm if config.tier_warm is None else config.tier_warm
+    if tiers.warm > tiers.hot:
+        raise ConfigError(f"tier thresholds out of order: warm {tiers.warm} > hot {tiers.hot}; "
+                          f"set LEADSCORE_TIER_HOT and LEADSCORE_TIER_WARM")
+    return predictor, version
+
+
+def check_champion(model_name: str) -> None:
+    """Raise NoChampion (one line, says what to run) when the registry has no champion."""
+    from training import tracking
+
+    if tracking.champion_version(model_name) is None:
+        raise tracking.NoChampion("no champion model registered; run `leadscore train`")
+
+
+def _from_registry(model_name: str):
+    from training.pyfunc import unwrap
+    from training.tracking import load_champion
+
+    model, version = load_champion(model_name)
+    return unwrap(model), int(version)
+
+
+def _from_bento_store():
+    import bentoml
+
+    from training.pyfunc import unwrap
+
+    stored = bentoml.models.get(f"{BENTO_MODEL}:latest")
+    return unwrap(bentoml.mlflow.load_model(stored)), int(stored.info.labels[VERSION_LABEL])
+
+
+def export_champion(model_name: str = "leadscore"):
+    """Copy the registry's champion into the BentoML model store (for `bentoml build`)."""
+    import bentoml
+
+    from training import tracking
+
+    check_champion(model_name)
+    version = tracking.champion_version(model_name)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    return bentoml.mlflow.import_model(BENTO_MODEL, f"models:/{model_name}/{version}",
+                                       labels={VERSION_LABEL: str(version), "registered_model": model_name})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] != ["export"]:
+        print("usage: python -m serving.loader export [MODEL_NAME]", file=sys.stderr)
+        return 2
+    try:
+        stored = export_champion(*(argv[1:2] or ["leadscore"]))
+    except LeadscoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{stored.tag} (MLflow version {stored.info.labels[VERSION_LABEL]}) -> {Path(stored.path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Request and response shapes of the HTTP API (pydantic), documented field by field so
+the OpenAPI page explains itself.
+
+The checks here are the ones that need no model: types, required fields, finite numbers,
+non-negative amounts, ordered stage history, unique deal ids, a non-empty batch. The
+checks that need the model (known stages, dates against `as_of`) run in the service,
+through the same validator as ingestion.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Timestamp = dt.datetime  # ISO 8601; a timezone offset is converted to UTC
+
+
+class _Strict(BaseModel):
+    # inf/NaN are not numbers a CRM can mean; inputs stay out of error texts (BentoML logs them)
+    model_config = ConfigDict(allow_inf_nan=False, str_strip_whitespace=True, hide_input_in_errors=True)
+
+
+class StageEntry(_Strict):
+    stage: str = Field(min_length=1, description="Stage entered (one of the model's stages).")
+    entered_at: Timestamp = Field(description="When the deal entered this stage (or when its fields changed).")
+    amount: Optional[float] = Field(None, ge=0, description="Deal amount as it was at that moment.")
+    expected_close_date: Optional[Timestamp] = Field(None, description="Expected close date as it was then.")
+
+
+class Activity(_Strict):
+    occurred_at: Timestamp = Field(description="When the activity happened.")
+    type: Optional[str] = Field(None, description="Activity type, e.g. call, email, meeting.")
+
+
+class Deal(_Strict):
+    """One open deal: its current fields and, optionally, its history."""
+
+    # extra keys are the dataset's declared attributes (e.g. industry, company_size)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, str_strip_whitespace=True,
+                              hide_input_in_errors=True)
+
+    deal_id: str = Field(min_length=1, max_length=200, description="Your CRM's id of the deal (unique in a request).")
+    created_at: Timestamp = Field(description="When the deal entered the pipeline.")
+    stage: str = Field(min_length=1, description="Current stage (one of the model's stages).")
+    amount: Optional[float] = Field(None, ge=0, description="Expected deal value (>= 0).")
+    stage_entered_at: Optional[Timestamp] = Field(
+        None, description="When the deal entered its current stage (used when `stage_history` is absent).")
+    expected_close_date: Optional[Timestamp] = Field(None, description="Expected close date entered in the CRM.")
+    owner: Optional[str] = Field(None, description="Sales rep (id or code; no names needed).")
+    team: Optional[str] = Field(None, description="Sales team.")
+    region: Optional[str] = Field(None, description="Region.")
+    product: Optional[str] = Field(None, description="Product.")
+    source: Optional[str] = Field(None, description="Lead source.")
+    segment: Optional[str] = Field(None, description="Customer segment.")
+    account_id: Optional[str] = Field(None, description="Account (company) id.")
+    stage_history: Optional[list[StageEntry]] = Field(
+        None, description="Stage changes in time order; the last entry is the current stage.")
+    activities: Optional[list[Activity]] = Field(
+        None, description="Activities so far. Leave out when unknown (missing is not the same as none).")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> "Deal":
+        extra = self.model_extra or {}
+        for name, value in extra.items():  # declared attributes: scalars only
+            if isinstance(value, (dict, list)) or (isinstance(value, float) and value != value):
+                raise ValueError(f"attribute '{name}' must be a string, a number or null")
+            if isinstance(value, float) and value in (float("inf"), float("-inf")):
+                raise ValueError(f"attribute '{name}' must be a finite number")
+        history = self.stage_history or []
+        for i in range(1, len(history)):
+            if _utc(history[i].entered_at) < _utc(history[i - 1].entered_at):
+                raise ValueError(f"stage_history[{i}].entered_at is before stage_history[{i - 1}].entered_at: "
+                                 f"send the history in time order")
+        if history and history[-1].stage != self.stage:
+            raise ValueError(f"stage '{self.stage}' differs from the last stage_history entry "
+                             f"'{history[-1].stage}'")
+        if self.stage_entered_at is not None and _utc(self.stage_entered_at) < _utc(self.created_at):
+            raise ValueError("stage_entered_at is before created_at")
+        return self
+
+
+class ScoreRequest(_Strict):
+    deals: list[Deal] = Field(min_length=1, description="Open deals to score (at most the configured batch "
+                                                        "limit, 1,000 by default).")
+    as_of: Optional[Timestamp] = Field(None, description="Score as of this time (default: now, UTC).")
+    explain: bool = Field(True, description="Include the top positive and negative factors.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "ScoreRequest":
+        seen: dict[str, int] = {}
+        for i, deal in enumerate(self.deals):
+            if deal.deal_id in seen:
+                raise ValueError(f"deals[{i}].deal_id '{deal.deal_id}' repeats deals[{seen[deal.deal_id]}]")
+            seen[deal.deal_id] = i
+        return self
+
+
+class Factor(BaseModel):
+    feature: str = Field(description="Model feature.")
+    value: Any = Field(None, description="The deal's value of the feature.")
+    impact: float = Field(description="Contribution to the log-odds of winning.")
+    sentence: str = Field(description="The factor in words.")
+
+
+class Factors(BaseModel):
+    positive: list[Factor] = Field(description="Up to 3 factors raising the close probability.")
+    negative: list[Factor] = Field(description="Up to 3 factors lowering it.")
+
+
+class ScoredDeal(BaseModel):
+    deal_id: str
+    as_of: Optional[Timestamp] = Field(None, description="Time the deal was scored at.")
+    close_probability: float = Field(description="Calibrated P(deal is won).")
+    score: int = Field(ge=1, le=99, description="close_probability as a 1-99 score.")
+    tier: Literal["hot", "warm", "cold"] = Field(description="hot/warm/cold by the configured thresholds.")
+    p_close_within_30d: Optional[float] = Field(None, description="P(won within 30 days).")
+    p_close_within_60d: Optional[float] = Field(None, description="P(won within 60 days).")
+    p_close_within_90d: Optional[float] = Field(None, description="P(won within 90 days).")
+    expected_close_date_p10: Optional[dt.date] = Field(None, description="Close date if won, 10th percentile.")
+    expected_close_date_p50: Optional[dt.date] = Field(None, description="Close date if won, median.")
+    expected_close_date_p90: Optional[dt.date] = Field(None, description="Close date if won, 90th percentile.")
+    close_days_p10: Optional[float] = Field(None, description="Days to close if won, 10th percentile.")
+    close_days_p50: Optional[float] = Field(None, description="Days to close if won, median.")
+    close_days_p90: Optional[float] = Field(None, description="Days to close if won, 90th percentile.")
+    top_factors: Optional[Factors] = Field(None, description="Why: top positive and negative factors.")
+    model_version: int = Field(description="Registered model version that produced the score.")
+    warnings: list[str] = Field(default_factory=list,
+                                description="Values the model has never seen (scored as unknown).")
+
+
+class ScoreResponse(BaseModel):
+    model_version: int = Field(description="Registered model version.")
+    as_of: Optional[Timestamp] = Field(None, description="Time the deals were scored at.")
+    deals: list[ScoredDeal] = Field(description="One entry per request deal, in request order.")
+
+
+class ForecastRequest(_Strict):
+    as_of: Optional[Timestamp] = Field(None, description="Forecast from this date (default: the data end).")
+    periods: int = Field(3, ge=1, le=36, description="Number of periods to forecast.")
+    freq: Literal["month", "quarter"] = Field("month", description="Period length.")
+    group_by: Optional[str] = Field(None, description="Split by this deal column, e.g. team or region.")
+    targets: Optional[dict[str, float]] = Field(
+        None, description="Bookings target per period label (e.g. {'2025-01': 1e6}) for coverage and gap.")
+
+
+class PipelineRequest(_Strict):
+    as_of: Optional[Timestamp] = Field(None, description="Metrics as of this date (default: the data end).")
+    group_by: Optional[str] = Field(None, description="Also report per value of this deal column.")
+    target: Optional[float] = Field(None, ge=0, description="Bookings target, for pipeline coverage.")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where, e.g. deals[3].amount.")
+    message: str = Field(description="What is wrong and how to fix it.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="One-line summary.")
+    errors: list[FieldError] = Field(default_factory=list, description="Field-level problems.")
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t

@@ -1,0 +1,167 @@
+"""The BentoML service: validates, calls the predictor, shapes the response.
+
+    bentoml serve serving.service:LeadScoreService      (or `leadscore serve`)
+
+Settings come from the environment (see serving/loader.py and serving/auth.py). The
+model is the registry's `champion` (or, inside a built Bento, the copy packed with it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import bentoml
+import numpy as np
+import pandas as pd
+
+from features.errors import LeadscoreError
+from features.payload import canonical_from_records
+from serving import errors
+from serving.auth import ApiKeyMiddleware, load_api_keys
+from serving.loader import ServingConfig, check_champion, load_predictor
+from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
+
+log = logging.getLogger("leadscore.serving")
+TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)
+SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_close_within_30d",
+                 "p_close_within_60d", "p_close_within_90d", "expected_close_date_p10", "expected_close_date_p50",
+                 "expected_close_date_p90", "close_days_p10", "close_days_p50", "close_days_p90", "top_factors"]
+
+
+@bentoml.service(name="leadscore", traffic={"timeout": TIMEOUT_S}, workers=1)
+class LeadScoreService:
+    """Lead scoring, revenue forecast and pipeline metrics for a CRM."""
+
+    @bentoml.on_deployment
+    def refuse_to_start_misconfigured() -> None:
+        """Runs once before the workers start: a missing champion, key or bad setting is
+        one line on stderr and exit code 2, not a traceback per worker."""
+        try:
+            load_api_keys()
+            config = ServingConfig.from_env()
+            if LeadScoreService.bento is None:
+                check_champion(config.model_name)
+        except LeadscoreError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    def __init__(self) -> None:
+        self.config = ServingConfig.from_env()
+        self.predictor, self.version = load_predictor(self.config, from_bento=LeadScoreService.bento is not None)
+        self._data = None
+        log.info("loaded %s model version %s", self.predictor.kind, self.version)
+
+    @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
+    def score(self, deals, as_of=None, explain: bool = True):
+        """Score open deals: close probability, 1-99 score, tier, close-date range, reasons."""
+        if len(deals) > self.config.max_batch:
+            return errors.problem(413, f"{len(deals):,} deals in one request; the limit is {self.config.max_batch:,} "
+                                       f"(LEADSCORE_MAX_BATCH): split the batch")
+        records = [d.model_dump(exclude_none=True) for d in deals]
+        at = None if self.predictor.static else _as_of(as_of)
+        checked = canonical_from_records(records, self.predictor.meta)
+        problems = errors.reject_errors(checked.rejects, records)
+        if not problems and at is not None:
+            problems = errors.future_errors(checked.data, [r["deal_id"] for r in records], at)
+        if problems:
+            return errors.problem(422, f"{len(problems)} invalid field(s); first: {problems[0]['field']}: "
+                                       f"{problems[0]['message']}", problems)
+        scored = self.predictor.score(checked.data, at, explain=explain)
+        warnings = errors.unknown_category_warnings(checked.data.deals, self.predictor.builder.categories_,
+                                                    self.predictor.builder.attribute_features_)
+        log.info("scored %d deals (ids %s%s)", len(scored), ",".join(map(str, scored["deal_id"][:5])),
+                 ",..." if len(scored) > 5 else "")
+        return ScoreResponse(model_version=self.version, as_of=at,
+                             deals=_shape_scores(scored, records, warnings, self.version))
+
+    @bentoml.api(route="/forecast", input_spec=ForecastRequest)
+    def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None) -> dict:
+        """Expected bookings per period with P10/P50/P90, open pipeline vs new deals, risk list."""
+        from training.forecast import forecast
+
+        data = self._dataset()
+        if isinstance(data, errors.JSONResponse):
+            return data
+        at = _as_of(as_of) if as_of is not None else data.data_end
+        goals = None if not targets else pd.DataFrame({"period": list(targets), "target": list(targets.values())})
+        try:
+            fc = forecast(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by, targets=goals)
+        except LeadscoreError as exc:
+            return errors.problem(422, str(exc))
+        return {"model_version": self.version, **_forecast_json(fc)}
+
+    @bentoml.api(route="/pipeline", input_spec=PipelineRequest)
+    def pipeline(self, as_of=None, group_by=None, target=None) -> dict:
+        """Funnel, conversion, time in stage, velocity, coverage, stalled deals, cohorts."""
+        from features.analytics import pipeline_metrics
+
+        data = self._dataset()
+        if isinstance(data, errors.JSONResponse):
+            return data
+        try:
+            return pipeline_metrics(data, None if as_of is None else _as_of(as_of), group_by=group_by, target=target)
+        except LeadscoreError as exc:
+            return errors.problem(422, str(exc))
+
+    @bentoml.api(route="/ping")
+    def ping(self) -> dict:
+        """Trivial authenticated endpoint: the framework's own latency floor (benchmarks)."""
+        return {"ok": True, "model_version": self.version}
+
+    def _dataset(self):
+        """The canonical tables of LEADSCORE_DATA, read once."""
+        from features.dataset import read_dataset
+
+        if self.config.data_dir is None:
+            return errors.problem(409, "no data source configured: set LEADSCORE_DATA to a canonical tables "
+                                       "folder (`leadscore ingest` / `leadscore generate` output)")
+        if self._data is None:
+            try:
+                self._data = read_dataset(self.config.data_dir)
+            except LeadscoreError as exc:
+                return errors.problem(409, f"LEADSCORE_DATA: {exc}")
+        return self._data
+
+
+# the first added is the outer one: a request without a key is refused before its body is read
+LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
+LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,
+                                     max_body_bytes=ServingConfig.from_env().max_body_bytes)
+
+
+def _as_of(value) -> pd.Timestamp:
+    from training.predictor import default_as_of
+
+    return default_as_of(value)
+
+
+def _shape_scores(scored: pd.DataFrame, records: list[dict], warnings: dict[int, list[str]],
+                  version: int) -> list[dict]:
+    """Scored rows in request order, NaN/NaT as null, plus model version and warnings."""
+    frame = scored.reindex(columns=[c for c in SCORE_COLUMNS if c in scored.columns]).set_index("deal_id", drop=False)
+    frame = frame.reindex([r["deal_id"] for r in records])
+    frame = frame.astype(object).where(frame.notna(), None)
+    rows = frame.to_dict(orient="records")
+    for i, row in enumerate(rows):
+        row["model_version"] = version
+        row["warnings"] = warnings.get(i, [])
+    return rows
+
+
+def _forecast_json(fc) -> dict:
+    from features.analytics.metrics import clean_json
+
+    def records(frame):
+        if frame is None:
+            return None
+        frame = frame.copy()
+        for col in frame.columns:
+            if pd.api.types.is_datetime64_any_dtype(frame[col]):
+                frame[col] = frame[col].dt.strftime("%Y-%m-%dT%H:%M:%S")
+        return frame.replace({np.nan: None}).to_dict(orient="records")
+
+    return clean_json({"as_of": fc.as_of.isoformat(), "freq": fc.freq, "group_by": fc.group_by,
+                       "value_unit": fc.value_unit, "periods": records(fc.periods), "forecast": records(fc.table),
+                       "risk": records(fc.risk), "targets": records(fc.targets), "shock": fc.shock,
+                       "new_deal_model": fc.new_deal_model, "notes": list(fc.notes)})

@@ -1,0 +1,241 @@
+"""The service over real HTTP: auth, scoring, every bad input -> 4xx with field paths."""
+from __future__ import annotations
+
+import copy
+import json
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+import models_cache
+from features.payload import canonical_from_records
+
+AS_OF = "2024-10-01T00:00:00"
+OPEN_PATHS = ["/healthz", "/livez", "/readyz", "/metrics", "/docs.json"]
+
+
+def post(client, path: str, body) -> httpx.Response:
+    return client.post(path, json=body)
+
+
+@pytest.fixture
+def deal(open_deals) -> dict:
+    return copy.deepcopy(open_deals[0])
+
+
+# --- auth and open endpoints ------------------------------------------------------------
+
+@pytest.mark.parametrize("path", OPEN_PATHS)
+def test_health_metrics_and_docs_need_no_key(served, path):
+    assert httpx.get(served["url"] + path, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key-wrong-key-wrong"},
+                                     {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}])
+@pytest.mark.parametrize("path", ["/score", "/forecast", "/pipeline", "/ping"])
+def test_api_refuses_missing_or_wrong_key(served, path, headers, open_deals):
+    r = httpx.post(served["url"] + path, json={"deals": open_deals[:1]}, headers=headers, timeout=10)
+    assert r.status_code == 401
+    assert "API key" in r.json()["error"]
+
+
+def test_key_is_never_logged(served, client):
+    client.post("/ping", json={})
+    assert "test-key-" not in served["log"].read_text(errors="replace")
+
+
+# --- scoring --------------------------------------------------------------------------
+
+def test_score_returns_every_field_in_request_order(client, served, open_deals):
+    deals = open_deals[:5][::-1]
+    r = post(client, "/score", {"deals": deals, "as_of": AS_OF})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == served["version"]
+    assert [d["deal_id"] for d in body["deals"]] == [d["deal_id"] for d in deals]
+    for d in body["deals"]:
+        assert 0 <= d["close_probability"] <= 1 and 1 <= d["score"] <= 99
+        assert d["tier"] in {"hot", "warm", "cold"} and d["model_version"] == served["version"]
+        assert d["p_close_within_30d"] <= d["p_close_within_60d"] <= d["p_close_within_90d"] <= d["close_probability"]
+        assert d["expected_close_date_p10"] <= d["expected_close_date_p50"] <= d["expected_close_date_p90"]
+        assert len(d["top_factors"]["positive"]) <= 3 and len(d["top_factors"]["negative"]) <= 3
+        assert all(f["sentence"] for f in d["top_factors"]["positive"] + d["top_factors"]["negative"])
+        assert d["warnings"] == []
+
+
+def test_score_matches_the_predictor_in_process(client, open_deals):
+    deals = open_deals[:40]
+    r = post(client, "/score", {"deals": deals, "as_of": AS_OF})
+    assert r.status_code == 200, r.text
+    served_frame = pd.DataFrame(r.json()["deals"]).set_index("deal_id")
+    predictor = models_cache.small_predictor()
+    local = predictor.score(canonical_from_records(deals, predictor.meta).data, pd.Timestamp(AS_OF), explain=True)
+    local = local.set_index("deal_id").loc[served_frame.index]
+    for col in ["close_probability", "p_close_within_90d", "close_days_p50"]:
+        np.testing.assert_allclose(served_frame[col].to_numpy(float), local[col].to_numpy(float), rtol=1e-9)
+    assert served_frame["score"].tolist() == local["score"].tolist()
+    assert served_frame["tier"].tolist() == local["tier"].tolist()
+    assert served_frame["expected_close_date_p50"].tolist() == \
+        local["expected_close_date_p50"].dt.strftime("%Y-%m-%d").tolist()
+
+
+def test_score_matches_scoring_the_full_tables(client, open_deals):
+    """The payload path and the batch path (all canonical tables) agree."""
+    data, _truth = models_cache.small_data()
+    full = models_cache.small_predictor().score(data, pd.Timestamp(AS_OF)).set_index("deal_id")
+    r = post(client, "/score", {"deals": open_deals[:20], "as_of": AS_OF})
+    got = pd.DataFrame(r.json()["deals"]).set_index("deal_id")
+    np.testing.assert_allclose(got["close_probability"], full.loc[got.index, "close_probability"], rtol=1e-9)
+
+
+def test_scoring_twice_gives_identical_results(client, deal):
+    first = post(client, "/score", {"deals": [deal], "as_of": AS_OF}).json()
+    second = post(client, "/score", {"deals": [deal], "as_of": AS_OF}).json()
+    assert first == second
+
+
+def test_unknown_category_is_scored_with_a_warning(client, deal):
+    deal["owner"] = "owner_never_seen"
+    r = post(client, "/score", {"deals": [deal], "as_of": AS_OF})
+    assert r.status_code == 200, r.text
+    warnings = r.json()["deals"][0]["warnings"]
+    assert any("owner_never_seen" in w for w in warnings)
+
+
+def test_deal_without_history_is_scored(client, deal):
+    deal.pop("stage_history")
+    deal.pop("activities")
+    deal["stage_entered_at"] = deal["created_at"]
+    r = post(client, "/score", {"deals": [deal], "as_of": AS_OF, "explain": False})
+    assert r.status_code == 200, r.text
+    assert r.json()["deals"][0]["top_factors"] is None
+
+
+def test_timezone_offsets_are_utc(client, deal):
+    plain = post(client, "/score", {"deals": [deal], "as_of": AS_OF}).json()["deals"][0]
+    shifted = post(client, "/score", {"deals": [deal], "as_of": "2024-10-01T02:00:00+02:00"}).json()["deals"][0]
+    assert plain["close_probability"] == shifted["close_probability"]
+
+
+def test_pipeline_and_forecast(client):
+    pipe = post(client, "/pipeline", {"as_of": AS_OF, "group_by": "team"})
+    assert pipe.status_code == 200, pipe.text
+    assert pipe.json()["as_of"].startswith("2024-10-01") and pipe.json()["groups"]
+    fc = post(client, "/forecast", {"as_of": AS_OF, "periods": 2, "freq": "month"})
+    assert fc.status_code == 200, fc.text
+    totals = [row for row in fc.json()["forecast"] if row["group"] == "(all)"]
+    assert len(totals) == 2 and all(row["p10"] <= row["p50"] <= row["p90"] for row in totals)
+    assert "risk" in fc.json()
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/pipeline", {"group_by": "no_such_column"}, None),
+    ("/forecast", {"as_of": "1999-01-01"}, None),
+    ("/forecast", {"periods": 0}, "periods"),
+])
+def test_pipeline_and_forecast_bad_options_are_4xx(client, path, body, field):
+    r = post(client, path, body)
+    assert r.status_code == 422, r.text
+    if field:
+        assert r.json()["errors"][0]["field"] == field
+
+
+# --- bad input: one test each ---------------------------------------------------------
+
+def _errors(r: httpx.Response) -> list[str]:
+    assert r.headers["content-type"].startswith("application/json")
+    return [e["field"] for e in r.json()["errors"]]
+
+
+def assert_422(r: httpx.Response, field: str) -> None:
+    assert r.status_code == 422, r.text
+    assert field in _errors(r), r.text
+
+
+def test_wrong_type(client, deal):
+    deal["amount"] = "a lot"
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].amount")
+
+
+def test_missing_field(client, deal):
+    deal.pop("created_at")
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].created_at")
+
+
+def test_unknown_stage(client, deal):
+    deal["stage"] = deal["stage_history"][-1]["stage"] = "signed-in-blood"
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}),
+               f"deals[0].stage_history[{len(deal['stage_history']) - 1}].stage")
+
+
+def test_unknown_stage_without_history(client, deal):
+    deal.pop("stage_history")
+    deal["stage"] = "signed-in-blood"
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].stage")
+
+
+def test_negative_amount(client, deal):
+    deal["amount"] = -1
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].amount")
+
+
+def test_stage_history_out_of_order(client, deal):
+    deal["stage_history"] = [dict(deal["stage_history"][0], entered_at="2024-06-01T00:00:00"),
+                             dict(deal["stage_history"][-1], entered_at="2024-05-01T00:00:00")]
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0]")
+
+
+def test_created_after_as_of(client, deal):
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": "2023-01-01T00:00:00"}), "deals[0].created_at")
+
+
+def test_stage_entered_before_created(client, deal):
+    deal["stage_history"][0]["entered_at"] = "2020-01-01T00:00:00"
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].stage_history[0].entered_at")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_inf(client, deal, literal):
+    body = json.dumps({"deals": [dict(deal, amount=0.0)], "as_of": AS_OF}).replace('"amount": 0.0', f'"amount": {literal}')
+    r = client.post("/score", content=body, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422) and r.status_code != 200, r.text
+    assert "deals[0].amount" in _errors(r) or r.status_code == 400
+
+
+def test_empty_list(client):
+    assert_422(post(client, "/score", {"deals": []}), "deals")
+
+
+def test_duplicate_deal_ids(client, deal):
+    assert_422(post(client, "/score", {"deals": [deal, deal], "as_of": AS_OF}), "body")
+
+
+def test_oversize_batch(client, deal):
+    small = {k: deal[k] for k in ("deal_id", "created_at", "stage", "amount")}
+    deals = [dict(small, deal_id=f"D{i}") for i in range(1001)]
+    r = post(client, "/score", {"deals": deals, "as_of": AS_OF})
+    assert r.status_code == 413 and "1,000" in r.json()["error"], r.text
+
+
+def test_oversize_body(client):
+    r = client.post("/score", content=b'{"deals": [' + b" " * (17 * 2**20) + b"]}",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "LEADSCORE_MAX_BODY_BYTES" in r.json()["error"]
+
+
+def test_malformed_json(client):
+    r = client.post("/score", content=b'{"deals": [', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+
+
+def test_body_is_not_an_object(client):
+    assert post(client, "/score", [1, 2, 3]).status_code in (400, 422)
+
+
+def test_no_input_values_in_the_log(served, client, deal):
+    deal["owner"] = "secret.person@example.com"
+    deal["amount"] = "secret-amount-text"
+    post(client, "/score", {"deals": [deal], "as_of": AS_OF})
+    assert "secret" not in served["log"].read_text(errors="replace")

@@ -1,0 +1,235 @@
+"""Backtest of the revenue forecast: replay past period starts and compare with what closed.
+
+At each origin (a past period start) the data is cut with `truncate_at(data, origin)`,
+the next period is forecast from that state alone, and the forecast is compared with
+the won value that actually closed in the period (realised amounts). Beside the model:
+weighted pipeline, trailing 3-period run-rate, seasonal naive and, on generated data,
+the oracle (`features.synthetic.oracle_bookings`).
+
+Model strategy: ONE model trained on `truncate_at(data, first origin)` is reused at every
+origin, with the FeatureBuilder (its history tables: win rates, stage dwell, owner load)
+refitted on the data cut at each origin. Why: retraining at every origin multiplies the
+cost by the number of origins (minutes each on this machine), while the history tables
+are what must move with the origin to stay point in time. The reused model never sees
+an outcome after the first origin, so every origin is out of sample; later origins
+measure a model up to N periods stale, a conservative test.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.build import FeatureBuilder
+from features.errors import NotEnoughData
+from features.schema import CanonicalData
+from features.timetravel import truncate_at
+from training.forecast import FREQS, ForecastConfig, forecast
+
+STRATEGY = ("reuse: one model trained on the data as known at the first origin, FeatureBuilder history tables "
+            "refitted on the data as known at each origin (point in time); retraining at every origin would "
+            "cost one full training per origin, and the reused model sees no outcome after the first origin")
+QUANTILES = (0.1, 0.5, 0.9)
+Z90 = 1.2815515655446004
+MIN_NAIVE_ERRORS = 4
+
+
+def backtest_origins(data: CanonicalData, freq: str, n_origins: int) -> pd.DatetimeIndex:
+    """The last `n_origins` period starts whose period ends by the data end."""
+    if freq not in FREQS:
+        raise NotEnoughData(f"--freq must be one of {sorted(FREQS)}, not '{freq}'")
+    last = data.data_end.to_period(FREQS[freq])
+    candidates = pd.period_range(end=last, periods=int(n_origins) + 1, freq=FREQS[freq])
+    starts = [p.start_time for p in candidates if (p + 1).start_time <= data.data_end]
+    starts = starts[-int(n_origins):]
+    first = data.deals["created_at"].min()
+    if len(starts) < int(n_origins) or starts[0] - first < pd.Timedelta(days=180):
+        raise NotEnoughData(f"{n_origins} {freq} origins need at least 6 months of history before the first one "
+                            f"and whole periods before the data end ({data.data_end.date()}): ask for fewer origins")
+    return pd.DatetimeIndex(starts)
+
+
+def refit_builder(predictor, known: CanonicalData):
+    """A shallow copy of the predictor whose FeatureBuilder is refitted on `known`."""
+    old = predictor.builder
+    builder = FeatureBuilder(smoothing=old.smoothing, activity_windows=old.activity_windows,
+                             group_columns=old.group_columns).fit(known)
+    if builder.feature_names_ != old.feature_names_:
+        return predictor  # a column appeared or vanished: keep the original tables
+    out = copy.copy(predictor)
+    out.builder = builder
+    return out
+
+
+def actual_bookings(data: CanonicalData, start: pd.Timestamp, end: pd.Timestamp, counts: bool) -> float:
+    d = data.deals
+    won = d.loc[(d["outcome"] == "won") & (d["closed_at"] >= start) & (d["closed_at"] < end)]
+    return float(len(won)) if counts else float(won["amount"].fillna(0.0).sum())
+
+
+def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, truth: pd.DataFrame | None = None,
+             predictor=None, train_config=None, config: ForecastConfig | None = None, oracle_sims: int = 300,
+             step: Callable[[str], None] = lambda _s: None) -> dict:
+    """Per-origin rows and the summary of model, baselines and (with `truth`) oracle."""
+    config = config or ForecastConfig(n_sims=1000)
+    origins = backtest_origins(data, freq, n_origins)
+    if predictor is None:
+        from training.train import TrainConfig, fit_predictor
+
+        step(f"training on data known at {origins[0].date()}")
+        predictor = fit_predictor(truncate_at(data, origins[0]), train_config or TrainConfig()).predictor
+    rows = []
+    for origin in origins:
+        step(f"origin {origin.date()}")
+        rows.append(_one_origin(data, predictor, origin, freq, truth, config, oracle_sims))
+    frame = pd.DataFrame(rows)
+    return {"freq": freq, "origins": [o.isoformat() for o in origins], "strategy": STRATEGY,
+            "value_unit": rows[0]["value_unit"], "summary": summarise(frame, truth is not None),
+            "rows": frame.assign(origin=frame["origin"].astype(str)).to_dict("records"),
+            "definitions": DEFINITIONS}
+
+
+def _one_origin(data, predictor, origin, freq, truth, config, oracle_sims) -> dict:
+    end = (origin.to_period(FREQS[freq]) + 1).start_time
+    known = truncate_at(data, origin)
+    fc = forecast(refit_builder(predictor, known), known, origin, 1, freq, config=config)
+    counts = fc.value_unit == "won deals"
+    total = fc.totals().iloc[0]
+    row = {"origin": origin, "end": end, "value_unit": fc.value_unit, "actual": actual_bookings(data, origin, end, counts),
+           "model": total["expected"], "model_p10": total["p10"], "model_p50": total["p50"], "model_p90": total["p90"],
+           "model_open_pipeline": total["open_pipeline"], "model_new_deals": total["new_deals"],
+           "shock_relative_sd": fc.shock["relative_sd"]}
+    for name, values in baselines(known, origin, end, freq, counts).items():
+        row.update({f"{name}{'' if k == 'point' else '_' + k}": v for k, v in values.items()})
+    if truth is not None:
+        from features.synthetic import oracle_bookings
+
+        o = oracle_bookings(known, truth, origin, end, n_sims=oracle_sims, seed=config.seed)
+        row.update({"oracle": o["total"], "oracle_p10": o["p10"], "oracle_p50": o["p50"], "oracle_p90": o["p90"],
+                    "oracle_open_pipeline": o["open_pipeline"], "oracle_new_deals": o["new_deals"]})
+    return row
+
+
+# ---- baselines -------------------------------------------------------------------------
+
+def baselines(known: CanonicalData, origin: pd.Timestamp, end: pd.Timestamp, freq: str, counts: bool) -> dict:
+    """{name: {point, p10, p50, p90}} from the data as known at the origin."""
+    history = period_actuals(known, origin, freq, counts)
+    return {"weighted_pipeline": weighted_pipeline(known, origin, end, counts),
+            "run_rate_3": _naive(history, lambda a, i: a[i - 3:i].mean() if i >= 3 else np.nan),
+            "seasonal_naive": _naive(history, _seasonal(freq))}
+
+
+def period_actuals(known: CanonicalData, origin: pd.Timestamp, freq: str, counts: bool) -> np.ndarray:
+    """Won value per full period from the first creation's period up to the origin."""
+    first = known.deals["created_at"].min().to_period(FREQS[freq])
+    labels = pd.period_range(first, origin.to_period(FREQS[freq]) - 1, freq=FREQS[freq])
+    return np.array([actual_bookings(known, p.start_time, (p + 1).start_time, counts) for p in labels])
+
+
+def _seasonal(freq: str) -> Callable:
+    year, quarter = (12, 3) if freq == "month" else (4, 1)
+
+    def naive(a: np.ndarray, i: int) -> float:
+        # the first period of the data is partial (ramp-up), so it never serves as a season
+        return a[i - year] if i - year >= 1 else a[i - quarter] if i - quarter >= 1 else np.nan
+    return naive
+
+
+def _naive(history: np.ndarray, rule: Callable) -> dict:
+    """Point = rule at the origin; P10/P90 = point x the 10th/90th percentile of
+    actual / rule over earlier periods (as known at the origin), when at least 4 exist."""
+    n = len(history)
+    point = float(rule(history, n))
+    past = np.array([rule(history, i) for i in range(n)])
+    ok = np.isfinite(past) & (past > 0)
+    ratios = history[ok] / past[ok]
+    if len(ratios) < MIN_NAIVE_ERRORS or not np.isfinite(point):
+        return {"point": point, "p10": np.nan, "p50": point, "p90": np.nan}
+    lo, mid, hi = np.quantile(ratios, QUANTILES)
+    return {"point": point, "p10": point * lo, "p50": point * mid, "p90": point * hi}
+
+
+def weighted_pipeline(known: CanonicalData, origin: pd.Timestamp, end: pd.Timestamp, counts: bool) -> dict:
+    """Stage win rate (closed deals that reached the stage, as known at the origin) x amount,
+    over open deals whose expected close date (as known) falls in [origin, end); all open
+    deals when the data has no expected close dates. Range: normal approximation of the
+    independent Bernoulli sum."""
+    stages = known.meta.stages
+    d = known.deals
+    ev = known.stage_events
+    open_ = d.loc[d["closed_at"].isna()]
+    if ev is not None and len(ev):
+        ev = ev.sort_values("entered_at", kind="stable")
+        current = ev.groupby("deal_id")["stage"].last()
+        reached = pd.concat([ev[["deal_id", "stage"]], pd.DataFrame({"deal_id": d["deal_id"], "stage": stages[0]})])
+    else:
+        current = pd.Series(dtype="string")
+        reached = pd.DataFrame({"deal_id": d["deal_id"], "stage": stages[0]})
+    reached = reached.drop_duplicates()
+    closed = d.loc[d["outcome"].isin(["won", "lost"]), ["deal_id", "outcome"]]
+    rates = reached.merge(closed, on="deal_id").groupby("stage")["outcome"].apply(lambda o: (o == "won").mean())
+    stage = current.reindex(open_["deal_id"]).fillna(stages[0]).astype(str)
+    p = stage.map(rates).fillna(rates.get(stages[0], 0.0)).to_numpy(dtype="float64")
+    amount = np.ones(len(open_)) if counts else open_["amount"].fillna(
+        d.loc[d["outcome"] == "won", "amount"].median()).to_numpy(dtype="float64")
+    due = _due(ev, open_, origin, end)
+    mean = float((amount * p)[due].sum())
+    sd = float(np.sqrt((amount ** 2 * p * (1 - p))[due].sum()))
+    return {"point": mean, "p10": max(mean - Z90 * sd, 0.0), "p50": mean, "p90": mean + Z90 * sd}
+
+
+def _due(ev: pd.DataFrame | None, open_: pd.DataFrame, origin, end) -> np.ndarray:
+    if ev is None or "expected_close_date" not in ev or not ev["expected_close_date"].notna().any():
+        return np.ones(len(open_), bool)
+    ecd = ev.loc[ev["expected_close_date"].notna()].groupby("deal_id")["expected_close_date"].last()
+    ecd = ecd.reindex(open_["deal_id"])
+    return ((ecd >= origin) & (ecd < end)).fillna(False).to_numpy(dtype=bool)
+
+
+# ---- summary -------------------------------------------------------------------------
+
+DEFINITIONS = {
+    "wape": "sum |actual - point| / sum actual over origins (point = expectation; baselines: their point)",
+    "bias": "sum (point - actual) / sum actual (positive: over-forecast)",
+    "coverage_p10_p90": "share of origins whose actual falls inside [P10, P90] (over origins that have a range)",
+    "pinball": "mean over origins of the mean pinball loss at P10, P50, P90 (in value units)",
+    "pinball_scaled": "pinball / mean actual",
+}
+
+
+def metrics(actual, point, p10, p50, p90) -> dict:
+    y, point = np.asarray(actual, float), np.asarray(point, float)
+    q = np.column_stack([np.asarray(a, float) for a in (p10, p50, p90)])
+    ok = np.isfinite(point)
+    out = {"wape": float(np.abs(y[ok] - point[ok]).sum() / y[ok].sum()) if y[ok].sum() > 0 else None,
+           "bias": float((point[ok] - y[ok]).sum() / y[ok].sum()) if y[ok].sum() > 0 else None,
+           "origins": int(ok.sum())}
+    ranged = np.isfinite(q).all(axis=1)
+    out["coverage_p10_p90"] = float(((y >= q[:, 0]) & (y <= q[:, 2]))[ranged].mean()) if ranged.any() else None
+    out["origins_with_range"] = int(ranged.sum())
+    if ranged.any():
+        loss = np.mean([np.maximum(a * (y - q[:, k]), (a - 1) * (y - q[:, k])) for k, a in enumerate(QUANTILES)], axis=0)
+        out["pinball"] = float(loss[ranged].mean())
+        out["pinball_scaled"] = float(loss[ranged].mean() / y[ranged].mean()) if y[ranged].mean() > 0 else None
+    else:
+        out["pinball"] = out["pinball_scaled"] = None
+    return out
+
+
+def summarise(frame: pd.DataFrame, with_oracle: bool) -> dict:
+    def block(name: str) -> dict:
+        return metrics(frame["actual"], frame[name], frame[f"{name}_p10"], frame[f"{name}_p50"], frame[f"{name}_p90"])
+
+    out = {"model": block("model"),
+           "baselines": {b: block(b) for b in ("weighted_pipeline", "run_rate_3", "seasonal_naive")}}
+    if with_oracle:
+        out["oracle"] = block("oracle")
+    wapes = [v["wape"] for v in out["baselines"].values() if v["wape"] is not None]
+    if wapes and out["model"]["wape"] is not None:
+        out["model_wape_vs_best_baseline"] = out["model"]["wape"] / min(wapes)
+    if with_oracle and out["oracle"]["wape"]:
+        out["model_wape_vs_oracle"] = out["model"]["wape"] / out["oracle"]["wape"]
+    return out

@@ -1,0 +1,511 @@
+"""Revenue forecast with ranges: open pipeline + deals not created yet, by period.
+
+For each period (the first is the remainder of the period containing the as-of date):
+- open pipeline: every deal open at T contributes amount x P(won with close in the
+  period) from the predictor (close probability x log-normal time to a won close);
+- new deals: `training.newdeals.NewDealModel` (creation rate x cohort win curve x
+  won-amount pool), estimated from data before T only.
+P10/P50/P90 come from a seeded Monte Carlo over deal outcomes, close timing and Poisson
+new-win counts, plus a common shock per simulation (see `estimate_shock`): deals are
+not independent in real life (a slow quarter hits every deal), and intervals that
+assume they are come out too narrow. The expectation reported is the analytic one
+(no shock), so roll-ups add up to it exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+
+from features.errors import LeadscoreError, NotEnoughData
+from features.schema import CanonicalData
+from features.timetravel import truncate_at
+from training.models import cdf_won_by, lognormal_params
+from training.newdeals import ALL, NewDealModel
+
+DAY = pd.Timedelta(days=1)
+FREQS = {"month": "M", "quarter": "Q"}
+MAX_GROUPS = 500
+LOGQ = ["log_close_days_p10", "log_close_days_p50", "log_close_days_p90"]
+
+
+@dataclass
+class ForecastConfig:
+    n_sims: int = 2000
+    seed: int = 0
+    shock: float | None = None  # relative sd of the common shock; None: estimate from history
+    history_periods: int = 12  # past periods used to estimate the shock
+    default_shock: float = 0.15  # used when fewer than `min_history_periods` past periods exist
+    min_history_periods: int = 3
+    low_probability: float = 0.2  # risk list: P(won) below this
+    quiet_days: int = 14  # risk list: no activity for more than this
+    block_paths: int = 2_000_000  # deals x simulations drawn at once (memory bound)
+
+
+@dataclass
+class Forecast:
+    as_of: pd.Timestamp
+    freq: str
+    periods: pd.DataFrame  # period, start, end, partial
+    table: pd.DataFrame  # one row per (period, group): expected, open_pipeline, new_deals, p10, p50, p90
+    deals: pd.DataFrame  # open deals: amount, probability, expected value per period
+    risk: pd.DataFrame
+    shock: dict
+    new_deal_model: dict
+    value_unit: str  # "amount" or "won deals"
+    group_by: str | None = None
+    targets: pd.DataFrame | None = None
+    history: pd.DataFrame | None = None  # realised bookings of past periods (for the chart)
+    notes: list[str] = field(default_factory=list)
+
+    def totals(self) -> pd.DataFrame:
+        return self.table.loc[self.table["group"] == ALL].reset_index(drop=True)
+
+
+# ---- periods ---------------------------------------------------------------------------
+
+def make_periods(as_of, n_periods: int, freq: str) -> pd.DataFrame:
+    """`n_periods` calendar months/quarters from the one containing `as_of`; the first
+    starts at `as_of` (partial unless as_of is the period's first instant)."""
+    if freq not in FREQS:
+        raise LeadscoreError(f"--freq must be one of {sorted(FREQS)}, not '{freq}'")
+    if int(n_periods) < 1:
+        raise LeadscoreError(f"--periods must be at least 1 (got {n_periods})")
+    as_of = pd.Timestamp(as_of)
+    first = as_of.to_period(FREQS[freq])
+    labels = [first + k for k in range(int(n_periods))]
+    starts = [p.start_time for p in labels]
+    ends = [(p + 1).start_time for p in labels]
+    partial = [False] * len(labels)
+    if as_of > starts[0]:
+        starts[0], partial[0] = as_of, True
+    return pd.DataFrame({"period": [str(p) for p in labels], "start": pd.DatetimeIndex(starts),
+                         "end": pd.DatetimeIndex(ends), "partial": partial})
+
+
+def check_as_of(data: CanonicalData, as_of) -> pd.Timestamp:
+    try:
+        as_of = pd.Timestamp(as_of)
+    except (ValueError, TypeError):
+        raise LeadscoreError(f"--as-of '{as_of}' is not a date: use YYYY-MM-DD") from None
+    first, end = data.deals["created_at"].min(), data.data_end
+    if data.meta.static:
+        raise NotEnoughData("a static lead export has no dates: a revenue forecast needs created/closed dates")
+    if pd.isna(first) or as_of < first or as_of > end:
+        raise NotEnoughData(f"as-of date {as_of.date()} is outside the data ({first} to {end}): "
+                            f"choose a date inside that range")
+    return as_of
+
+
+# ---- the forecast --------------------------------------------------------------------
+
+def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str = "month",
+             group_by: str | None = None, targets: pd.DataFrame | None = None,
+             config: ForecastConfig | None = None) -> Forecast:
+    """Forecast bookings for `periods` periods from `as_of` with what was known then."""
+    config = config or ForecastConfig()
+    as_of = check_as_of(data, as_of)
+    per = make_periods(as_of, periods, freq)
+    _check_group(data, group_by)
+    known = truncate_at(data, as_of)
+    pipe = open_pipeline(predictor, known, as_of, per, group_by)
+    newm = NewDealModel().fit(known, as_of, group_by=group_by)
+    value_unit = "won deals" if pipe.attrs["counts_deals"] else "amount"
+    shock = {"relative_sd": config.shock, "method": "given"} if config.shock is not None else \
+        estimate_shock(predictor, known, as_of, freq, config)
+    sims = simulate(pipe, newm, per, config, shock["relative_sd"])
+    table = summarise(pipe, newm, per, sims, group_by)
+    notes = _notes(per, predictor, as_of, pipe, value_unit)
+    fc = Forecast(as_of=as_of, freq=freq, periods=per, table=table, deals=pipe, risk=pd.DataFrame(),
+                  shock=shock, new_deal_model=newm.describe(), value_unit=value_unit, group_by=group_by,
+                  history=realised_history(known, as_of, freq, 6), notes=notes)
+    fc.risk = risk_list(pipe, known, as_of, per.iloc[0], config)
+    if targets is not None:
+        fc.targets = target_report(fc, known, targets, newm)
+    return fc
+
+
+def _check_group(data: CanonicalData, group_by: str | None) -> None:
+    if group_by is None:
+        return
+    if group_by not in data.deals:
+        cols = [c for c in ("owner", "team", "region", "product", "segment", "source") if c in data.deals]
+        raise LeadscoreError(f"--group-by '{group_by}' is not a column of deals: use one of {cols}")
+    n = data.deals[group_by].nunique()
+    if n > MAX_GROUPS:
+        raise LeadscoreError(f"--group-by '{group_by}' has {n} values (at most {MAX_GROUPS}): group by a "
+                             f"coarser column such as team, region or segment")
+
+
+def open_pipeline(predictor, data: CanonicalData, as_of: pd.Timestamp, per: pd.DataFrame,
+                  group_by: str | None) -> pd.DataFrame:
+    """One row per deal open at `as_of`: amount known then, P(won), timing and the
+    expected value per period (columns exp_0..exp_{n-1})."""
+    if predictor.static or predictor.time_model is None:
+        raise NotEnoughData("this model was trained on a lead export without dates (static mode): a revenue "
+                            "forecast needs a model trained on dated deals")
+    feats = predictor.features(data, as_of)
+    if feats.empty:
+        raise NotEnoughData(f"the pipeline is empty: no deal is open at {as_of.date()}, so there is nothing to "
+                            f"forecast from; choose an as-of date with open deals")
+    scored = predictor.score_features(feats)
+    deals = data.deals.set_index("deal_id")
+    out = scored[["deal_id", "close_probability"] + LOGQ].copy()
+    amount = feats["amount"].to_numpy(dtype="float64")
+    known = data.deals.loc[data.deals["outcome"] == "won", "amount"].dropna()
+    counts_deals = not np.isfinite(amount).any() and known.empty
+    out["amount_known"] = np.isfinite(amount)
+    fill = 1.0 if counts_deals else float(known.median()) if len(known) else float(np.nanmedian(amount))
+    out["amount"] = np.where(np.isfinite(amount), amount, fill)
+    out["group"] = deals[group_by].reindex(out["deal_id"]).astype("string").fillna("(none)").astype(str).to_numpy() \
+        if group_by else ALL
+    out["segment"] = deals["segment"].reindex(out["deal_id"]).astype("string").to_numpy() if "segment" in deals else None
+    for col in ("stage", "days_in_stage", "close_date_pushes", "close_date_days_pushed",
+                "days_since_last_activity", "days_to_expected_close"):
+        out[col] = feats[col].to_numpy() if col in feats else np.nan
+    for k, row in per.iterrows():
+        out[f"p_{k}"] = p_won_in(out, as_of, row["start"], row["end"])
+        out[f"exp_{k}"] = out["amount"] * out[f"p_{k}"]
+    out.attrs["counts_deals"] = bool(counts_deals)
+    out.attrs["amount_imputed"] = int((~out["amount_known"]).sum()) if not counts_deals else 0
+    return out.reset_index(drop=True)
+
+
+def p_won_in(scored: pd.DataFrame, as_of, start, end) -> np.ndarray:
+    """P(won with close in [start, end)) per row, the rows scored at `as_of` (scalar or array)."""
+    as_of = np.asarray(pd.to_datetime(as_of), dtype="datetime64[us]") if not np.isscalar(as_of) \
+        and not isinstance(as_of, pd.Timestamp) else np.datetime64(pd.Timestamp(as_of), "us")
+    d0 = np.clip((np.asarray(start, dtype="datetime64[us]") - as_of) / np.timedelta64(1, "D"), 0, None)
+    d1 = np.clip((np.asarray(end, dtype="datetime64[us]") - as_of) / np.timedelta64(1, "D"), 0, None)
+    logq = scored[LOGQ].to_numpy()
+    return scored["close_probability"].to_numpy() * (cdf_won_by(logq, d1) - cdf_won_by(logq, d0))
+
+
+# ---- Monte Carlo -----------------------------------------------------------------------
+
+def simulate(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, config: ForecastConfig,
+             relative_sd: float) -> dict:
+    """Simulated bookings (n_sims, n_groups, n_periods) for the open pipeline and new deals.
+
+    One standard-normal draw z per simulation moves both parts together: a logit shift
+    of every open deal's P(won) of size relative_sd / mean(1 - p) (so the expected
+    open-pipeline bookings move by about relative_sd x z) and a creation multiplier
+    exp(relative_sd z - relative_sd^2 / 2) (mean 1) on the new-win counts."""
+    rng = np.random.default_rng([int(config.seed), 11])
+    groups = sorted(set(pipe["group"]) | set(newm.pool_["group"]))
+    z = rng.standard_normal(config.n_sims)
+    open_sims = _simulate_open(pipe, per, groups, z, relative_sd, config, rng)
+    new_sims = _simulate_new(newm, per, groups, z, relative_sd, config, rng)
+    return {"groups": groups, "open": open_sims, "new": new_sims}
+
+
+def _logit_shift_scale(pipe: pd.DataFrame, relative_sd: float) -> float:
+    w = pipe["amount"].to_numpy() * pipe["close_probability"].to_numpy()
+    one_minus_p = np.average(1 - pipe["close_probability"].to_numpy(), weights=w) if w.sum() > 0 else 0.5
+    return relative_sd / max(one_minus_p, 0.05)
+
+
+def _simulate_open(pipe, per, groups, z, relative_sd, config, rng) -> np.ndarray:
+    n, n_per, n_grp, n_sims = len(pipe), len(per), len(groups), len(z)
+    out = np.zeros((n_sims, n_grp, n_per))
+    p = np.clip(pipe["close_probability"].to_numpy(), 1e-6, 1 - 1e-6)
+    mu, sigma = lognormal_params(pipe[LOGQ].to_numpy())
+    as_of = per["start"].iloc[0]
+    bounds = ((pd.DatetimeIndex(per["start"]).append(pd.DatetimeIndex(per["end"][-1:])) - as_of) / DAY).to_numpy()
+    amount = pipe["amount"].to_numpy()
+    gcode = pd.Index(groups).get_indexer(pipe["group"])
+    shift = _logit_shift_scale(pipe, relative_sd) * z
+    block = max(1, config.block_paths // max(n, 1))
+    for first in range(0, n_sims, block):
+        b = min(block, n_sims - first)
+        p_sim = expit(logit(p)[None, :] + shift[first:first + b, None])
+        won = rng.random((b, n)) < p_sim
+        days = np.expm1(mu[None, :] + sigma[None, :] * rng.standard_normal((b, n)))
+        k = np.searchsorted(bounds, days, side="right") - 1
+        hit = won & (k >= 0) & (k < n_per)
+        sim = np.broadcast_to(np.arange(b)[:, None], (b, n))[hit]
+        idx = (sim * n_grp + np.broadcast_to(gcode, (b, n))[hit]) * n_per + k[hit]
+        vals = np.broadcast_to(amount, (b, n))[hit]
+        out[first:first + b] = np.bincount(idx, vals, minlength=b * n_grp * n_per).reshape(b, n_grp, n_per)
+    return out
+
+
+def _simulate_new(newm: NewDealModel, per, groups, z, relative_sd, config, rng) -> np.ndarray:
+    n_per, n_grp, n_sims = len(per), len(groups), len(z)
+    out = np.zeros((n_sims, n_grp, n_per))
+    expected = newm.expected_wins(pd.DatetimeIndex(per["start"]), pd.DatetimeIndex(per["end"]))
+    mult = np.exp(relative_sd * z - relative_sd ** 2 / 2)
+    gindex = pd.Index(groups)
+    for s_idx, segment in enumerate(newm.segments_):
+        pool = newm.pool_for(segment)
+        if pool.empty:
+            continue
+        values, gcode = pool["value"].to_numpy(), gindex.get_indexer(pool["group"])
+        counts = rng.poisson(mult[:, None] * expected[s_idx][None, :])  # (n_sims, n_per)
+        draws = rng.integers(0, len(pool), counts.sum())
+        sim = np.repeat(np.repeat(np.arange(n_sims), n_per), counts.ravel())
+        k = np.repeat(np.tile(np.arange(n_per), n_sims), counts.ravel())
+        idx = (sim * n_grp + gcode[draws]) * n_per + k
+        out += np.bincount(idx, values[draws], minlength=n_sims * n_grp * n_per).reshape(n_sims, n_grp, n_per)
+    return out
+
+
+# ---- summaries ---------------------------------------------------------------------------
+
+def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: dict,
+              group_by: str | None) -> pd.DataFrame:
+    """Rows per (period, group) plus the total (group "(all)"): analytic expectations
+    (open pipeline, new deals, their sum) and simulated P10/P50/P90."""
+    groups = sims["groups"]
+    n_per = len(per)
+    exp_open = pipe.groupby("group")[[f"exp_{k}" for k in range(n_per)]].sum().reindex(groups).fillna(0.0).to_numpy()
+    expected = newm.expected_wins(pd.DatetimeIndex(per["start"]), pd.DatetimeIndex(per["end"]))
+    exp_new = np.zeros((len(groups), n_per))
+    for s_idx, segment in enumerate(newm.segments_):
+        share = newm.value_by_group(segment).reindex(groups).fillna(0.0).to_numpy()
+        exp_new += share[:, None] * expected[s_idx][None, :]
+    total = sims["open"] + sims["new"]
+    rows = []
+    for k, prow in per.iterrows():
+        def row(group, e_open, e_new, draws):
+            q = np.quantile(draws, [0.1, 0.5, 0.9])
+            return {"period": prow["period"], "start": prow["start"], "end": prow["end"],
+                    "partial": bool(prow["partial"]), "group": group, "expected": e_open + e_new,
+                    "open_pipeline": e_open, "new_deals": e_new, "p10": q[0], "p50": q[1], "p90": q[2],
+                    "open_pipeline_p10": np.quantile(draws_open, 0.1), "open_pipeline_p90": np.quantile(draws_open, 0.9)}
+        draws_open = sims["open"][:, :, k].sum(axis=1)
+        rows.append(row(ALL, float(exp_open[:, k].sum()), float(exp_new[:, k].sum()), total[:, :, k].sum(axis=1)))
+        if group_by:
+            for g_idx, group in enumerate(groups):
+                draws_open = sims["open"][:, g_idx, k]
+                rows.append(row(group, float(exp_open[g_idx, k]), float(exp_new[g_idx, k]), total[:, g_idx, k]))
+    return pd.DataFrame(rows)
+
+
+def realised_history(data: CanonicalData, as_of: pd.Timestamp, freq: str, n: int) -> pd.DataFrame:
+    """Won value closed in each of the `n` full periods before the one containing as_of,
+    and in the current period so far."""
+    cur = as_of.to_period(FREQS[freq])
+    labels = [cur - k for k in range(n, -1, -1)]
+    won = data.deals.loc[(data.deals["outcome"] == "won") & (data.deals["closed_at"] <= as_of)]
+    amount = won["amount"].fillna(won["amount"].median()) if won["amount"].notna().any() else pd.Series(1.0, index=won.index)
+    period = won["closed_at"].dt.to_period(FREQS[freq]).astype(str)
+    sums = amount.groupby(period).sum()
+    first = data.deals["created_at"].min()
+    return pd.DataFrame({"period": [str(p) for p in labels],
+                         "actual": [float(sums.get(str(p), 0.0)) if (p + 1).start_time > first else np.nan
+                                    for p in labels],
+                         "so_far": [p == cur for p in labels]})
+
+
+def estimate_shock(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: str,
+                   config: ForecastConfig) -> dict:
+    """Relative sd of the common shock, from past periods fully observed before as_of.
+
+    For each past period j (start s_j): predicted bookings mu_j (open pipeline at s_j x
+    P(won in the period) + the new-deal model fitted at s_j), the variance v_j the
+    independent Monte Carlo would give (Bernoulli for open deals, compound Poisson for
+    new wins), and realised bookings y_j. The excess of the squared error over v_j,
+    relative to mu_j^2, averaged over periods, is the variance of the common shock:
+    shock^2 = max(0, mean(((y_j - mu_j)^2 - v_j) / mu_j^2)).
+    """
+    rows = shock_history(predictor, data, as_of, freq, config.history_periods)
+    if len(rows) < config.min_history_periods:
+        return {"relative_sd": config.default_shock, "method": "default", "periods_used": len(rows),
+                "note": f"fewer than {config.min_history_periods} past periods before the as-of date: "
+                        f"default common shock {config.default_shock}"}
+    excess = ((rows["actual"] - rows["predicted"]) ** 2 - rows["variance"]) / rows["predicted"] ** 2
+    sd = float(np.sqrt(max(0.0, excess.mean())))
+    return {"relative_sd": sd, "method": "estimated from past periods", "periods_used": int(len(rows)),
+            "mean_ratio_actual_to_predicted": float((rows["actual"] / rows["predicted"]).mean()),
+            "history": rows.assign(start=rows["start"].astype(str)).to_dict("records")}
+
+
+def shock_history(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: str, n: int) -> pd.DataFrame:
+    """Predicted mean, independent-draw variance and realised bookings of past periods."""
+    cur = as_of.to_period(FREQS[freq])
+    first = data.deals["created_at"].min()
+    starts = [(cur - k).start_time for k in range(n, 0, -1)]
+    starts = [s for s in starts if s - first >= pd.Timedelta(days=60) and (s.to_period(FREQS[freq]) + 1).start_time <= as_of]
+    if not starts:
+        return pd.DataFrame(columns=["start", "predicted", "variance", "actual"])
+    feats = predictor.builder.transform(data, starts)  # many as-of dates in one pass
+    scored = predictor.score_features(feats)
+    ends = np.array([(pd.Timestamp(s).to_period(FREQS[freq]) + 1).start_time for s in scored["as_of"]],
+                    dtype="datetime64[us]")
+    q = p_won_in(scored, scored["as_of"].to_numpy(), scored["as_of"].to_numpy(), ends)
+    amount = feats["amount"].to_numpy(dtype="float64")
+    deals = data.deals.set_index("deal_id")
+    won_known = deals["outcome"] == "won"
+    fill = float(deals.loc[won_known, "amount"].median()) if deals.loc[won_known, "amount"].notna().any() else 1.0
+    amount = np.where(np.isfinite(amount), amount, fill)
+    final = deals["amount"].reindex(feats["deal_id"]).fillna(fill).to_numpy(dtype="float64")
+    closed = deals["closed_at"].reindex(feats["deal_id"]).to_numpy(dtype="datetime64[us]")
+    won = won_known.reindex(feats["deal_id"]).fillna(False).to_numpy(dtype=bool) & (closed < ends)
+    frame = pd.DataFrame({"start": scored["as_of"].to_numpy(), "mu": amount * q, "var": amount ** 2 * q * (1 - q),
+                          "y": np.where(won, final, 0.0)})
+    per_start = frame.groupby("start").sum()
+    rows = []
+    for s in starts:
+        e = (s.to_period(FREQS[freq]) + 1).start_time
+        m = NewDealModel().fit(data, s)
+        exp = m.expected_wins(pd.DatetimeIndex([s]), pd.DatetimeIndex([e]))[:, 0]
+        new_mu = sum(exp[i] * m.mean_value(seg) for i, seg in enumerate(m.segments_))
+        new_var = sum(exp[i] * float((m.pool_for(seg)["value"] ** 2).mean()) for i, seg in enumerate(m.segments_)
+                      if len(m.pool_for(seg)))
+        d = data.deals
+        new_won = d.loc[(d["created_at"] > s) & (d["outcome"] == "won") & (d["closed_at"] < e)]
+        new_y = float(new_won["amount"].fillna(fill).sum()) if not m.counts_deals_ else float(len(new_won))
+        o = per_start.loc[s] if s in per_start.index else pd.Series({"mu": 0.0, "var": 0.0, "y": 0.0})
+        rows.append({"start": s, "predicted": o["mu"] + new_mu, "variance": o["var"] + new_var,
+                     "actual": o["y"] + new_y, "open_predicted": o["mu"], "open_actual": o["y"],
+                     "new_predicted": new_mu, "new_actual": new_y})
+    out = pd.DataFrame(rows)
+    return out.loc[out["predicted"] > 0].reset_index(drop=True)
+
+
+def _notes(per: pd.DataFrame, predictor, as_of: pd.Timestamp, pipe: pd.DataFrame, value_unit: str) -> list[str]:
+    notes = []
+    if per["partial"].iloc[0]:
+        notes.append(f"the first period {per['period'].iloc[0]} is the remainder of the current period: from "
+                     f"{as_of} to {per['end'].iloc[0]} (wins closed earlier in it are not forecast; see targets)")
+    if value_unit == "won deals":
+        notes.append("no deal amounts in the data: the forecast counts won deals, not money")
+    elif pipe.attrs.get("amount_imputed"):
+        notes.append(f"{pipe.attrs['amount_imputed']} open deals had no amount known at the as-of date: "
+                     f"valued at the median won amount")
+    trained_end = (getattr(predictor, "info", {}) or {}).get("data_end")
+    if trained_end and pd.Timestamp(trained_end) > as_of:
+        notes.append(f"the model was trained on data up to {trained_end}, after the as-of date: its probabilities "
+                     f"at this date are in-sample (use `leadscore backtest` for an honest accuracy record)")
+    return notes
+
+
+# ---- risk list and targets ---------------------------------------------------------------
+
+COVERAGE_DEFINITION = ("pipeline coverage = open pipeline amount due in the period (deals whose expected close "
+                       "date, as known at the as-of date, falls in the period; overdue dates count in the first "
+                       "period; deals without one are due when the model's median close date falls in it) / "
+                       "remaining gap (target - closed-won so far in the period)")
+LEADS_DEFINITION = ("leads needed = (remaining gap - expected bookings from the open pipeline in the period) / "
+                    "(historical share of new deals eventually won x mean recent won amount), rounded up")
+
+
+def due_in(pipe: pd.DataFrame, as_of: pd.Timestamp, start: pd.Timestamp, end: pd.Timestamp, first: bool) -> np.ndarray:
+    """Open deals due in [start, end): expected close date as known at as_of, else the model's median."""
+    days_to = pipe["days_to_expected_close"].to_numpy(dtype="float64")
+    median = np.expm1(pipe["log_close_days_p50"].to_numpy(dtype="float64"))
+    days = np.where(np.isnan(days_to), median, days_to)
+    lo = -np.inf if first else (start - as_of) / DAY
+    return (days >= lo) & (days < (end - as_of) / DAY)
+
+
+def risk_list(pipe: pd.DataFrame, data: CanonicalData, as_of: pd.Timestamp, period: pd.Series,
+              config: ForecastConfig) -> pd.DataFrame:
+    """Open deals due in the first period that are at risk, each with its reasons in words:
+    low P(won), close date pushed, stalled beyond the stage's historical P90 dwell
+    (completed spells before as_of), no activity recently."""
+    from features.analytics.health import stage_p90
+    from features.analytics.state import build_state
+
+    due = pipe.loc[due_in(pipe, as_of, period["start"], period["end"], True)].copy()
+    p90 = stage_p90(build_state(data, as_of))
+    limit = due["stage"].astype("string").map(p90).astype("float64")
+    quiet = due["days_since_last_activity"].astype("float64")
+    has_activities = data.activities is not None
+    checks = {
+        "low": due["close_probability"] < config.low_probability,
+        "pushed": due["close_date_pushes"].fillna(0) >= 1,
+        "stalled": (due["days_in_stage"] > limit).fillna(False),
+        "quiet": ((quiet > config.quiet_days) | quiet.isna()) & has_activities,
+    }
+    flagged = pd.concat(checks, axis=1).any(axis=1)
+    words = {
+        "low": lambda r: f"low win probability ({r['close_probability']:.0%} < {config.low_probability:.0%})",
+        "pushed": lambda r: f"close date pushed {int(r['close_date_pushes'])} time(s), "
+                            f"{r['close_date_days_pushed']:.0f} days in total",
+        "stalled": lambda r: f"{r['days_in_stage']:.0f} days in {r['stage']}, beyond the historical P90 of "
+                             f"{p90.get(str(r['stage']), np.nan):.0f} days",
+        "quiet": lambda r: "no activity recorded" if pd.isna(r["days_since_last_activity"]) else
+                           f"no activity for {r['days_since_last_activity']:.0f} days (> {config.quiet_days})",
+    }
+    rows = due.loc[flagged]
+    reasons = [
+        "; ".join(words[name](r) for name in checks if checks[name].loc[i])
+        for i, r in rows.iterrows()
+    ]  # loops over flagged deals only, to write their sentences
+    out = pd.DataFrame({"deal_id": rows["deal_id"], "group": rows["group"], "stage": rows["stage"].astype("string"),
+                        "amount": rows["amount"], "close_probability": rows["close_probability"],
+                        "expected_in_period": rows["exp_0"], "reasons": reasons})
+    return out.sort_values(["amount", "deal_id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def read_targets(path) -> pd.DataFrame:
+    """Targets CSV: period (e.g. 2024-07 or 2024Q3), optional group column, target."""
+    try:
+        frame = pd.read_csv(path, dtype={"period": str})
+    except (OSError, ValueError) as exc:
+        raise LeadscoreError(f"cannot read targets file {path}: {exc}") from None
+    return frame
+
+
+def target_report(fc: Forecast, data: CanonicalData, targets: pd.DataFrame, newm: NewDealModel) -> pd.DataFrame:
+    """Per target row: closed-won so far, remaining gap, open and weighted pipeline due,
+    coverage, the gap left after the expected pipeline wins, and leads needed."""
+    targets = _checked_targets(fc, targets)
+    pipe, as_of = fc.deals, fc.as_of
+    won = data.deals.loc[(data.deals["outcome"] == "won") & (data.deals["closed_at"] <= as_of)]
+    won_group = won[fc.group_by].astype("string").fillna("(none)").astype(str) if fc.group_by else \
+        pd.Series(ALL, index=won.index)
+    won_value = won["amount"].fillna(won["amount"].median()) if fc.value_unit == "amount" else pd.Series(1.0, index=won.index)
+    per_lead = newm.value_per_lead()
+    rows = []
+    for _, t in targets.iterrows():
+        k = int(fc.periods.index[fc.periods["period"] == t["period"]][0])
+        prow = fc.periods.iloc[k]
+        cal_start = pd.Period(prow["period"], FREQS[fc.freq]).start_time
+        in_group = (pipe["group"] == t["group"]).to_numpy() if fc.group_by else np.ones(len(pipe), bool)
+        due = in_group & due_in(pipe, as_of, prow["start"], prow["end"], k == 0)
+        so_far = float(won_value[(won["closed_at"] >= cal_start) & (won_group == t["group"])].sum())
+        gap = float(t["target"]) - so_far
+        open_due = float(pipe.loc[due, "amount"].sum())
+        expected_open = float(pipe.loc[in_group, f"exp_{k}"].sum())
+        after = max(gap - expected_open, 0.0)
+        rows.append({"period": t["period"], "group": t["group"], "target": float(t["target"]),
+                     "closed_won_so_far": so_far, "remaining_gap": gap, "open_pipeline_due": open_due,
+                     "weighted_pipeline_due": float((pipe.loc[due, "amount"] * pipe.loc[due, "close_probability"]).sum()),
+                     "deals_due": int(due.sum()), "pipeline_coverage": open_due / gap if gap > 0 else None,
+                     "target_met": gap <= 0, "expected_from_open_pipeline": expected_open,
+                     "gap_after_expected_pipeline": after,
+                     "leads_needed": int(np.ceil(after / per_lead)) if per_lead > 0 else None})
+    out = pd.DataFrame(rows)
+    out.attrs["definitions"] = {"pipeline_coverage": COVERAGE_DEFINITION, "leads_needed": LEADS_DEFINITION,
+                                "value_per_new_lead": per_lead}
+    return out
+
+
+def _checked_targets(fc: Forecast, targets: pd.DataFrame) -> pd.DataFrame:
+    targets = targets.copy()
+    if "group" not in targets and fc.group_by and fc.group_by in targets:
+        targets = targets.rename(columns={fc.group_by: "group"})
+    missing = [c for c in ("period", "target") if c not in targets]
+    if missing:
+        raise LeadscoreError(f"the targets file has no column {missing}: give columns period, "
+                             f"[{fc.group_by or 'group'}], target")
+    if "group" in targets and not fc.group_by:
+        raise LeadscoreError("the targets file has a group column: pass --group-by with the column it refers to")
+    targets["group"] = targets["group"].astype(str) if "group" in targets else ALL
+    targets["period"] = targets["period"].astype(str).str.strip()
+    try:
+        targets["period"] = [str(pd.Period(p, FREQS[fc.freq])) for p in targets["period"]]
+        targets["target"] = pd.to_numeric(targets["target"], errors="raise")
+    except (ValueError, TypeError) as exc:
+        raise LeadscoreError(f"the targets file has a bad period or target value ({exc}): use periods like "
+                             f"{fc.periods['period'].iloc[0]} and numeric targets") from None
+    unknown = sorted(set(targets["period"]) - set(fc.periods["period"]))
+    if unknown:
+        raise LeadscoreError(f"targets for periods {unknown} are outside the forecast "
+                             f"({', '.join(fc.periods['period'])}): extend --periods or drop those rows")
+    return targets

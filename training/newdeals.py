@@ -1,0 +1,213 @@
+"""Deals not created yet: how many will be created and won inside each forecast period.
+
+Estimated only from what was known at the as-of date T:
+- creation rate per segment: deals created in the last `rate_window_days` before T per
+  day, times a trend factor (last window / the window before, over all segments,
+  clipped to `trend_clip`) applied log-linearly from the middle of the window onwards;
+- cohort curve F_s(t) = P(won within t days of creation), from deals created between
+  t and t + `cohort_window_days` days before T (so every one of them was observed for
+  t days), per segment shrunk toward all segments with `shrinkage` pseudo-deals;
+- value of a new win: a bootstrap pool of deals won in the last `pool_days` before T
+  (their realised amounts, and their grouping columns for roll-ups).
+
+A deal created on day c in [T, end) is won inside [start, end) with probability
+F(end - c) - F(max(start - c, 0)); summed over the days of creation this gives the
+expected number of new wins per period and segment, which the Monte Carlo draws as a
+Poisson count (thinning a Poisson creation process keeps it Poisson).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.errors import NotEnoughData
+from features.schema import CanonicalData
+
+DAY = pd.Timedelta(days=1)
+ALL = "(all)"
+MIN_HISTORY_DAYS = 28
+
+
+class NewDealModel:
+    """Creation rate x cohort win curve x won-amount pool, per segment, as of T."""
+
+    def __init__(self, segment_column: str = "segment", rate_window_days: int = 90,
+                 trend_clip: tuple[float, float] = (0.8, 1.25), max_trend_windows: float = 2.0,
+                 cohort_window_days: int = 180, pool_days: int = 180, min_pool: int = 30,
+                 shrinkage: float = 50.0, max_age_days: int = 400):
+        self.segment_column = segment_column
+        self.rate_window_days = rate_window_days
+        self.trend_clip = trend_clip
+        self.max_trend_windows = max_trend_windows
+        self.cohort_window_days = cohort_window_days
+        self.pool_days = pool_days
+        self.min_pool = min_pool
+        self.shrinkage = shrinkage
+        self.max_age_days = max_age_days
+
+    def fit(self, data: CanonicalData, as_of, value: pd.Series | None = None,
+            group_by: str | None = None) -> "NewDealModel":
+        """Learn from deals created at or before `as_of` and outcomes known by then.
+
+        `value`: amount per deal (aligned with data.deals) to use for wins; default
+        deals.amount, missing amounts replaced by the median known won amount (1 per win
+        when no amount is known at all, so the forecast counts deals)."""
+        as_of = pd.Timestamp(as_of)
+        deals = data.deals
+        deals = deals.loc[deals["created_at"] <= as_of]
+        first = deals["created_at"].min()
+        self.history_days_ = float((as_of - first) / DAY) if len(deals) else 0.0
+        if self.history_days_ < MIN_HISTORY_DAYS:
+            raise NotEnoughData(
+                f"only {self.history_days_:.0f} days of deal creations before {as_of.date()}: the new-deal "
+                f"model needs at least {MIN_HISTORY_DAYS}; choose a later as-of date")
+        self.as_of_ = as_of
+        segment = self._segments(deals)
+        self.segments_ = sorted(segment.unique())
+        won = (deals["outcome"] == "won").fillna(False).to_numpy(dtype=bool) & (deals["closed_at"] <= as_of).fillna(False).to_numpy(dtype=bool)
+        self._fit_rates(deals, segment)
+        self._fit_cohorts(deals, segment, won)
+        amount = (value if value is not None else deals.get("amount", pd.Series(np.nan, index=deals.index)))
+        self._fit_pool(deals, segment, won, amount.reindex(deals.index), group_by)
+        return self
+
+    # ---- fit steps ------------------------------------------------------------------
+    def _segments(self, deals: pd.DataFrame) -> pd.Series:
+        if self.segment_column in deals and deals[self.segment_column].notna().any():
+            return deals[self.segment_column].astype("string").fillna("(none)").astype(str)
+        return pd.Series(ALL, index=deals.index)
+
+    def _fit_rates(self, deals: pd.DataFrame, segment: pd.Series) -> None:
+        window = min(float(self.rate_window_days), self.history_days_)
+        age = ((self.as_of_ - deals["created_at"]) / DAY).to_numpy()
+        recent = age < window
+        counts = segment[recent].value_counts()
+        self.rate_per_day_ = {s: float(counts.get(s, 0)) / window for s in self.segments_}
+        self.rate_window_used_ = window
+        self.trend_ = 1.0
+        if self.history_days_ >= 2 * window:
+            before = int(((age >= window) & (age < 2 * window)).sum())
+            if before >= 30:
+                self.trend_ = float(np.clip(recent.sum() / before, *self.trend_clip))
+
+    def _fit_cohorts(self, deals: pd.DataFrame, segment: pd.Series, won: np.ndarray) -> None:
+        """F[s, t] for integer ages t = 0..max_age_days (monotone, shrunk to all segments)."""
+        age = ((self.as_of_ - deals["created_at"]) / DAY).to_numpy()
+        cycle = np.where(won, ((deals["closed_at"] - deals["created_at"]) / DAY).to_numpy(dtype="float64",
+                                                                                          na_value=np.nan), np.inf)
+        codes = pd.Index(self.segments_).get_indexer(segment).astype("int64")
+        n_seg, ages = len(self.segments_), np.arange(self.max_age_days + 1)
+        wins = np.zeros((n_seg + 1, ages.size))
+        seen = np.zeros((n_seg + 1, ages.size))
+        keep = age < self.max_age_days + self.cohort_window_days
+        age, cycle, codes = age[keep], cycle[keep], codes[keep]
+        for t in ages:  # one vectorised pass per age: bounded by max_age_days, not by deals
+            elig = (age >= t) & (age < t + self.cohort_window_days)
+            seen[:n_seg, t] = np.bincount(codes[elig], minlength=n_seg)
+            wins[:n_seg, t] = np.bincount(codes[elig & (cycle <= t)], minlength=n_seg)
+        seen[n_seg], wins[n_seg] = seen[:n_seg].sum(axis=0), wins[:n_seg].sum(axis=0)
+        overall = _plateau(wins[n_seg], seen[n_seg])
+        k = self.shrinkage
+        curves = (np.nan_to_num(wins[:n_seg]) + k * overall) / (seen[:n_seg] + k)
+        observed = seen[n_seg] > 0
+        last = np.flatnonzero(observed).max() if observed.any() else 0
+        curves[:, last + 1:] = curves[:, [last]]  # ages never observed: the last observed level
+        self.cohort_ = np.maximum.accumulate(curves, axis=1)
+        self.cohort_overall_ = overall
+        self.cohort_max_observed_age_ = int(last)
+
+    def _fit_pool(self, deals: pd.DataFrame, segment: pd.Series, won: np.ndarray, amount: pd.Series,
+                  group_by: str | None) -> None:
+        """Wins closed before T with their realised value, segment, group and age; per
+        segment the recent ones are used (see `pool_for`)."""
+        closed_age = ((self.as_of_ - deals["closed_at"]) / DAY).to_numpy(dtype="float64", na_value=np.nan)
+        values = amount.to_numpy(dtype="float64", na_value=np.nan)
+        known = values[won & ~np.isnan(values)]
+        self.counts_deals_ = known.size == 0
+        fill = 1.0 if self.counts_deals_ else float(np.median(known))
+        values = np.where(np.isnan(values), fill, values)
+        group = deals[group_by].astype("string").fillna("(none)").astype(str) if group_by else \
+            pd.Series(ALL, index=deals.index)
+        self.pool_ = pd.DataFrame({"segment": segment.to_numpy()[won], "value": values[won],
+                                   "group": group.to_numpy()[won], "age_days": closed_age[won]})
+        self.group_by_ = group_by
+
+    # ---- predictions -------------------------------------------------------------------
+    def creation_rate(self, days_ahead: np.ndarray) -> np.ndarray:
+        """(n_segments, n_days) expected creations per day at `days_ahead` days after T."""
+        mid = -self.rate_window_used_ / 2
+        windows = np.clip((days_ahead - mid) / self.rate_window_used_, 0, self.max_trend_windows)
+        base = np.array([self.rate_per_day_[s] for s in self.segments_])
+        return base[:, None] * self.trend_ ** windows[None, :]
+
+    def expected_wins(self, starts: pd.DatetimeIndex, ends: pd.DatetimeIndex) -> np.ndarray:
+        """(n_segments, n_periods) expected number of deals created after T and won in [start, end)."""
+        t0 = self.as_of_
+        horizon = float((max(ends) - t0) / DAY)
+        c = np.arange(0.0, np.ceil(horizon)) + 0.5  # creation days (mid-day), days after T
+        width = np.minimum(1.0, horizon - (c - 0.5))  # the last day may be partial
+        rate = self.creation_rate(c) * width[None, :]
+        out = np.zeros((len(self.segments_), len(starts)))
+        for k, (s, e) in enumerate(zip(starts, ends)):
+            a, b = float((s - t0) / DAY), float((e - t0) / DAY)
+            p = self._cohort_at(b - c) - self._cohort_at(np.maximum(a - c, 0.0))
+            p = np.where(c < b, p, 0.0)
+            out[:, k] = (rate * p).sum(axis=1)
+        return out
+
+    def _cohort_at(self, age: np.ndarray) -> np.ndarray:
+        grid = np.arange(self.cohort_.shape[1], dtype="float64")
+        age = np.clip(age, 0.0, grid[-1])
+        return np.vstack([np.interp(age, grid, row) for row in self.cohort_])
+
+    def pool_for(self, segment: str) -> pd.DataFrame:
+        """Wins a new win's value in `segment` is drawn from: the segment's wins of the last
+        `pool_days`, widened to a year and then to all history while fewer than
+        `min_pool`; all segments' recent wins if the segment never had `min_pool`."""
+        if not hasattr(self, "_pools"):
+            self._pools = {}
+        if segment not in self._pools:
+            pool = self.pool_
+            mine = pool.loc[pool["segment"] == segment]
+            for days in (self.pool_days, 365, np.inf):
+                chosen = mine.loc[mine["age_days"] < days]
+                if len(chosen) >= self.min_pool:
+                    break
+            else:
+                recent = pool.loc[pool["age_days"] < self.pool_days]
+                chosen = recent if len(recent) >= self.min_pool else pool
+            self._pools[segment] = chosen
+        return self._pools[segment]
+
+    def mean_value(self, segment: str) -> float:
+        pool = self.pool_for(segment)
+        return float(pool["value"].mean()) if len(pool) else 0.0
+
+    def value_by_group(self, segment: str) -> pd.Series:
+        """Mean value per new win split over groups (sums to `mean_value`)."""
+        pool = self.pool_for(segment)
+        if pool.empty:
+            return pd.Series(dtype="float64")
+        return pool.groupby("group")["value"].sum() / len(pool)
+
+    def value_per_lead(self) -> float:
+        """Expected eventual won value of one new deal of the average kind (segments
+        weighted by their recent creation rate): eventual win share x mean won value."""
+        rates = np.array([self.rate_per_day_[s] for s in self.segments_])
+        values = np.array([self.cohort_[i, -1] * self.mean_value(s) for i, s in enumerate(self.segments_)])
+        return float((rates * values).sum() / rates.sum()) if rates.sum() > 0 else 0.0
+
+    def describe(self) -> dict:
+        return {"segments": {s: {"created_per_day": self.rate_per_day_[s],
+                                 "won_within_90d": float(self.cohort_[i, min(90, self.cohort_.shape[1] - 1)]),
+                                 "mean_won_value": self.mean_value(s)}
+                             for i, s in enumerate(self.segments_)},
+                "trend_per_window": self.trend_, "rate_window_days": self.rate_window_used_,
+                "cohort_observed_up_to_days": self.cohort_max_observed_age_, "pool_size": int((self.pool_["age_days"] < self.pool_days).sum())}
+
+
+def _plateau(wins: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Cumulative win share per age, carrying the last observed value over unobserved ages."""
+    rate = np.divide(wins, seen, out=np.full(wins.shape, np.nan), where=seen > 0)
+    rate = pd.Series(rate).ffill().fillna(0.0).to_numpy()
+    return np.maximum.accumulate(rate)
