@@ -187,7 +187,8 @@ class FeatureBuilder:
             codes = table.codes(values, n)
             past = _known_only(hist.lookup(table, codes, at, strict=True), codes)
             won, lost = past["won"].to_numpy(), past["lost"].to_numpy()
-            out[f"{g}_win_rate"] = hist.smoothed_rate(won, lost, prior, s)
+            # an unseen value has no history: its rate is the prior, its counts are unknown
+            out[f"{g}_win_rate"] = hist.smoothed_rate(np.nan_to_num(won), np.nan_to_num(lost), prior, s)
             out[f"{g}_closed_deals"] = won + lost
             if col == "account_id":
                 out["account_prior_wins"], out["account_prior_losses"] = won, lost
@@ -220,7 +221,7 @@ class FeatureBuilder:
 def _amount_features(state: pd.DataFrame, deals: pd.DataFrame, pos) -> dict:
     """Latest amount known at T; deals.amount only for deals whose events carry none."""
     event_amount = state["event_amount"].to_numpy()
-    final = deals["amount"].to_numpy(dtype="float64")[pos] if "amount" in deals else np.full(len(pos), np.nan)
+    final = deals["amount"].to_numpy(dtype="float64")[pos]
     amount = np.where(state["has_event_amount"].to_numpy(dtype=bool), event_amount, final)
     first = state["first_amount"].to_numpy()
     return {"amount": amount, "log_amount": np.log1p(amount),
@@ -275,6 +276,8 @@ def _checked_deals(deals: pd.DataFrame, static: bool) -> pd.DataFrame:
             pd.Series(pd.NaT, index=deals.index, dtype=TIMESTAMP_DTYPE)
     if "outcome" not in deals:
         deals["outcome"] = pd.Series(pd.NA, index=deals.index, dtype="string")
+    if "amount" not in deals:
+        deals["amount"] = np.nan
     return deals
 
 

@@ -113,8 +113,8 @@ def _dwell(deals: pd.DataFrame, prepared: pd.DataFrame, data_end: pd.Timestamp) 
     end = np.where(same_deal_next, next_start, closed_at[deal]).astype(TIMESTAMP_DTYPE)
     days = (end - spells["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)) / np.timedelta64(1, "D")
     done = ~np.isnat(end)
-    return _cumulative(pd.Index(np.arange(int(prepared["stage_index"].max()) + 1 if len(prepared) else 0)),
-                       spells["stage_index"].to_numpy()[done].astype("int64"), end[done],
+    n_stages = int(prepared["stage_index"].max()) + 1 if len(prepared) else 0
+    return _cumulative(pd.RangeIndex(n_stages), spells["stage_index"].to_numpy()[done].astype("int64"), end[done],
                        {"dwell_days": days[done], "spells": np.ones(done.sum())})
 
 

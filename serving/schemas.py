@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Timestamp = dt.datetime  # ISO 8601; a timezone offset is converted to UTC
 
@@ -86,14 +86,15 @@ class ScoreRequest(_Strict):
     as_of: Optional[Timestamp] = Field(None, description="Score as of this time (default: now, UTC).")
     explain: bool = Field(True, description="Include the top positive and negative factors.")
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> "ScoreRequest":
+    @field_validator("deals")
+    @classmethod
+    def _unique_ids(cls, deals: list[Deal]) -> list[Deal]:
         seen: dict[str, int] = {}
-        for i, deal in enumerate(self.deals):
+        for i, deal in enumerate(deals):
             if deal.deal_id in seen:
                 raise ValueError(f"deals[{i}].deal_id '{deal.deal_id}' repeats deals[{seen[deal.deal_id]}]")
             seen[deal.deal_id] = i
-        return self
+        return deals
 
 
 class Factor(BaseModel):

@@ -79,7 +79,11 @@ def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, trut
         from training.train import TrainConfig, fit_predictor
 
         step(f"training on data known at {origins[0].date()}")
-        predictor = fit_predictor(truncate_at(data, origins[0]), train_config or TrainConfig()).predictor
+        try:
+            predictor = fit_predictor(truncate_at(data, origins[0]), train_config or TrainConfig()).predictor
+        except (ValueError, IndexError) as exc:  # too few closed deals at the first origin for any fold
+            raise NotEnoughData(f"cannot train on the data known at the first origin {origins[0].date()} "
+                                f"({type(exc).__name__}: {exc}): ask for fewer origins") from None
     rows = []
     for origin in origins:
         step(f"origin {origin.date()}")

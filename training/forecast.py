@@ -39,6 +39,8 @@ class ForecastConfig:
     history_periods: int = 12  # past periods used to estimate the shock
     default_shock: float = 0.15  # used when fewer than `min_history_periods` past periods exist
     min_history_periods: int = 3
+    correct_bias: bool = True  # scale each part by its realised / predicted ratio over past periods
+    bias_clip: tuple = (0.5, 2.0)
     low_probability: float = 0.2  # risk list: P(won) below this
     quiet_days: int = 14  # risk list: no activity for more than this
     block_paths: int = 2_000_000  # deals x simulations drawn at once (memory bound)
@@ -113,8 +115,8 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
     pipe = open_pipeline(predictor, known, as_of, per, group_by)
     newm = NewDealModel().fit(known, as_of, group_by=group_by)
     value_unit = "won deals" if pipe.attrs["counts_deals"] else "amount"
-    shock = {"relative_sd": config.shock, "method": "given"} if config.shock is not None else \
-        estimate_shock(predictor, known, as_of, freq, config)
+    shock = estimate_shock(predictor, known, as_of, freq, config)
+    apply_calibration(pipe, newm, shock)
     sims = simulate(pipe, newm, per, config, shock["relative_sd"])
     table = summarise(pipe, newm, per, sims, group_by)
     notes = _notes(per, predictor, as_of, pipe, value_unit)
@@ -159,6 +161,7 @@ def open_pipeline(predictor, data: CanonicalData, as_of: pd.Timestamp, per: pd.D
     out["amount_known"] = np.isfinite(amount)
     fill = 1.0 if counts_deals else float(known.median()) if len(known) else float(np.nanmedian(amount))
     out["amount"] = np.where(np.isfinite(amount), amount, fill)
+    out["value"] = out["amount"]  # what a win books; apply_calibration may rescale it
     out["group"] = deals[group_by].reindex(out["deal_id"]).astype("string").fillna("(none)").astype(str).to_numpy() \
         if group_by else ALL
     out["segment"] = deals["segment"].reindex(out["deal_id"]).astype("string").to_numpy() if "segment" in deals else None
@@ -167,7 +170,7 @@ def open_pipeline(predictor, data: CanonicalData, as_of: pd.Timestamp, per: pd.D
         out[col] = feats[col].to_numpy() if col in feats else np.nan
     for k, row in per.iterrows():
         out[f"p_{k}"] = p_won_in(out, as_of, row["start"], row["end"])
-        out[f"exp_{k}"] = out["amount"] * out[f"p_{k}"]
+        out[f"exp_{k}"] = out["value"] * out[f"p_{k}"]
     out.attrs["counts_deals"] = bool(counts_deals)
     out.attrs["amount_imputed"] = int((~out["amount_known"]).sum()) if not counts_deals else 0
     return out.reset_index(drop=True)
@@ -214,7 +217,7 @@ def _simulate_open(pipe, per, groups, z, relative_sd, config, rng) -> np.ndarray
     mu, sigma = lognormal_params(pipe[LOGQ].to_numpy())
     as_of = per["start"].iloc[0]
     bounds = ((pd.DatetimeIndex(per["start"]).append(pd.DatetimeIndex(per["end"][-1:])) - as_of) / DAY).to_numpy()
-    amount = pipe["amount"].to_numpy()
+    amount = pipe["value"].to_numpy()
     gcode = pd.Index(groups).get_indexer(pipe["group"])
     shift = _logit_shift_scale(pipe, relative_sd) * z
     block = max(1, config.block_paths // max(n, 1))
@@ -302,25 +305,43 @@ def realised_history(data: CanonicalData, as_of: pd.Timestamp, freq: str, n: int
 
 def estimate_shock(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: str,
                    config: ForecastConfig) -> dict:
-    """Relative sd of the common shock, from past periods fully observed before as_of.
+    """Bias factors and the common shock, from past periods fully observed before as_of.
 
-    For each past period j (start s_j): predicted bookings mu_j (open pipeline at s_j x
-    P(won in the period) + the new-deal model fitted at s_j), the variance v_j the
+    For each past period j (start s_j): predicted bookings (open pipeline at s_j x
+    P(won in the period), and the new-deal model fitted at s_j), the variance v_j the
     independent Monte Carlo would give (Bernoulli for open deals, compound Poisson for
-    new wins), and realised bookings y_j. The excess of the squared error over v_j,
-    relative to mu_j^2, averaged over periods, is the variance of the common shock:
-    shock^2 = max(0, mean(((y_j - mu_j)^2 - v_j) / mu_j^2)).
+    new wins) and realised bookings y_j. Bias factor of each part = sum realised / sum
+    predicted (clipped; 1 when disabled): it absorbs calibration drift over time,
+    amounts that shrink before they are booked and timing bias. Common shock: with
+    mu_j the corrected prediction, shock^2 = max(0, mean(((y_j - mu_j)^2 - c^2 v_j) / mu_j^2)),
+    the squared error beyond what independent deals explain, relative to the forecast.
+    A given `config.shock` overrides the estimate.
     """
     rows = shock_history(predictor, data, as_of, freq, config.history_periods)
     if len(rows) < config.min_history_periods:
-        return {"relative_sd": config.default_shock, "method": "default", "periods_used": len(rows),
-                "note": f"fewer than {config.min_history_periods} past periods before the as-of date: "
-                        f"default common shock {config.default_shock}"}
-    excess = ((rows["actual"] - rows["predicted"]) ** 2 - rows["variance"]) / rows["predicted"] ** 2
-    sd = float(np.sqrt(max(0.0, excess.mean())))
-    return {"relative_sd": sd, "method": "estimated from past periods", "periods_used": int(len(rows)),
-            "mean_ratio_actual_to_predicted": float((rows["actual"] / rows["predicted"]).mean()),
+        sd = config.default_shock if config.shock is None else config.shock
+        return {"relative_sd": sd, "method": "default", "periods_used": len(rows), "open_factor": 1.0,
+                "new_factor": 1.0, "note": f"fewer than {config.min_history_periods} past periods before the "
+                                            f"as-of date: no bias correction, common shock {sd}"}
+    factors = {}
+    for part in ("open", "new"):
+        ratio = rows[f"{part}_actual"].sum() / rows[f"{part}_predicted"].sum() if rows[f"{part}_predicted"].sum() > 0 else 1.0
+        factors[part] = float(np.clip(ratio, *config.bias_clip)) if config.correct_bias else 1.0
+    mu = factors["open"] * rows["open_predicted"] + factors["new"] * rows["new_predicted"]
+    var = factors["open"] ** 2 * rows["open_variance"] + factors["new"] ** 2 * rows["new_variance"]
+    excess = ((rows["actual"] - mu) ** 2 - var) / mu ** 2
+    sd = float(np.sqrt(max(0.0, excess.mean()))) if config.shock is None else float(config.shock)
+    return {"relative_sd": sd, "method": "estimated from past periods" if config.shock is None else "given",
+            "periods_used": int(len(rows)), "open_factor": factors["open"], "new_factor": factors["new"],
             "history": rows.assign(start=rows["start"].astype(str)).to_dict("records")}
+
+
+def apply_calibration(pipe: pd.DataFrame, newm: NewDealModel, shock: dict) -> None:
+    """Scale open-deal values and new-win values by their historical bias factors."""
+    pipe["value"] = pipe["amount"] * shock["open_factor"]
+    for col in [c for c in pipe.columns if c.startswith("p_") and c[2:].isdigit()]:
+        pipe[f"exp_{col[2:]}"] = pipe["value"] * pipe[col]
+    newm.scale_values(shock["new_factor"])
 
 
 def shock_history(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: str, n: int) -> pd.DataFrame:
@@ -360,8 +381,8 @@ def shock_history(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: str
         new_y = float(new_won["amount"].fillna(fill).sum()) if not m.counts_deals_ else float(len(new_won))
         o = per_start.loc[s] if s in per_start.index else pd.Series({"mu": 0.0, "var": 0.0, "y": 0.0})
         rows.append({"start": s, "predicted": o["mu"] + new_mu, "variance": o["var"] + new_var,
-                     "actual": o["y"] + new_y, "open_predicted": o["mu"], "open_actual": o["y"],
-                     "new_predicted": new_mu, "new_actual": new_y})
+                     "actual": o["y"] + new_y, "open_predicted": o["mu"], "open_variance": o["var"],
+                     "open_actual": o["y"], "new_predicted": new_mu, "new_variance": new_var, "new_actual": new_y})
     out = pd.DataFrame(rows)
     return out.loc[out["predicted"] > 0].reset_index(drop=True)
 

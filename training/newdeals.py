@@ -190,6 +190,11 @@ class NewDealModel:
             return pd.Series(dtype="float64")
         return pool.groupby("group")["value"].sum() / len(pool)
 
+    def scale_values(self, factor: float) -> None:
+        """Multiply every pool value (a bias correction of the new-win value)."""
+        self.pool_ = self.pool_.assign(value=self.pool_["value"] * float(factor))
+        self._pools = {}
+
     def value_per_lead(self) -> float:
         """Expected eventual won value of one new deal of the average kind (segments
         weighted by their recent creation rate): eventual win share x mean won value."""

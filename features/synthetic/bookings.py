@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from features.errors import NotEnoughData
 from features.schema import CanonicalData
-from features.synthetic.oracle import _days, open_deal_states, spell_posterior, truth_params
+from features.synthetic.oracle import days_since_start, open_deal_states, spell_posterior, truth_params
 from features.synthetic.params import ADVANCE, REGRESS, GeneratorParams
 from features.synthetic.population import (creation_intensity, make_population, sample_creation_days,
                                            sample_deals, sample_latent, window_days)
@@ -25,7 +26,9 @@ def oracle_bookings(data: CanonicalData, truth: pd.DataFrame, origin, end, n_sim
     give P10/P50/P90. `origin` and `end` are used at day resolution for new deals."""
     p = params or truth_params(truth)
     rng = np.random.default_rng([int(seed), 7])
-    t0, t1 = float(_days(pd.Timestamp(origin), p)), float(_days(pd.Timestamp(end), p))
+    t0, t1 = float(days_since_start(pd.Timestamp(origin), p)), float(days_since_start(pd.Timestamp(end), p))
+    if t1 <= t0:
+        raise NotEnoughData(f"the forecast period is empty: end {end} must be after origin {origin}")
     open_totals, per_deal = _open_pipeline(data, truth, pd.Timestamp(origin), t0, t1, n_sims, p, rng)
     n_created = int((data.deals["created_at"] <= pd.Timestamp(origin)).sum())
     new_totals, new_expected = _new_deals(n_created, t0, t1, n_sims, p, rng)
@@ -75,7 +78,7 @@ def _simulate_from_state(st: pd.DataFrame, idx: np.ndarray, t0: float, p: Genera
                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     z, stage = st["logit"].to_numpy()[idx], st["stage"].to_numpy()[idx]
     regs, mult = st["regressions"].to_numpy()[idx], st["dwell_multiplier"].to_numpy()[idx]
-    entered = _days(st["spell_entered_at"], p)[idx]
+    entered = days_since_start(st["spell_entered_at"], p)[idx]
     post = spell_posterior(z, stage, regs, mult, entered, t0, p, with_pull=False)
     u = rng.random(idx.size)
     kind = (u >= post[:, REGRESS]).astype("int64") + (u >= post[:, REGRESS] + post[:, ADVANCE])

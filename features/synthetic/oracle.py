@@ -18,10 +18,7 @@ from features.dataset import read_truth
 from features.errors import DatasetNotFound
 from features.schema import CanonicalData
 from features.synthetic.params import ADVANCE, LOST, N_STAGES, REGRESS, STAGES, GeneratorParams
-from features.synthetic.population import (creation_intensity, make_population, sample_creation_days,
-                                           sample_deals, sample_latent, window_days)
-from features.synthetic.process import (absorption_probability, dwell_scale, exit_probabilities,
-                                        final_log_amount_change, quarter_starts, simulate)
+from features.synthetic.process import absorption_probability, dwell_scale, exit_probabilities, quarter_starts
 
 DAY = pd.Timedelta(days=1)
 
@@ -45,7 +42,7 @@ def truth_params(truth: pd.DataFrame) -> GeneratorParams:
     return GeneratorParams.from_dict(truth.attrs["params"])
 
 
-def _days(ts, p: GeneratorParams) -> np.ndarray:
+def days_since_start(ts, p: GeneratorParams) -> np.ndarray:
     return np.asarray((pd.to_datetime(ts) - pd.Timestamp(p.start)) / DAY, dtype="float64")
 
 
@@ -142,8 +139,8 @@ def oracle_close_probability(data: CanonicalData, truth: pd.DataFrame, as_of,
     p = params or truth_params(truth)
     st = open_deal_states(data, truth, as_of)
     z, s, k = st["logit"].to_numpy(), st["stage"].to_numpy(), st["regressions"].to_numpy()
-    post = spell_posterior(z, s, k, st["dwell_multiplier"].to_numpy(), _days(st["spell_entered_at"], p),
-                           float(_days(pd.Timestamp(as_of), p)), p)
+    post = spell_posterior(z, s, k, st["dwell_multiplier"].to_numpy(), days_since_start(st["spell_entered_at"], p),
+                           float(days_since_start(pd.Timestamp(as_of), p)), p)
     w = absorption_probability(z, p)
     rows = np.arange(len(z))
     p_won = post[:, ADVANCE] * w[rows, s + 1, k] \

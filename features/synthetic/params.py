@@ -6,7 +6,7 @@ is re-drawn deterministically from `seed` (see `population.make_population`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 STAGES = ["lead", "qualified", "proposal", "negotiation"]
 N_STAGES = len(STAGES)
@@ -103,7 +103,6 @@ class GeneratorParams:
     seed: int = 0
     start: str = "2023-01-01"
     months: int = 24
-    extras: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

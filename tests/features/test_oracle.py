@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from features.errors import NotEnoughData
 from features.schema import CanonicalData
 from features.synthetic import generate_data, oracle_bookings, oracle_close_probability
 from features.synthetic.generator import creation_oracle
@@ -156,3 +157,9 @@ def test_bookings_before_any_deal_come_only_from_new_deals(generated):
     b = oracle_bookings(data, truth, "2023-01-01", "2023-04-01", n_sims=50)
     assert b["open_pipeline"] == 0 and b["per_deal"].empty
     assert b["new_deals"] > 0 and oracle_close_probability(data, truth, "2022-12-01").empty
+
+
+def test_bookings_refuse_an_empty_period(generated):
+    data, truth = generated
+    with pytest.raises(NotEnoughData, match="must be after origin"):
+        oracle_bookings(data, truth, AS_OF, AS_OF)

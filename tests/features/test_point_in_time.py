@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from features.build import FeatureBuilder
 from histories import DATA_END, STAGES, deal_end, histories, hours, make_data, random_history
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def features_at(data, as_of) -> pd.DataFrame:
@@ -233,7 +233,7 @@ def oracle(data, T, smoothing=20.0, windows=(7, 30, 90)) -> pd.DataFrame:
                         + [f"activities_{w}d" for w in windows])
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=histories())
 def test_fast_features_match_the_brute_force_oracle(case):
     data, T, _ = case

@@ -120,3 +120,14 @@ def open_deals():
 
     data, _truth = models_cache.small_data()
     return payload_records(data, pd.Timestamp(AS_OF))
+
+
+@pytest.fixture
+def serve_once(tmp_path):
+    """Run `bentoml serve` to completion (for start-up refusals); returns the CompletedProcess."""
+    def run(tracking_uri: str, **extra: str) -> subprocess.CompletedProcess:
+        command = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LeadScoreService",
+                   "--host", "127.0.0.1", "--port", str(free_port())]
+        env = bentoml_env(tracking_uri, **extra)
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return run

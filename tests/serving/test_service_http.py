@@ -33,7 +33,7 @@ def test_health_metrics_and_docs_need_no_key(served, path):
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key-wrong-key-wrong"},
-                                     {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}])
+                                     {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"}])
 @pytest.mark.parametrize("path", ["/score", "/forecast", "/pipeline", "/ping"])
 def test_api_refuses_missing_or_wrong_key(served, path, headers, open_deals):
     r = httpx.post(served["url"] + path, json={"deals": open_deals[:1]}, headers=headers, timeout=10)
@@ -209,7 +209,9 @@ def test_empty_list(client):
 
 
 def test_duplicate_deal_ids(client, deal):
-    assert_422(post(client, "/score", {"deals": [deal, deal], "as_of": AS_OF}), "body")
+    r = post(client, "/score", {"deals": [deal, deal], "as_of": AS_OF})
+    assert_422(r, "deals")
+    assert "deals[1].deal_id" in r.json()["errors"][0]["message"]
 
 
 def test_oversize_batch(client, deal):
@@ -239,3 +241,20 @@ def test_no_input_values_in_the_log(served, client, deal):
     deal["amount"] = "secret-amount-text"
     post(client, "/score", {"deals": [deal], "as_of": AS_OF})
     assert "secret" not in served["log"].read_text(errors="replace")
+
+
+
+# --- start-up --------------------------------------------------------------------------
+
+def test_refuses_to_start_without_champion(serve_once, tmp_path):
+    proc = serve_once(f"sqlite:///{tmp_path / 'empty.db'}")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "error: no champion model registered; run `leadscore train`", proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_refuses_to_start_without_api_keys(serve_once, served):
+    proc = serve_once(f"sqlite:///{served['data_dir'].parent / 'mlflow.db'}", LEADSCORE_API_KEYS="")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no API key configured")

@@ -13,7 +13,7 @@ import pytest
 from training import tracking
 from training.evaluate import brier
 
-pytestmark = pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*Add type hints:UserWarning")  # on model load
 
 HOLDOUT_X = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
 HOLDOUT_Y = np.array([1, 0, 1, 1])
@@ -24,16 +24,19 @@ def log_constant_model(value: float, run_name: str) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    class Constant(mlflow.pyfunc.PythonModel):
-        def __init__(self, p: float):
-            self.p = p
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow nags about type hints at class creation
 
-        def predict(self, context, model_input, params=None):
-            return np.full(len(model_input), self.p)
+        class Constant(mlflow.pyfunc.PythonModel):
+            def __init__(self, p: float):
+                self.p = p
+
+            def predict(self, context, model_input, params=None):
+                return np.full(len(model_input), self.p)
 
     signature = infer_signature(HOLDOUT_X, np.array([value]))
     with tracking.start_run("gate-tests", run_name=run_name) as run, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # no input example: the signature is given
         # explicit requirements: inferring them starts a subprocess that takes seconds
         mlflow.pyfunc.log_model(name="model", python_model=Constant(value), signature=signature,
                                 pip_requirements=["mlflow"])
@@ -178,6 +181,11 @@ def test_gate_without_or_with_broken_compare_fn(store):
     forced = tracking.register_and_gate(store["good"], "model", name, candidate_score=good,
                                         compare_fn=lambda v: None, promote_if_incomparable=True)
     assert forced.alias == "champion" and "not comparable" in forced.reason
+    strict = tracking.register_and_gate(store["good"], "model", name, candidate_score=0.195,
+                                        compare_fn=lambda v: 0.19)
+    tolerant = tracking.register_and_gate(store["good"], "model", name, candidate_score=0.195,
+                                          compare_fn=lambda v: 0.19, tolerance=0.01)
+    assert (strict.alias, tolerant.alias) == ("challenger", "champion")
     higher = tracking.register_and_gate(store["good"], "model", name, candidate_score=0.9, metric="auc",
                                         higher_is_better=True, compare_fn=lambda v: 0.85)
     assert higher.alias == "champion"

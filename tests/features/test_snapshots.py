@@ -1,0 +1,117 @@
+"""Snapshots: who is open when, the as-of join primitive, and per-event running state."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.errors import NotEnoughData, SchemaError
+from features.schema import DatasetMeta, CanonicalData
+from features.snapshots import (as_of_grid, as_of_timestamps, asof_positions, open_snapshots,
+                                prepare_events, state_at)
+from histories import DATA_END, STAGES, make_data, random_history
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_open_snapshots_match_a_brute_force_scan(seed):
+    data = random_history(seed, n_deals=15)
+    dates = list(pd.date_range("2024-01-01", DATA_END, freq="5D")) + list(data.deals["created_at"][:3]) \
+        + list(data.deals["closed_at"].dropna()[:3])  # boundaries: created == T, closed == T
+    got = open_snapshots(data.deals, dates)
+    expected = {(d.deal_id, T) for d in data.deals.itertuples() for T in set(dates)
+                if d.created_at <= T and (pd.isna(d.closed_at) or d.closed_at > T)}
+    assert set(zip(got["deal_id"], got["as_of"])) == expected
+    assert len(got) == len(expected)
+    assert list(got.columns[:2]) == ["deal_id", "as_of"] and "owner" in got
+
+
+def test_created_at_as_of_is_open_and_closed_at_as_of_is_not():
+    deals = random_history(0, n_deals=1).deals.assign(
+        created_at=pd.Timestamp("2024-02-01"), closed_at=pd.Timestamp("2024-03-01"), outcome="won")
+    got = open_snapshots(deals, ["2024-02-01", "2024-03-01"])
+    assert list(got["as_of"]) == [pd.Timestamp("2024-02-01")]
+
+
+def test_as_of_grid_is_weekly_mondays_within_the_data():
+    data = random_history(1, n_deals=10)
+    grid = as_of_grid(data)
+    assert (grid.dayofweek == 0).all() and grid.min() >= data.deals["created_at"].min().normalize()
+    assert grid.max() <= data.data_end and str(grid.dtype) == "datetime64[us]"
+    assert len(as_of_grid(data, freq="MS", start="2024-02-01", end="2024-04-30")) == 3
+
+
+def test_as_of_grid_refuses_static_data_and_empty_ranges():
+    static = CanonicalData(deals=pd.DataFrame({"deal_id": ["a"]}), meta=DatasetMeta(stages=["s"], static=True))
+    with pytest.raises(NotEnoughData, match="transform_static"):
+        as_of_grid(static)
+    with pytest.raises(NotEnoughData, match="widen"):
+        as_of_grid(random_history(1), start="2024-03-05", end="2024-03-06")
+
+
+def test_as_of_timestamps_sorts_dedupes_and_explains_bad_input():
+    got = as_of_timestamps(["2024-02-01", "2024-01-01", "2024-02-01"])
+    assert list(got) == [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")]
+    assert list(as_of_timestamps(pd.Timestamp("2024-01-01T05:00", tz="Europe/Paris"))) == \
+        [pd.Timestamp("2024-01-01T04:00")]  # tz-aware -> naive UTC
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        as_of_timestamps(["not a date"])
+    with pytest.raises(ValueError, match="NaT"):
+        as_of_timestamps([pd.NaT])
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_asof_positions_agree_with_merge_asof(strict):
+    rng = np.random.default_rng(0)
+    keys = np.sort(rng.integers(0, 20, 300))
+    times = (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 50, 300), unit="D")).to_numpy()
+    order = np.lexsort((times, keys))
+    keys, times = keys[order], times[order].astype("datetime64[us]")
+    qk = rng.integers(-1, 22, 500)  # -1 and 20, 21: keys with no rows
+    qt = (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(-5, 60, 500), unit="D")).to_numpy()
+    qt = qt.astype("datetime64[us]")
+    got = asof_positions(keys, times, qk, qt, strict=strict)
+    right = pd.DataFrame({"k": keys, "t": times, "row": np.arange(len(keys))}).sort_values("t", kind="stable")
+    left = pd.DataFrame({"k": qk, "t": qt, "i": np.arange(len(qk))}).sort_values("t")
+    want = pd.merge_asof(left, right, on="t", by="k", allow_exact_matches=not strict).sort_values("i")
+    np.testing.assert_array_equal(got, want["row"].fillna(-1).to_numpy(dtype="int64"))
+
+
+def _one_deal(events: list[tuple]) -> CanonicalData:
+    deals = random_history(0, n_deals=1).deals.assign(created_at=pd.Timestamp("2024-01-01"),
+                                                      closed_at=pd.NaT, outcome=None)
+    frame = pd.DataFrame(events, columns=["entered_at", "stage", "amount", "expected_close_date"])
+    return make_data(deals, frame.assign(deal_id=deals["deal_id"].iloc[0]), None)
+
+
+def test_running_state_separates_field_updates_regressions_and_pushes():
+    data = _one_deal([("2024-01-03", "qualified", 100.0, "2024-03-01"),
+                      ("2024-01-05", "qualified", 150.0, "2024-03-15"),  # field update: amount, push
+                      ("2024-01-08", "proposal", np.nan, None),
+                      ("2024-01-10", "qualified", 150.0, "2024-03-10"),  # regression; pulled in, no push
+                      ("2024-01-12", "qualified", np.nan, "2024-04-01")])  # push of 22 days
+    ev = prepare_events(data.deals, data.stage_events, STAGES)
+    assert list(ev["stage_index"]) == [0, 1, 1, 2, 1, 1]  # implied 'lead' at created_at first
+    assert list(ev["stage_changes"]) == [0, 1, 1, 2, 3, 3]
+    assert list(ev["stage_regressions"]) == [0, 0, 0, 0, 1, 1]
+    assert list(ev["furthest_stage_index"]) == [0, 1, 1, 2, 2, 2]
+    assert list(ev["stage_entered_at"].dt.day) == [1, 3, 3, 8, 10, 10]
+    assert list(ev["event_amount"].fillna(-1)) == [-1, 100, 150, 150, 150, 150]
+    assert list(ev["amount_changes"]) == [0, 0, 1, 1, 1, 1]
+    assert list(ev["close_date_pushes"]) == [0, 0, 1, 1, 1, 2]
+    assert list(ev["close_date_days_pushed"]) == [0, 0, 14, 14, 14, 36]
+    state = state_at(np.zeros(2, "int64"), pd.to_datetime(["2024-01-02", "2024-01-08"]).to_numpy(), ev)
+    assert list(state["stage_index"]) == [0, 2] and list(state["event_amount"].fillna(-1)) == [-1, 150]
+
+
+def test_history_starting_at_creation_has_no_implied_entry():
+    ev = prepare_events(*_args(_one_deal([("2024-01-01", "proposal", 5.0, None)])))
+    assert list(ev["stage_index"]) == [2] and list(ev["stage_changes"]) == [0]
+
+
+def test_unknown_stage_is_a_schema_error_with_a_fix():
+    with pytest.raises(SchemaError, match="mapping's 'stages'"):
+        prepare_events(*_args(_one_deal([("2024-01-02", "won-ish", 5.0, None)])))
+
+
+def _args(data):
+    return data.deals, data.stage_events, STAGES

@@ -1,0 +1,163 @@
+"""Revenue forecast: roll-ups, ranges, point in time, reproducibility, targets, risk, outputs."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.errors import LeadscoreError, NotEnoughData
+from features.timetravel import truncate_at
+from training.forecast import ALL, ForecastConfig, forecast, make_periods
+from training.forecast_report import forecast_dict, log_forecast, write_forecast
+
+AS_OF = pd.Timestamp("2024-06-10")
+FAST = ForecastConfig(n_sims=400, seed=3)
+
+
+@pytest.fixture(scope="module")
+def by_region(small_data, small_predictor):
+    return forecast(small_predictor, small_data[0], AS_OF, periods=3, freq="month", group_by="region", config=FAST)
+
+
+def test_periods_start_with_the_rest_of_the_current_one():
+    per = make_periods("2024-06-10", 2, "quarter")
+    assert list(per["period"]) == ["2024Q2", "2024Q3"]
+    assert per["start"].iloc[0] == pd.Timestamp("2024-06-10") and per["partial"].iloc[0]
+    assert per["end"].iloc[0] == pd.Timestamp("2024-07-01") and not per["partial"].iloc[1]
+    assert not make_periods("2024-07-01", 1, "month")["partial"].iloc[0]
+    with pytest.raises(LeadscoreError, match="freq"):
+        make_periods("2024-07-01", 1, "week")
+
+
+def test_rollups_add_up_to_the_total(by_region):
+    table = by_region.table
+    groups = table.loc[table["group"] != ALL].groupby("period")[["expected", "open_pipeline", "new_deals"]].sum()
+    totals = table.loc[table["group"] == ALL].set_index("period")[["expected", "open_pipeline", "new_deals"]]
+    np.testing.assert_allclose(groups.loc[totals.index].to_numpy(), totals.to_numpy(), rtol=1e-9)
+    assert set(table["group"]) - {ALL} == set(by_region.deals["group"])
+    assert (totals["expected"] > 0).all() and (totals["new_deals"] > 0).all()
+    # the open-pipeline expectation is the sum over deals of value x P(won in the period)
+    assert totals["open_pipeline"].iloc[0] == pytest.approx(by_region.deals["exp_0"].sum())
+    assert (table["p10"] <= table["p50"]).all() and (table["p50"] <= table["p90"]).all()
+
+
+def test_quantiles_bracket_the_expectation(by_region):
+    t = by_region.totals()
+    assert ((t["p10"] < t["expected"]) & (t["expected"] < t["p90"])).all()
+
+
+def _subset(data, share: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = data.deals["deal_id"][rng.random(len(data.deals)) < share]
+    keep = lambda t: t.loc[t["deal_id"].isin(ids)].reset_index(drop=True)  # noqa: E731
+    return replace(data, deals=keep(data.deals), stage_events=keep(data.stage_events),
+                   activities=keep(data.activities))
+
+
+def test_intervals_widen_relatively_with_fewer_deals(small_data, small_predictor):
+    config = replace(FAST, shock=0.05)  # same common shock for both: only the deal count differs
+    def rel_width(data):
+        t = forecast(small_predictor, data, AS_OF, periods=1, config=config).totals().iloc[0]
+        return (t["p90"] - t["p10"]) / t["expected"]
+    assert rel_width(_subset(small_data[0], 0.2)) > 1.3 * rel_width(small_data[0])
+
+
+def test_forecast_is_point_in_time(small_data, small_predictor):
+    data = small_data[0]
+    full = forecast(small_predictor, data, AS_OF, periods=2, config=FAST)
+    later = forecast(small_predictor, truncate_at(data, AS_OF + pd.Timedelta(days=75)), AS_OF, periods=2, config=FAST)
+    pd.testing.assert_frame_equal(full.table, later.table)
+    pd.testing.assert_frame_equal(full.risk, later.risk)
+
+
+def test_seed_reproduces_and_changes_the_draws(small_data, small_predictor):
+    data = small_data[0]
+    a = forecast(small_predictor, data, AS_OF, periods=1, config=FAST).table
+    b = forecast(small_predictor, data, AS_OF, periods=1, config=FAST).table
+    c = forecast(small_predictor, data, AS_OF, periods=1, config=replace(FAST, seed=4)).table
+    pd.testing.assert_frame_equal(a, b)
+    assert a["p50"].iloc[0] != c["p50"].iloc[0]
+    assert a["expected"].iloc[0] == c["expected"].iloc[0]
+
+
+def test_empty_pipeline_is_a_clear_message(small_data, small_predictor):
+    data = small_data[0]
+    deals = data.deals.copy()
+    open_at = (deals["created_at"] <= AS_OF) & ~(deals["closed_at"] <= AS_OF)
+    deals.loc[open_at, "closed_at"] = AS_OF - pd.Timedelta(seconds=1)
+    deals.loc[open_at, "outcome"] = "lost"
+    with pytest.raises(NotEnoughData, match="pipeline is empty"):
+        forecast(small_predictor, replace(data, deals=deals), AS_OF, config=FAST)
+
+
+@pytest.mark.parametrize("as_of, message", [("2021-01-01", "outside the data"), ("2031-01-01", "outside the data"),
+                                            ("2023-01-20", "days of deal creations")])
+def test_dates_without_history_are_clear_messages(small_data, small_predictor, as_of, message):
+    with pytest.raises(NotEnoughData, match=message):
+        forecast(small_predictor, small_data[0], as_of, config=FAST)
+
+
+def test_unknown_group_column_is_a_clear_message(small_data, small_predictor):
+    with pytest.raises(LeadscoreError, match="not a column"):
+        forecast(small_predictor, small_data[0], AS_OF, group_by="planet", config=FAST)
+
+
+def test_targets_coverage_and_gap(small_data, small_predictor):
+    data = small_data[0]
+    targets = pd.DataFrame({"period": ["2024-06", "2024-07"], "target": [2_000_000.0, 1_000.0]})
+    fc = forecast(small_predictor, data, AS_OF, periods=2, targets=targets, config=FAST)
+    t = fc.targets.set_index("period")
+    won = data.deals.loc[(data.deals["outcome"] == "won") & (data.deals["closed_at"] >= "2024-06-01")
+                         & (data.deals["closed_at"] <= AS_OF), "amount"].sum()
+    assert t.loc["2024-06", "closed_won_so_far"] == pytest.approx(won)
+    assert t.loc["2024-07", "closed_won_so_far"] == 0.0
+    june = t.loc["2024-06"]
+    assert june["remaining_gap"] == pytest.approx(2_000_000.0 - won)
+    assert june["pipeline_coverage"] == pytest.approx(june["open_pipeline_due"] / june["remaining_gap"])
+    assert 0 < june["weighted_pipeline_due"] < june["open_pipeline_due"]
+    assert june["leads_needed"] > 0
+    assert bool(t.loc["2024-07", "target_met"]) is False or t.loc["2024-07", "remaining_gap"] <= 0
+    assert "open pipeline amount due" in fc.targets.attrs["definitions"]["pipeline_coverage"]
+    with pytest.raises(LeadscoreError, match="outside the forecast"):
+        forecast(small_predictor, data, AS_OF, periods=1, targets=targets, config=FAST)
+
+
+def test_risk_list_gives_reasons_that_hold(by_region):
+    risk = by_region.risk.set_index("deal_id")
+    deals = by_region.deals.set_index("deal_id").loc[risk.index]
+    assert len(risk) > 0 and risk["reasons"].str.len().gt(0).all()
+    low = risk["reasons"].str.contains("low win probability")
+    assert (deals.loc[low, "close_probability"] < 0.2).all()
+    assert (deals.loc[~low, "close_probability"] >= 0.2).all()
+    pushed = risk["reasons"].str.contains("pushed")
+    assert (deals.loc[pushed, "close_date_pushes"] >= 1).all()
+    assert risk["reasons"].str.contains("historical P90").any()
+
+
+def test_outputs_are_self_contained(by_region, tmp_path):
+    page = write_forecast(by_region, tmp_path / "f.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
+    assert "Deals at risk" in page
+    write_forecast(by_region, tmp_path / "f.csv")
+    table = pd.read_csv(tmp_path / "f.csv")
+    assert {"period", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90"} <= set(table.columns)
+    assert (tmp_path / "f.risk.csv").exists()
+    doc = json.loads(write_forecast(by_region, tmp_path / "f.json").read_text())
+    assert doc["value_unit"] == "amount" and "remainder of the current period" in doc["notes"][0]
+    assert doc["forecast"][0]["group"] == ALL
+    with pytest.raises(LeadscoreError, match="--out"):
+        write_forecast(by_region, tmp_path / "f.xlsx")
+    assert forecast_dict(by_region)["ranges"]["relative_sd"] >= 0
+
+
+def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
+    import mlflow
+
+    run_id = log_forecast(by_region, {"as_of": AS_OF})
+    run = mlflow.MlflowClient(local_mlflow_uri).get_run(run_id)
+    assert any(k.startswith("expected_2024") for k in run.data.metrics)
+    names = {a.path for a in mlflow.MlflowClient(local_mlflow_uri).list_artifacts(run_id, "plots")}
+    assert "plots/forecast_fan.png" in names
