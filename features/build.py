@@ -17,8 +17,8 @@ from features import history as hist
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
-from features.snapshots import (as_of_grid, as_of_timestamps, activity_counts, prepare_events,
-                                snapshot_positions, state_at)
+from features.snapshots import (as_of_grid, as_of_timestamps, activity_counts, deal_positions,
+                                prepare_events, snapshot_positions, state_at)
 
 RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
 STAGE_FEATURES = ["stage_index", "furthest_stage_index", "days_in_stage", "deal_age_days",
@@ -114,7 +114,27 @@ class FeatureBuilder:
             raise ValueError("this builder was fitted on a static lead export: use transform_static")
         deals = _checked_deals(data.deals, static=False)
         pos, at = snapshot_positions(deals, as_of_timestamps(as_of))
-        order = np.argsort(at, kind="stable")  # merge_asof wants rows sorted by as_of
+        return self._transform_positions(data, deals, pos, at)
+
+    def transform_rows(self, data: CanonicalData, rows: pd.DataFrame) -> pd.DataFrame:
+        """Features for explicit (deal_id, as_of) pairs, e.g. each deal at its creation.
+        Rows whose deal is unknown or not open at its as_of are refused."""
+        self._check_fitted()
+        deals = _checked_deals(data.deals, static=False)
+        pos = deal_positions(deals["deal_id"], rows["deal_id"])
+        at = pd.to_datetime(rows["as_of"]).to_numpy().astype(TIMESTAMP_DTYPE)
+        if (pos < 0).any():
+            raise ValueError(f"{int((pos < 0).sum())} row(s) name a deal that is not in the data")
+        created = deals["created_at"].to_numpy()[pos]
+        closed = deals["closed_at"].to_numpy()[pos]
+        not_open = (at < created) | (~np.isnat(closed) & (closed <= at))
+        if not_open.any():
+            raise ValueError(f"{int(not_open.sum())} row(s) ask for a deal at a time it was not open")
+        return self._transform_positions(data, deals, pos, at)
+
+    def _transform_positions(self, data: CanonicalData, deals: pd.DataFrame, pos: np.ndarray,
+                             at: np.ndarray) -> pd.DataFrame:
+        order = np.argsort(at, kind="stable")  # output ordered by as_of, a time split's natural order
         pos, at = pos[order], at[order]
         state = state_at(pos, at, prepare_events(deals, data.stage_events, self.stages_))
         cols = {**self._stage_features(state, deals, pos, at), **_amount_features(state, deals, pos),
@@ -183,8 +203,7 @@ class FeatureBuilder:
         out = {"global_win_rate": prior}
         for col in self.group_columns_:
             table, g = h.groups[col], _group_name(col)
-            values = deals[col].iloc[pos] if col in deals else None
-            codes = table.codes(values, n)
+            codes = table.codes(deals[col] if col in deals else None, len(deals))[pos]  # per deal, then rows
             past = _known_only(hist.lookup(table, codes, at, strict=True), codes)
             won, lost = past["won"].to_numpy(), past["lost"].to_numpy()
             # an unseen value has no history: its rate is the prior, its counts are unknown
@@ -202,20 +221,21 @@ class FeatureBuilder:
         """Raw categorical columns and declared attributes (known at creation)."""
         out = {}
         for col in self.raw_categoricals_:
-            out[col] = self._categorical(col, deals[col].iloc[pos] if col in deals else None, len(pos))
+            out[col] = self._categorical(col, deals[col] if col in deals else None, pos)
         for attr, name in self.attribute_features_.items():
-            values = deals[attr].iloc[pos] if attr in deals else None
+            values = deals[attr] if attr in deals else None
             if self.attributes_[attr] == "numeric":
                 out[name] = np.full(len(pos), np.nan) if values is None else \
-                    pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+                    pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")[pos]
             else:
-                out[name] = self._categorical(name, values, len(pos))
+                out[name] = self._categorical(name, values, pos)
         return out
 
-    def _categorical(self, name: str, values: pd.Series | None, n: int) -> pd.Categorical:
+    def _categorical(self, name: str, values: pd.Series | None, pos: np.ndarray) -> pd.Categorical:
+        """Per-deal values encoded with the fitted levels, taken for each row (unseen -> NaN)."""
         levels = self.categories_[name]
-        codes = np.full(n, -1) if values is None else levels.get_indexer(values.astype("string"))
-        return pd.Categorical.from_codes(codes, categories=levels)  # unseen level -> NaN
+        codes = np.full(len(pos), -1) if values is None else levels.get_indexer(values.astype("string"))[pos]
+        return pd.Categorical.from_codes(codes, categories=levels)
 
 
 def _amount_features(state: pd.DataFrame, deals: pd.DataFrame, pos) -> dict:

@@ -7,6 +7,7 @@ serving payload) ends up here before any feature is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -150,11 +151,15 @@ class _Rejector:
         self.rejected = pd.Series(False, index=frame.index)
         self.parts: list[pd.DataFrame] = []
 
-    def reject(self, mask: pd.Series, reason: str, detail: pd.Series | str = "") -> None:
+    def reject(self, mask: pd.Series, reason: str, detail: "Callable[[], pd.Series] | str" = "") -> None:
+        """Reject the rows in `mask` not rejected yet. `detail` is a string or a callable
+        returning a per-row Series: it is only evaluated when something is rejected, so
+        clean data never pays for formatting millions of detail strings."""
         mask = mask.fillna(False).astype(bool) & ~self.rejected
         if not mask.any():
             return
         rows = self.frame.loc[mask]
+        detail = detail() if callable(detail) else detail
         det = detail[mask].astype("string") if isinstance(detail, pd.Series) else detail
         ids = rows["deal_id"].astype("string") if "deal_id" in rows else pd.NA
         self.parts.append(pd.DataFrame({
@@ -228,29 +233,29 @@ def _validate_deals(raw: pd.DataFrame, meta: DatasetMeta, fmt: str | None, dayfi
     r.reject(df["deal_id"].isna() | (df["deal_id"] == ""), Reason.MISSING_REQUIRED, "deal_id")
     created, bad_created = parse_timestamps(df["created_at"], fmt, dayfirst)
     closed, bad_closed = parse_timestamps(df["closed_at"], fmt, dayfirst)
-    r.reject(bad_created, Reason.UNPARSEABLE_DATE, "created_at=" + df["created_at"].astype("string"))
-    r.reject(bad_closed, Reason.UNPARSEABLE_DATE, "closed_at=" + df["closed_at"].astype("string"))
+    r.reject(bad_created, Reason.UNPARSEABLE_DATE, lambda: "created_at=" + df["created_at"].astype("string"))
+    r.reject(bad_closed, Reason.UNPARSEABLE_DATE, lambda: "closed_at=" + df["closed_at"].astype("string"))
     if not meta.static:
         r.reject(created.isna(), Reason.MISSING_REQUIRED, "created_at")
     amount, bad_amount = parse_numbers(df["amount"])
-    r.reject(bad_amount, Reason.UNPARSEABLE_NUMBER, "amount=" + df["amount"].astype("string"))
-    r.reject(amount < 0, Reason.NEGATIVE_AMOUNT, "amount=" + amount.astype("string"))
+    r.reject(bad_amount, Reason.UNPARSEABLE_NUMBER, lambda: "amount=" + df["amount"].astype("string"))
+    r.reject(amount < 0, Reason.NEGATIVE_AMOUNT, lambda: "amount=" + amount.astype("string"))
     outcome = df["outcome"].astype("string").str.strip().str.lower()
     outcome = outcome.mask(outcome == "")
     r.reject(outcome.notna() & ~outcome.isin(OUTCOMES), Reason.INVALID_OUTCOME,
-             "outcome=" + outcome.fillna(""))
+             lambda: "outcome=" + outcome.fillna(""))
     if not meta.static:
-        r.reject(outcome.notna() & closed.isna(), Reason.OUTCOME_WITHOUT_CLOSE, "outcome=" + outcome.fillna(""))
+        r.reject(outcome.notna() & closed.isna(), Reason.OUTCOME_WITHOUT_CLOSE, lambda: "outcome=" + outcome.fillna(""))
         r.reject(outcome.isna() & closed.notna(), Reason.CLOSE_WITHOUT_OUTCOME, "closed_at set, outcome empty")
         r.reject(closed < created, Reason.CLOSE_BEFORE_CREATE,
-                 "closed " + closed.astype("string") + " < created " + created.astype("string"))
+                 lambda: "closed " + closed.astype("string") + " < created " + created.astype("string"))
     if "stage" in df:
         st = df["stage"].astype("string").str.strip()
-        r.reject(st.notna() & ~st.isin(meta.stages), Reason.UNKNOWN_STAGE, "stage=" + st.fillna(""))
+        r.reject(st.notna() & ~st.isin(meta.stages), Reason.UNKNOWN_STAGE, lambda: "stage=" + st.fillna(""))
     _reject_bad_numeric_attributes(r, df, meta)
     # duplicates last, among rows still clean: the first valid row of an id is kept
     dup = df["deal_id"].where(~r.rejected).duplicated(keep="first") & ~r.rejected
-    r.reject(dup, Reason.DUPLICATE_ID, "deal_id=" + df["deal_id"].fillna(""))
+    r.reject(dup, Reason.DUPLICATE_ID, lambda: "deal_id=" + df["deal_id"].fillna(""))
     df["created_at"], df["closed_at"], df["amount"], df["outcome"] = created, closed, amount, outcome
     clean = r.clean()
     clean = _type_deals(clean, meta)
@@ -266,7 +271,7 @@ def _reject_bad_numeric_attributes(r: _Rejector, df: pd.DataFrame, meta: Dataset
                               f"the mapping's 'attributes' section")
         if kind == "numeric":
             bad = parse_numbers(df[name])[1]
-            r.reject(bad, Reason.UNPARSEABLE_NUMBER, f"{name}=" + df[name].astype("string"))
+            r.reject(bad, Reason.UNPARSEABLE_NUMBER, lambda name=name: f"{name}=" + df[name].astype("string"))
 
 
 def _type_deals(df: pd.DataFrame, meta: DatasetMeta) -> pd.DataFrame:
@@ -291,9 +296,11 @@ def _validate_children(r: _Rejector, known: pd.DataFrame, rejected_ids: set
     df = r.frame
     df["deal_id"] = df["deal_id"].astype("string").str.strip()
     r.reject(df["deal_id"].isna(), Reason.MISSING_REQUIRED, "deal_id")
-    r.reject(df["deal_id"].isin(rejected_ids), Reason.DEAL_REJECTED, "deal_id=" + df["deal_id"].fillna(""))
-    r.reject(~df["deal_id"].isin(known.index), Reason.UNKNOWN_DEAL, "deal_id=" + df["deal_id"].fillna(""))
-    ids = df["deal_id"].where(df["deal_id"].isin(known.index))
+    if rejected_ids:
+        r.reject(df["deal_id"].isin(list(rejected_ids)), Reason.DEAL_REJECTED, lambda: "deal_id=" + df["deal_id"].fillna(""))
+    is_known = df["deal_id"].isin(known.index.to_numpy())
+    r.reject(~is_known, Reason.UNKNOWN_DEAL, lambda: "deal_id=" + df["deal_id"].fillna(""))
+    ids = df["deal_id"].where(is_known)
     created = known["created_at"].reindex(ids).to_numpy()
     closed = known["closed_at"].reindex(ids).to_numpy()
     return pd.Series(created, index=df.index), pd.Series(closed, index=df.index)
@@ -306,21 +313,21 @@ def _validate_events(raw: pd.DataFrame, meta: DatasetMeta, known: pd.DataFrame, 
     r = _Rejector("stage_events", df)
     created, closed = _validate_children(r, known, rejected_ids)
     entered, bad = parse_timestamps(df["entered_at"], fmt, dayfirst)
-    r.reject(bad, Reason.UNPARSEABLE_DATE, "entered_at=" + df["entered_at"].astype("string"))
+    r.reject(bad, Reason.UNPARSEABLE_DATE, lambda: "entered_at=" + df["entered_at"].astype("string"))
     r.reject(entered.isna(), Reason.MISSING_REQUIRED, "entered_at")
     stage = df["stage"].astype("string").str.strip()
-    r.reject(~stage.isin(meta.stages), Reason.UNKNOWN_STAGE, "stage=" + stage.fillna(""))
-    r.reject(entered < created, Reason.EVENT_BEFORE_CREATE, "entered_at " + entered.astype("string"))
-    r.reject(entered > closed, Reason.EVENT_AFTER_CLOSE, "entered_at " + entered.astype("string"))
+    r.reject(~stage.isin(meta.stages), Reason.UNKNOWN_STAGE, lambda: "stage=" + stage.fillna(""))
+    r.reject(entered < created, Reason.EVENT_BEFORE_CREATE, lambda: "entered_at " + entered.astype("string"))
+    r.reject(entered > closed, Reason.EVENT_AFTER_CLOSE, lambda: "entered_at " + entered.astype("string"))
     out = pd.DataFrame({"deal_id": df["deal_id"], "stage": stage, "entered_at": entered}, index=df.index)
     amount = parse_numbers(df["amount"]) if "amount" in df else (pd.Series(np.nan, index=df.index), None)
     if "amount" in df:
-        r.reject(amount[1], Reason.UNPARSEABLE_NUMBER, "amount=" + df["amount"].astype("string"))
-        r.reject(amount[0] < 0, Reason.NEGATIVE_AMOUNT, "amount=" + amount[0].astype("string"))
+        r.reject(amount[1], Reason.UNPARSEABLE_NUMBER, lambda: "amount=" + df["amount"].astype("string"))
+        r.reject(amount[0] < 0, Reason.NEGATIVE_AMOUNT, lambda: "amount=" + amount[0].astype("string"))
     out["amount"] = amount[0]
     if "expected_close_date" in df:
         ecd, bad_ecd = parse_timestamps(df["expected_close_date"], fmt, dayfirst)
-        r.reject(bad_ecd, Reason.UNPARSEABLE_DATE, "expected_close_date=" + df["expected_close_date"].astype("string"))
+        r.reject(bad_ecd, Reason.UNPARSEABLE_DATE, lambda: "expected_close_date=" + df["expected_close_date"].astype("string"))
         out["expected_close_date"] = ecd
     else:
         out["expected_close_date"] = pd.Series(pd.NaT, index=df.index, dtype=TIMESTAMP_DTYPE)
@@ -335,9 +342,9 @@ def _validate_activities(raw: pd.DataFrame, known: pd.DataFrame, rejected_ids: s
     r = _Rejector("activities", df)
     created, _closed = _validate_children(r, known, rejected_ids)
     occurred, bad = parse_timestamps(df["occurred_at"], fmt, dayfirst)
-    r.reject(bad, Reason.UNPARSEABLE_DATE, "occurred_at=" + df["occurred_at"].astype("string"))
+    r.reject(bad, Reason.UNPARSEABLE_DATE, lambda: "occurred_at=" + df["occurred_at"].astype("string"))
     r.reject(occurred.isna(), Reason.MISSING_REQUIRED, "occurred_at")
-    r.reject(occurred < created, Reason.EVENT_BEFORE_CREATE, "occurred_at " + occurred.astype("string"))
+    r.reject(occurred < created, Reason.EVENT_BEFORE_CREATE, lambda: "occurred_at " + occurred.astype("string"))
     kind = df["type"].astype("string") if "type" in df else pd.Series("activity", index=df.index, dtype="string")
     out = pd.DataFrame({"deal_id": df["deal_id"], "occurred_at": occurred, "type": kind}, index=df.index)
     clean = out.loc[~r.rejected].sort_values(["deal_id", "occurred_at"], kind="stable").reset_index(drop=True)
@@ -351,6 +358,6 @@ def _validate_accounts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     df["deal_id"] = pd.NA  # rejects carry a deal_id column; accounts have none
     r = _Rejector("accounts", df)
     r.reject(df["account_id"].isna(), Reason.MISSING_REQUIRED, "account_id")
-    r.reject(df["account_id"].duplicated(keep="first"), Reason.DUPLICATE_ID, "account_id=" + df["account_id"].fillna(""))
+    r.reject(df["account_id"].duplicated(keep="first"), Reason.DUPLICATE_ID, lambda: "account_id=" + df["account_id"].fillna(""))
     clean = r.clean().drop(columns=["_row", "deal_id"]).reset_index(drop=True)
     return clean, r.rejects()

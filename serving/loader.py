@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from features.errors import LeadscoreError
 
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except LeadscoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{stored.tag} (MLflow version {stored.info.labels[VERSION_LABEL]}) -> {Path(stored.path)}")
+    print(f"{stored.tag} (MLflow version {stored.info.labels[VERSION_LABEL]}); now run `bentoml build`")
     return 0
 
 

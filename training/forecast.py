@@ -466,7 +466,8 @@ def risk_list(pipe: pd.DataFrame, data: CanonicalData, as_of: pd.Timestamp, peri
 def read_targets(path) -> pd.DataFrame:
     """Targets CSV: period (e.g. 2024-07 or 2024Q3), optional group column, target."""
     try:
-        frame = pd.read_csv(path, dtype={"period": str})
+        # every cell as text, and "NA" stays "NA" (a region), not a missing value
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise LeadscoreError(f"cannot read targets file {path}: {exc}") from None
     return frame

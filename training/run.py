@@ -10,20 +10,17 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from features.dataset import read_dataset, read_truth  # noqa: E402
-from features.schema import CanonicalData  # noqa: E402
-from training import evaluate as ev  # noqa: E402
-from training import plots, tracking  # noqa: E402
-from training.oracle_eval import creation_time_metrics, oracle_test_metrics  # noqa: E402
-from training.pyfunc import log_predictor, unwrap  # noqa: E402
-from training.train import TrainConfig, TrainResult, fit_predictor  # noqa: E402
+from features.dataset import read_dataset, read_truth
+from features.schema import CanonicalData
+from training import evaluate as ev
+from training import plots, tracking
+from training.oracle_eval import creation_time_metrics, oracle_test_metrics
+from training.pyfunc import log_predictor, unwrap
+from training.train import TrainConfig, TrainResult, fit_predictor
 
 MODEL_NAME = "leadscore"
 BASELINES = ("stage_rate", "naive_bayes", "logistic")

@@ -49,6 +49,13 @@ def generate_data(n_deals: int, seed: int = 0, start: str = "2023-01-01", months
     start + months. Returns the validated canonical data and the truth table (one row
     per deal; the parameters in `truth.attrs["params"]`)."""
     p = make_params(n_deals, seed, start, months, params)
+    raw, truth = generate_raw(p)
+    return validated(raw, p), truth
+
+
+def generate_raw(p: GeneratorParams) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The canonical tables before validation (deals, stage_events, activities, accounts)
+    and the truth table."""
     rng_create, rng_deals, rng_q, rng_paths, rng_events, rng_acts = (
         np.random.default_rng(s) for s in np.random.SeedSequence([p.seed, 0]).spawn(6))
     end = window_days(p)
@@ -63,13 +70,18 @@ def generate_data(n_deals: int, seed: int = 0, start: str = "2023-01-01", months
     events = build_events(paths, deals["amount"], deals["size_factor"], end, p, rng_events)
     acts = build_activities(paths, q, end, p, rng_acts)
     ids = deal_ids(p.n_deals)
-    raw = _deals_frame(ids, deals, paths, events, end, p)
-    result = validate(raw, _meta(p), stage_events=_events_frame(ids, events, p),
-                      activities=_activities_frame(ids, acts, p), accounts=_accounts_frame(p))
+    raw = {"deals": _deals_frame(ids, deals, paths, events, end, p), "stage_events": _events_frame(ids, events, p),
+           "activities": _activities_frame(ids, acts, p), "accounts": _accounts_frame(p)}
+    return raw, _truth_frame(ids, deals, q, z, multiplier, paths, p)
+
+
+def validated(raw: dict[str, pd.DataFrame], p: GeneratorParams) -> CanonicalData:
+    """Run the tables through the canonical validator; a reject here is a generator bug."""
+    result = validate(raw["deals"], _meta(p), stage_events=raw["stage_events"], activities=raw["activities"],
+                      accounts=raw["accounts"])
     if len(result.rejects):
         raise RuntimeError(f"generator bug: validation rejected rows {result.counts().to_dict()}")
-    truth = _truth_frame(ids, deals, q, z, multiplier, paths, p)
-    return result.data, truth
+    return result.data
 
 
 def generate(out_dir: str | Path, n_deals: int, seed: int = 0, start: str = "2023-01-01",

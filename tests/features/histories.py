@@ -109,18 +109,20 @@ def _random_activities(rng: np.random.Generator, deal: dict) -> list[dict]:
 
 
 def random_as_of(rng: np.random.Generator, data: CanonicalData) -> pd.Timestamp:
-    """Mostly a random hour; sometimes exactly the time of an event, a close or a creation."""
-    stamps = [data.deals["created_at"], data.deals["closed_at"].dropna()]
-    if data.stage_events is not None:
-        stamps.append(data.stage_events["entered_at"])
-    candidates = pd.concat(stamps, ignore_index=True)
-    if rng.random() < 0.4 and len(candidates):
-        return pd.Timestamp(candidates.iloc[int(rng.integers(0, len(candidates)))])
-    return START + hours(rng.integers(0, 24 * 150))
+    """Often exactly a close, a creation or an event time (the boundaries); else a random hour."""
+    closes = data.deals["closed_at"].dropna()
+    others = [data.deals["created_at"]] + ([] if data.stage_events is None else [data.stage_events["entered_at"]])
+    others = pd.concat(others, ignore_index=True)
+    u = rng.random()
+    if u < 0.25 and len(closes):
+        return pd.Timestamp(closes.iloc[int(rng.integers(0, len(closes)))])
+    if u < 0.5:
+        return pd.Timestamp(others.iloc[int(rng.integers(0, len(others)))])
+    return START + hours(rng.integers(24 * 10, 24 * 110))  # while many deals are open
 
 
 @st.composite
-def histories(draw, min_deals: int = 1, max_deals: int = 10):
+def histories(draw, min_deals: int = 3, max_deals: int = 12):
     """(data, as_of, rng) with random optional tables; rng drives later perturbations."""
     seed = draw(st.integers(0, 2**31 - 1))
     data = random_history(seed, n_deals=draw(st.integers(min_deals, max_deals)),

@@ -170,3 +170,14 @@ def test_runs_on_the_synthetic_generator():
     assert len(X) == len(y) > 1000
     assert X[builder.feature_names_].notna().any().all()  # every feature is informative somewhere
     assert y["won"].isna().sum() == (~y["closed_within_data"]).sum()
+
+
+def test_transform_rows_equals_transform_for_the_same_pairs(data, builder):
+    batch = builder.transform(data, DATES).sample(30, random_state=2)
+    got = builder.transform_rows(data, batch[["deal_id", "as_of"]])
+    key = ["as_of", "deal_id"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                  batch.sort_values(key).reset_index(drop=True))
+    closed = data.deals.dropna(subset=["closed_at"]).iloc[:1]
+    with pytest.raises(ValueError, match="not open"):
+        builder.transform_rows(data, pd.DataFrame({"deal_id": closed["deal_id"], "as_of": closed["closed_at"]}))

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from features.build import FeatureBuilder
 from histories import DATA_END, STAGES, deal_end, histories, hours, make_data, random_history
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def features_at(data, as_of) -> pd.DataFrame:
@@ -170,12 +170,13 @@ def test_facts_after_as_of_never_change_features(case, which):
 
 
 @SETTINGS
-@given(case=histories(min_deals=2))
+@given(case=histories())
 def test_history_ignores_deals_closed_after_as_of(case):
-    """Flipping every outcome after T leaves the win rates at T exactly as they were."""
+    """Flipping every outcome at or after T leaves the win rates at T exactly as they were
+    (history counts deals closed strictly before T)."""
     data, T, _ = case
     deals, events, acts = _tables(data)
-    later = deals["closed_at"] > T
+    later = deals["closed_at"] >= T
     deals.loc[later, "outcome"] = deals.loc[later, "outcome"].map({"won": "lost", "lost": "won"})
     pd.testing.assert_frame_equal(features_at(make_data(deals, events, acts), T), features_at(data, T))
 
@@ -233,7 +234,7 @@ def oracle(data, T, smoothing=20.0, windows=(7, 30, 90)) -> pd.DataFrame:
                         + [f"activities_{w}d" for w in windows])
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=histories())
 def test_fast_features_match_the_brute_force_oracle(case):
     data, T, _ = case

@@ -102,7 +102,7 @@ def served(tmp_path_factory):
     version = register_small_model(uri, root / "data")
     proc, url = start_service(bentoml_env(uri, root / "data"), root / "bentoml.log")
     try:
-        yield {"url": url, "version": version, "data_dir": root / "data", "log": root / "bentoml.log"}
+        yield {"url": url, "api_key": API_KEY, "version": version, "data_dir": root / "data", "log": root / "bentoml.log"}
     finally:
         stop_service(proc)
 

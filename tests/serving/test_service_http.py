@@ -166,8 +166,12 @@ def test_missing_field(client, deal):
 
 def test_unknown_stage(client, deal):
     deal["stage"] = deal["stage_history"][-1]["stage"] = "signed-in-blood"
-    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}),
-               f"deals[0].stage_history[{len(deal['stage_history']) - 1}].stage")
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].stage")
+
+
+def test_unknown_stage_in_history(client, deal):
+    deal["stage_history"][0]["stage"] = "signed-in-blood"
+    assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].stage_history[0].stage")
 
 
 def test_unknown_stage_without_history(client, deal):

@@ -119,7 +119,7 @@ def test_targets_coverage_and_gap(small_data, small_predictor):
     assert june["pipeline_coverage"] == pytest.approx(june["open_pipeline_due"] / june["remaining_gap"])
     assert 0 < june["weighted_pipeline_due"] < june["open_pipeline_due"]
     assert june["leads_needed"] > 0
-    assert bool(t.loc["2024-07", "target_met"]) is False or t.loc["2024-07", "remaining_gap"] <= 0
+    assert t.loc["2024-07", "remaining_gap"] == 1_000.0 and not t.loc["2024-07", "target_met"]
     assert "open pipeline amount due" in fc.targets.attrs["definitions"]["pipeline_coverage"]
     with pytest.raises(LeadscoreError, match="outside the forecast"):
         forecast(small_predictor, data, AS_OF, periods=1, targets=targets, config=FAST)
@@ -161,3 +161,12 @@ def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
     assert any(k.startswith("expected_2024") for k in run.data.metrics)
     names = {a.path for a in mlflow.MlflowClient(local_mlflow_uri).list_artifacts(run_id, "plots")}
     assert "plots/forecast_fan.png" in names
+
+
+def test_targets_file_keeps_region_na(tmp_path):
+    from training.forecast import read_targets
+
+    path = tmp_path / "targets.csv"
+    path.write_text("period,region,target\n2024-06,NA,500000\n")
+    frame = read_targets(path)
+    assert frame["region"].tolist() == ["NA"] and frame["target"].tolist() == ["500000"]

@@ -13,8 +13,6 @@ import pytest
 from training import tracking
 from training.evaluate import brier
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*Add type hints:UserWarning")  # on model load
-
 HOLDOUT_X = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
 HOLDOUT_Y = np.array([1, 0, 1, 1])
 
@@ -24,15 +22,12 @@ def log_constant_model(value: float, run_name: str) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MLflow nags about type hints at class creation
+    class Constant(mlflow.pyfunc.PythonModel):
+        def __init__(self, p: float):
+            self.p = p
 
-        class Constant(mlflow.pyfunc.PythonModel):
-            def __init__(self, p: float):
-                self.p = p
-
-            def predict(self, context, model_input, params=None):
-                return np.full(len(model_input), self.p)
+        def predict(self, context, model_input: pd.DataFrame, params=None):
+            return np.full(len(model_input), self.p)
 
     signature = infer_signature(HOLDOUT_X, np.array([value]))
     with tracking.start_run("gate-tests", run_name=run_name) as run, warnings.catch_warnings():
