@@ -20,6 +20,8 @@ def canonical_from_records(records: list[dict], meta: DatasetMeta) -> Validation
     `stage_entered_at`, `expected_close_date`, `stage_history`, `activities`)."""
     flat = pd.DataFrame([{k: v for k, v in r.items() if k not in NESTED} for r in records])
     deals = _deals_frame(flat, meta)
+    if meta.static:  # a static lead export has no history: attributes only
+        return validate(deals, meta)
     events = _events_frame(records, flat)
     acts = _activities_frame(records)
     return validate(deals, meta, stage_events=events, activities=acts)

@@ -246,5 +246,17 @@ def pipeline(
     console.print(f"wrote {out}")
 
 
+@app.command()
+@readable_errors
+def serve(
+    port: int = typer.Option(3000, "--port", min=1, max=65535, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 for all)."),
+) -> None:
+    """Serve the champion over HTTP with BentoML (/score, /forecast, /pipeline)."""
+    from serving.cli import serve as serve_http
+
+    raise typer.Exit(serve_http(port, host))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -116,7 +116,7 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
     newm = NewDealModel().fit(known, as_of, group_by=group_by)
     value_unit = "won deals" if pipe.attrs["counts_deals"] else "amount"
     shock = estimate_shock(predictor, known, as_of, freq, config)
-    apply_calibration(pipe, newm, shock)
+    apply_calibration(pipe, newm, shock, per, freq)
     sims = simulate(pipe, newm, per, config, shock["relative_sd"])
     table = summarise(pipe, newm, per, sims, group_by)
     notes = _notes(per, predictor, as_of, pipe, value_unit)
@@ -161,7 +161,7 @@ def open_pipeline(predictor, data: CanonicalData, as_of: pd.Timestamp, per: pd.D
     out["amount_known"] = np.isfinite(amount)
     fill = 1.0 if counts_deals else float(known.median()) if len(known) else float(np.nanmedian(amount))
     out["amount"] = np.where(np.isfinite(amount), amount, fill)
-    out["value"] = out["amount"]  # what a win books; apply_calibration may rescale it
+    out["value"] = out["amount"]  # what a win books
     out["group"] = deals[group_by].reindex(out["deal_id"]).astype("string").fillna("(none)").astype(str).to_numpy() \
         if group_by else ALL
     out["segment"] = deals["segment"].reindex(out["deal_id"]).astype("string").to_numpy() if "segment" in deals else None
@@ -170,7 +170,7 @@ def open_pipeline(predictor, data: CanonicalData, as_of: pd.Timestamp, per: pd.D
         out[col] = feats[col].to_numpy() if col in feats else np.nan
     for k, row in per.iterrows():
         out[f"p_{k}"] = p_won_in(out, as_of, row["start"], row["end"])
-        out[f"exp_{k}"] = out["value"] * out[f"p_{k}"]
+        out[f"exp_{k}"] = out["value"] * out[f"p_{k}"]  # apply_calibration rescales it per period
     out.attrs["counts_deals"] = bool(counts_deals)
     out.attrs["amount_imputed"] = int((~out["amount_known"]).sum()) if not counts_deals else 0
     return out.reset_index(drop=True)
@@ -218,6 +218,7 @@ def _simulate_open(pipe, per, groups, z, relative_sd, config, rng) -> np.ndarray
     as_of = per["start"].iloc[0]
     bounds = ((pd.DatetimeIndex(per["start"]).append(pd.DatetimeIndex(per["end"][-1:])) - as_of) / DAY).to_numpy()
     amount = pipe["value"].to_numpy()
+    factor = np.asarray(pipe.attrs.get("period_factors", np.ones(n_per)), dtype="float64")
     gcode = pd.Index(groups).get_indexer(pipe["group"])
     shift = _logit_shift_scale(pipe, relative_sd) * z
     block = max(1, config.block_paths // max(n, 1))
@@ -230,7 +231,7 @@ def _simulate_open(pipe, per, groups, z, relative_sd, config, rng) -> np.ndarray
         hit = won & (k >= 0) & (k < n_per)
         sim = np.broadcast_to(np.arange(b)[:, None], (b, n))[hit]
         idx = (sim * n_grp + np.broadcast_to(gcode, (b, n))[hit]) * n_per + k[hit]
-        vals = np.broadcast_to(amount, (b, n))[hit]
+        vals = np.broadcast_to(amount, (b, n))[hit] * factor[k[hit]]
         out[first:first + b] = np.bincount(idx, vals, minlength=b * n_grp * n_per).reshape(b, n_grp, n_per)
     return out
 
@@ -303,6 +304,17 @@ def realised_history(data: CanonicalData, as_of: pd.Timestamp, freq: str, n: int
                          "so_far": [p == cur for p in labels]})
 
 
+def position(start: pd.Timestamp, freq: str) -> int:
+    """Month of the quarter (1-3) of a monthly period; 0 for quarters. Won closes pile up
+    before quarter ends, and a timing model that misses it errs by month of quarter."""
+    return (pd.Timestamp(start).month - 1) % 3 + 1 if freq == "month" else 0
+
+
+def _ratio(actual: pd.Series, predicted: pd.Series, clip: tuple) -> float:
+    total = predicted.sum()
+    return float(np.clip(actual.sum() / total, *clip)) if total > 0 else 1.0
+
+
 def estimate_shock(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: str,
                    config: ForecastConfig) -> dict:
     """Bias factors and the common shock, from past periods fully observed before as_of.
@@ -310,37 +322,55 @@ def estimate_shock(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: st
     For each past period j (start s_j): predicted bookings (open pipeline at s_j x
     P(won in the period), and the new-deal model fitted at s_j), the variance v_j the
     independent Monte Carlo would give (Bernoulli for open deals, compound Poisson for
-    new wins) and realised bookings y_j. Bias factor of each part = sum realised / sum
-    predicted (clipped; 1 when disabled): it absorbs calibration drift over time,
-    amounts that shrink before they are booked and timing bias. Common shock: with
-    mu_j the corrected prediction, shock^2 = max(0, mean(((y_j - mu_j)^2 - c^2 v_j) / mu_j^2)),
+    new wins) and realised bookings y_j.
+    Bias factors = sum realised / sum predicted (clipped; 1 when disabled): for the open
+    pipeline one per month of the quarter (`position`; overall when fewer than 2 past
+    periods share it), for new deals one overall. They absorb calibration drift over
+    time, amounts that shrink before they are booked and timing bias.
+    Common shock: with mu_j the prediction corrected by leave-one-out factors (so the
+    errors are out of sample), shock^2 = max(0, mean(((y_j - mu_j)^2 - v_j') / mu_j^2)):
     the squared error beyond what independent deals explain, relative to the forecast.
     A given `config.shock` overrides the estimate.
     """
     rows = shock_history(predictor, data, as_of, freq, config.history_periods)
     if len(rows) < config.min_history_periods:
         sd = config.default_shock if config.shock is None else config.shock
-        return {"relative_sd": sd, "method": "default", "periods_used": len(rows), "open_factor": 1.0,
-                "new_factor": 1.0, "note": f"fewer than {config.min_history_periods} past periods before the "
-                                            f"as-of date: no bias correction, common shock {sd}"}
-    factors = {}
-    for part in ("open", "new"):
-        ratio = rows[f"{part}_actual"].sum() / rows[f"{part}_predicted"].sum() if rows[f"{part}_predicted"].sum() > 0 else 1.0
-        factors[part] = float(np.clip(ratio, *config.bias_clip)) if config.correct_bias else 1.0
-    mu = factors["open"] * rows["open_predicted"] + factors["new"] * rows["new_predicted"]
-    var = factors["open"] ** 2 * rows["open_variance"] + factors["new"] ** 2 * rows["new_variance"]
+        return {"relative_sd": sd, "method": "default", "periods_used": len(rows), "open_factors": {},
+                "open_factor": 1.0, "new_factor": 1.0,
+                "note": f"fewer than {config.min_history_periods} past periods before the as-of date: no bias "
+                        f"correction, common shock {sd}"}
+    rows["position"] = [position(s, freq) for s in rows["start"]]
+    clip = config.bias_clip if config.correct_bias else (1.0, 1.0)
+    overall = _ratio(rows["open_actual"], rows["open_predicted"], clip)
+    new_factor = _ratio(rows["new_actual"], rows["new_predicted"], clip)
+    by_pos = {int(p): _ratio(g["open_actual"], g["open_predicted"], clip) if len(g) >= 2 else overall
+              for p, g in rows.groupby("position")}
+    loo = np.array([_loo_factor(rows, j, clip) for j in range(len(rows))])
+    mu = loo * rows["open_predicted"] + new_factor * rows["new_predicted"]
+    var = loo ** 2 * rows["open_variance"] + new_factor ** 2 * rows["new_variance"]
     excess = ((rows["actual"] - mu) ** 2 - var) / mu ** 2
     sd = float(np.sqrt(max(0.0, excess.mean()))) if config.shock is None else float(config.shock)
     return {"relative_sd": sd, "method": "estimated from past periods" if config.shock is None else "given",
-            "periods_used": int(len(rows)), "open_factor": factors["open"], "new_factor": factors["new"],
-            "history": rows.assign(start=rows["start"].astype(str)).to_dict("records")}
+            "periods_used": int(len(rows)), "open_factor": overall, "open_factors": by_pos,
+            "new_factor": new_factor,
+            "history": rows.assign(start=rows["start"].astype(str), corrected=mu).to_dict("records")}
 
 
-def apply_calibration(pipe: pd.DataFrame, newm: NewDealModel, shock: dict) -> None:
-    """Scale open-deal values and new-win values by their historical bias factors."""
-    pipe["value"] = pipe["amount"] * shock["open_factor"]
-    for col in [c for c in pipe.columns if c.startswith("p_") and c[2:].isdigit()]:
-        pipe[f"exp_{col[2:]}"] = pipe["value"] * pipe[col]
+def _loo_factor(rows: pd.DataFrame, j: int, clip: tuple) -> float:
+    """Open-pipeline factor for past period j estimated without period j."""
+    others = rows.drop(index=rows.index[j])
+    same = others.loc[others["position"] == rows["position"].iloc[j]]
+    use = same if len(same) >= 2 else others
+    return _ratio(use["open_actual"], use["open_predicted"], clip)
+
+
+def apply_calibration(pipe: pd.DataFrame, newm: NewDealModel, shock: dict, per: pd.DataFrame, freq: str) -> None:
+    """Scale each period's open-deal expectation by its factor and new-win values by theirs."""
+    factors = [shock.get("open_factors", {}).get(position(pd.Period(p).start_time, freq), shock["open_factor"])
+               for p in per["period"]]
+    for k, f in enumerate(factors):
+        pipe[f"exp_{k}"] = pipe["value"] * pipe[f"p_{k}"] * f
+    pipe.attrs["period_factors"] = factors
     newm.scale_values(shock["new_factor"])
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import LeadscoreError
-from training.forecast import ALL, Forecast, ForecastConfig, forecast, read_targets
+from training.forecast import Forecast, ForecastConfig, forecast, read_targets
 
 FORMATS = {".csv", ".json", ".html"}
 

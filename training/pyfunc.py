@@ -47,7 +47,7 @@ def example_input(data, n: int = 3) -> pd.DataFrame:
     sample = (open_deals if len(open_deals) else deals).head(n).copy()
     keep = [c for c in sample.columns if c not in ("closed_at", "outcome")]
     sample = sample[keep]
-    if "stage" not in sample:
+    if "stage" not in sample and not data.meta.static:
         sample["stage"] = data.meta.stages[0]
         if data.stage_events is not None and len(data.stage_events):
             last = data.stage_events.groupby("deal_id")["stage"].last()

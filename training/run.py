@@ -82,12 +82,9 @@ def _log_params(result: TrainResult, data: CanonicalData, data_dir) -> None:
 
     fingerprint = tracking.data_fingerprint({"deals": data.deals, "stage_events": data.stage_events,
                                              "activities": data.activities})
-    created = data.deals["created_at"]
     mlflow.log_params({"data_dir": str(data_dir), "dataset": data.meta.name, "static": data.meta.static,
                        "model_kind": result.predictor.kind, "n_features": len(result.predictor.feature_names),
-                       "data_from": None if created.isna().all() else str(created.min()),
-                       "data_to": None if data.meta.static else str(data.data_end),
-                       **{f"data_{k}": v for k, v in fingerprint.items()}})
+                       "data_end": None if data.meta.static else str(data.data_end), **fingerprint})
     params = result.metrics.get("model", {}).get("params", {})
     mlflow.log_params({f"lgb_{k}": v for k, v in params.items()})
     mlflow.log_dict({"features": result.predictor.feature_names, "folds": result.metrics.get("folds")},

@@ -1,0 +1,192 @@
+"""Serving latency and load: /score against the framework's own floor, over loopback.
+
+    MLFLOW_TRACKING_URI=... python -m benchmarks.bench_serving --data DIR [--as-of DATE] [--duration 60]
+
+Starts `bentoml serve` on a free local port with the registry's champion, and measures
+in one run: p50/p99 of the trivial `/ping` endpoint (the floor: routing, auth middleware,
+JSON) and of `/score` with 1 and 1,000 deals, sequential and with 32 concurrent clients,
+each as a ratio to the floor; throughput in deals/s; then a bounded load run at 32
+concurrent clients counting errors and sampling the server's RSS. Writes the "Serving"
+section of benchmarks/RESULTS.md. Figures only; nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import psutil
+
+from benchmarks.results import record
+from features.dataset import read_dataset
+from features.payload import payload_records
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LeadScoreService",
+               "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"bentoml serve exited: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("bentoml serve did not become ready in 180 s")
+
+
+def server_rss_mib(proc: subprocess.Popen) -> float:
+    """RSS of the server and its workers."""
+    parent = psutil.Process(proc.pid)
+    procs = [parent, *parent.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+async def timed_calls(client: httpx.AsyncClient, path: str, body: dict, n: int, concurrency: int
+                      ) -> tuple[list[float], int]:
+    """n requests by `concurrency` clients; (latencies in ms, error count)."""
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(range(n))
+
+    async def worker():
+        nonlocal errors
+        for _ in queue:
+            started = time.perf_counter()
+            r = await client.post(path, json=body)
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += r.status_code != 200
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+async def latency_table(url: str, key: str, deals: list[dict], as_of: str, n_small: int, n_big: int) -> list[dict]:
+    headers = {"Authorization": f"Bearer {key}"}
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    one = {"deals": deals[:1], "as_of": as_of}
+    big = {"deals": (deals * (1000 // len(deals) + 1))[:1000], "as_of": as_of}
+    big["deals"] = [dict(d, deal_id=f"{d['deal_id']}-{i}") for i, d in enumerate(big["deals"])]
+    rows = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits) as client:
+        await timed_calls(client, "/score", one, 20, 1)  # warm-up: imports, caches
+        await timed_calls(client, "/score", big, 2, 1)
+        for label, conc in (("sequential", 1), (f"{CONCURRENCY} concurrent", CONCURRENCY)):
+            floor, _ = await timed_calls(client, "/ping", {}, n_small, conc)
+            for name, body, n in (("1 deal", one, n_small), ("1,000 deals", big, n_big if conc == 1 else CONCURRENCY)):
+                started = time.perf_counter()
+                lat, errs = await timed_calls(client, "/score", body, n, conc)
+                wall = time.perf_counter() - started
+                rows.append({"case": f"{name}, {label}", "p50": pct(lat, 50), "p99": pct(lat, 99),
+                             "floor_p50": pct(floor, 50), "floor_p99": pct(floor, 99), "n": n, "errors": errs,
+                             "deals_per_s": n * len(body["deals"]) / wall})
+    return rows
+
+
+async def load_run(url: str, key: str, proc, deals: list[dict], as_of: str, seconds: float) -> dict:
+    """32 clients post 1-10 deal batches for `seconds`; errors and server RSS over time."""
+    headers = {"Authorization": f"Bearer {key}"}
+    rng = np.random.default_rng(0)
+    stop = time.monotonic() + seconds
+    counts = {"requests": 0, "errors": 0, "deals": 0}
+    rss: list[tuple[float, float]] = []
+
+    async def client_loop(client):
+        while time.monotonic() < stop:
+            k = int(rng.integers(1, 11))
+            start = int(rng.integers(0, max(len(deals) - k, 1)))
+            r = await client.post("/score", json={"deals": deals[start:start + k], "as_of": as_of})
+            counts["requests"] += 1
+            counts["deals"] += k
+            counts["errors"] += r.status_code != 200
+
+    async def sampler():
+        t0 = time.monotonic()
+        while time.monotonic() < stop:
+            rss.append((time.monotonic() - t0, server_rss_mib(proc)))
+            await asyncio.sleep(1)
+
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
+        await asyncio.gather(sampler(), *(client_loop(client) for _ in range(CONCURRENCY)))
+    mem = np.array([m for _, m in rss])
+    tenth = max(len(mem) // 10, 1)
+    return {**counts, "seconds": seconds, "rss_start": float(mem[:tenth].mean()), "rss_end": float(mem[-tenth:].mean()),
+            "rss_max": float(mem.max())}
+
+
+def report(rows: list[dict], load: dict, n_deals: int) -> str:
+    lines = ["| case | p50 ms | p99 ms | floor p50 ms | floor p99 ms | p50 / floor | p99 / floor | deals/s | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['case']} ({r['n']} requests) | {r['p50']:.1f} | {r['p99']:.1f} | {r['floor_p50']:.2f} | "
+                     f"{r['floor_p99']:.2f} | {r['p50'] / r['floor_p50']:.1f}x | {r['p99'] / r['floor_p99']:.1f}x | "
+                     f"{r['deals_per_s']:,.0f} | {r['errors']} |")
+    lines.append("")
+    lines.append(f"Load run: {load['seconds']:.0f} s at {CONCURRENCY} concurrent clients posting 1-10 deals each: "
+                 f"{load['requests']:,} requests ({load['requests'] / load['seconds']:.0f}/s), {load['deals']:,} deals, "
+                 f"**{load['errors']} errors**; server RSS {load['rss_start']:.0f} MiB (first tenth) -> "
+                 f"{load['rss_end']:.0f} MiB (last tenth), max {load['rss_max']:.0f} MiB.")
+    lines.append("")
+    lines.append(f"Floor = `/ping` on the same service (auth + body-limit middlewares, BentoML routing, JSON), "
+                 f"measured in the same run. Payloads: {n_deals} open deals with full stage history and "
+                 f"activities replayed from the data; 1,000-deal requests repeat them under new ids. One BentoML "
+                 f"worker; client and server share the machine's 2 cores.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="Canonical tables the payloads are replayed from.")
+    parser.add_argument("--as-of", default=None, help="Score deals open at this date (default: data end - 90 days).")
+    parser.add_argument("--duration", type=float, default=60.0, help="Load-run seconds.")
+    parser.add_argument("--requests", type=int, default=200, help="Sequential small requests per case.")
+    args = parser.parse_args(argv)
+    data = read_dataset(args.data)
+    as_of = pd.Timestamp(args.as_of) if args.as_of else data.data_end - pd.Timedelta(days=90)
+    deals = payload_records(data, as_of)
+    key = secrets.token_urlsafe(32)
+    env = {**os.environ, "LEADSCORE_API_KEYS": key, "LEADSCORE_DATA": str(Path(args.data).resolve())}
+    proc, url = start_server(env)
+    try:
+        rows = asyncio.run(latency_table(url, key, deals, as_of.isoformat(), args.requests, 20))
+        load = asyncio.run(load_run(url, key, proc, deals, as_of.isoformat(), args.duration))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    body = report(rows, load, len(deals))
+    print(body)
+    record("Serving", body, f"python -m benchmarks.bench_serving --data {args.data} --duration {args.duration:g}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
