@@ -7,8 +7,15 @@ BIN    := $(VENV)/bin
 DEMO_DATA ?= data/demo
 DEMO_DEALS ?= 20000
 PORT ?= 3000
+# BentoML's model and bento store stays inside the project, like the MLflow store
+export BENTOML_HOME ?= $(CURDIR)/.leadscore/bentoml
+ifeq ($(strip $(LEADSCORE_API_KEYS)),)
+API_KEY := $(shell $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))")
+else
+API_KEY := $(LEADSCORE_API_KEYS)
+endif
 
-.PHONY: setup demo demo-data train serve test browser bench clean
+.PHONY: setup demo demo-data train bento serve serve-source test browser bench clean
 
 $(BIN)/leadscore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +32,24 @@ demo-data: setup
 train: demo-data
 	$(BIN)/leadscore train --data $(DEMO_DATA) --metrics-out $(DEMO_DATA)/metrics.json
 
-serve: setup
-	LEADSCORE_DATA=$(DEMO_DATA) $(BIN)/leadscore serve --port $(PORT)
+# the champion -> BentoML model store -> a Bento (service + code + model)
+bento: setup
+	$(BIN)/python -m serving.loader export
+	$(BIN)/bentoml build --output tag
 
-demo: train serve
+# serve the built Bento (what `make demo` ends with)
+serve:
+	@echo "API key for this run: $(API_KEY)"
+	@echo "  curl -s -H 'Authorization: Bearer $(API_KEY)' -H 'Content-Type: application/json' \\"
+	@echo "       -d @docs/score_request.json http://127.0.0.1:$(PORT)/score"
+	LEADSCORE_API_KEYS=$(API_KEY) LEADSCORE_DATA=$(abspath $(DEMO_DATA)) \
+	  $(BIN)/bentoml serve leadscore:latest --host 127.0.0.1 --port $(PORT)
+
+# serve from the source tree and the MLflow registry instead of a built Bento
+serve-source: setup
+	LEADSCORE_API_KEYS=$(API_KEY) LEADSCORE_DATA=$(DEMO_DATA) $(BIN)/leadscore serve --port $(PORT)
+
+demo: train bento serve
 
 # Debian's chromium renders the HTML reports in the browser tests
 browser:

@@ -141,8 +141,8 @@ class FeatureBuilder:
                 **_close_date_features(state, at), **self._activity_features(data, deals, pos, at),
                 **self._history_features(deals, pos, at), **_calendar_features(at),
                 **self._deal_columns(deals, pos)}
-        out = pd.DataFrame({"deal_id": deals["deal_id"].to_numpy()[pos], "as_of": at})
-        return pd.concat([out, pd.DataFrame(cols)[self.feature_names_]], axis=1)
+        return pd.DataFrame({"deal_id": deals["deal_id"].to_numpy()[pos], "as_of": at,
+                             **{name: cols[name] for name in self.feature_names_}})
 
     def transform_static(self, data: CanonicalData) -> pd.DataFrame:
         """Static mode: one row per lead, raw categoricals and attributes only (as_of = NaT)."""
@@ -176,7 +176,7 @@ class FeatureBuilder:
         stage = state["stage_index"].to_numpy()
         days_in_stage = _days(at - state["stage_entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
         dwell = hist.lookup(self.history_.dwell, stage.astype("int64"), at, strict=True)
-        mean_dwell = (dwell["dwell_days"] / dwell["spells"]).to_numpy()
+        mean_dwell = dwell["dwell_days"] / dwell["spells"]
         return {"stage": pd.Categorical.from_codes(stage.astype("int64"), categories=self.categories_["stage"]),
                 "stage_index": stage, "furthest_stage_index": state["furthest_stage_index"].to_numpy(),
                 "days_in_stage": days_in_stage,
@@ -198,23 +198,23 @@ class FeatureBuilder:
 
     def _history_features(self, deals: pd.DataFrame, pos, at) -> dict:
         h, n, s = self.history_, len(pos), self.smoothing
-        total = hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True).fillna(0.0)
-        prior = ((total["won"] + 1.0) / (total["won"] + total["lost"] + 2.0)).to_numpy()
+        total = _known_only(hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True), np.zeros(n, "int64"))
+        prior = (total["won"] + 1.0) / (total["won"] + total["lost"] + 2.0)
         out = {"global_win_rate": prior}
         for col in self.group_columns_:
             table, g = h.groups[col], _group_name(col)
             codes = table.codes(deals[col] if col in deals else None, len(deals))[pos]  # per deal, then rows
             past = _known_only(hist.lookup(table, codes, at, strict=True), codes)
-            won, lost = past["won"].to_numpy(), past["lost"].to_numpy()
+            won, lost = past["won"], past["lost"]
             # an unseen value has no history: its rate is the prior, its counts are unknown
             out[f"{g}_win_rate"] = hist.smoothed_rate(np.nan_to_num(won), np.nan_to_num(lost), prior, s)
             out[f"{g}_closed_deals"] = won + lost
             if col == "account_id":
                 out["account_prior_wins"], out["account_prior_losses"] = won, lost
             if col == "owner":
-                out["owner_avg_won_amount"] = past["won_amount"].to_numpy() / np.where(won > 0, won, np.nan)
+                out["owner_avg_won_amount"] = past["won_amount"] / np.where(won > 0, won, np.nan)
                 load = hist.lookup(h.open_load, codes, at, strict=False)
-                out["owner_open_deals"] = _known_only(load, codes)["open_deals"].to_numpy()
+                out["owner_open_deals"] = _known_only(load, codes)["open_deals"]
         return out
 
     def _deal_columns(self, deals: pd.DataFrame, pos) -> dict:
@@ -234,7 +234,7 @@ class FeatureBuilder:
     def _categorical(self, name: str, values: pd.Series | None, pos: np.ndarray) -> pd.Categorical:
         """Per-deal values encoded with the fitted levels, taken for each row (unseen -> NaN)."""
         levels = self.categories_[name]
-        codes = np.full(len(pos), -1) if values is None else levels.get_indexer(values.astype("string"))[pos]
+        codes = np.full(len(pos), -1) if values is None else levels.get_indexer(hist.as_string(values))[pos]
         return pd.Categorical.from_codes(codes, categories=levels)
 
 
@@ -273,9 +273,10 @@ def _days(delta: np.ndarray) -> np.ndarray:
     return delta / np.timedelta64(1, "D")
 
 
-def _known_only(found: pd.DataFrame, codes: np.ndarray) -> pd.DataFrame:
+def _known_only(found: dict[str, np.ndarray], codes: np.ndarray) -> dict[str, np.ndarray]:
     """A known group with nothing before T has zero history; an unseen one has none (NaN)."""
-    return found.fillna(0.0).where(pd.Series(codes >= 0, index=found.index), np.nan, axis=0)
+    known = codes >= 0
+    return {name: np.where(known, np.nan_to_num(values, nan=0.0), np.nan) for name, values in found.items()}
 
 
 def _reserved_names() -> set[str]:

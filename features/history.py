@@ -2,7 +2,8 @@
 
 `fit_history` builds cumulative tables ordered by the time each fact became known
 (closed_at for outcomes, the spell end for stage dwell, created/closed for open load);
-`lookup` reads them as of T (an as-of join, see `features.snapshots.asof_positions`),
+`lookup` reads them as of T (an as-of join, see `features.snapshots.asof_positions`;
+each table keeps its half of that search, so a one-deal lookup costs two binary searches),
 so an aggregate at T only ever sees deals closed strictly before T. The tables are small and picklable: the served model
 carries them and applies the same lookup to a one-deal payload.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import TIMESTAMP_DTYPE
-from features.snapshots import asof_positions, group_cumsum, group_starts
+from features.snapshots import asof_index, asof_search, group_cumsum, group_starts
 
 
 @dataclass
@@ -29,7 +30,22 @@ class GroupTable:
         """Codes of `values` (-1 for unseen or missing values: no history, not an error)."""
         if values is None:
             return np.full(n, -1, dtype="int64")
-        return self.levels.get_indexer(values.astype("string")).astype("int64")
+        return self.levels.get_indexer(as_string(values)).astype("int64")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The table's columns as numpy arrays, made once: a one-deal request does a dozen
+        lookups, and pandas column access would cost more than the search itself."""
+        cached = self.__dict__.get("_arrays")
+        if cached is None:
+            t = self.table
+            code, at = t["code"].to_numpy(dtype="int64"), t["at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+            cached = {"code": code, "index": asof_index(code, at),
+                      **{c: t[c].to_numpy(dtype="float64") for c in t.columns.drop(["code", "at"])}}
+            self.__dict__["_arrays"] = cached
+        return cached
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_arrays"}  # a cache, not model state
 
 
 @dataclass
@@ -67,14 +83,20 @@ def fit_history(deals: pd.DataFrame, prepared: pd.DataFrame, group_columns: Sequ
                    open_load=open_load)
 
 
-def lookup(table: GroupTable, codes: np.ndarray, at: np.ndarray, strict: bool) -> pd.DataFrame:
+def lookup(table: GroupTable, codes: np.ndarray, at: np.ndarray, strict: bool) -> dict[str, np.ndarray]:
     """Running sums of each row's group as of `at`: the group's last table row dated
-    before `at` (strict) or at/before it; NaN where there is none."""
-    t = table.table
-    pos = asof_positions(t["code"].to_numpy(), t["at"].to_numpy(), codes, at, strict=strict)
-    found = t.drop(columns=["code", "at"]).iloc[np.maximum(pos, 0)].reset_index(drop=True) if len(t) else \
-        pd.DataFrame(np.nan, index=np.arange(len(codes)), columns=t.columns.drop(["code", "at"]))
-    return found.where(pd.Series(pos >= 0), np.nan, axis=0)
+    before `at` (strict) or at/before it; NaN where there is none. Column -> array."""
+    arrays = table.arrays()
+    pos = asof_search(arrays["index"], arrays["code"], codes, at, strict=strict)
+    found = pos >= 0
+    take = np.maximum(pos, 0)
+    return {name: np.where(found, values[take], np.nan) if len(values) else np.full(len(codes), np.nan)
+            for name, values in arrays.items() if name not in ("code", "index")}
+
+
+def as_string(values: pd.Series) -> pd.Series:
+    """Values as strings for a level lookup; string columns (validated tables) as they are."""
+    return values if isinstance(values.dtype, pd.StringDtype) else values.astype("string")
 
 
 def smoothed_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:

@@ -103,8 +103,11 @@ class ValidationResult:
         return self.rejects.groupby(["table", "reason"]).size().sort_values(ascending=False)
 
 
+_EMPTY_REJECTS = pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECT_COLUMNS})
+
+
 def empty_rejects() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECT_COLUMNS})
+    return _EMPTY_REJECTS.copy()  # built once: a request validates several clean tables
 
 
 def parse_timestamps(values: pd.Series, fmt: str | None = None, dayfirst: bool = False
@@ -113,6 +116,8 @@ def parse_timestamps(values: pd.Series, fmt: str | None = None, dayfirst: bool =
     non-empty cells that could not be parsed (empty cells are NaT, not bad)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
+    elif values.isna().all():  # e.g. closed_at of open deals in a payload: nothing to parse
+        return pd.Series(pd.NaT, index=values.index, dtype=TIMESTAMP_DTYPE), pd.Series(False, index=values.index)
     else:
         text = values.astype("string").str.strip()
         text = text.mask(text == "")
@@ -136,6 +141,8 @@ def parse_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Parse to float; (parsed, bad) as for timestamps."""
     if pd.api.types.is_numeric_dtype(values):
         return values.astype("float64"), pd.Series(False, index=values.index)
+    if values.isna().all():
+        return pd.Series(np.nan, index=values.index, dtype="float64"), pd.Series(False, index=values.index)
     text = values.astype("string").str.strip()
     text = text.mask(text == "")
     parsed = pd.to_numeric(text, errors="coerce").astype("float64")
@@ -148,14 +155,14 @@ class _Rejector:
     def __init__(self, table: str, frame: pd.DataFrame):
         self.table = table
         self.frame = frame
-        self.rejected = pd.Series(False, index=frame.index)
+        self.rejected = np.zeros(len(frame), dtype=bool)  # numpy: a payload of one deal runs ~30 checks
         self.parts: list[pd.DataFrame] = []
 
-    def reject(self, mask: pd.Series, reason: str, detail: "Callable[[], pd.Series] | str" = "") -> None:
-        """Reject the rows in `mask` not rejected yet. `detail` is a string or a callable
-        returning a per-row Series: it is only evaluated when something is rejected, so
-        clean data never pays for formatting millions of detail strings."""
-        mask = mask.fillna(False).astype(bool) & ~self.rejected
+    def reject(self, mask: pd.Series | np.ndarray, reason: str, detail: "Callable[[], pd.Series] | str" = "") -> None:
+        """Reject the rows in `mask` (missing = False) not rejected yet. `detail` is a string
+        or a callable returning a per-row Series: it is only evaluated when something is
+        rejected, so clean data never pays for formatting millions of detail strings."""
+        mask = _bool_array(mask) & ~self.rejected
         if not mask.any():
             return
         rows = self.frame.loc[mask]
@@ -172,6 +179,12 @@ class _Rejector:
 
     def rejects(self) -> pd.DataFrame:
         return pd.concat(self.parts, ignore_index=True) if self.parts else empty_rejects()
+
+
+def _bool_array(mask: pd.Series | np.ndarray) -> np.ndarray:
+    if isinstance(mask, pd.Series):
+        return mask.to_numpy(dtype=bool, na_value=False)
+    return np.asarray(mask, dtype=bool)
 
 
 def _with_row_numbers(df: pd.DataFrame) -> pd.DataFrame:

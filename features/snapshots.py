@@ -210,17 +210,31 @@ def asof_positions(keys: np.ndarray, times: np.ndarray, query_keys: np.ndarray, 
 
     The same answer as merge_asof(direction="backward", by=key) without its per-call
     overhead or sort requirement on the query side: `keys`/`times` must be sorted by
-    (key, time); times are replaced by their ranks so (key, rank) packs into one int64
-    and a single searchsorted answers every query. Keys must be >= 0 (-1 = no match).
+    (key, time). See `asof_index` and `asof_search`, its two halves.
     """
+    return asof_search(asof_index(keys, times), keys, query_keys, query_times, strict)
+
+
+def asof_index(keys: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The half of an as-of search that depends on the table only, so a fixed table (the
+    model's history) builds it once: the sorted distinct times, and each row's (key, time
+    rank) packed into one int64, ascending because rows are sorted by (key, time)."""
     t = times.astype(TIMESTAMP_DTYPE).view("int64")
+    distinct = np.sort(t)  # np.unique hashes, several times slower here
+    distinct = distinct[np.r_[True, distinct[1:] != distinct[:-1]]] if len(distinct) else distinct
+    return distinct, keys.astype("int64") * (len(distinct) + 1) + np.searchsorted(distinct, t)
+
+
+def asof_search(index: tuple[np.ndarray, np.ndarray], keys: np.ndarray, query_keys: np.ndarray,
+                query_times: np.ndarray, strict: bool = False) -> np.ndarray:
+    """`asof_positions` on a prepared `asof_index`: one searchsorted for the query times'
+    ranks, one for the rows. Keys must be >= 0 (-1 = no match)."""
+    distinct, packed = index
     q = query_times.astype(TIMESTAMP_DTYPE).view("int64")
-    ranks = np.sort(np.concatenate([t, q]))  # np.unique hashes, several times slower here
-    ranks = ranks[np.r_[True, ranks[1:] != ranks[:-1]]] if len(ranks) else ranks
-    width = len(ranks) + 1
-    table_key = keys.astype("int64") * width + np.searchsorted(ranks, t)
-    query_key = query_keys.astype("int64") * width + np.searchsorted(ranks, q)
-    pos = np.searchsorted(table_key, query_key, side="left" if strict else "right") - 1
+    below = np.searchsorted(distinct, q, side="left" if strict else "right")  # table times < q (<= q)
+    # the last row whose packed (key, rank) is at most (query key, below - 1)
+    target = query_keys.astype("int64") * (len(distinct) + 1) + below - 1
+    pos = np.searchsorted(packed, target, side="right") - 1
     found = (pos >= 0) & (query_keys >= 0)
     found &= keys[np.maximum(pos, 0)] == query_keys if len(keys) else False
     return np.where(found, pos, -1)

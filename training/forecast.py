@@ -41,6 +41,7 @@ class ForecastConfig:
     min_history_periods: int = 3
     correct_bias: bool = True  # scale each part by its realised / predicted ratio over past periods
     bias_clip: tuple = (0.5, 2.0)
+    max_shock: float = 0.5  # cap on the estimated relative sd (a few wild past periods must not explode the range)
     low_probability: float = 0.2  # risk list: P(won) below this
     quiet_days: int = 14  # risk list: no activity for more than this
     block_paths: int = 2_000_000  # deals x simulations drawn at once (memory bound)
@@ -329,8 +330,8 @@ def estimate_shock(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: st
     time, amounts that shrink before they are booked and timing bias.
     Common shock: with mu_j the prediction corrected by leave-one-out factors (so the
     errors are out of sample), shock^2 = max(0, mean(((y_j - mu_j)^2 - v_j') / mu_j^2)):
-    the squared error beyond what independent deals explain, relative to the forecast.
-    A given `config.shock` overrides the estimate.
+    the squared error beyond what independent deals explain, relative to the forecast,
+    capped at `config.max_shock`. A given `config.shock` overrides the estimate.
     """
     rows = shock_history(predictor, data, as_of, freq, config.history_periods)
     if len(rows) < config.min_history_periods:
@@ -349,7 +350,8 @@ def estimate_shock(predictor, data: CanonicalData, as_of: pd.Timestamp, freq: st
     mu = loo * rows["open_predicted"] + new_factor * rows["new_predicted"]
     var = loo ** 2 * rows["open_variance"] + new_factor ** 2 * rows["new_variance"]
     excess = ((rows["actual"] - mu) ** 2 - var) / mu ** 2
-    sd = float(np.sqrt(max(0.0, excess.mean()))) if config.shock is None else float(config.shock)
+    sd = float(min(np.sqrt(max(0.0, excess.mean())), config.max_shock)) if config.shock is None \
+        else float(config.shock)
     return {"relative_sd": sd, "method": "estimated from past periods" if config.shock is None else "given",
             "periods_used": int(len(rows)), "open_factor": overall, "open_factors": by_pos,
             "new_factor": new_factor,

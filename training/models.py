@@ -13,11 +13,71 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
+# Below this many rows a prediction runs on one thread: starting OpenMP's team costs more
+# (~5-10 ms on a busy machine) than walking a few hundred trees for a request's deals.
+SINGLE_THREAD_ROWS = 5000
 
 
 def _check_fitted(model, attr: str) -> None:
     if not hasattr(model, attr):
         raise RuntimeError(f"{type(model).__name__} is not fitted: call fit() first")
+
+
+def lgb_matrix(X: pd.DataFrame, pandas_categorical: list | None) -> np.ndarray:
+    """X as LightGBM's own pandas conversion makes it: categorical columns as codes of the
+    training categories (missing or unseen -> NaN), everything float64.
+
+    Done once per request and shared by the five predict calls (close, contributions and
+    three quantiles) instead of LightGBM repeating its slower generic conversion in each.
+    """
+    cats = iter(pandas_categorical or [])
+    out = np.empty((len(X), X.shape[1]), dtype="float64")
+    for j, (name, column) in enumerate(X.items()):
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            train = next(cats, None)
+            if train is None:
+                raise ValueError("the feature frame has more categorical columns than the model was trained with")
+            if not _same_levels(column.cat.categories, train):
+                column = column.cat.set_categories(train)
+            codes = column.cat.codes.to_numpy()
+            out[:, j] = np.where(codes >= 0, codes, np.nan)
+        else:
+            out[:, j] = column.to_numpy(dtype="float64", na_value=np.nan)
+    if next(cats, None) is not None:
+        raise ValueError("the feature frame has fewer categorical columns than the model was trained with")
+    return out
+
+
+def _same_levels(levels: pd.Index, train: list) -> bool:
+    return len(levels) == len(train) and levels.equals(pd.Index(train, dtype=levels.dtype))
+
+
+def _predict(booster: lgb.Booster, X: pd.DataFrame | np.ndarray, feature_names: list[str], **kwargs) -> np.ndarray:
+    """booster.predict on a frame (converted here) or on an `lgb_matrix` already made;
+    one thread for request-sized inputs."""
+    if isinstance(X, pd.DataFrame):
+        X = lgb_matrix(X[feature_names], booster.pandas_categorical)
+    if len(X) <= SINGLE_THREAD_ROWS:
+        kwargs["num_threads"] = 1
+    return booster.predict(X, **kwargs)
+
+
+def shared_matrix(X: pd.DataFrame, *models) -> pd.DataFrame | np.ndarray:
+    """One `lgb_matrix` for several LightGBM models trained on the same features and
+    categories (the predictor's close and time models); X itself otherwise (baselines)."""
+    boosters = []
+    for model in models:
+        if model is None:
+            continue
+        if list(getattr(model, "feature_names_in_", [])) != list(X.columns):
+            return X
+        found = [getattr(model, "booster_", None)] if hasattr(model, "booster_") else getattr(model, "boosters_", [None])
+        if any(b is None for b in found):
+            return X
+        boosters.extend(found)
+    if not boosters or any(b.pandas_categorical != boosters[0].pandas_categorical for b in boosters[1:]):
+        return X
+    return lgb_matrix(X, boosters[0].pandas_categorical)
 
 
 class PlattCalibrator:
@@ -119,24 +179,23 @@ class CloseProbabilityModel:
         self.constant_ = float(y_calib.mean())
         return self
 
-    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated log-odds from the booster."""
+    def predict_raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Uncalibrated log-odds from the booster (X: a frame, or its `lgb_matrix`)."""
         _check_fitted(self, "booster_")
-        return self.booster_.predict(X[self.feature_names_in_], raw_score=True,
-                                     num_iteration=self.best_iteration_)
+        return _predict(self.booster_, X, self.feature_names_in_, raw_score=True, num_iteration=self.best_iteration_)
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated P(won) per row (1-D)."""
         _check_fitted(self, "calibrator_")
         if self.fallback_:
             return np.full(len(X), self.constant_)
         return np.clip(self.calibrator_.predict(self.predict_raw(X)), 1e-4, 1 - 1e-4)
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Per-feature log-odds contributions (SHAP values), last column the bias."""
         _check_fitted(self, "booster_")
-        return self.booster_.predict(X[self.feature_names_in_], pred_contrib=True,
-                                     num_iteration=self.best_iteration_)
+        return _predict(self.booster_, X, self.feature_names_in_, pred_contrib=True,
+                        num_iteration=self.best_iteration_)
 
     def feature_importance(self) -> pd.Series:
         _check_fitted(self, "booster_")
@@ -186,11 +245,13 @@ class TimeToCloseModel:
         self.shifts_ = np.array([np.quantile(y_calib - raw[:, k], a) for k, a in enumerate(self.quantiles)])
         return self
 
-    def _raw_quantiles(self, X: pd.DataFrame) -> np.ndarray:
-        return np.column_stack([b.predict(X[self.feature_names_in_], num_iteration=b.best_iteration or None)
+    def _raw_quantiles(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        if isinstance(X, pd.DataFrame) and self.boosters_:  # one conversion for the three boosters
+            X = lgb_matrix(X[self.feature_names_in_], self.boosters_[0].pandas_categorical)
+        return np.column_stack([_predict(b, X, self.feature_names_in_, num_iteration=b.best_iteration or None)
                                 for b in self.boosters_])
 
-    def predict_log_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_log_quantiles(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """(n, 3) log1p(days) quantiles, sorted so P10 <= P50 <= P90."""
         _check_fitted(self, "shifts_")
         q = self._raw_quantiles(X) + self.shifts_

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from features.build import FeatureBuilder
-from features.schema import CanonicalData, DatasetMeta
+from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
 from training.explain import FactorExplainer
-from training.models import cdf_won_by
+from training.models import cdf_won_by, shared_matrix
 
 HORIZONS = (30, 60, 90)
 
@@ -64,33 +64,35 @@ class LeadScorePredictor:
 
     def score_features(self, feats: pd.DataFrame, explain: bool = False) -> pd.DataFrame:
         X = feats[self.feature_names]
-        p = np.asarray(self.close_model.predict_proba(X), dtype=float)
-        out = pd.DataFrame({"deal_id": feats["deal_id"].to_numpy(), "as_of": feats["as_of"].to_numpy()})
-        out["close_probability"] = p
-        out["score"] = np.clip(np.rint(p * 100), 1, 99).astype(int)
-        out["tier"] = self.tiers.assign(p)
+        M = shared_matrix(X, self.close_model, self.time_model) if len(X) else X  # converted once for all boosters
+        p = np.asarray(self.close_model.predict_proba(M), dtype=float)
+        # columns collected in a dict and framed once: per-column inserts cost more than a one-deal score
+        out = {"deal_id": feats["deal_id"].to_numpy(), "as_of": feats["as_of"].to_numpy(),
+               "close_probability": p, "score": np.clip(np.rint(p * 100), 1, 99).astype(int),
+               "tier": self.tiers.assign(p)}
         if self.time_model is not None and len(X):
-            logq = self.time_model.predict_log_quantiles(X)
+            logq = self.time_model.predict_log_quantiles(M)
             for h in HORIZONS:
                 out[f"p_close_within_{h}d"] = p * cdf_won_by(logq, h)
             days = np.expm1(logq)
-            as_of = pd.to_datetime(out["as_of"])
+            as_of = pd.to_datetime(out["as_of"]).to_numpy(dtype=TIMESTAMP_DTYPE)
             for k, name in enumerate(("p10", "p50", "p90")):
                 out[f"close_days_{name}"] = days[:, k]
                 out[f"log_close_days_{name}"] = logq[:, k]
-                out[f"expected_close_date_{name}"] = (as_of + pd.to_timedelta(np.round(days[:, k]), unit="D")).dt.normalize()
+                out[f"expected_close_date_{name}"] = _add_days_normalized(as_of, days[:, k])
         if explain:
-            out["top_factors"] = self.explain(X)
-        return out
+            out["top_factors"] = self.explain(X, M)
+        return pd.DataFrame(out)
 
-    def explain(self, X: pd.DataFrame) -> list[dict]:
+    def explain(self, X: pd.DataFrame, matrix: np.ndarray | None = None) -> list[dict]:
         """Top positive/negative factors per row (LightGBM contributions), or the stage
-        rate as the single factor for the cold-start baseline."""
+        rate as the single factor for the cold-start baseline. `matrix`: X already
+        converted for the close model (`shared_matrix`), to skip a second conversion."""
         if self.explainer is None or not hasattr(self.close_model, "contributions") or len(X) == 0:
             return [{"positive": [], "negative": []} for _ in range(len(X))]
         if getattr(self.close_model, "fallback_", False):
             return [{"positive": [], "negative": []} for _ in range(len(X))]
-        return self.explainer.explain(X, self.close_model.contributions(X))
+        return self.explainer.explain(X, self.close_model.contributions(X if matrix is None else matrix))
 
     def p_won_between(self, scored: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
         """P(won with close date in [start, end)) per scored row, consistent with P(won)."""
@@ -99,6 +101,13 @@ class LeadScorePredictor:
         d0 = ((start - as_of).dt.total_seconds() / 86400).clip(lower=0).to_numpy()
         d1 = ((end - as_of).dt.total_seconds() / 86400).clip(lower=0).to_numpy()
         return scored["close_probability"].to_numpy() * (cdf_won_by(logq, d1) - cdf_won_by(logq, d0))
+
+
+def _add_days_normalized(at: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """(at + round(days) days) at midnight, NaT where days is not finite."""
+    whole = np.where(np.isfinite(days), np.round(days), 0).astype("int64").astype("timedelta64[D]")
+    shifted = (at + whole).astype("datetime64[D]").astype(TIMESTAMP_DTYPE)
+    return np.where(np.isfinite(days), shifted, np.datetime64("NaT")).astype(TIMESTAMP_DTYPE)
 
 
 def default_as_of(as_of) -> pd.Timestamp:
