@@ -190,11 +190,12 @@ class FeatureBuilder:
         names = self._activity_names()
         if data.activities is None:  # unknown, not zero
             return {n: np.full(len(pos), np.nan) for n in names}
-        counts = activity_counts(pos, at, deals, data.activities, self.activity_windows)
+        frame = activity_counts(pos, at, deals, data.activities, self.activity_windows)
+        counts = {n: frame[n].to_numpy() for n in frame.columns}
         mid, long = sorted(self.activity_windows)[-2:]
         earlier_per_window = (counts[f"activities_{long}d"] - counts[f"activities_{mid}d"]) * mid / (long - mid)
         counts["activity_trend"] = counts[f"activities_{mid}d"] / (earlier_per_window + 1.0)
-        return {n: counts[n].to_numpy() for n in names}
+        return {n: counts[n] for n in names}
 
     def _history_features(self, deals: pd.DataFrame, pos, at) -> dict:
         h, n, s = self.history_, len(pos), self.smoothing

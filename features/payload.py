@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import DEAL_OPTIONAL, CanonicalData, DatasetMeta, ValidationResult, validate
+from features.schema import (ACTIVITY_COLUMNS, DEAL_OPTIONAL, EVENT_COLUMNS, CanonicalData, DatasetMeta,
+                             ValidationResult, validate)
 
 NESTED = ("stage_history", "activities")
 DEAL_FIELDS = ["deal_id", "created_at", *[c for c in DEAL_OPTIONAL if c not in ("closed_at", "outcome", "stage")]]
@@ -18,13 +19,10 @@ DEAL_FIELDS = ["deal_id", "created_at", *[c for c in DEAL_OPTIONAL if c not in (
 def canonical_from_records(records: list[dict], meta: DatasetMeta) -> ValidationResult:
     """Validate payload deals (dicts with canonical deal fields, `stage`, optional
     `stage_entered_at`, `expected_close_date`, `stage_history`, `activities`)."""
-    flat = pd.DataFrame([{k: v for k, v in r.items() if k not in NESTED} for r in records])
-    deals = _deals_frame(flat, meta)
+    deals = _deals_frame(records, meta)
     if meta.static:  # a static lead export has no history: attributes only
         return validate(deals, meta)
-    events = _events_frame(records, flat)
-    acts = _activities_frame(records)
-    return validate(deals, meta, stage_events=events, activities=acts)
+    return validate(deals, meta, stage_events=_events_frame(records), activities=_activities_frame(records))
 
 
 def canonical_from_frame(frame: pd.DataFrame, meta: DatasetMeta) -> ValidationResult:
@@ -33,38 +31,50 @@ def canonical_from_frame(frame: pd.DataFrame, meta: DatasetMeta) -> ValidationRe
     return canonical_from_records(records, meta)
 
 
-def _deals_frame(flat: pd.DataFrame, meta: DatasetMeta) -> pd.DataFrame:
-    cols = [c for c in DEAL_FIELDS + list(meta.attributes) if c in flat.columns]
-    deals = flat[cols].copy()
+# Tables are built column by column from the dicts (not pd.DataFrame(records)): the same
+# values and dtypes, without pandas' per-record path, which a one-deal request notices.
+
+def _deals_frame(records: list[dict], meta: DatasetMeta) -> pd.DataFrame:
+    present = set().union(*(r.keys() for r in records)) if records else set()
+    cols = [c for c in DEAL_FIELDS + list(meta.attributes) if c in present]
+    deals = pd.DataFrame({c: [r.get(c) for r in records] for c in cols}, index=pd.RangeIndex(len(records)))
     for name in meta.attributes:  # declared attributes missing from the payload are unknown, not errors
         if name not in deals:
             deals[name] = None
-    if "stage" in flat:
-        deals["stage"] = flat["stage"]
+    if "stage" in present:
+        deals["stage"] = [r.get("stage") for r in records]
     deals["closed_at"] = None
     deals["outcome"] = None
     return deals
 
 
-def _events_frame(records: list[dict], flat: pd.DataFrame) -> pd.DataFrame:
-    rows = []
+def _events_frame(records: list[dict]) -> pd.DataFrame:
+    cols = {c: [] for c in EVENT_COLUMNS}
     for rec in records:
         history = rec.get("stage_history") or []
         if history:
-            rows.extend({"deal_id": rec.get("deal_id"), **h} for h in history)
+            rows = [{"deal_id": rec.get("deal_id"), **h} for h in history]
         elif rec.get("stage") is not None:
-            rows.append({"deal_id": rec.get("deal_id"), "stage": rec.get("stage"),
-                         "entered_at": rec.get("stage_entered_at") or rec.get("created_at"),
-                         "amount": rec.get("amount"), "expected_close_date": rec.get("expected_close_date")})
-    cols = ["deal_id", "stage", "entered_at", "amount", "expected_close_date"]
-    return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame(columns=cols)
+            rows = [{"deal_id": rec.get("deal_id"), "stage": rec.get("stage"),
+                     "entered_at": rec.get("stage_entered_at") or rec.get("created_at"),
+                     "amount": rec.get("amount"), "expected_close_date": rec.get("expected_close_date")}]
+        else:
+            continue
+        for name, values in cols.items():
+            values.extend(row.get(name) for row in rows)
+    return pd.DataFrame(cols)
 
 
 def _activities_frame(records: list[dict]) -> pd.DataFrame | None:
-    rows = [{"deal_id": rec.get("deal_id"), **a} for rec in records for a in (rec.get("activities") or [])]
     if not any("activities" in rec for rec in records):
         return None  # no activity data at all: activity features are missing, not zero
-    return pd.DataFrame(rows, columns=["deal_id", "occurred_at", "type"])
+    cols = {c: [] for c in ACTIVITY_COLUMNS}
+    for rec in records:
+        for act in rec.get("activities") or []:
+            cols["deal_id"].append(rec.get("deal_id"))
+            cols["occurred_at"].append(act.get("occurred_at"))
+            cols["type"].append(act.get("type"))
+    return pd.DataFrame(cols)
 
 
 def payload_records(data: CanonicalData, as_of, deal_ids=None) -> list[dict]:

@@ -95,24 +95,40 @@ def prepare_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stage
     """
     ev = _real_events(deals, stage_events, stages)
     created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
-    first_at = pd.Series(ev["entered_at"].to_numpy()).groupby(ev["deal"].to_numpy()).min()
-    first_at = first_at.reindex(np.arange(len(deals))).to_numpy(dtype=TIMESTAMP_DTYPE)
+    first_at = _first_time(ev["deal"], ev["entered_at"], len(deals))
     implied = np.flatnonzero(~np.isnat(created) & (np.isnat(first_at) | (first_at > created)))
-    ev = pd.concat([pd.DataFrame({"deal": implied, "stage_index": 0, "entered_at": created[implied],
-                                  "amount": np.nan,
-                                  "expected_close_date": np.full(len(implied), np.datetime64("NaT"),
-                                                                 dtype=TIMESTAMP_DTYPE)}),
-                    ev], ignore_index=True)
-    ev = ev.sort_values(["deal", "entered_at"], kind="stable").reset_index(drop=True)
-    return _running_state(ev, len(stages))
+    # plain arrays, not frames: a one-deal request would spend more in pandas than in the arithmetic
+    cols = {"deal": np.r_[implied, ev["deal"]].astype("int64"),
+            "stage_index": np.r_[np.zeros(len(implied), "int64"), ev["stage_index"]].astype("int64"),
+            "entered_at": np.r_[created[implied], ev["entered_at"]].astype(TIMESTAMP_DTYPE),
+            "amount": np.r_[np.full(len(implied), np.nan), ev["amount"]].astype("float64"),
+            "expected_close_date": np.r_[np.full(len(implied), np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE),
+                                         ev["expected_close_date"]].astype(TIMESTAMP_DTYPE)}
+    # sorted by (deal, entered_at), ties in input order, a missing time last (as sort_values does)
+    entered = cols["entered_at"].view("int64")
+    order = np.lexsort((np.where(np.isnat(cols["entered_at"]), np.iinfo("int64").max, entered), cols["deal"]))
+    return _running_state({name: values[order] for name, values in cols.items()}, len(stages))
 
 
-def _real_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]) -> pd.DataFrame:
+def _first_time(deal: np.ndarray, at: np.ndarray, n_deals: int) -> np.ndarray:
+    """Earliest non-missing time per deal position (NaT for a deal with none)."""
+    first = np.full(n_deals, np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
+    known = ~np.isnat(at)
+    deal, at = deal[known], at[known]
+    order = np.lexsort((at.view("int64"), deal))
+    deal, at = deal[order], at[order]
+    head = np.r_[True, deal[1:] != deal[:-1]] if len(deal) else np.zeros(0, bool)
+    first[deal[head]] = at[head]
+    return first
+
+
+def _real_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]
+                 ) -> dict[str, np.ndarray]:
     cols = {"deal": np.array([], dtype="int64"), "stage_index": np.array([], dtype="int64"),
             "entered_at": np.array([], dtype=TIMESTAMP_DTYPE), "amount": np.array([], dtype="float64"),
             "expected_close_date": np.array([], dtype=TIMESTAMP_DTYPE)}
     if stage_events is None or stage_events.empty:
-        return pd.DataFrame(cols)
+        return cols
     se = stage_events
     deal = deal_positions(deals["deal_id"], se["deal_id"])
     stage = pd.Index(stages).get_indexer(se["stage"].astype("string"))
@@ -125,49 +141,59 @@ def _real_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages:
     amount = se["amount"].to_numpy(dtype="float64") if "amount" in se else np.full(n, np.nan)
     ecd = se["expected_close_date"].to_numpy(dtype=TIMESTAMP_DTYPE) if "expected_close_date" in se \
         else np.full(n, np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
-    return pd.DataFrame({"deal": deal[keep].astype("int64"), "stage_index": stage[keep].astype("int64"),
-                         "entered_at": se["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[keep],
-                         "amount": amount[keep], "expected_close_date": ecd[keep]})
+    return {"deal": deal[keep].astype("int64"), "stage_index": stage[keep].astype("int64"),
+            "entered_at": se["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[keep],
+            "amount": amount[keep], "expected_close_date": ecd[keep]}
 
 
-def _running_state(ev: pd.DataFrame, n_stages: int) -> pd.DataFrame:
+def _running_state(ev: dict[str, np.ndarray], n_stages: int) -> pd.DataFrame:
     """Cumulative per-deal columns on events sorted by (deal, entered_at), all numpy."""
-    deal = ev["deal"].to_numpy()
-    stage = ev["stage_index"].to_numpy()
+    deal = ev["deal"]
+    stage = ev["stage_index"]
+    n = len(deal)
     start = group_starts(deal)
-    first = start == np.arange(len(ev))
-    prev_stage = np.r_[-1, stage[:-1]] if len(ev) else stage
+    first = start == np.arange(n)
+    prev_stage = np.r_[-1, stage[:-1]] if n else stage
     change = ~first & (stage != prev_stage)
-    at = ev["entered_at"].to_numpy()
-    ev["spell_start"] = first | change
-    ev["stage_entered_at"] = at[_ffill_index(first | change, start)]
-    ev["stage_changes"] = group_cumsum(change.astype("float64"), start)
-    ev["stage_regressions"] = group_cumsum((change & (stage < prev_stage)).astype("float64"), start)
+    at = ev["entered_at"]
+    out = {"deal": deal, "stage_index": stage.astype("float64"), "entered_at": at, "amount": ev["amount"],
+           "expected_close_date": None,  # filled below; keeps the column order of the input
+           "spell_start": first | change,
+           "stage_entered_at": at[_ffill_index(first | change, start)],
+           "stage_changes": group_cumsum(change.astype("float64"), start),
+           "stage_regressions": group_cumsum((change & (stage < prev_stage)).astype("float64"), start)}
     offset = deal.astype("int64") * n_stages
-    ev["furthest_stage_index"] = (np.maximum.accumulate(offset + stage) - offset).astype("float64") \
-        if len(ev) else np.zeros(0)
+    out["furthest_stage_index"] = (np.maximum.accumulate(offset + stage) - offset).astype("float64") \
+        if n else np.zeros(0)
 
-    amount = ev["amount"].to_numpy()
-    known, prev_known = _known_and_previous(~np.isnan(amount), start)
-    ev["event_amount"] = _take(amount, known)
-    seen = group_cumsum((~np.isnan(amount)).astype("float64"), start)
-    ev["first_amount"] = _take(amount, _ffill_index(~np.isnan(amount) & (seen == 1), start))
+    amount = ev["amount"]
+    has_amount = ~np.isnan(amount)
+    known, prev_known = _known_and_previous(has_amount, start)
+    out["event_amount"] = _take(amount, known)
+    seen = group_cumsum(has_amount.astype("float64"), start)
+    out["first_amount"] = _take(amount, _ffill_index(has_amount & (seen == 1), start))
     prev_amount = _take(amount, prev_known)
-    ev["amount_changes"] = group_cumsum((~np.isnan(amount) & ~np.isnan(prev_amount)
+    out["amount_changes"] = group_cumsum((has_amount & ~np.isnan(prev_amount)
                                           & (amount != prev_amount)).astype("float64"), start)
-    ev["has_event_amount"] = pd.Series(~np.isnan(amount)).groupby(deal).transform("any").to_numpy() \
-        if len(ev) else np.zeros(0, bool)
+    out["has_event_amount"] = _any_in_run(has_amount, first)
 
-    ecd = ev["expected_close_date"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    ecd = ev["expected_close_date"]
     known, prev_known = _known_and_previous(~np.isnat(ecd), start)
-    ev["expected_close_date"] = _take(ecd, known)
+    out["expected_close_date"] = _take(ecd, known)
     prev_ecd = _take(ecd, prev_known)
     pushed_days = (ecd - prev_ecd) / np.timedelta64(1, "D")
     push = ~np.isnat(ecd) & ~np.isnat(prev_ecd) & (pushed_days > 0)
-    ev["close_date_pushes"] = group_cumsum(push.astype("float64"), start)
-    ev["close_date_days_pushed"] = group_cumsum(np.where(push, pushed_days, 0.0), start)
-    ev["stage_index"] = stage.astype("float64")
-    return ev
+    out["close_date_pushes"] = group_cumsum(push.astype("float64"), start)
+    out["close_date_days_pushed"] = group_cumsum(np.where(push, pushed_days, 0.0), start)
+    return pd.DataFrame(out)
+
+
+def _any_in_run(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per row, whether any row of its run (runs start where `first`) is True."""
+    if not len(values):
+        return np.zeros(0, bool)
+    run = np.cumsum(first) - 1
+    return np.logical_or.reduceat(values, np.flatnonzero(first))[run]
 
 
 def _ffill_index(valid: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -245,7 +271,7 @@ def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: pd.DataFrame)
     pos = asof_positions(prepared["deal"].to_numpy(), prepared["entered_at"].to_numpy(), snap_deal, snap_at)
     if (pos < 0).any():  # cannot happen: every deal has an entry at created_at <= T
         raise AssertionError("a snapshot row has no stage state: deal created after its as-of date")
-    return prepared[["has_event_amount"] + STATE_COLUMNS].iloc[pos].reset_index(drop=True)
+    return pd.DataFrame({c: prepared[c].to_numpy()[pos] for c in ["has_event_amount"] + STATE_COLUMNS})
 
 
 def activity_counts(snap_deal: np.ndarray, snap_at: np.ndarray, deals: pd.DataFrame,

@@ -9,8 +9,11 @@ through the same validator as ingestion.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Literal, Optional
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Timestamp = dt.datetime  # ISO 8601; a timezone offset is converted to UTC
@@ -163,3 +166,106 @@ class ErrorResponse(BaseModel):
 
 def _utc(t: dt.datetime) -> dt.datetime:
     return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t
+
+
+# --- fast response rendering ------------------------------------------------------
+
+def score_response_json(model_version: int, as_of, deals: list[dict]) -> bytes:
+    """The JSON body of `ScoreResponse(model_version=..., as_of=..., deals=...)`, written
+    without building and validating a pydantic model per deal and factor (~60 ms for
+    1,000 deals). The rows come from our own scoring code; anything this writer is not
+    sure to render as pydantic would (NaN, an unexpected type, a date with a time part)
+    falls back to pydantic, whose output is the reference (tests/serving/test_fast_json.py)."""
+    try:
+        body = {"model_version": int(model_version), "as_of": _datetime_json(as_of),
+                "deals": [_scored_deal_json(d) for d in deals]}
+        return json.dumps(body, allow_nan=False, separators=(",", ":"), default=_refuse).encode()
+    except (TypeError, ValueError):
+        return ScoreResponse(model_version=model_version, as_of=as_of, deals=deals).model_dump_json().encode()
+
+
+def _field_writers() -> list[tuple[str, object, object]]:
+    """(name, default, writer) per ScoredDeal field, in the model's order."""
+    writers = {"as_of": _datetime_json, "score": _int_json, "model_version": _int_json, "deal_id": _str_json,
+               "tier": _str_json, "top_factors": _factors_json, "warnings": lambda v: [_str_json(w) for w in v]}
+    out = []
+    for name, info in ScoredDeal.model_fields.items():
+        if name.startswith("expected_close_date_"):
+            writer = _date_json
+        elif info.annotation in (float, Optional[float]):
+            writer = _float_json
+        else:
+            writer = writers[name]  # a new field needs a writer here (KeyError at import otherwise)
+        out.append((name, info.get_default(call_default_factory=True), writer))
+    return out
+
+
+def _scored_deal_json(row: dict) -> dict:
+    out = {}
+    for name, default, writer in _WRITERS:
+        value = row.get(name, default)
+        out[name] = None if value is None else writer(value)
+    if out["tier"] not in ("hot", "warm", "cold") or not 1 <= out["score"] <= 99:
+        raise ValueError("not a valid ScoredDeal")  # let pydantic report it
+    return out
+
+
+def _factors_json(value: dict) -> dict:
+    return {side: [_factor_json(f) for f in value[side]] for side in ("positive", "negative")}
+
+
+def _factor_json(factor: dict) -> dict:
+    value = factor.get("value")
+    if not (value is None or type(value) in (str, int, float)):
+        raise TypeError(f"factor value of type {type(value).__name__}")
+    return {"feature": _str_json(factor["feature"]), "value": value, "impact": _float_json(factor["impact"]),
+            "sentence": _str_json(factor["sentence"])}
+
+
+def _str_json(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return str(value)
+
+
+def _int_json(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError("not an integer")
+    return int(value)
+
+
+def _float_json(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError("not a number")
+    return float(value)  # NaN/inf: json.dumps(allow_nan=False) refuses, pydantic writes null
+
+
+def _datetime_json(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, pd.Timestamp):
+        if value.tzinfo is not None or value.nanosecond:
+            raise TypeError("timestamp with a zone or nanoseconds")
+        value = value.to_pydatetime()
+    if not isinstance(value, dt.datetime) or value.tzinfo is not None:
+        raise TypeError("not a naive datetime")
+    return value.isoformat()
+
+
+def _date_json(value) -> str:
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, dt.datetime):
+        if value.time() != dt.time(0) or value.tzinfo is not None:
+            raise ValueError("a date with a time part")
+        value = value.date()
+    if not isinstance(value, dt.date):
+        raise TypeError("not a date")
+    return value.isoformat()
+
+
+def _refuse(value):
+    raise TypeError(f"{type(value).__name__} is not written by the fast path")
+
+
+_WRITERS = _field_writers()

@@ -77,7 +77,7 @@ class FactorExplainer:
         order = np.argsort(contrib, axis=1)
         cols = list(X.columns)
         stages = X[self.stage_column].astype("string").to_numpy() if self.stage_column in X else [None] * len(X)
-        values = X.astype(object).to_numpy()  # one conversion, not a pandas row per deal
+        values = X.to_numpy(dtype=object)  # one conversion, not a pandas row per deal
         out = []
         for i in range(len(X)):
             row = values[i]

@@ -16,6 +16,8 @@ Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
 # Below this many rows a prediction runs on one thread: starting OpenMP's team costs more
 # (~5-10 ms on a busy machine) than walking a few hundred trees for a request's deals.
 SINGLE_THREAD_ROWS = 5000
+# SHAP contributions cost ~0.3 ms a row (TreeSHAP), so threads pay off much sooner.
+SINGLE_THREAD_CONTRIB_ROWS = 100
 
 
 def _check_fitted(model, attr: str) -> None:
@@ -25,39 +27,62 @@ def _check_fitted(model, attr: str) -> None:
 
 def lgb_matrix(X: pd.DataFrame, pandas_categorical: list | None) -> np.ndarray:
     """X as LightGBM's own pandas conversion makes it: categorical columns as codes of the
-    training categories (missing or unseen -> NaN), everything float64.
+    training categories (missing or unseen -> NaN), the float64 columns as they are.
 
     Done once per request and shared by the five predict calls (close, contributions and
     three quantiles) instead of LightGBM repeating its slower generic conversion in each.
+    Only for frames whose other columns are all float64 (see `matrix_ready`): LightGBM
+    would pick another matrix dtype for, say, float32 columns.
     """
-    cats = iter(pandas_categorical or [])
+    is_cat = [isinstance(dtype, pd.CategoricalDtype) for dtype in X.dtypes]
+    if len(pandas_categorical or []) != sum(is_cat):
+        raise ValueError(f"the feature frame has {sum(is_cat)} categorical columns; the model was trained "
+                         f"with {len(pandas_categorical or [])}")
     out = np.empty((len(X), X.shape[1]), dtype="float64")
-    for j, (name, column) in enumerate(X.items()):
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            train = next(cats, None)
-            if train is None:
-                raise ValueError("the feature frame has more categorical columns than the model was trained with")
-            if not _same_levels(column.cat.categories, train):
-                column = column.cat.set_categories(train)
-            codes = column.cat.codes.to_numpy()
-            out[:, j] = np.where(codes >= 0, codes, np.nan)
-        else:
-            out[:, j] = column.to_numpy(dtype="float64", na_value=np.nan)
-    if next(cats, None) is not None:
-        raise ValueError("the feature frame has fewer categorical columns than the model was trained with")
+    numeric = [j for j, cat in enumerate(is_cat) if not cat]
+    if numeric:  # one block conversion: per-column access costs ~20 us a column
+        out[:, numeric] = X.iloc[:, numeric].to_numpy(dtype="float64", na_value=np.nan)
+    for j, train in zip([j for j, cat in enumerate(is_cat) if cat], pandas_categorical or []):
+        column = X.iloc[:, j]
+        if not _same_levels(column.cat.categories, train):
+            column = column.cat.set_categories(train)
+        codes = column.cat.codes.to_numpy()
+        out[:, j] = np.where(codes >= 0, codes, np.nan)
     return out
 
 
+def matrix_ready(X: pd.DataFrame) -> bool:
+    """Whether `lgb_matrix` gives exactly LightGBM's conversion: categoricals plus float64."""
+    return all(isinstance(dtype, pd.CategoricalDtype) or dtype == np.float64 for dtype in X.dtypes)
+
+
 def _same_levels(levels: pd.Index, train: list) -> bool:
-    return len(levels) == len(train) and levels.equals(pd.Index(train, dtype=levels.dtype))
+    return len(levels) == len(train) and levels.equals(_train_index(train, levels.dtype))
+
+
+_TRAIN_INDEXES: dict[tuple[int, str], tuple[list, pd.Index]] = {}
+
+
+def _train_index(train: list, dtype) -> pd.Index:
+    """The booster's category list as an Index, built once per list (it lives as long as its
+    booster; the cache holds the list too, so its id cannot be reused by another)."""
+    key = (id(train), str(dtype))
+    found = _TRAIN_INDEXES.get(key)
+    if found is None or found[0] is not train:
+        if len(_TRAIN_INDEXES) > 256:  # many models loaded over time: start afresh
+            _TRAIN_INDEXES.clear()
+        found = _TRAIN_INDEXES[key] = (train, pd.Index(train, dtype=dtype))
+    return found[1]
 
 
 def _predict(booster: lgb.Booster, X: pd.DataFrame | np.ndarray, feature_names: list[str], **kwargs) -> np.ndarray:
     """booster.predict on a frame (converted here) or on an `lgb_matrix` already made;
     one thread for request-sized inputs."""
-    if isinstance(X, pd.DataFrame):
+    if isinstance(X, pd.DataFrame) and matrix_ready(X[feature_names]):
         X = lgb_matrix(X[feature_names], booster.pandas_categorical)
-    if len(X) <= SINGLE_THREAD_ROWS:
+    elif isinstance(X, pd.DataFrame):
+        X = X[feature_names]  # LightGBM converts it
+    if len(X) <= (SINGLE_THREAD_CONTRIB_ROWS if kwargs.get("pred_contrib") else SINGLE_THREAD_ROWS):
         kwargs["num_threads"] = 1
     return booster.predict(X, **kwargs)
 
@@ -75,7 +100,8 @@ def shared_matrix(X: pd.DataFrame, *models) -> pd.DataFrame | np.ndarray:
         if any(b is None for b in found):
             return X
         boosters.extend(found)
-    if not boosters or any(b.pandas_categorical != boosters[0].pandas_categorical for b in boosters[1:]):
+    if not boosters or any(b.pandas_categorical != boosters[0].pandas_categorical for b in boosters[1:]) \
+            or not matrix_ready(X):
         return X
     return lgb_matrix(X, boosters[0].pandas_categorical)
 
@@ -113,35 +139,39 @@ def choose_calibrator(raw: np.ndarray, y: np.ndarray, method: str = "auto") -> t
     """Pick Platt or isotonic by 2-fold cross-validated Brier on the calibration fold.
 
     Folds alternate rows in time order so both halves see the whole calibration period.
-    Returns the chosen name and the cross-validated Brier of each candidate (and of the
-    constant, used by the no-signal guard).
+    Returns the chosen name and the cross-validated Brier of each candidate, of the
+    constant, and `signal_z`: the chosen calibrator's mean Brier improvement over the
+    constant in standard errors (the no-signal guard's statistic).
     """
     candidates = list(CALIBRATORS) if method == "auto" else [method]
     halves = [np.arange(len(y)) % 2 == k for k in (0, 1)]
-    scores = {}
+    preds = {}
     for name in candidates:
-        preds = np.empty(len(y))
+        preds[name] = np.empty(len(y))
         for fit_mask in halves:
             cal = CALIBRATORS[name]().fit(raw[fit_mask], y[fit_mask])
-            preds[~fit_mask] = cal.predict(raw[~fit_mask])
-        scores[name] = _brier(y, preds)
+            preds[name][~fit_mask] = cal.predict(raw[~fit_mask])
     constant = np.empty(len(y))
     for fit_mask in halves:
         constant[~fit_mask] = y[fit_mask].mean()
+    scores = {name: _brier(y, p) for name, p in preds.items()}
     scores["constant"] = _brier(y, constant)
     best = min(candidates, key=scores.get)
+    gain = (constant - y) ** 2 - (preds[best] - y) ** 2
+    scores["signal_z"] = float(gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain)) + 1e-12))
     return best, scores
 
 
 class CloseProbabilityModel:
     """LightGBM P(won | open at T), early-stopped on the validation fold and calibrated on a
-    later fold. Falls back to the calibration-fold base rate when the model does not beat
-    it there (data with no signal), so Brier skill stays >= 0 instead of fitting noise."""
+    later fold. Falls back to the training base rate when the calibrated model does not beat
+    a constant on the calibration fold (data with no signal), so its Brier skill is 0 instead
+    of negative from fitting noise."""
 
     def __init__(self, n_estimators: int = 3000, learning_rate: float = 0.03, num_leaves: int = 31,
                  min_child_samples: int = 200, reg_lambda: float = 5.0, feature_fraction: float = 0.8,
                  bagging_fraction: float = 0.8, early_stopping_rounds: int = 100,
-                 calibration: str = "auto", random_state: int = 0, n_jobs: int = 2):
+                 calibration: str = "auto", min_signal_z: float = 4.0, random_state: int = 0, n_jobs: int = 2):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -151,6 +181,7 @@ class CloseProbabilityModel:
         self.bagging_fraction = bagging_fraction
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
+        self.min_signal_z = min_signal_z
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -175,8 +206,11 @@ class CloseProbabilityModel:
         raw = self.predict_raw(X_calib)
         self.calibration_method_, self.calibration_scores_ = choose_calibrator(raw, y_calib, self.calibration)
         self.calibrator_ = CALIBRATORS[self.calibration_method_]().fit(raw, y_calib)
-        self.fallback_ = self.calibration_scores_[self.calibration_method_] >= self.calibration_scores_["constant"]
-        self.constant_ = float(y_calib.mean())
+        # keep the model only if it beats a constant clearly (rows of one deal are correlated,
+        # hence a stricter bar than 2 standard errors)
+        self.fallback_ = self.calibration_scores_["signal_z"] < self.min_signal_z
+        # the fallback is the training base rate: exactly the reference of the Brier skill
+        self.constant_ = self.base_rate_
         return self
 
     def predict_raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -246,8 +280,8 @@ class TimeToCloseModel:
         return self
 
     def _raw_quantiles(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        if isinstance(X, pd.DataFrame) and self.boosters_:  # one conversion for the three boosters
-            X = lgb_matrix(X[self.feature_names_in_], self.boosters_[0].pandas_categorical)
+        if isinstance(X, pd.DataFrame) and self.boosters_ and matrix_ready(X[self.feature_names_in_]):
+            X = lgb_matrix(X[self.feature_names_in_], self.boosters_[0].pandas_categorical)  # once for the three
         return np.column_stack([_predict(b, X, self.feature_names_in_, num_iteration=b.best_iteration or None)
                                 for b in self.boosters_])
 

@@ -55,7 +55,10 @@ def example_input(data, n: int = 3) -> pd.DataFrame:
     for col in sample.columns:
         if pd.api.types.is_datetime64_any_dtype(sample[col]):
             sample[col] = sample[col].dt.strftime("%Y-%m-%dT%H:%M:%S")
-    return sample.astype({c: "object" for c in sample.columns if sample[c].dtype == "string"})
+    # integers cannot hold missing values in an MLflow schema: declare numbers as doubles
+    ints = {c: "float64" for c in sample.columns if pd.api.types.is_integer_dtype(sample[c])}
+    strings = {c: "object" for c in sample.columns if sample[c].dtype == "string"}
+    return sample.astype({**ints, **strings})
 
 
 def log_predictor(predictor, data, name: str = "model") -> mlflow.models.model.ModelInfo:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import FeatureBuilder, build_training_set
+from features.errors import NotEnoughData
 from features.schema import CanonicalData
 from features.snapshots import as_of_grid
 from training import evaluate as ev
@@ -55,6 +56,7 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
     step("point-in-time training set")
     feats, labels, builder, folds = _training_set(data, config)
     fold_labels = _fold_labels(data, feats, labels, folds)
+    _check_folds(feats, fold_labels, folds)
     messages = []
     counts = _class_counts(data, folds.label_cutoffs[0])
     cold = min(counts.values()) < config.min_class_count
@@ -100,6 +102,17 @@ def _fold_labels(data: CanonicalData, feats: pd.DataFrame, labels: pd.DataFrame,
     return out
 
 
+def _check_folds(feats: pd.DataFrame, fold_labels: pd.Series, folds: TimeFolds) -> None:
+    """Every fold needs resolved rows of both outcomes, or no fold can be evaluated."""
+    for name, start, end in zip(FOLDS, folds.starts, folds.ends):
+        y = fold_labels[_rows(feats, fold_labels, name)]
+        if y.nunique() < 2:
+            raise NotEnoughData(
+                f"the {name} fold ({start.date()} to {end.date()}) has {len(y)} resolved snapshot rows "
+                f"and {int(y.sum()) if len(y) else 0} wins: too few outcomes to train and evaluate on; "
+                f"supply a longer history (or, in a backtest, start from later origins)")
+
+
 def _class_counts(data: CanonicalData, cutoff: pd.Timestamp) -> dict:
     closed = data.deals[data.deals["closed_at"] < cutoff]
     return {"won": int((closed["outcome"] == "won").sum()), "lost": int((closed["outcome"] == "lost").sum())}
@@ -112,6 +125,8 @@ def _rows(feats: pd.DataFrame, fold_labels: pd.Series, fold: str) -> np.ndarray:
 def _fit_close_model(feats, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig):
     names = builder.feature_names_
     tr = _rows(feats, fold_labels, "train")
+    if cold:  # nothing is tuned on valid/calib, so the baseline learns from every fold but test
+        tr = tr | _rows(feats, fold_labels, "valid") | _rows(feats, fold_labels, "calib")
     if cold and "stage" in names:
         return StageRateBaseline().fit(feats.loc[tr, names], fold_labels[tr].to_numpy())
     if cold:  # static export: no stage, so the frequency model stands in for the stage rate
@@ -131,6 +146,7 @@ def _fit_time_model(feats, labels, fold_labels, builder: FeatureBuilder, cold: b
     tr = _won_rows(feats, labels, fold_labels, "train")
     days = labels["days_to_close"]
     if cold:
+        tr = tr | _won_rows(feats, labels, fold_labels, "valid") | _won_rows(feats, labels, fold_labels, "calib")
         return StageTimeBaseline().fit(feats.loc[tr, names], days[tr].to_numpy())
     va, ca = (_won_rows(feats, labels, fold_labels, f) for f in ("valid", "calib"))
     model = TimeToCloseModel(random_state=config.seed, n_jobs=config.n_jobs, **config.time_params)
