@@ -100,7 +100,10 @@ def future_errors(data: CanonicalData, ids: list[str], as_of: pd.Timestamp) -> l
     for table, col, name in checks:
         if table is None or table.empty:
             continue
-        late = table.loc[table[col] > as_of]
+        is_late = table[col].to_numpy() > np.datetime64(as_of)
+        if not is_late.any():  # the usual case: skip pandas' selection and grouping
+            continue
+        late = table.loc[is_late]
         for deal_id, first in late.groupby("deal_id", sort=False)[col].min().items():
             where = f"deals[{position.get_loc(deal_id)}].{name}"
             out.append({"field": where, "message": f"{first.isoformat()} is after as_of {as_of.isoformat()}: "
@@ -116,7 +119,7 @@ def unknown_category_warnings(deals: pd.DataFrame, categories: dict[str, pd.Inde
         levels = categories.get(attribute_features.get(col, col))
         if levels is None or col == "stage":
             continue
-        values = deals[col].astype("string")
+        values = deals[col] if isinstance(deals[col].dtype, pd.StringDtype) else deals[col].astype("string")
         unseen = np.flatnonzero(values.notna().to_numpy() & (levels.get_indexer(values) < 0))
         for pos in unseen:
             warnings.setdefault(int(pos), []).append(f"{col} '{values.iat[pos]}' was not seen in training; "
