@@ -17,8 +17,15 @@ from features import history as hist
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
-from features.snapshots import (as_of_grid, as_of_timestamps, activity_counts, deal_positions,
-                                prepare_events, snapshot_positions, state_at)
+from features.snapshots import (
+    activity_counts,
+    as_of_grid,
+    as_of_timestamps,
+    deal_positions,
+    prepare_events,
+    snapshot_positions,
+    state_at,
+)
 
 RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
 STAGE_FEATURES = ["stage_index", "furthest_stage_index", "days_in_stage", "deal_age_days",

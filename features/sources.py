@@ -21,7 +21,7 @@ from features.dataset import write_dataset
 from features.errors import MappingError
 from features.mapping import DATE_COLUMNS, Mapping, TableSpec, load_mapping
 from features.readers import read_sources
-from features.schema import DatasetMeta, Reason, empty_rejects, parse_timestamps, validate
+from features.schema import DatasetMeta, Reason, parse_timestamps, validate
 
 TABLE_ORDER = ("deals", "stage_events", "activities", "accounts")
 MOSTLY_BAD = 0.5  # share of unparseable dates above which the format, not the rows, is wrong

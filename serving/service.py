@@ -15,6 +15,7 @@ import sys
 import bentoml
 import numpy as np
 import pandas as pd
+from starlette.responses import Response
 
 from features.errors import LeadscoreError
 from features.payload import canonical_from_records
@@ -22,7 +23,6 @@ from serving import errors
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.loader import ServingConfig, check_champion, load_predictor
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse, score_response_json
-from starlette.responses import Response
 
 log = logging.getLogger("leadscore.serving")
 TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)

@@ -22,8 +22,8 @@ from scipy.special import expit, logit
 from features.errors import LeadscoreError, NotEnoughData
 from features.schema import CanonicalData
 from features.timetravel import truncate_at
+from training.forecast_risk import risk_list, target_report
 from training.models import cdf_won_by, lognormal_params
-from training.forecast_risk import due_in, read_targets, risk_list, target_report
 from training.newdeals import ALL, NewDealModel
 from training.periods import DAY, FREQS, make_periods
 

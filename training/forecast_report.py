@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import LeadscoreError
-from training.forecast import Forecast, ForecastConfig, forecast, read_targets
+from training.forecast import Forecast, ForecastConfig, forecast
+from training.forecast_risk import read_targets
 
 FORMATS = {".csv", ".json", ".html"}
 

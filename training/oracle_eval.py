@@ -5,7 +5,6 @@ predictor; the models never see it.
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from features.schema import CanonicalData

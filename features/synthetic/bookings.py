@@ -10,8 +10,14 @@ from features.errors import NotEnoughData
 from features.schema import CanonicalData
 from features.synthetic.oracle import days_since_start, open_deal_states, spell_posterior, truth_params
 from features.synthetic.params import ADVANCE, REGRESS, GeneratorParams
-from features.synthetic.population import (creation_intensity, make_population, sample_creation_days,
-                                           sample_deals, sample_latent, window_days)
+from features.synthetic.population import (
+    creation_intensity,
+    make_population,
+    sample_creation_days,
+    sample_deals,
+    sample_latent,
+    window_days,
+)
 from features.synthetic.process import dwell_scale, final_log_amount_change, simulate
 
 PATHS_PER_BLOCK = 1_000_000  # bounds memory: open deals x sims simulated per block

@@ -14,10 +14,15 @@ from features.dataset import write_dataset
 from features.errors import LeadscoreError
 from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta, validate
 from features.synthetic.activities import build_activities
-from features.synthetic.params import (ACTIVITY_TYPES, INDUSTRIES, PRODUCTS, REGIONS, SEGMENTS,
-                                       SOURCES, STAGES, GeneratorParams)
-from features.synthetic.population import (creation_intensity, make_population, sample_creation_days,
-                                           sample_deals, sample_latent, window_days)
+from features.synthetic.params import ACTIVITY_TYPES, INDUSTRIES, PRODUCTS, REGIONS, SEGMENTS, SOURCES, STAGES, GeneratorParams
+from features.synthetic.population import (
+    creation_intensity,
+    make_population,
+    sample_creation_days,
+    sample_deals,
+    sample_latent,
+    window_days,
+)
 from features.synthetic.process import absorption_probability, simulate
 from features.synthetic.timeline import build_events
 

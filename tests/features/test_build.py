@@ -6,13 +6,13 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from histories import DATA_END, STAGES, make_data, random_history
 from sklearn.exceptions import NotFittedError
 
 from features.build import FeatureBuilder, build_training_set, features
 from features.dataset import write_dataset
 from features.errors import SchemaError
 from features.schema import CanonicalData, DatasetMeta
-from histories import DATA_END, STAGES, make_data, random_history
 
 DATES = pd.date_range("2024-01-08", DATA_END, freq="W-MON")
 

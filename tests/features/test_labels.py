@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from histories import DATA_END, make_data, random_history
 
 from features.build import build_training_set
 from features.labels import make_labels, static_labels
 from features.schema import CanonicalData, DatasetMeta
-from histories import DATA_END, make_data, random_history
 
 T = pd.Timestamp("2024-04-01")  # DATA_END is 2024-05-30: 59 days observed after T
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from histories import DATA_END, STAGES, deal_end, histories, hours, make_data, random_history
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.build import FeatureBuilder
-from histories import DATA_END, STAGES, deal_end, histories, hours, make_data, random_history
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

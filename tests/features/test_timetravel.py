@@ -1,11 +1,11 @@
 """truncate_at: the dataset as known at a past date, and features unchanged by the future."""
 from __future__ import annotations
 
+import models_cache
 import numpy as np
 import pandas as pd
 import pytest
 
-import models_cache
 from features.build import FeatureBuilder
 from features.errors import NotEnoughData
 from features.timetravel import truncate_at

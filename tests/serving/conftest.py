@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import models_cache
 import pandas as pd
 import pytest
-
-import models_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-" + "x" * 24

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 
+import models_cache
 import numpy as np
 import pandas as pd
 import pytest
 
-import models_cache
 from features.payload import canonical_from_records, payload_records
 from serving.errors import unknown_category_warnings
 from serving.schemas import ScoreRequest, ScoreResponse, score_response_json

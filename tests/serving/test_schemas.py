@@ -6,9 +6,9 @@ import math
 import pytest
 from pydantic import ValidationError
 
+from serving.auth import AuthConfigError, bearer_token, key_is_valid, load_api_keys
 from serving.errors import field_path, pydantic_errors, reshape_400
 from serving.loader import ConfigError, ServingConfig
-from serving.auth import AuthConfigError, bearer_token, key_is_valid, load_api_keys
 from serving.schemas import Deal, ScoreRequest
 
 DEAL = {"deal_id": "D1", "created_at": "2024-01-01T00:00:00", "stage": "lead", "amount": 100.0}

@@ -5,11 +5,11 @@ import copy
 import json
 
 import httpx
+import models_cache
 import numpy as np
 import pandas as pd
 import pytest
 
-import models_cache
 from features.payload import canonical_from_records
 
 AS_OF = "2024-10-01T00:00:00"

@@ -2,9 +2,8 @@
 the predictor trained on it (tests/models_cache.py, trained once per process)."""
 from __future__ import annotations
 
-import pytest
-
 import models_cache
+import pytest
 
 
 @pytest.fixture(scope="session")

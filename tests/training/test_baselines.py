@@ -6,8 +6,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from training.baselines import (LogisticBaseline, NaiveBayesBaseline, StageRateBaseline,
-                                default_baselines)
+from training.baselines import LogisticBaseline, NaiveBayesBaseline, StageRateBaseline, default_baselines
 from training.evaluate import brier_skill, roc_auc
 
 STAGES = np.array(["lead", "qualified", "proposal", "negotiation"])

@@ -164,7 +164,7 @@ def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
 
 
 def test_targets_file_keeps_region_na(tmp_path):
-    from training.forecast import read_targets
+    from training.forecast_risk import read_targets
 
     path = tmp_path / "targets.csv"
     path.write_text("period,region,target\n2024-06,NA,500000\n")

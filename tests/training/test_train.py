@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import mlflow
+import models_cache
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import models_cache
 from features.dataset import write_dataset
 from features.errors import NotEnoughData
 from features.synthetic import generate
