@@ -56,9 +56,9 @@ def parse_dates_option(value: str) -> list:
         try:
             out.append(pd.Timestamp(part))
         except (ValueError, TypeError):
-            raise typer.BadParameter(f"'{part}' is not a date (use YYYY-MM-DD)") from None
+            raise LeadscoreError(f"--as-of: '{part}' is not a date (use YYYY-MM-DD)") from None
     if not out:
-        raise typer.BadParameter("give at least one date (YYYY-MM-DD[,YYYY-MM-DD...])")
+        raise LeadscoreError("--as-of: give at least one date (YYYY-MM-DD[,YYYY-MM-DD...])")
     return out
 
 

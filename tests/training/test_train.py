@@ -74,6 +74,15 @@ def test_cold_start_registers_the_stage_baseline(local_mlflow_uri, tmp_path):
     assert run.data.params["model_kind"] == "stage_baseline"
 
 
+def test_cli_errors_are_one_line(tmp_path, local_mlflow_uri):
+    runner = CliRunner()
+    for args in (["train", "--data", str(tmp_path / "nowhere")], ["score", "--data", str(tmp_path), "--out", "x.xls"],
+                 ["promote", "7"], ["features", "--data", str(tmp_path), "--as-of", "yesterday", "--out", "f.parquet"]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2, (args, out.output)
+        assert "Traceback" not in out.output and out.output.strip().count("\n") <= 3, out.output
+
+
 def test_too_little_history_is_a_clear_error(tmp_path):
     data, _ = models_cache.small_data()
     short = data.deals[data.deals["created_at"] < data.deals["created_at"].min() + pd.Timedelta(days=60)]
@@ -124,6 +133,14 @@ def test_train_cli_logs_a_run_and_the_gate_refuses_a_worse_model(local_mlflow_ur
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("leadscore", "champion").version) == str(m["model_version"])
     assert client.get_run(weak["run_id"]).data.tags["leadscore.gate"] == "challenger"
+
+    # re-scoring the champion on data (a year before the end: outcomes known since)
+    ev_file = tmp_path / "eval.json"
+    out = CliRunner().invoke(app, ["evaluate", "--data", str(folder), "--metrics-out", str(ev_file)])
+    assert out.exit_code == 0, out.output
+    ev = json.loads(ev_file.read_text())
+    assert ev["model_version"] == m["model_version"] and ev["n_with_outcome"] > 100
+    assert ev["close_probability"]["auc"] > 0.7
 
     # by hand: promote the weak one, then roll back
     assert CliRunner().invoke(app, ["promote", str(weak["model_version"])]).exit_code == 0
