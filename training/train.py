@@ -196,9 +196,9 @@ def _sample_test(feats, fold_labels, builder: FeatureBuilder, n: int = 3000) -> 
 def baseline_models(feature_names: list[str]) -> dict:
     """The baselines every run reports beside the model, on the same folds. A static
     lead export has no stage, so its CRM-classic baseline is absent (not faked)."""
-    cats = [c for c in ("stage", "source", "segment", "product", "region", "owner") if c in feature_names]
     out = {"stage_rate": StageRateBaseline()} if "stage" in feature_names else {}
-    return {**out, "naive_bayes": NaiveBayesBaseline(columns=cats or None), "logistic": LogisticBaseline()}
+    # naive Bayes over the stage and every categorical attribute, as Odoo does
+    return {**out, "naive_bayes": NaiveBayesBaseline(columns=None), "logistic": LogisticBaseline()}
 
 
 def _time_metrics(predictor, feats_te, labels_te, scored) -> dict:
