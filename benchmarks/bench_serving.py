@@ -1,6 +1,9 @@
 """Serving latency and load: /score against the framework's own floor, over loopback.
 
-    MLFLOW_TRACKING_URI=... python -m benchmarks.bench_serving --data DIR [--as-of DATE] [--duration 60]
+    leadscore generate --deals 20000 --seed 0 --out DIR && leadscore train --data DIR
+    python -m benchmarks.bench_serving --data DIR [--as-of DATE] [--duration 60]
+
+(MLFLOW_TRACKING_URI, or the embedded store of the working directory, must hold the champion.)
 
 Starts `bentoml serve` on a free local port with the registry's champion, and measures
 in one run: p50/p99 of the trivial `/ping` endpoint (the floor: routing, auth middleware,
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         proc.wait(timeout=30)
     body = report(rows, load, len(deals), (load_before, os.getloadavg()))
     print(body)
-    record("Serving", body, f"python -m benchmarks.bench_serving --data {args.data} --duration {args.duration:g}")
+    record("Serving", body, f"leadscore generate --deals 20000 --seed 0 --out DIR && leadscore train --data DIR && "
+                            f"python -m benchmarks.bench_serving --data DIR --duration {args.duration:g}")
 
 
 if __name__ == "__main__":
