@@ -14,14 +14,22 @@ import pandas as pd
 GRID = np.linspace(0, 1, 101)
 
 
-def _fmt(value) -> str:
+STAGE_POSITION = {"stage_index": "is in {stage}", "furthest_stage_index": "has reached {stage}"}
+
+
+def _fmt(value, whole: bool = False) -> str:
     if isinstance(value, (float, np.floating)):
         if np.isnan(value):
             return "unknown"
-        if abs(value) >= 100 or float(value).is_integer():
+        if whole or abs(value) >= 100 or float(value).is_integer():
             return f"{value:,.0f}"
         return f"{value:.2f}"
     return str(value)
+
+
+def _whole(feature: str) -> bool:
+    """Counts and day figures read better without decimals."""
+    return "days" in feature or feature.startswith(("activities_", "stage_changes", "close_date_pushes"))
 
 
 class FactorExplainer:
@@ -35,6 +43,8 @@ class FactorExplainer:
     def fit(self, X_won: pd.DataFrame, describe: Callable[[str], str]) -> "FactorExplainer":
         """Learn reference distributions of each numeric feature among won deals."""
         self.labels_ = {c: describe(c) for c in X_won.columns}
+        stage_dtype = X_won[self.stage_column].dtype if self.stage_column in X_won else None
+        self.stages_ = [str(c) for c in stage_dtype.categories] if isinstance(stage_dtype, pd.CategoricalDtype) else []
         self.grids_ = {}
         for col in X_won.columns:
             if pd.api.types.is_numeric_dtype(X_won[col]) and not isinstance(X_won[col].dtype, pd.CategoricalDtype):
@@ -54,20 +64,24 @@ class FactorExplainer:
     def _percentile(self, grid: np.ndarray, value: float) -> int:
         return int(round(100 * np.searchsorted(grid, value, side="right") / len(grid)))
 
-    def sentence(self, feature: str, value, stage: str | None) -> str:
+    def sentence(self, feature: str, value, stage: str | None, impact: float = 0.0) -> str:
         """One short sentence about one feature value, compared with won deals."""
         label = self.labels_.get(feature, feature.replace("_", " "))
-        if feature == self.days_in_stage_column and stage in self.stage_grids_ and np.isfinite(value):
+        known = isinstance(value, (int, float, np.number)) and np.isfinite(value)
+        if feature in STAGE_POSITION and known and 0 <= int(value) < len(self.stages_):
+            return f"the deal {STAGE_POSITION[feature].format(stage=self.stages_[int(value)])}"
+        if feature == self.days_in_stage_column and stage in self.stage_grids_ and known:
             pct = self._percentile(self.stage_grids_[stage], value)
-            return (f"{_fmt(value)} days in {stage}, longer than {pct} % of won deals at that stage"
-                    if pct >= 50 else f"{_fmt(value)} days in {stage}, quicker than {100 - pct} % of won deals")
-        if feature in self.grids_ and isinstance(value, (int, float, np.number)) and np.isfinite(value):
+            return (f"{_fmt(value, True)} days in {stage}, longer than {pct} % of won deals at that stage"
+                    if pct >= 50 else f"{_fmt(value, True)} days in {stage}, quicker than {100 - pct} % of won deals")
+        if feature in self.grids_ and known:
             pct = self._percentile(self.grids_[feature], float(value))
             side = f"higher than {pct} % of won deals" if pct >= 50 else f"lower than {100 - pct} % of won deals"
-            return f"{label}: {_fmt(value)}, {side}"
+            return f"{label}: {_fmt(value, _whole(feature))}, {side}"
         if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
             return f"{label}: not recorded"
-        return f"{label}: {value}"
+        trend = "deals like this win more often" if impact > 0 else "deals like this win less often"
+        return f"{label} is {value}: {trend}"
 
     def explain(self, X: pd.DataFrame, contributions: np.ndarray) -> list[dict]:
         """Top factors per row: {"positive": [...], "negative": [...]}, each item
@@ -98,4 +112,4 @@ class FactorExplainer:
             value = str(value) if value is not None else None
         stage = None if stage is pd.NA or stage is None else str(stage)
         return {"feature": feature, "value": value, "impact": round(float(impact), 4),
-                "sentence": self.sentence(feature, np.nan if value is None else value, stage)}
+                "sentence": self.sentence(feature, np.nan if value is None else value, stage, impact)}
