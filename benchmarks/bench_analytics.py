@@ -50,7 +50,7 @@ def main() -> None:
             f"| `pipeline_metrics` grouped by team ({n_teams} groups + total) | {grouped:.2f} | {grouped / ref:.0f} |\n\n"
             f"Peak RSS {peak_rss_mib():.0f} MiB (includes generation). Best of 2 (total) / 1 (grouped) runs.")
     print(body)
-    record("Pipeline analytics", body, f"python benchmarks/bench_analytics.py --deals {args.deals}")
+    record("Pipeline analytics", body, f"python -m benchmarks.bench_analytics --deals {args.deals}")
 
 
 if __name__ == "__main__":

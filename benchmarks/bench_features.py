@@ -120,7 +120,7 @@ Aim: under 60 s and under 4 GiB -> {"met" if total < 60 and mem.peak < 4 * 2**30
 """
     print(table)
     if not args.no_record:
-        record("Point-in-time features", table, "python benchmarks/bench_features.py " + " ".join(argv or sys.argv[1:]))
+        record("Point-in-time features", table, ("python -m benchmarks.bench_features " + " ".join(argv or sys.argv[1:])).strip())
 
 
 if __name__ == "__main__":
