@@ -52,10 +52,13 @@ serve-source: setup
 demo: train bento serve
 
 # Debian's chromium renders the HTML reports in the browser tests
+# (a failed install is reported loudly; the browser tests then skip and say why)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: install Debian's chromium package for the browser tests"; fi; }
+	  if [ "$$(id -u)" = "0" ]; then \
+	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	    echo "WARNING: could not install chromium: the browser tests will be skipped"; \
+	  else echo "WARNING: chromium missing: install Debian's chromium package for the browser tests"; fi; }
 
 test: setup browser
 	$(BIN)/python -m pytest -q
