@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import free_port, stop_process_group
 
 SERVER_START_TIMEOUT_S = 180  # generous: a loaded 2-core machine needs ~1 min to import MLflow
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -28,18 +21,6 @@ def _healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server and the workers it forked (its own process group)."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +49,7 @@ def mlflow_server(tmp_path_factory) -> str:
             time.sleep(0.5)
         yield url
     finally:
-        _stop(proc)
+        stop_process_group(proc, timeout_s=15)
 
 
 @pytest.fixture(scope="session")

@@ -170,18 +170,19 @@ def _evaluate(predictor: LeadScorePredictor, feats, labels, fold_labels, builder
     test["won"] = fold_labels[te].to_numpy()
     scored = predictor.score_features(feats.loc[te])
     test["model"] = scored["close_probability"].to_numpy()
-    for name, model in baseline_models(names).items():
+    baselines = baseline_models(names)
+    for name, model in baselines.items():
         test[name] = model.fit(X_tr, y_tr).predict_proba(feats.loc[te, names])
     base_rate = float(y_tr.mean())
     cp = ev.classification_report(test["won"].to_numpy(), test["model"].to_numpy(), base_rate,
                                   groups={"stage": test["stage"].to_numpy(), "segment": test["segment"].to_numpy()})
     cp["baselines"] = {name: ev.classification_report(test["won"].to_numpy(), test[name].to_numpy(), base_rate)
-                       for name in baseline_models(names)}
+                       for name in baselines}
     cp["base_rate"] = base_rate
     cp.update(_close_model_details(predictor.close_model))
     metrics = {"close_probability": cp, "n_rows": {f: int(_rows(feats, fold_labels, f).sum()) for f in FOLDS}}
     if predictor.time_model is not None:
-        metrics["time_to_close"] = _time_metrics(predictor, feats.loc[te], labels.loc[te], scored)
+        metrics["time_to_close"] = _time_metrics(labels.loc[te], scored)
         for col in ("close_days_p10", "close_days_p50", "close_days_p90"):
             test[col] = scored[col].to_numpy()
         test["days_to_close"] = labels.loc[te, "days_to_close"].to_numpy()
@@ -201,7 +202,7 @@ def baseline_models(feature_names: list[str]) -> dict:
     return {**out, "naive_bayes": NaiveBayesBaseline(columns=None), "logistic": LogisticBaseline()}
 
 
-def _time_metrics(predictor, feats_te, labels_te, scored) -> dict:
+def _time_metrics(labels_te: pd.DataFrame, scored: pd.DataFrame) -> dict:
     won = (labels_te["won"] == 1).to_numpy() & labels_te["days_to_close"].notna().to_numpy()
     days = labels_te["days_to_close"].to_numpy()[won]
     q = scored[["close_days_p10", "close_days_p50", "close_days_p90"]].to_numpy()[won]

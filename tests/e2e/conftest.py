@@ -3,7 +3,6 @@ and a real `bentoml serve` loading the champion from that server."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-key-" + "y" * 24
@@ -25,14 +25,6 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         pytest.fail(f"leadscore {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return proc
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +46,7 @@ def trained(tmp_path_factory, e2e_env) -> dict:
 @pytest.fixture(scope="session")
 def e2e_service(trained, tmp_path_factory) -> str:
     """Base URL of `bentoml serve` with the champion from the MLflow server."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("e2e_bento") / "bentoml.log"
     env = {**trained["env"], "LEADSCORE_API_KEYS": API_KEY, "LEADSCORE_DATA": str(trained["data_dir"]),
@@ -77,12 +69,7 @@ def e2e_service(trained, tmp_path_factory) -> str:
             time.sleep(0.5)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@ serving a model registered in a temporary SQLite MLflow store."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +12,12 @@ import httpx
 import models_cache
 import pandas as pd
 import pytest
+from processes import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-" + "x" * 24
 START_TIMEOUT_S = 120
 AS_OF = "2024-10-01T00:00:00"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def bentoml_env(tracking_uri: str, data_dir: str | None = None, **extra: str) -> dict:
@@ -54,20 +47,9 @@ def start_service(env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop_service(proc)
+            stop_process_group(proc)
             pytest.fail(f"bentoml serve did not become ready:\n{log_path.read_text(errors='replace')[-3000:]}")
         time.sleep(0.5)
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 def register_small_model(tracking_uri: str, data_dir: Path) -> int:
@@ -103,7 +85,7 @@ def served(tmp_path_factory):
     try:
         yield {"url": url, "api_key": API_KEY, "version": version, "data_dir": root / "data", "log": root / "bentoml.log"}
     finally:
-        stop_service(proc)
+        stop_process_group(proc)
 
 
 @pytest.fixture(scope="session")
