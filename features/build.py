@@ -17,15 +17,8 @@ from features import history as hist
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
-from features.snapshots import (
-    activity_counts,
-    as_of_grid,
-    as_of_timestamps,
-    deal_positions,
-    prepare_events,
-    snapshot_positions,
-    state_at,
-)
+from features.arrays import DealArrays, deal_positions, encode
+from features.snapshots import activity_counts, as_of_grid, as_of_timestamps, event_state, snapshot_positions, state_at
 
 RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
 STAGE_FEATURES = ["stage_index", "furthest_stage_index", "days_in_stage", "deal_age_days",
@@ -89,7 +82,8 @@ class FeatureBuilder:
             self.group_columns_, self.history_ = [], None
         else:
             self.group_columns_ = [c for c in self.group_columns if c in deals and deals[c].notna().any()]
-            prepared = prepare_events(deals, data.stage_events, self.stages_)
+            arrays = DealArrays.from_canonical(deals, data.stage_events, None, self.stages_, {})
+            prepared = event_state(arrays.created_at, arrays.events, len(self.stages_))
             self.history_ = hist.fit_history(deals, prepared, self.group_columns_, data.data_end)
         attrs = list(self.attribute_features_.values())
         self.categorical_features_ = ([] if self.static_ else ["stage"]) + self.raw_categoricals_ \
@@ -121,7 +115,7 @@ class FeatureBuilder:
             raise ValueError("this builder was fitted on a static lead export: use transform_static")
         deals = _checked_deals(data.deals, static=False)
         pos, at = snapshot_positions(deals, as_of_timestamps(as_of))
-        return self._transform_positions(data, deals, pos, at)
+        return self._frame(self.arrays(data, deals), pos, at)
 
     def transform_rows(self, data: CanonicalData, rows: pd.DataFrame) -> pd.DataFrame:
         """Features for explicit (deal_id, as_of) pairs, e.g. each deal at its creation.
@@ -137,30 +131,47 @@ class FeatureBuilder:
         not_open = (at < created) | (~np.isnat(closed) & (closed <= at))
         if not_open.any():
             raise ValueError(f"{int(not_open.sum())} row(s) ask for a deal at a time it was not open")
-        return self._transform_positions(data, deals, pos, at)
-
-    def _transform_positions(self, data: CanonicalData, deals: pd.DataFrame, pos: np.ndarray,
-                             at: np.ndarray) -> pd.DataFrame:
-        order = np.argsort(at, kind="stable")  # output ordered by as_of, a time split's natural order
-        pos, at = pos[order], at[order]
-        state = state_at(pos, at, prepare_events(deals, data.stage_events, self.stages_))
-        cols = {**self._stage_features(state, deals, pos, at), **_amount_features(state, deals, pos),
-                **_close_date_features(state, at), **self._activity_features(data, deals, pos, at),
-                **self._history_features(deals, pos, at), **_calendar_features(at),
-                **self._deal_columns(deals, pos)}
-        return pd.DataFrame({"deal_id": deals["deal_id"].to_numpy()[pos], "as_of": at,
-                             **{name: cols[name] for name in self.feature_names_}})
+        return self._frame(self.arrays(data, deals), pos, at)
 
     def transform_static(self, data: CanonicalData) -> pd.DataFrame:
         """Static mode: one row per lead, raw categoricals and attributes only (as_of = NaT)."""
         self._check_fitted()
         deals = _checked_deals(data.deals, static=True)
-        pos = np.arange(len(deals))
-        out = pd.DataFrame({"deal_id": deals["deal_id"].to_numpy(),
-                            "as_of": np.full(len(deals), np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)})
-        cols = self._deal_columns(deals, pos)
-        return pd.concat([out, pd.DataFrame(cols, index=out.index)[
-            [n for n in self.feature_names_ if n in cols]]], axis=1)
+        at = np.full(len(deals), np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
+        return self._frame(self.arrays(data, deals), np.arange(len(deals)), at)
+
+    def arrays(self, data: CanonicalData, deals: pd.DataFrame | None = None) -> DealArrays:
+        """The canonical tables as the arrays `columns` computes on."""
+        deals = _checked_deals(data.deals, static=self.static_) if deals is None else deals
+        return DealArrays.from_canonical(deals, None if self.static_ else data.stage_events,
+                                         None if self.static_ else data.activities, self.stages_, self.fields())
+
+    def fields(self) -> dict[str, bool]:
+        """Per-deal columns the features read besides ids, dates and amounts: name -> numeric."""
+        out = {col: False for col in [*self.raw_categoricals_, *self.group_columns_]}
+        return {**out, **{attr: kind == "numeric" for attr, kind in self.attributes_.items()}}
+
+    def columns(self, arrays: DealArrays, pos: np.ndarray, at: np.ndarray) -> dict[str, np.ndarray]:
+        """Features of (deal position, as-of) rows as arrays, in `feature_names_` order.
+        Categorical features are int64 codes of `categories_` (-1: missing or unseen).
+        Training and serving both come here; only how `arrays` is made differs."""
+        if self.static_:
+            return self._deal_columns(arrays, pos)
+        state = state_at(pos, at, event_state(arrays.created_at, arrays.events, len(self.stages_)))
+        cols = {**self._stage_features(state, arrays, pos, at), **_amount_features(state, arrays, pos),
+                **_close_date_features(state, at), **self._activity_features(arrays, pos, at),
+                **self._history_features(arrays, pos, at), **_calendar_features(at),
+                **self._deal_columns(arrays, pos)}
+        return {name: cols[name] for name in self.feature_names_}
+
+    def _frame(self, arrays: DealArrays, pos: np.ndarray, at: np.ndarray) -> pd.DataFrame:
+        order = np.argsort(at, kind="stable")  # output ordered by as_of, a time split's natural order
+        pos, at = pos[order], at[order]
+        cols = self.columns(arrays, pos, at)
+        categorical = set(self.categorical_features_)
+        return pd.DataFrame({"deal_id": arrays.deal_id[pos], "as_of": at,
+                             **{name: pd.Categorical.from_codes(values, categories=self.categories_[name])
+                                if name in categorical else values for name, values in cols.items()}})
 
     def describe(self, name: str) -> str:
         """A human label for a feature, for explanations and risk lists."""
@@ -179,43 +190,40 @@ class FeatureBuilder:
             raise NotFittedError("FeatureBuilder is not fitted: call fit(data) first")
 
     # ---- feature groups -----------------------------------------------------------
-    def _stage_features(self, state: pd.DataFrame, deals: pd.DataFrame, pos, at) -> dict:
-        stage = state["stage_index"].to_numpy()
-        days_in_stage = _days(at - state["stage_entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
+    def _stage_features(self, state: dict, arrays: DealArrays, pos, at) -> dict:
+        stage = state["stage_index"]
+        days_in_stage = _days(at - state["stage_entered_at"])
         dwell = hist.lookup(self.history_.dwell, stage.astype("int64"), at, strict=True)
         mean_dwell = dwell["dwell_days"] / dwell["spells"]
-        return {"stage": pd.Categorical.from_codes(stage.astype("int64"), categories=self.categories_["stage"]),
-                "stage_index": stage, "furthest_stage_index": state["furthest_stage_index"].to_numpy(),
-                "days_in_stage": days_in_stage,
-                "deal_age_days": _days(at - deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[pos]),
-                "stage_changes": state["stage_changes"].to_numpy(),
-                "stage_regressions": state["stage_regressions"].to_numpy(),
+        return {"stage": stage.astype("int64"), "stage_index": stage,
+                "furthest_stage_index": state["furthest_stage_index"],
+                "days_in_stage": days_in_stage, "deal_age_days": _days(at - arrays.created_at[pos]),
+                "stage_changes": state["stage_changes"], "stage_regressions": state["stage_regressions"],
                 "stage_mean_dwell_days": mean_dwell,
                 "stage_velocity": days_in_stage / np.where(mean_dwell > 0, mean_dwell, np.nan)}
 
-    def _activity_features(self, data: CanonicalData, deals: pd.DataFrame, pos, at) -> dict:
+    def _activity_features(self, arrays: DealArrays, pos, at) -> dict:
         names = self._activity_names()
-        if data.activities is None:  # unknown, not zero
+        if arrays.activities is None:  # unknown, not zero
             return {n: np.full(len(pos), np.nan) for n in names}
-        frame = activity_counts(pos, at, deals, data.activities, self.activity_windows)
-        counts = {n: frame[n].to_numpy() for n in frame.columns}
+        counts = activity_counts(pos, at, arrays.activities, self.activity_windows)
         mid, long = sorted(self.activity_windows)[-2:]
         earlier_per_window = (counts[f"activities_{long}d"] - counts[f"activities_{mid}d"]) * mid / (long - mid)
         counts["activity_trend"] = counts[f"activities_{mid}d"] / (earlier_per_window + 1.0)
         return {n: counts[n] for n in names}
 
-    def _history_features(self, deals: pd.DataFrame, pos, at) -> dict:
+    def _history_features(self, arrays: DealArrays, pos, at) -> dict:
         h, n, s = self.history_, len(pos), self.smoothing
         total = _known_only(hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True), np.zeros(n, "int64"))
         prior = (total["won"] + 1.0) / (total["won"] + total["lost"] + 2.0)
         out = {"global_win_rate": prior}
         for col in self.group_columns_:
             table, g = h.groups[col], _group_name(col)
-            codes = table.codes(deals[col] if col in deals else None, len(deals))[pos]  # per deal, then rows
+            codes = table.codes(arrays.fields.get(col), len(arrays))[pos]  # per deal, then rows
             past = _known_only(hist.lookup(table, codes, at, strict=True), codes)
-            won, lost = past["won"], past["lost"]
+            won, lost, known = past["won"], past["lost"], codes >= 0  # NaN exactly where unknown
             # an unseen value has no history: its rate is the prior, its counts are unknown
-            out[f"{g}_win_rate"] = hist.smoothed_rate(np.nan_to_num(won), np.nan_to_num(lost), prior, s)
+            out[f"{g}_win_rate"] = hist.smoothed_rate(np.where(known, won, 0.0), np.where(known, lost, 0.0), prior, s)
             out[f"{g}_closed_deals"] = won + lost
             if col == "account_id":
                 out["account_prior_wins"], out["account_prior_losses"] = won, lost
@@ -225,44 +233,36 @@ class FeatureBuilder:
                 out["owner_open_deals"] = _known_only(load, codes)["open_deals"]
         return out
 
-    def _deal_columns(self, deals: pd.DataFrame, pos) -> dict:
-        """Raw categorical columns and declared attributes (known at creation)."""
+    def _deal_columns(self, arrays: DealArrays, pos) -> dict:
+        """Raw categorical columns (as codes) and declared attributes (known at creation)."""
         out = {}
         for col in self.raw_categoricals_:
-            out[col] = self._categorical(col, deals[col] if col in deals else None, pos)
+            out[col] = encode(self.categories_[col], arrays.fields.get(col), len(arrays))[pos]
         for attr, name in self.attribute_features_.items():
-            values = deals[attr] if attr in deals else None
+            values = arrays.fields.get(attr)
             if self.attributes_[attr] == "numeric":
-                out[name] = np.full(len(pos), np.nan) if values is None else \
-                    pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")[pos]
+                out[name] = np.full(len(pos), np.nan) if values is None else values[pos]
             else:
-                out[name] = self._categorical(name, values, pos)
+                out[name] = encode(self.categories_[name], values, len(arrays))[pos]
         return out
 
-    def _categorical(self, name: str, values: pd.Series | None, pos: np.ndarray) -> pd.Categorical:
-        """Per-deal values encoded with the fitted levels, taken for each row (unseen -> NaN)."""
-        levels = self.categories_[name]
-        codes = np.full(len(pos), -1) if values is None else levels.get_indexer(hist.as_string(values))[pos]
-        return pd.Categorical.from_codes(codes, categories=levels)
 
-
-def _amount_features(state: pd.DataFrame, deals: pd.DataFrame, pos) -> dict:
+def _amount_features(state: dict, arrays: DealArrays, pos) -> dict:
     """Latest amount known at T; deals.amount only for deals whose events carry none."""
-    event_amount = state["event_amount"].to_numpy()
-    final = deals["amount"].to_numpy(dtype="float64")[pos]
-    amount = np.where(state["has_event_amount"].to_numpy(dtype=bool), event_amount, final)
-    first = state["first_amount"].to_numpy()
+    event_amount = state["event_amount"]
+    amount = np.where(state["has_event_amount"], event_amount, arrays.amount[pos])
+    first = state["first_amount"]
     return {"amount": amount, "log_amount": np.log1p(amount),
             "amount_change_ratio": event_amount / np.where(first > 0, first, np.nan),
-            "amount_changes": state["amount_changes"].to_numpy()}
+            "amount_changes": state["amount_changes"]}
 
 
-def _close_date_features(state: pd.DataFrame, at: np.ndarray) -> dict:
-    days_to = _days(state["expected_close_date"].to_numpy(dtype=TIMESTAMP_DTYPE) - at)
+def _close_date_features(state: dict, at: np.ndarray) -> dict:
+    days_to = _days(state["expected_close_date"] - at)
     return {"days_to_expected_close": days_to,
             "expected_close_overdue": np.where(np.isnan(days_to), np.nan, (days_to < 0).astype("float64")),
-            "close_date_pushes": state["close_date_pushes"].to_numpy(),
-            "close_date_days_pushed": state["close_date_days_pushed"].to_numpy()}
+            "close_date_pushes": state["close_date_pushes"],
+            "close_date_days_pushed": state["close_date_days_pushed"]}
 
 
 def _calendar_features(at: np.ndarray) -> dict:
@@ -284,7 +284,8 @@ def _days(delta: np.ndarray) -> np.ndarray:
 def _known_only(found: dict[str, np.ndarray], codes: np.ndarray) -> dict[str, np.ndarray]:
     """A known group with nothing before T has zero history; an unseen one has none (NaN)."""
     known = codes >= 0
-    return {name: np.where(known, np.nan_to_num(values, nan=0.0), np.nan) for name, values in found.items()}
+    return {name: np.where(known & ~np.isnan(values), values, np.where(known, 0.0, np.nan))
+            for name, values in found.items()}
 
 
 def _reserved_names() -> set[str]:

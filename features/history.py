@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.arrays import encode
 from features.schema import TIMESTAMP_DTYPE
 from features.snapshots import asof_index, asof_search, group_cumsum, group_starts
 
@@ -26,11 +27,10 @@ class GroupTable:
     levels: pd.Index
     table: pd.DataFrame  # code, at, then running sums within each code
 
-    def codes(self, values: pd.Series | None, n: int) -> np.ndarray:
-        """Codes of `values` (-1 for unseen or missing values: no history, not an error)."""
-        if values is None:
-            return np.full(n, -1, dtype="int64")
-        return self.levels.get_indexer(as_string(values)).astype("int64")
+    def codes(self, values: np.ndarray | None, n: int) -> np.ndarray:
+        """Codes of `values` (object array of str/None; -1 for unseen or missing values: no
+        history, not an error)."""
+        return encode(self.levels, values, n)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The table's columns as numpy arrays, made once: a one-deal request does a dozen
@@ -63,7 +63,7 @@ def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
     return deals.loc[closed].sort_values("closed_at", kind="stable")
 
 
-def fit_history(deals: pd.DataFrame, prepared: pd.DataFrame, group_columns: Sequence[str],
+def fit_history(deals: pd.DataFrame, prepared, group_columns: Sequence[str],
                 data_end: pd.Timestamp) -> History:
     """All history tables from the training data (deals, prepared stage events)."""
     closed = closed_deals(deals, data_end)
@@ -122,21 +122,22 @@ def _cumulative(levels: pd.Index, codes: np.ndarray, at: np.ndarray, values: dic
     return GroupTable(levels=levels, table=frame.loc[last].reset_index(drop=True))
 
 
-def _dwell(deals: pd.DataFrame, prepared: pd.DataFrame, data_end: pd.Timestamp) -> GroupTable:
+def _dwell(deals: pd.DataFrame, prepared, data_end: pd.Timestamp) -> GroupTable:
     """Completed stage spells (ended by the next stage change, or by the deal's close),
     summed per stage in order of the spell's end."""
-    spells = prepared.loc[prepared["spell_start"], ["deal", "stage_index", "entered_at"]]
-    deal = spells["deal"].to_numpy()
+    spell = np.asarray(prepared["spell_start"], dtype=bool)
+    deal = np.asarray(prepared["deal"])[spell]
+    entered = np.asarray(prepared["entered_at"]).astype(TIMESTAMP_DTYPE)[spell]
+    stage = np.asarray(prepared["stage_index"])[spell].astype("int64")
     same_deal_next = np.r_[deal[1:] == deal[:-1], False]
-    next_start = np.r_[spells["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[1:],
-                       np.datetime64("NaT")].astype(TIMESTAMP_DTYPE)
+    next_start = np.r_[entered[1:], np.datetime64("NaT")].astype(TIMESTAMP_DTYPE)
     closed_at = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     closed_at = np.where(closed_at <= np.datetime64(data_end), closed_at, np.datetime64("NaT"))
     end = np.where(same_deal_next, next_start, closed_at[deal]).astype(TIMESTAMP_DTYPE)
-    days = (end - spells["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)) / np.timedelta64(1, "D")
+    days = (end - entered) / np.timedelta64(1, "D")
     done = ~np.isnat(end)
-    n_stages = int(prepared["stage_index"].max()) + 1 if len(prepared) else 0
-    return _cumulative(pd.RangeIndex(n_stages), spells["stage_index"].to_numpy()[done].astype("int64"), end[done],
+    n_stages = int(np.max(prepared["stage_index"])) + 1 if len(prepared["stage_index"]) else 0
+    return _cumulative(pd.RangeIndex(n_stages), stage[done], end[done],
                        {"dwell_days": days[done], "spells": np.ones(done.sum())})
 
 

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from features.errors import NotEnoughData, SchemaError
+from features.arrays import event_arrays
+from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
 DAY = pd.Timedelta(days=1)
@@ -78,36 +79,39 @@ def open_snapshots(deals: pd.DataFrame, as_of: Sequence[pd.Timestamp]) -> pd.Dat
     return out
 
 
-def deal_positions(deal_ids: pd.Series, ids: pd.Series) -> np.ndarray:
-    """Row position in `deal_ids` of each id (-1 when unknown)."""
-    return pd.Index(deal_ids.astype("string")).get_indexer(ids.astype("string"))
-
-
 def prepare_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]
                    ) -> pd.DataFrame:
+    """Per-event running state of each deal, sorted by (deal, entered_at), as a frame
+    (see `event_state`, which the feature code calls on arrays)."""
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    return pd.DataFrame(event_state(created, event_arrays(deals["deal_id"], stage_events, stages), len(stages)))
+
+
+def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: int) -> dict[str, np.ndarray]:
     """Per-event running state of each deal, sorted by (deal, entered_at).
 
-    A deal whose history does not start at created_at is given an implied entry into the
-    first stage at created_at (with no events at all it stays there until it closes).
-    Rows repeating the previous stage are field updates (amount, expected close date).
-    Column `has_event_amount` says whether any of the deal's events carries an amount
-    (if none does, deals.amount is the only amount known).
+    `events`: deal (position, -1 = another deal's), stage_index, entered_at, amount,
+    expected_close_date. A deal whose history does not start at created_at is given an
+    implied entry into the first stage at created_at (with no events at all it stays
+    there until it closes). Rows repeating the previous stage are field updates (amount,
+    expected close date). Column `has_event_amount` says whether any of the deal's
+    events carries an amount (if none does, deals.amount is the only amount known).
     """
-    ev = _real_events(deals, stage_events, stages)
-    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
-    first_at = _first_time(ev["deal"], ev["entered_at"], len(deals))
+    keep = events["deal"] >= 0  # events of deals outside this partition/payload belong to someone else
+    ev = {name: values[keep] for name, values in events.items()}
+    first_at = _first_time(ev["deal"], ev["entered_at"], len(created))
     implied = np.flatnonzero(~np.isnat(created) & (np.isnat(first_at) | (first_at > created)))
-    # plain arrays, not frames: a one-deal request would spend more in pandas than in the arithmetic
-    cols = {"deal": np.r_[implied, ev["deal"]].astype("int64"),
-            "stage_index": np.r_[np.zeros(len(implied), "int64"), ev["stage_index"]].astype("int64"),
-            "entered_at": np.r_[created[implied], ev["entered_at"]].astype(TIMESTAMP_DTYPE),
-            "amount": np.r_[np.full(len(implied), np.nan), ev["amount"]].astype("float64"),
-            "expected_close_date": np.r_[np.full(len(implied), np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE),
-                                         ev["expected_close_date"]].astype(TIMESTAMP_DTYPE)}
+    k = len(implied)  # np.concatenate, not np.r_: a one-deal request notices np.r_'s parsing
+    cols = {"deal": np.concatenate([implied, ev["deal"]]).astype("int64"),
+            "stage_index": np.concatenate([np.zeros(k, "int64"), ev["stage_index"]]).astype("int64"),
+            "entered_at": np.concatenate([created[implied], ev["entered_at"]]).astype(TIMESTAMP_DTYPE),
+            "amount": np.concatenate([np.full(k, np.nan), ev["amount"]]).astype("float64"),
+            "expected_close_date": np.concatenate([np.full(k, np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE),
+                                                   ev["expected_close_date"]]).astype(TIMESTAMP_DTYPE)}
     # sorted by (deal, entered_at), ties in input order, a missing time last (as sort_values does)
     entered = cols["entered_at"].view("int64")
     order = np.lexsort((np.where(np.isnat(cols["entered_at"]), np.iinfo("int64").max, entered), cols["deal"]))
-    return _running_state({name: values[order] for name, values in cols.items()}, len(stages))
+    return _running_state({name: values[order] for name, values in cols.items()}, n_stages)
 
 
 def _first_time(deal: np.ndarray, at: np.ndarray, n_deals: int) -> np.ndarray:
@@ -117,43 +121,19 @@ def _first_time(deal: np.ndarray, at: np.ndarray, n_deals: int) -> np.ndarray:
     deal, at = deal[known], at[known]
     order = np.lexsort((at.view("int64"), deal))
     deal, at = deal[order], at[order]
-    head = np.r_[True, deal[1:] != deal[:-1]] if len(deal) else np.zeros(0, bool)
+    head = _starts(deal)
     first[deal[head]] = at[head]
     return first
 
 
-def _real_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]
-                 ) -> dict[str, np.ndarray]:
-    cols = {"deal": np.array([], dtype="int64"), "stage_index": np.array([], dtype="int64"),
-            "entered_at": np.array([], dtype=TIMESTAMP_DTYPE), "amount": np.array([], dtype="float64"),
-            "expected_close_date": np.array([], dtype=TIMESTAMP_DTYPE)}
-    if stage_events is None or stage_events.empty:
-        return cols
-    se = stage_events
-    deal = deal_positions(deals["deal_id"], se["deal_id"])
-    stage = pd.Index(stages).get_indexer(se["stage"].astype("string"))
-    if (stage < 0).any():
-        bad = sorted(set(se["stage"][stage < 0].astype("string").fillna("<empty>")))[:5]
-        raise SchemaError(f"stage_events has stages {bad} not in the stage order {stages}: add them to "
-                          f"the mapping's 'stages' list, or run the tables through features.schema.validate")
-    keep = deal >= 0  # events of deals outside this partition/payload belong to someone else
-    n = len(se)
-    amount = se["amount"].to_numpy(dtype="float64") if "amount" in se else np.full(n, np.nan)
-    ecd = se["expected_close_date"].to_numpy(dtype=TIMESTAMP_DTYPE) if "expected_close_date" in se \
-        else np.full(n, np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
-    return {"deal": deal[keep].astype("int64"), "stage_index": stage[keep].astype("int64"),
-            "entered_at": se["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[keep],
-            "amount": amount[keep], "expected_close_date": ecd[keep]}
-
-
-def _running_state(ev: dict[str, np.ndarray], n_stages: int) -> pd.DataFrame:
+def _running_state(ev: dict[str, np.ndarray], n_stages: int) -> dict[str, np.ndarray]:
     """Cumulative per-deal columns on events sorted by (deal, entered_at), all numpy."""
     deal = ev["deal"]
     stage = ev["stage_index"]
     n = len(deal)
     start = group_starts(deal)
     first = start == np.arange(n)
-    prev_stage = np.r_[-1, stage[:-1]] if n else stage
+    prev_stage = _shifted(stage, -1)
     change = ~first & (stage != prev_stage)
     at = ev["entered_at"]
     out = {"deal": deal, "stage_index": stage.astype("float64"), "entered_at": at, "amount": ev["amount"],
@@ -185,7 +165,7 @@ def _running_state(ev: dict[str, np.ndarray], n_stages: int) -> pd.DataFrame:
     push = ~np.isnat(ecd) & ~np.isnat(prev_ecd) & (pushed_days > 0)
     out["close_date_pushes"] = group_cumsum(push.astype("float64"), start)
     out["close_date_days_pushed"] = group_cumsum(np.where(push, pushed_days, 0.0), start)
-    return pd.DataFrame(out)
+    return out
 
 
 def _any_in_run(values: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -205,15 +185,31 @@ def _ffill_index(valid: np.ndarray, start: np.ndarray) -> np.ndarray:
 def _known_and_previous(valid: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Latest valid row up to each row, and the latest valid row strictly before it."""
     known = _ffill_index(valid, start)
-    prev = np.r_[-1, known[:-1]] if len(known) else known
+    prev = _shifted(known, -1)
     return known, np.where(prev >= start, prev, -1)
+
+
+def _starts(keys: np.ndarray) -> np.ndarray:
+    """True where a run of equal keys starts."""
+    out = np.empty(len(keys), dtype=bool)
+    out[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=out[1:])
+    return out
+
+
+def _shifted(values: np.ndarray, fill) -> np.ndarray:
+    """values moved one row down, `fill` in the first row."""
+    out = np.empty_like(values)
+    out[:1] = fill
+    out[1:] = values[:-1]
+    return out
 
 
 def group_starts(keys: np.ndarray) -> np.ndarray:
     """For keys sorted into runs, the row where each row's run starts."""
     if not len(keys):
         return np.zeros(0, dtype="int64")
-    first = np.r_[True, keys[1:] != keys[:-1]]
+    first = _starts(keys)
     return np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))
 
 
@@ -247,7 +243,7 @@ def asof_index(keys: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndar
     rank) packed into one int64, ascending because rows are sorted by (key, time)."""
     t = times.astype(TIMESTAMP_DTYPE).view("int64")
     distinct = np.sort(t)  # np.unique hashes, several times slower here
-    distinct = distinct[np.r_[True, distinct[1:] != distinct[:-1]]] if len(distinct) else distinct
+    distinct = distinct[_starts(distinct)]
     return distinct, keys.astype("int64") * (len(distinct) + 1) + np.searchsorted(distinct, t)
 
 
@@ -266,34 +262,36 @@ def asof_search(index: tuple[np.ndarray, np.ndarray], keys: np.ndarray, query_ke
     return np.where(found, pos, -1)
 
 
-def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: pd.DataFrame) -> pd.DataFrame:
-    """The prepared state of each (deal, T) row: the deal's latest event with entered_at <= T."""
-    pos = asof_positions(prepared["deal"].to_numpy(), prepared["entered_at"].to_numpy(), snap_deal, snap_at)
+def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared) -> dict[str, np.ndarray]:
+    """The prepared state (`event_state`, or its frame) of each (deal, T) row: the deal's
+    latest event with entered_at <= T."""
+    pos = asof_positions(np.asarray(prepared["deal"]), np.asarray(prepared["entered_at"]), snap_deal, snap_at)
     if (pos < 0).any():  # cannot happen: every deal has an entry at created_at <= T
         raise AssertionError("a snapshot row has no stage state: deal created after its as-of date")
-    return pd.DataFrame({c: prepared[c].to_numpy()[pos] for c in ["has_event_amount"] + STATE_COLUMNS})
+    return {c: np.asarray(prepared[c])[pos] for c in ["has_event_amount"] + STATE_COLUMNS}
 
 
-def activity_counts(snap_deal: np.ndarray, snap_at: np.ndarray, deals: pd.DataFrame,
-                    activities: pd.DataFrame, windows: Sequence[int]) -> pd.DataFrame:
+def activity_counts(snap_deal: np.ndarray, snap_at: np.ndarray, activities: dict[str, np.ndarray],
+                    windows: Sequence[int]) -> dict[str, np.ndarray]:
     """Activities in (T - w days, T] per window, and days since the last one at or before T.
+    `activities`: deal (position, -1 = another deal's) and occurred_at, any order.
 
     With activities sorted by (deal, time), the number of a deal's activities up to t is
     (row of the latest one <= t) - (row of the deal's first one) + 1.
     """
-    deal = deal_positions(deals["deal_id"], activities["deal_id"])
-    at = activities["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    deal, at = activities["deal"], activities["occurred_at"].astype(TIMESTAMP_DTYPE)
     order = np.lexsort((at, deal))
-    order = order[deal[order] >= 0]  # activities of other deals (other partition, payload)
+    order = order[deal[order] >= 0]
     deal, at = deal[order], at[order]
     first_row = np.searchsorted(deal, snap_deal, side="left")
+    index = asof_index(deal, at)  # one table, a search per window
 
     def count_upto(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = asof_positions(deal, at, snap_deal, t)
+        pos = asof_search(index, deal, snap_deal, t)
         return np.where(pos >= 0, pos - first_row + 1, 0).astype("float64"), pos
 
     now, last = count_upto(snap_at)
     out = {f"activities_{w}d": now - count_upto(snap_at - np.timedelta64(int(w), "D"))[0] for w in windows}
     last_at = np.where(last >= 0, at[np.maximum(last, 0)] if len(at) else snap_at, np.datetime64("NaT"))
     out["days_since_last_activity"] = (snap_at - last_at.astype(TIMESTAMP_DTYPE)) / np.timedelta64(1, "D")
-    return pd.DataFrame(out)
+    return out

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from starlette.responses import JSONResponse
 
-from features.schema import CanonicalData
+from features.arrays import encode
 from serving.auth import is_open_path, send_json
 
 REASON_MESSAGES = {
@@ -91,38 +91,37 @@ def _child_owners(records: list[dict], nested: str) -> list[tuple[int, int | Non
 
 # --- checks against as_of and the model ---------------------------------------------
 
-def future_errors(data: CanonicalData, ids: list[str], as_of: pd.Timestamp) -> list[dict]:
-    """Facts dated after `as_of` cannot be known at `as_of`: the request is inconsistent."""
-    position = pd.Index(ids)
+def future_errors(facts: dict[str, tuple[np.ndarray, np.ndarray]], as_of: pd.Timestamp) -> list[dict]:
+    """Facts dated after `as_of` cannot be known at `as_of`: the request is inconsistent.
+    `facts`: request field -> (deal position, time) of each dated fact (`CheckedPayload.facts`)."""
     out = []
-    checks = [(data.deals, "created_at", "created_at"),
-              (data.stage_events, "entered_at", "stage_history"), (data.activities, "occurred_at", "activities")]
-    for table, col, name in checks:
-        if table is None or table.empty:
+    limit = np.datetime64(as_of)
+    for name, (deal, times) in facts.items():
+        late = times > limit
+        if not late.any():  # the usual case
             continue
-        is_late = table[col].to_numpy() > np.datetime64(as_of)
-        if not is_late.any():  # the usual case: skip pandas' selection and grouping
-            continue
-        late = table.loc[is_late]
-        for deal_id, first in late.groupby("deal_id", sort=False)[col].min().items():
-            where = f"deals[{position.get_loc(deal_id)}].{name}"
-            out.append({"field": where, "message": f"{first.isoformat()} is after as_of {as_of.isoformat()}: "
-                                                   f"send as_of at or after the deal's latest fact"})
+        first: dict[int, np.datetime64] = {}
+        for i, t in zip(deal[late].tolist(), times[late]):
+            first[i] = min(first.get(i, t), t)
+        for i, t in first.items():
+            out.append({"field": f"deals[{i}].{name}", "message": f"{pd.Timestamp(t).isoformat()} is after as_of "
+                                                                  f"{as_of.isoformat()}: send as_of at or after "
+                                                                  f"the deal's latest fact"})
     return out
 
 
-def unknown_category_warnings(deals: pd.DataFrame, categories: dict[str, pd.Index],
+def unknown_category_warnings(fields: dict[str, np.ndarray], categories: dict[str, pd.Index],
                               attribute_features: dict[str, str]) -> dict[int, list[str]]:
-    """{deal position: ["owner 'x' was not seen in training; scored as unknown", ...]}."""
+    """{deal position: ["owner 'x' was not seen in training; scored as unknown", ...]}.
+    `fields`: the request's per-deal category columns (`DealArrays.fields`)."""
     warnings: dict[int, list[str]] = {}
-    for col in deals.columns:
+    for col, values in fields.items():
         levels = categories.get(attribute_features.get(col, col))
-        if levels is None or col == "stage":
+        if levels is None or col == "stage" or values.dtype != object:
             continue
-        values = deals[col] if isinstance(deals[col].dtype, pd.StringDtype) else deals[col].astype("string")
-        unseen = np.flatnonzero(values.notna().to_numpy() & (levels.get_indexer(values) < 0))
-        for pos in unseen:
-            warnings.setdefault(int(pos), []).append(f"{col} '{values.iat[pos]}' was not seen in training; "
+        codes = encode(levels, values, len(values))
+        for pos in np.flatnonzero((codes < 0) & (values != None)):  # noqa: E711  (elementwise)
+            warnings.setdefault(int(pos), []).append(f"{col} '{values[pos]}' was not seen in training; "
                                                      f"scored as unknown")
     return warnings
 

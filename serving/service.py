@@ -18,7 +18,7 @@ import pandas as pd
 from starlette.responses import Response
 
 from features.errors import LeadscoreError
-from features.payload import canonical_from_records
+from features.payload import payload_arrays
 from serving import errors
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.loader import ServingConfig, check_champion, load_predictor
@@ -64,20 +64,21 @@ class LeadScoreService:
         if len(deals) > self.config.max_batch:
             return errors.problem(413, f"{len(deals):,} deals in one request; the limit is {self.config.max_batch:,} "
                                        f"(LEADSCORE_MAX_BATCH): split the batch")
-        records = [d.model_dump(exclude_none=True) for d in deals]
+        records = deals  # plain dicts, None values dropped (serving.schemas.ValidDeal)
         at = None if self.predictor.static else _as_of(as_of)
-        checked = canonical_from_records(records, self.predictor.meta)
-        problems = errors.reject_errors(checked.rejects, records)
+        checked = payload_arrays(records, self.predictor.meta)
+        problems = [] if checked.rejects is None else errors.reject_errors(checked.rejects, records)
         if not problems and at is not None:
-            problems = errors.future_errors(checked.data, [r["deal_id"] for r in records], at)
+            problems = errors.future_errors(checked.facts, at)
         if problems:
             return errors.problem(422, f"{len(problems)} invalid field(s); first: {problems[0]['field']}: "
                                        f"{problems[0]['message']}", problems)
-        scored = self.predictor.score(checked.data, at, explain=explain)
-        warnings = errors.unknown_category_warnings(checked.data.deals, self.predictor.builder.categories_,
-                                                    self.predictor.builder.attribute_features_)
-        log.info("scored %d deals (ids %s%s)", len(scored), ",".join(map(str, scored["deal_id"][:5])),
-                 ",..." if len(scored) > 5 else "")
+        scored = self.predictor.score_arrays(checked.arrays, at, explain=explain)
+        builder = self.predictor.builder
+        warnings = errors.unknown_category_warnings(checked.arrays.fields, builder.categories_,
+                                                    builder.attribute_features_)
+        ids = scored["deal_id"]
+        log.info("scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])), ",..." if len(ids) > 5 else "")
         # written as the ScoreResponse JSON directly: validating our own output per deal cost more than scoring
         return Response(score_response_json(self.version, at, _shape_scores(scored, records, warnings, self.version)),
                         media_type="application/json")
@@ -143,11 +144,11 @@ def _as_of(value) -> pd.Timestamp:
     return default_as_of(value)
 
 
-def _shape_scores(scored: pd.DataFrame, records: list[dict], warnings: dict[int, list[str]],
-                  version: int) -> list[dict]:
-    """Scored rows in request order, NaN/NaT as null, plus model version and warnings.
-    Built from plain column lists: pandas' object conversions cost more than the scoring of a deal."""
-    columns = {c: _plain_values(scored[c]) for c in SCORE_COLUMNS if c in scored.columns}
+def _shape_scores(scored, records: list[dict], warnings: dict[int, list[str]], version: int) -> list[dict]:
+    """Scored rows (a frame or {column: values}) in request order, NaN/NaT as null, plus model
+    version and warnings. Built from plain column lists: pandas' object conversions cost
+    more than the scoring of a deal."""
+    columns = {c: _plain_values(scored[c]) for c in SCORE_COLUMNS if c in scored}
     position = {deal_id: i for i, deal_id in enumerate(columns["deal_id"])}
     rows = []
     for i, rec in enumerate(records):
@@ -160,9 +161,11 @@ def _shape_scores(scored: pd.DataFrame, records: list[dict], warnings: dict[int,
     return rows
 
 
-def _plain_values(column: pd.Series) -> list:
+def _plain_values(column) -> list:
     """A column as Python values with None for missing (datetimes as datetime.datetime)."""
-    values = column.to_numpy()
+    if isinstance(column, list):
+        return column
+    values = np.asarray(column)
     if values.dtype.kind == "M":
         return values.astype("datetime64[us]").tolist()  # NaT -> None
     if values.dtype.kind == "f":

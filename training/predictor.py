@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.arrays import DealArrays
 from features.build import FeatureBuilder
 from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
 from training.explain import FactorExplainer
@@ -63,35 +64,111 @@ class LeadScorePredictor:
         return self.score_features(self.features(data, as_of), explain=explain)
 
     def score_features(self, feats: pd.DataFrame, explain: bool = False) -> pd.DataFrame:
+        """Scores of feature rows (`features` output): one row each, same order."""
         X = feats[self.feature_names]
         M = shared_matrix(X, self.close_model, self.time_model) if len(X) else X  # converted once for all boosters
+        return pd.DataFrame(self._outputs(feats["deal_id"].to_numpy(), feats["as_of"].to_numpy(), M,
+                                          X if explain else None))
+
+    def score_arrays(self, arrays: DealArrays, as_of, explain: bool = False) -> dict[str, np.ndarray | list]:
+        """Scores of request deals (`features.payload.payload_arrays`), all open at `as_of`
+        (None for a static model): the columns of `score`, without a frame on the way.
+        The features are `FeatureBuilder.columns`, the same code training runs."""
+        n = len(arrays)
+        at = np.full(n, np.datetime64("NaT") if as_of is None else np.datetime64(pd.Timestamp(as_of)),
+                     dtype=TIMESTAMP_DTYPE)
+        cols = self.builder.columns(arrays, np.arange(n), at)
+        M = self._matrix(cols)
+        if M is None:  # a baseline model (cold start) reads a frame
+            feats = pd.DataFrame({"deal_id": arrays.deal_id, "as_of": at, **self._frame_columns(cols)})
+            return {c: v.to_numpy() if c != "top_factors" else v.tolist()
+                    for c, v in self.score_features(feats, explain=explain).items()}
+        return self._outputs(arrays.deal_id, at, M, self._readable(cols) if explain else None)
+
+    def _outputs(self, deal_id: np.ndarray, as_of: np.ndarray, M, X) -> dict[str, np.ndarray | list]:
+        """Output columns from the model matrix; explanations when X (features) is given."""
         p = np.asarray(self.close_model.predict_proba(M), dtype=float)
         # columns collected in a dict and framed once: per-column inserts cost more than a one-deal score
-        out = {"deal_id": feats["deal_id"].to_numpy(), "as_of": feats["as_of"].to_numpy(),
-               "close_probability": p, "score": np.clip(np.rint(p * 100), 1, 99).astype(int),
-               "tier": self.tiers.assign(p)}
-        if self.time_model is not None and len(X):
+        out = {"deal_id": deal_id, "as_of": as_of, "close_probability": p,
+               "score": np.clip(np.rint(p * 100), 1, 99).astype(int), "tier": self.tiers.assign(p)}
+        if self.time_model is not None and len(p):
             logq = self.time_model.predict_log_quantiles(M)
             for h in HORIZONS:
                 out[f"p_close_within_{h}d"] = p * cdf_won_by(logq, h)
             days = np.expm1(logq)
-            as_of = pd.to_datetime(out["as_of"]).to_numpy(dtype=TIMESTAMP_DTYPE)
+            at = pd.to_datetime(as_of).to_numpy(dtype=TIMESTAMP_DTYPE) if np.asarray(as_of).dtype.kind != "M" \
+                else np.asarray(as_of).astype(TIMESTAMP_DTYPE)
             for k, name in enumerate(("p10", "p50", "p90")):
                 out[f"close_days_{name}"] = days[:, k]
                 out[f"log_close_days_{name}"] = logq[:, k]
-                out[f"expected_close_date_{name}"] = _add_days_normalized(as_of, days[:, k])
-        if explain:
+                out[f"expected_close_date_{name}"] = _add_days_normalized(at, days[:, k])
+        if X is not None:
             out["top_factors"] = self.explain(X, M)
-        return pd.DataFrame(out)
+        return out
 
-    def explain(self, X: pd.DataFrame, matrix: np.ndarray | None = None) -> list[dict]:
+    def _matrix(self, cols: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The float matrix `lgb_matrix` would make of these columns (categorical codes
+        mapped onto the boosters' category lists), or None for a non-LightGBM model."""
+        remap = self.__dict__.get("_remap")
+        if remap is None:
+            remap = self.__dict__["_remap"] = self._category_remap()
+        if remap is False:
+            return None
+        n = len(next(iter(cols.values()))) if cols else 0
+        M = np.empty((n, len(self.feature_names)), dtype="float64")
+        for j, name in enumerate(self.feature_names):
+            values = cols[name]
+            if name in remap:
+                codes = remap[name][values]  # -1 (missing/unseen) indexes the last entry, -1
+                M[:, j] = np.where(codes >= 0, codes, np.nan)
+            else:
+                M[:, j] = values
+        return M
+
+    def _category_remap(self) -> dict[str, np.ndarray] | bool:
+        """Per categorical feature: builder code -> booster code (last entry: -1 for -1)."""
+        boosters = [getattr(self.close_model, "booster_", None)]
+        if self.time_model is not None:
+            boosters += list(getattr(self.time_model, "boosters_", [None]))
+        if any(b is None for b in boosters) or list(getattr(self.close_model, "feature_names_in_", [])) \
+                != self.feature_names or any(b.pandas_categorical != boosters[0].pandas_categorical for b in boosters):
+            return False
+        categorical = [n for n in self.feature_names if n in set(self.builder.categorical_features_)]
+        trained = boosters[0].pandas_categorical or []
+        if len(trained) != len(categorical):
+            return False
+        remap = {}
+        for name, levels in zip(categorical, trained):
+            codes = pd.Index(levels).get_indexer(self.builder.categories_[name].astype(object))
+            remap[name] = np.r_[codes, -1].astype("int64")
+        return remap
+
+    def _frame_columns(self, cols: dict[str, np.ndarray]) -> dict:
+        categorical = set(self.builder.categorical_features_)
+        return {n: pd.Categorical.from_codes(v, categories=self.builder.categories_[n]) if n in categorical else v
+                for n, v in cols.items()}
+
+    def _readable(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feature columns for explanations: categorical codes as their level text (None if unknown)."""
+        text = self.__dict__.get("_level_text")
+        if text is None:  # -1 (missing/unseen) indexes the trailing None
+            text = self.__dict__["_level_text"] = {
+                n: np.array([*self.builder.categories_[n].tolist(), None], dtype=object)
+                for n in self.builder.categorical_features_}
+        return {name: text[name][values] if name in text else values for name, values in cols.items()}
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_remap", "_level_text")}  # caches
+
+    def explain(self, X, matrix: np.ndarray | None = None) -> list[dict]:
         """Top positive/negative factors per row (LightGBM contributions), or the stage
-        rate as the single factor for the cold-start baseline. `matrix`: X already
-        converted for the close model (`shared_matrix`), to skip a second conversion."""
-        if self.explainer is None or not hasattr(self.close_model, "contributions") or len(X) == 0:
-            return [{"positive": [], "negative": []} for _ in range(len(X))]
-        if getattr(self.close_model, "fallback_", False):
-            return [{"positive": [], "negative": []} for _ in range(len(X))]
+        rate as the single factor for the cold-start baseline. X: the feature frame, or
+        {feature: values} with categories as text; `matrix`: X already converted for the
+        close model (`shared_matrix`), to skip a second conversion."""
+        n = len(X) if isinstance(X, pd.DataFrame) else len(next(iter(X.values()), []))
+        if self.explainer is None or not hasattr(self.close_model, "contributions") or n == 0 \
+                or getattr(self.close_model, "fallback_", False):
+            return [{"positive": [], "negative": []} for _ in range(n)]
         return self.explainer.explain(X, self.close_model.contributions(X if matrix is None else matrix))
 
     def p_won_between(self, scored: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:

@@ -99,7 +99,7 @@ def test_running_state_separates_field_updates_regressions_and_pushes():
     assert list(ev["close_date_pushes"]) == [0, 0, 1, 1, 1, 2]
     assert list(ev["close_date_days_pushed"]) == [0, 0, 14, 14, 14, 36]
     state = state_at(np.zeros(2, "int64"), pd.to_datetime(["2024-01-02", "2024-01-08"]).to_numpy(), ev)
-    assert list(state["stage_index"]) == [0, 2] and list(state["event_amount"].fillna(-1)) == [-1, 150]
+    assert list(state["stage_index"]) == [0, 2] and list(np.nan_to_num(state["event_amount"], nan=-1)) == [-1, 150]
 
 
 def test_history_starting_at_creation_has_no_implied_entry():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.payload import canonical_from_records, payload_records
+from features.payload import canonical_from_records, payload_arrays, payload_records
 from serving.errors import unknown_category_warnings
 from serving.schemas import ScoreRequest, ScoreResponse, score_response_json
 from serving.service import _shape_scores
@@ -36,7 +36,7 @@ def scoring(predictor):
     for days in (30, 120):
         as_of = data.data_end - pd.Timedelta(days=days)
         raw = payload_records(data, as_of)[:150]
-        records = [d.model_dump(exclude_none=True) for d in ScoreRequest.model_validate({"deals": raw}).deals]
+        records = list(ScoreRequest.model_validate({"deals": raw}).deals)
         checked = canonical_from_records(records, predictor.meta)
         assert checked.rejects.empty
         out.append((as_of, records, checked.data, predictor.features(checked.data, as_of)))
@@ -103,8 +103,12 @@ def test_expected_close_dates_are_as_of_plus_rounded_days_at_midnight(predictor,
 
 
 def _both_json(predictor, as_of, records, data, version=7):
-    scored = predictor.score(data, as_of, explain=True)
-    warnings = unknown_category_warnings(data.deals, predictor.builder.categories_,
+    """The service's path (payload arrays, no frames) rendered both ways; `data` is unused
+    by it and kept for the callers' symmetry with the canonical-table path."""
+    checked = payload_arrays(records, predictor.meta)
+    assert checked.rejects is None
+    scored = predictor.score_arrays(checked.arrays, as_of, explain=True)
+    warnings = unknown_category_warnings(checked.arrays.fields, predictor.builder.categories_,
                                          predictor.builder.attribute_features_)
     rows = _shape_scores(scored, records, warnings, version)
     fast = json.loads(score_response_json(version, as_of, rows))
