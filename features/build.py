@@ -210,6 +210,9 @@ class FeatureBuilder:
         mid, long = sorted(self.activity_windows)[-2:]
         earlier_per_window = (counts[f"activities_{long}d"] - counts[f"activities_{mid}d"]) * mid / (long - mid)
         counts["activity_trend"] = counts[f"activities_{mid}d"] / (earlier_per_window + 1.0)
+        if arrays.activity_known is not None:  # deals merged from a request without activity data
+            known = arrays.activity_known[pos]
+            return {n: np.where(known, counts[n], np.nan) for n in names}
         return {n: counts[n] for n in names}
 
     def _history_features(self, arrays: DealArrays, pos, at) -> dict:

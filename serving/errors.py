@@ -142,16 +142,17 @@ class RequestGuardMiddleware:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             return await self._too_large(send)
-        body, more = b"", True
-        while more:
+        chunks, size, more = [], 0, True
+        while more:  # a list of chunks: `body += chunk` copies a 2 MB body once per chunk
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
             more = message.get("more_body", False)
-            if len(body) > self.max_body_bytes:
+            if size > self.max_body_bytes:
                 return await self._too_large(send)
-        await self.app(scope, _replay(body, receive), _ReshapeErrors(send))
+        await self.app(scope, _replay(b"".join(chunks), receive), _ReshapeErrors(send))
 
     async def _too_large(self, send) -> None:
         await send_json(send, 413, {"error": f"request body over the limit of {self.max_body_bytes:,} bytes "

@@ -19,8 +19,10 @@ from starlette.responses import Response
 
 from features.errors import LeadscoreError
 from features.payload import payload_arrays
+from features.schema import TIMESTAMP_DTYPE
 from serving import errors
 from serving.auth import ApiKeyMiddleware, load_api_keys
+from serving.batching import ScoreBatcher
 from serving.loader import ServingConfig, check_champion, load_predictor
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse, score_response_json
 
@@ -52,6 +54,8 @@ class LeadScoreService:
         self.config = ServingConfig.from_env()
         self.predictor, self.version = load_predictor(self.config, from_bento=LeadScoreService.bento is not None)
         self._data = None
+        self.predictor.warm()
+        self.batcher = ScoreBatcher(self.predictor.score_arrays, max_deals=self.config.max_batch)
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
         # scans makes the full collections that a 1,000-deal request triggers ~4x cheaper
@@ -59,7 +63,7 @@ class LeadScoreService:
         gc.freeze()
 
     @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
-    def score(self, deals, as_of=None, explain: bool = True):
+    async def score(self, deals, as_of=None, explain: bool = True):
         """Score open deals: close probability, 1-99 score, tier, close-date range, reasons."""
         if len(deals) > self.config.max_batch:
             return errors.problem(413, f"{len(deals):,} deals in one request; the limit is {self.config.max_batch:,} "
@@ -73,7 +77,8 @@ class LeadScoreService:
         if problems:
             return errors.problem(422, f"{len(problems)} invalid field(s); first: {problems[0]['field']}: "
                                        f"{problems[0]['message']}", problems)
-        scored = self.predictor.score_arrays(checked.arrays, at, explain=explain)
+        at_rows = np.full(len(records), np.datetime64("NaT") if at is None else np.datetime64(at), dtype=TIMESTAMP_DTYPE)
+        scored = await self.batcher.score(checked.arrays, at_rows, explain)  # with concurrent requests, if any
         builder = self.predictor.builder
         warnings = errors.unknown_category_warnings(checked.arrays.fields, builder.categories_,
                                                     builder.attribute_features_)
@@ -148,7 +153,7 @@ def _shape_scores(scored, records: list[dict], warnings: dict[int, list[str]], v
     """Scored rows (a frame or {column: values}) in request order, NaN/NaT as null, plus model
     version and warnings. Built from plain column lists: pandas' object conversions cost
     more than the scoring of a deal."""
-    columns = {c: _plain_values(scored[c]) for c in SCORE_COLUMNS if c in scored}
+    columns = {c: _plain_values(scored[c], day=c.startswith("expected_close_date_")) for c in SCORE_COLUMNS if c in scored}
     position = {deal_id: i for i, deal_id in enumerate(columns["deal_id"])}
     rows = []
     for i, rec in enumerate(records):
@@ -161,13 +166,14 @@ def _shape_scores(scored, records: list[dict], warnings: dict[int, list[str]], v
     return rows
 
 
-def _plain_values(column) -> list:
-    """A column as Python values with None for missing (datetimes as datetime.datetime)."""
+def _plain_values(column, day: bool = False) -> list:
+    """A column as Python values with None for missing (datetimes as datetime.datetime, or
+    datetime.date with `day`)."""
     if isinstance(column, list):
         return column
     values = np.asarray(column)
     if values.dtype.kind == "M":
-        return values.astype("datetime64[us]").tolist()  # NaT -> None
+        return values.astype("datetime64[D]" if day else "datetime64[us]").tolist()  # NaT -> None
     if values.dtype.kind == "f":
         return [None if v != v else v for v in values.tolist()]
     if values.dtype.kind in "iub":

@@ -72,11 +72,15 @@ class LeadScorePredictor:
 
     def score_arrays(self, arrays: DealArrays, as_of, explain: bool = False) -> dict[str, np.ndarray | list]:
         """Scores of request deals (`features.payload.payload_arrays`), all open at `as_of`
-        (None for a static model): the columns of `score`, without a frame on the way.
-        The features are `FeatureBuilder.columns`, the same code training runs."""
+        (a time, one time per deal, or None for a static model): the columns of `score`,
+        without a frame on the way. The features are `FeatureBuilder.columns`, the same
+        code training runs."""
         n = len(arrays)
-        at = np.full(n, np.datetime64("NaT") if as_of is None else np.datetime64(pd.Timestamp(as_of)),
-                     dtype=TIMESTAMP_DTYPE)
+        if isinstance(as_of, np.ndarray):
+            at = as_of.astype(TIMESTAMP_DTYPE)
+        else:
+            at = np.full(n, np.datetime64("NaT") if as_of is None else np.datetime64(pd.Timestamp(as_of)),
+                         dtype=TIMESTAMP_DTYPE)
         cols = self.builder.columns(arrays, np.arange(n), at)
         M = self._matrix(cols)
         if M is None:  # a baseline model (cold start) reads a frame
@@ -84,6 +88,16 @@ class LeadScorePredictor:
             return {c: v.to_numpy() if c != "top_factors" else v.tolist()
                     for c, v in self.score_features(feats, explain=explain).items()}
         return self._outputs(arrays.deal_id, at, M, self._readable(cols) if explain else None)
+
+    def warm(self) -> None:
+        """Score one made-up deal so the lookup caches (history tables, category maps,
+        explanation paths) are built before the first real request, not during it."""
+        from features.payload import payload_arrays
+
+        now = default_as_of(None)
+        deal = {"deal_id": "warm-up", "created_at": (now - pd.Timedelta(days=1)).to_pydatetime(),
+                **({"stage": self.meta.stages[0]} if self.meta.stages else {})}
+        self.score_arrays(payload_arrays([deal], self.meta).arrays, None if self.static else now, explain=True)
 
     def _outputs(self, deal_id: np.ndarray, as_of: np.ndarray, M, X) -> dict[str, np.ndarray | list]:
         """Output columns from the model matrix; explanations when X (features) is given."""
