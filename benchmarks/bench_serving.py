@@ -109,7 +109,7 @@ async def latency_table(url: str, key: str, deals: list[dict], as_of: str, n_sma
         for label, conc in (("sequential", 1), (f"{CONCURRENCY} concurrent", CONCURRENCY)):
             floor, _ = await timed_calls(client, "/ping", {}, n_small, conc)
             cases = [("1 deal", one, n_small), ("1,000 deals", big, n_big if conc == 1 else CONCURRENCY)]
-            if conc == 1:  # explanations are exact TreeSHAP (~0.3 ms a deal): show the cost without them
+            if conc == 1:  # the cost of the explanations
                 cases.append(("1,000 deals, explain=false", dict(big, explain=False), n_big))
             for name, body, n in cases:
                 started = time.perf_counter()
@@ -119,6 +119,22 @@ async def latency_table(url: str, key: str, deals: list[dict], as_of: str, n_sma
                              "floor_p50": pct(floor, 50), "floor_p99": pct(floor, 99), "n": n, "errors": errs,
                              "deals_per_s": n * len(body["deals"]) / wall})
     return rows
+
+
+async def unbatched_row(url: str, key: str, deals: list[dict], as_of: str, n: int) -> dict:
+    """1-deal requests from 32 clients on a server that never merges requests (the batcher's reference)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    one = {"deals": deals[:1], "as_of": as_of}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300,
+                                 limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+        await timed_calls(client, "/score", one, 20, 1)
+        floor, _ = await timed_calls(client, "/ping", {}, n, CONCURRENCY)
+        started = time.perf_counter()
+        lat, errs = await timed_calls(client, "/score", one, n, CONCURRENCY)
+        wall = time.perf_counter() - started
+    return {"case": f"1 deal, {CONCURRENCY} concurrent, batching off (LEADSCORE_BATCH_DEALS=1)", "p50": pct(lat, 50),
+            "p99": pct(lat, 99), "floor_p50": pct(floor, 50), "floor_p99": pct(floor, 99), "n": n, "errors": errs,
+            "deals_per_s": n / wall}
 
 
 async def load_run(url: str, key: str, proc, deals: list[dict], as_of: str, seconds: float) -> dict:
@@ -192,6 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rows = asyncio.run(latency_table(url, key, deals, as_of.isoformat(), args.requests, 20))
         load = asyncio.run(load_run(url, key, proc, deals, as_of.isoformat(), args.duration))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    proc, url = start_server({**env, "LEADSCORE_BATCH_DEALS": "1"})
+    try:
+        rows.append(asyncio.run(unbatched_row(url, key, deals, as_of.isoformat(), args.requests)))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

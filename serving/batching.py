@@ -25,19 +25,20 @@ Scores = dict[str, np.ndarray | list]
 class _Pending:
     arrays: DealArrays
     at: np.ndarray
-    explain: bool
+    explain: bool | str
     future: asyncio.Future = field(repr=False)
 
 
 class ScoreBatcher:
-    """`await batcher.score(arrays, at, explain)` -> that request's score columns.
+    """`await batcher.score(arrays, at, explain)` -> that request's score columns (`explain`:
+    passed to `score_fn`; only requests with equal values share a batch).
 
     `score_fn(arrays, at, explain)` scores deals with one as-of time per deal (so requests
     with different `as_of` share a batch); `max_deals` caps a batch (a request bigger than
     that is a batch on its own).
     """
 
-    def __init__(self, score_fn: Callable[[DealArrays, np.ndarray, bool], Scores], max_deals: int = 1000):
+    def __init__(self, score_fn: Callable[[DealArrays, np.ndarray, bool | str], Scores], max_deals: int = 1000):
         self.score_fn = score_fn
         self.max_deals = max_deals
         self._queue: list[_Pending] = []
@@ -45,7 +46,7 @@ class ScoreBatcher:
         self.batches = 0  # counters for the benchmark and the tests
         self.requests = 0
 
-    async def score(self, arrays: DealArrays, at: np.ndarray, explain: bool) -> Scores:
+    async def score(self, arrays: DealArrays, at: np.ndarray, explain: bool | str) -> Scores:
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(arrays, at, explain, future))
         if not self._draining:

@@ -27,6 +27,7 @@ class ConfigError(LeadscoreError, ValueError):
 class ServingConfig:
     model_name: str = "leadscore"
     max_batch: int = 1000
+    batch_deals: int = 1000  # concurrent requests merged up to this many deals; 1 = never merged
     max_body_bytes: int = 16 * 2**20
     tier_hot: float | None = None  # None: keep the thresholds the model was trained with
     tier_warm: float | None = None
@@ -37,6 +38,7 @@ class ServingConfig:
         env = os.environ if env is None else env
         cfg = cls(model_name=env.get("LEADSCORE_MODEL_NAME", "leadscore").strip() or "leadscore",
                   max_batch=_int(env, "LEADSCORE_MAX_BATCH", 1000),
+                  batch_deals=_int(env, "LEADSCORE_BATCH_DEALS", 1000),
                   max_body_bytes=_int(env, "LEADSCORE_MAX_BODY_BYTES", 16 * 2**20),
                   tier_hot=_float(env, "LEADSCORE_TIER_HOT"), tier_warm=_float(env, "LEADSCORE_TIER_WARM"),
                   data_dir=env.get("LEADSCORE_DATA", "").strip() or None)

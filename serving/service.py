@@ -55,7 +55,7 @@ class LeadScoreService:
         self.predictor, self.version = load_predictor(self.config, from_bento=LeadScoreService.bento is not None)
         self._data = None
         self.predictor.warm()
-        self.batcher = ScoreBatcher(self.predictor.score_arrays, max_deals=self.config.max_batch)
+        self.batcher = ScoreBatcher(self.predictor.score_arrays, max_deals=self.config.batch_deals)
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
         # scans makes the full collections that a 1,000-deal request triggers ~4x cheaper
@@ -63,7 +63,7 @@ class LeadScoreService:
         gc.freeze()
 
     @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
-    async def score(self, deals, as_of=None, explain: bool = True):
+    async def score(self, deals, as_of=None, explain: bool = True, explain_method: str = "path"):
         """Score open deals: close probability, 1-99 score, tier, close-date range, reasons."""
         if len(deals) > self.config.max_batch:
             return errors.problem(413, f"{len(deals):,} deals in one request; the limit is {self.config.max_batch:,} "
@@ -78,7 +78,8 @@ class LeadScoreService:
             return errors.problem(422, f"{len(problems)} invalid field(s); first: {problems[0]['field']}: "
                                        f"{problems[0]['message']}", problems)
         at_rows = np.full(len(records), np.datetime64("NaT") if at is None else np.datetime64(at), dtype=TIMESTAMP_DTYPE)
-        scored = await self.batcher.score(checked.arrays, at_rows, explain)  # with concurrent requests, if any
+        # with concurrent requests, if any; False or the contribution method
+        scored = await self.batcher.score(checked.arrays, at_rows, explain and explain_method)
         builder = self.predictor.builder
         warnings = errors.unknown_category_warnings(checked.arrays.fields, builder.categories_,
                                                     builder.attribute_features_)

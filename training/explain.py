@@ -3,10 +3,18 @@
 For each deal, the top positive and negative contributions (in log-odds) become short
 sentences that compare the deal with won deals from training ("34 days in proposal,
 longer than 85 % of won deals at that stage").
+
+`explain` is on the scoring path of every request: the factors are chosen for all rows
+at once (one argsort), and only the <= 2 * top_k chosen values per row are read and
+formatted, from plain Python values (one `.tolist()` per column used), with percentiles
+by `bisect` on the grids as Python lists; a numpy call per value would cost more than the
+sentence itself.
 """
 from __future__ import annotations
 
-from typing import Callable
+import math
+from bisect import bisect_right
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -19,7 +27,7 @@ STAGE_POSITION = {"stage_index": "is in {stage}", "furthest_stage_index": "has r
 
 def _fmt(value, whole: bool = False) -> str:
     if isinstance(value, (float, np.floating)):
-        if np.isnan(value):
+        if math.isnan(value):
             return "unknown"
         if whole or abs(value) >= 100 or float(value).is_integer():
             return f"{value:,.0f}"
@@ -30,6 +38,9 @@ def _fmt(value, whole: bool = False) -> str:
 def _whole(feature: str) -> bool:
     """Counts and day figures read better without decimals."""
     return "days" in feature or feature.startswith(("activities_", "stage_changes", "close_date_pushes"))
+
+
+FeatureRows = pd.DataFrame | Mapping[str, np.ndarray]
 
 
 class FactorExplainer:
@@ -61,55 +72,196 @@ class FactorExplainer:
                     self.stage_grids_[str(stage)] = np.quantile(vals, GRID)
         return self
 
-    def _percentile(self, grid: np.ndarray, value: float) -> int:
-        return int(round(100 * np.searchsorted(grid, value, side="right") / len(grid)))
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_search_grids"}  # a cache, not model state
+
+    def _grids(self) -> tuple[dict, dict]:
+        """(grids_, stage_grids_) ready for `_percentile`, built on first use (models
+        pickled before the cache existed get it too)."""
+        found = self.__dict__.get("_search_grids")
+        if found is None:
+            found = self._search_grids = ({c: g.tolist() for c, g in self.grids_.items()},
+                                          {s: g.tolist() for s, g in self.stage_grids_.items()})
+        return found
 
     def sentence(self, feature: str, value, stage: str | None, impact: float = 0.0) -> str:
         """One short sentence about one feature value, compared with won deals."""
         label = self.labels_.get(feature, feature.replace("_", " "))
-        known = isinstance(value, (int, float, np.number)) and np.isfinite(value)
+        known = isinstance(value, (int, float, np.number)) and math.isfinite(value)
         if feature in STAGE_POSITION and known and 0 <= int(value) < len(self.stages_):
             return f"the deal {STAGE_POSITION[feature].format(stage=self.stages_[int(value)])}"
-        if feature == self.days_in_stage_column and stage in self.stage_grids_ and known:
-            pct = self._percentile(self.stage_grids_[stage], value)
+        grids, stage_grids = self._grids()
+        if feature == self.days_in_stage_column and stage in stage_grids and known:
+            pct = _percentile(stage_grids[stage], value)
             return (f"{_fmt(value, True)} days in {stage}, longer than {pct} % of won deals at that stage"
                     if pct >= 50 else f"{_fmt(value, True)} days in {stage}, quicker than {100 - pct} % of won deals")
-        if feature in self.grids_ and known:
-            pct = self._percentile(self.grids_[feature], float(value))
+        if feature in grids and known:
+            pct = _percentile(grids[feature], float(value))
             side = f"higher than {pct} % of won deals" if pct >= 50 else f"lower than {100 - pct} % of won deals"
             return f"{label}: {_fmt(value, _whole(feature))}, {side}"
-        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
             return f"{label}: not recorded"
         trend = "deals like this win more often" if impact > 0 else "deals like this win less often"
         return f"{label} is {value}: {trend}"
 
-    def explain(self, X: pd.DataFrame, contributions: np.ndarray) -> list[dict]:
+    def explain(self, X: FeatureRows, contributions: np.ndarray) -> list[dict]:
         """Top factors per row: {"positive": [...], "negative": [...]}, each item
-        {feature, value, impact, sentence} with impact in log-odds."""
-        contrib = contributions[:, : X.shape[1]]
-        k = min(self.top_k, X.shape[1])
-        order = np.argsort(contrib, axis=1)
-        cols = list(X.columns)
-        stages = X[self.stage_column].astype("string").to_numpy() if self.stage_column in X else [None] * len(X)
-        values = X.to_numpy(dtype=object)  # one conversion, not a pandas row per deal
-        out = []
-        for i in range(len(X)):
-            row = values[i]
-            pos = [j for j in order[i, ::-1][:k] if contrib[i, j] > 0]
-            neg = [j for j in order[i, :k] if contrib[i, j] < 0]
-            out.append({side: [self._factor(cols[j], row[j], contrib[i, j], stages[i]) for j in idx]
-                        for side, idx in (("positive", pos), ("negative", neg))})
-        return out
+        {feature, value, impact, sentence} with impact in log-odds.
 
-    def _factor(self, feature: str, value, impact: float, stage) -> dict:
-        if isinstance(value, (np.floating, float)):
-            value = None if np.isnan(value) else float(value)
-        elif isinstance(value, np.integer):
-            value = int(value)
-        elif value is pd.NA:
-            value = None
+        X: the feature frame, or (the serving fast path, no frame per request) a dict
+        {feature: 1-D array} in feature order, numeric features as float arrays and
+        categorical ones as object arrays of the category strings or None.
+        contributions: (n, >= n_features) per-feature contributions in X's column order
+        (a trailing bias column is ignored)."""
+        rows = _Rows(X, self.stage_column)
+        contrib = np.asarray(contributions)
+        if contrib.ndim != 2 or contrib.shape[0] != rows.n or contrib.shape[1] < len(rows.names):
+            raise ValueError(f"contributions of shape {contrib.shape} do not match {rows.n} rows of "
+                             f"{len(rows.names)} features")
+        contrib = contrib[:, : len(rows.names)]
+        k = min(self.top_k, len(rows.names))
+        order = np.argsort(contrib, axis=1)
+        candidates = np.concatenate([order[:, ::-1][:, :k], order[:, :k]], axis=1)  # k highest, then k lowest
+        impact = np.take_along_axis(contrib, candidates, axis=1)
+        keep = np.concatenate([impact[:, :k] > 0, impact[:, k:] < 0], axis=1)
+        row, _ = np.nonzero(keep)  # row-major: each row's positives, then its negatives
+        features, impacts = candidates[keep].tolist(), impact[keep]
+        values, sentences = self._describe(rows, row.tolist(), features, impacts.tolist())
+        items = [{"feature": rows.names[j], "value": v, "impact": c, "sentence": s}
+                 for j, v, c, s in zip(features, values, _round(impacts, 4), sentences)]
+        return _split_rows(items, keep[:, :k].sum(axis=1).tolist(), keep.sum(axis=1).tolist())
+
+    def _describe(self, rows: "_Rows", row: list[int], feature: list[int], impact: list[float]
+                  ) -> tuple[list, list[str]]:
+        """The value and sentence of each chosen factor. The branches of `sentence` in its
+        order, for the values `_plain` leaves (float, int, str or None), with each feature's
+        lookups done once and sentences that depend only on the feature, the category or
+        stage and the sign written once."""
+        _, stage_grids = self._grids()
+        plans: dict[int, tuple] = {}
+        memo: dict[tuple, str] = {}
+        values, sentences = [], []
+        for i, j, effect in zip(row, feature, impact):
+            label, position, is_days, grid, whole = plans.get(j) or plans.setdefault(j, self._plan(rows.names[j]))
+            raw = rows.column(j)[i]
+            value = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # NaN is None
+            known = value is not None and not isinstance(value, str) and math.isfinite(value)
+            stage = _stage(rows.stage(i)) if known and is_days else None
+            if known and position is not None and 0 <= int(value) < len(self.stages_):
+                key = (j, int(value))
+                sentence = memo.get(key) or memo.setdefault(
+                    key, f"the deal {position.format(stage=self.stages_[int(value)])}")
+            elif stage in stage_grids:  # known days in a stage with a reference
+                sentence = f"{_fmt(value, True)} days in {stage}, {DAYS_SIDE[_percentile(stage_grids[stage], value)]}"
+            elif known and grid is not None:
+                sentence = f"{label}: {_fmt(value, whole)}, {VALUE_SIDE[_percentile(grid, float(value))]}"
+            elif value is None or isinstance(value, str):
+                key = (j, value, effect > 0)
+                sentence = memo.get(key) or memo.setdefault(key, _plain_sentence(label, value, effect))
+            else:
+                sentence = _plain_sentence(label, value, effect)
+            values.append(value)
+            sentences.append(sentence)
+        return values, sentences
+
+    def _plan(self, feature) -> tuple:
+        """What `sentence` looks up about a feature: (label, position template, is days in
+        stage, grid, whole numbers)."""
+        name = str(feature)
+        return (self.labels_.get(feature, name.replace("_", " ")), STAGE_POSITION.get(name),
+                feature == self.days_in_stage_column, self._grids()[0].get(feature), _whole(name))
+
+
+class _Rows:
+    """Row-wise access to a feature frame or dict of columns, one `.tolist()` per column
+    on first use: Python floats, ints and strings, never a numpy scalar per value."""
+
+    def __init__(self, X: FeatureRows, stage_column: str):
+        if isinstance(X, pd.DataFrame):
+            self.names = list(X.columns)
+            self._source = lambda j: X.iloc[:, j]
+            self.n = len(X)
         else:
-            value = str(value) if value is not None else None
-        stage = None if stage is pd.NA or stage is None else str(stage)
-        return {"feature": feature, "value": value, "impact": round(float(impact), 4),
-                "sentence": self.sentence(feature, np.nan if value is None else value, stage, impact)}
+            self.names = list(X)
+            arrays = list(X.values())
+            self._source = arrays.__getitem__
+            self.n = len(arrays[0]) if arrays else 0
+            if any(len(a) != self.n for a in arrays):
+                raise ValueError(f"feature columns of unequal lengths: {sorted({len(a) for a in arrays})}")
+        self._columns: dict[int, list] = {}
+        self._stage_position = self.names.index(stage_column) if stage_column in self.names else None
+
+    def column(self, j: int) -> list:
+        found = self._columns.get(j)
+        if found is None:
+            source = self._source(j)
+            found = self._columns[j] = source.tolist() if hasattr(source, "tolist") else list(source)
+        return found
+
+    def stage(self, i: int):
+        return None if self._stage_position is None else self.column(self._stage_position)[i]
+
+
+def _split_rows(items: list[dict], n_positive: list[int], n_total: list[int]) -> list[dict]:
+    """Cut the flat factor list into each row's {"positive", "negative"}."""
+    out, start = [], 0
+    for pos, total in zip(n_positive, n_total):
+        out.append({"positive": items[start:start + pos], "negative": items[start + pos:start + total]})
+        start += total
+    return out
+
+
+def _plain(value):
+    """A JSON-ready value: float, int, str or None (NaN and NA are None)."""
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if value is pd.NA or value is None:
+        return None
+    return str(value)
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def _stage(stage) -> str | None:
+    return None if _missing(stage) else str(stage)
+
+
+def _plain_sentence(label: str, value, impact: float) -> str:
+    if value is None:
+        return f"{label}: not recorded"
+    trend = "deals like this win more often" if impact > 0 else "deals like this win less often"
+    return f"{label} is {value}: {trend}"
+
+
+# the comparison ending a sentence, for each percentile 0..100
+VALUE_SIDE = [f"higher than {pct} % of won deals" if pct >= 50 else f"lower than {100 - pct} % of won deals"
+              for pct in range(101)]
+DAYS_SIDE = [f"longer than {pct} % of won deals at that stage" if pct >= 50
+             else f"quicker than {100 - pct} % of won deals" for pct in range(101)]
+
+
+def _percentile(grid: list, value: float) -> int:
+    """Share of the grid at or below value, in whole percent. bisect_right on the grid as a
+    list is np.searchsorted(side="right") (the same binary search), ~20x cheaper on one value."""
+    return round(100 * bisect_right(grid, value) / len(grid))
+
+
+def _round(x: np.ndarray, digits: int) -> list[float]:
+    """[round(v, digits) for v in x], vectorised. numpy's rint(v * 10**d) / 10**d is the
+    same float as Python's correctly rounded round() unless v * 10**d lands near a half:
+    below 1e9 the product is off by < 1.2e-7, so outside 1e-6 of a half it rounds the same
+    way, and n / 10**d is the float nearest n * 10**-d in both. Near-halves, huge and
+    non-finite values (a few, if any) go through Python's round."""
+    scale = 10.0 ** digits
+    x = np.asarray(x, dtype=float)
+    scaled = x * scale
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, which counts as doubtful
+        doubtful = ~(np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) > 1e-6) | ~(np.abs(scaled) < 1e9)
+    result = (np.rint(scaled) / scale).tolist()
+    for i in np.flatnonzero(doubtful).tolist():
+        result[i] = round(float(x[i]), digits)
+    return result

@@ -230,11 +230,37 @@ class CloseProbabilityModel:
             return np.full(len(X), self.constant_)
         return np.clip(self.calibrator_.predict(self.predict_raw(X)), 1e-4, 1 - 1e-4)
 
-    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Per-feature log-odds contributions (SHAP values), last column the bias."""
+    CONTRIBUTION_METHODS = ("path", "shap")
+
+    def contributions(self, X: pd.DataFrame | np.ndarray, method: str = "path") -> np.ndarray:
+        """Per-feature log-odds contributions, last column the bias; each row sums to the raw
+        score. method "path": path attribution (training.attribution; as cheap as a predict,
+        the scoring default); "shap": LightGBM's exact TreeSHAP (~100x slower, for analysis)."""
         _check_fitted(self, "booster_")
-        return _predict(self.booster_, X, self.feature_names_in_, pred_contrib=True,
-                        num_iteration=self.best_iteration_)
+        if method not in self.CONTRIBUTION_METHODS:
+            raise ValueError(f"unknown contribution method {method!r}; use one of {list(self.CONTRIBUTION_METHODS)}")
+        if len(X) == 0:  # LightGBM's predict fails on no rows
+            return np.zeros((0, len(self.feature_names_in_) + 1))
+        if method == "shap":
+            return _predict(self.booster_, X, self.feature_names_in_, pred_contrib=True,
+                            num_iteration=self.best_iteration_)
+        leaves = _predict(self.booster_, X, self.feature_names_in_, pred_leaf=True, num_iteration=self.best_iteration_)
+        return self.warm().from_leaves(leaves)
+
+    def warm(self) -> "PathAttribution":
+        """The path attribution table, built on first use (~0.1 s for a few hundred trees):
+        call at service start-up so the first request does not pay for it. A cache, not
+        pickled (see __getstate__)."""
+        _check_fitted(self, "booster_")
+        found = self.__dict__.get("_path_attribution")
+        if found is None:
+            from training.attribution import PathAttribution
+
+            found = self._path_attribution = PathAttribution().fit(self.booster_, self.best_iteration_)
+        return found
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_path_attribution"}  # a cache, not model state
 
     def feature_importance(self) -> pd.Series:
         _check_fitted(self, "booster_")

@@ -58,19 +58,20 @@ class LeadScorePredictor:
             return self.builder.transform_static(data)
         return self.builder.transform(data, default_as_of(as_of))
 
-    def score(self, data: CanonicalData, as_of=None, explain: bool = False) -> pd.DataFrame:
+    def score(self, data: CanonicalData, as_of=None, explain: bool | str = False) -> pd.DataFrame:
         """One row per deal open at `as_of` (default: now) with probabilities, score, tier,
         P(won within 30/60/90 days), expected close date P10/P50/P90, optional top factors."""
         return self.score_features(self.features(data, as_of), explain=explain)
 
-    def score_features(self, feats: pd.DataFrame, explain: bool = False) -> pd.DataFrame:
-        """Scores of feature rows (`features` output): one row each, same order."""
+    def score_features(self, feats: pd.DataFrame, explain: bool | str = False) -> pd.DataFrame:
+        """Scores of feature rows (`features` output): one row each, same order. `explain`:
+        False, True (path attribution) or the contribution method, "path" or "shap"."""
         X = feats[self.feature_names]
         M = shared_matrix(X, self.close_model, self.time_model) if len(X) else X  # converted once for all boosters
         return pd.DataFrame(self._outputs(feats["deal_id"].to_numpy(), feats["as_of"].to_numpy(), M,
-                                          X if explain else None))
+                                          X if explain else None, _method(explain)))
 
-    def score_arrays(self, arrays: DealArrays, as_of, explain: bool = False) -> dict[str, np.ndarray | list]:
+    def score_arrays(self, arrays: DealArrays, as_of, explain: bool | str = False) -> dict[str, np.ndarray | list]:
         """Scores of request deals (`features.payload.payload_arrays`), all open at `as_of`
         (a time, one time per deal, or None for a static model): the columns of `score`,
         without a frame on the way. The features are `FeatureBuilder.columns`, the same
@@ -87,7 +88,7 @@ class LeadScorePredictor:
             feats = pd.DataFrame({"deal_id": arrays.deal_id, "as_of": at, **self._frame_columns(cols)})
             return {c: v.to_numpy() if c != "top_factors" else v.tolist()
                     for c, v in self.score_features(feats, explain=explain).items()}
-        return self._outputs(arrays.deal_id, at, M, self._readable(cols) if explain else None)
+        return self._outputs(arrays.deal_id, at, M, self._readable(cols) if explain else None, _method(explain))
 
     def warm(self) -> None:
         """Score one made-up deal so the lookup caches (history tables, category maps,
@@ -99,7 +100,8 @@ class LeadScorePredictor:
                 **({"stage": self.meta.stages[0]} if self.meta.stages else {})}
         self.score_arrays(payload_arrays([deal], self.meta).arrays, None if self.static else now, explain=True)
 
-    def _outputs(self, deal_id: np.ndarray, as_of: np.ndarray, M, X) -> dict[str, np.ndarray | list]:
+    def _outputs(self, deal_id: np.ndarray, as_of: np.ndarray, M, X, method: str = "path"
+                 ) -> dict[str, np.ndarray | list]:
         """Output columns from the model matrix; explanations when X (features) is given."""
         p = np.asarray(self.close_model.predict_proba(M), dtype=float)
         # columns collected in a dict and framed once: per-column inserts cost more than a one-deal score
@@ -117,7 +119,7 @@ class LeadScorePredictor:
                 out[f"log_close_days_{name}"] = logq[:, k]
                 out[f"expected_close_date_{name}"] = _add_days_normalized(at, days[:, k])
         if X is not None:
-            out["top_factors"] = self.explain(X, M)
+            out["top_factors"] = self.explain(X, M, method)
         return out
 
     def _matrix(self, cols: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -174,16 +176,17 @@ class LeadScorePredictor:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_remap", "_level_text")}  # caches
 
-    def explain(self, X, matrix: np.ndarray | None = None) -> list[dict]:
-        """Top positive/negative factors per row (LightGBM contributions), or the stage
-        rate as the single factor for the cold-start baseline. X: the feature frame, or
-        {feature: values} with categories as text; `matrix`: X already converted for the
-        close model (`shared_matrix`), to skip a second conversion."""
+    def explain(self, X, matrix: np.ndarray | None = None, method: str = "path") -> list[dict]:
+        """Top positive/negative factors per row from the close model's contributions
+        (`method`: "path" attribution, or exact TreeSHAP "shap"; see training/attribution.py);
+        none for a model without contributions. X: the feature frame, or {feature: values}
+        with categories as text; `matrix`: X already converted for the close model
+        (`shared_matrix`), to skip a second conversion."""
         n = len(X) if isinstance(X, pd.DataFrame) else len(next(iter(X.values()), []))
         if self.explainer is None or not hasattr(self.close_model, "contributions") or n == 0 \
                 or getattr(self.close_model, "fallback_", False):
             return [{"positive": [], "negative": []} for _ in range(n)]
-        return self.explainer.explain(X, self.close_model.contributions(X if matrix is None else matrix))
+        return self.explainer.explain(X, self.close_model.contributions(X if matrix is None else matrix, method=method))
 
     def p_won_between(self, scored: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
         """P(won with close date in [start, end)) per scored row, consistent with P(won)."""
@@ -192,6 +195,10 @@ class LeadScorePredictor:
         d0 = ((start - as_of).dt.total_seconds() / 86400).clip(lower=0).to_numpy()
         d1 = ((end - as_of).dt.total_seconds() / 86400).clip(lower=0).to_numpy()
         return scored["close_probability"].to_numpy() * (cdf_won_by(logq, d1) - cdf_won_by(logq, d0))
+
+
+def _method(explain: bool | str) -> str:
+    return "path" if explain is True or not explain else str(explain)
 
 
 def _add_days_normalized(at: np.ndarray, days: np.ndarray) -> np.ndarray:

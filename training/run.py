@@ -106,7 +106,7 @@ def _log_plots(result: TrainResult) -> None:
         imp = model.feature_importance()
         figures["feature_importance.png"] = plots.feature_importance(list(imp.index), imp.to_numpy())
         X = result.test_features
-        figures["shap_summary.png"] = plots.contribution_summary(model.contributions(X), X)
+        figures["shap_summary.png"] = plots.contribution_summary(model.contributions(X, method="shap"), X)
     with tempfile.TemporaryDirectory() as tmp:
         for name, fig in figures.items():
             fig.savefig(Path(tmp) / name, dpi=110, bbox_inches="tight")

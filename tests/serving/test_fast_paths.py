@@ -63,7 +63,7 @@ def test_models_on_the_shared_matrix_equal_lightgbm_on_the_frame(predictor, scor
         want = _frame_predictions(predictor, X)
         np.testing.assert_array_equal(predictor.close_model.predict_proba(M), want["p"])
         np.testing.assert_array_equal(predictor.time_model.predict_log_quantiles(M), want["logq"])
-        np.testing.assert_array_equal(predictor.close_model.contributions(M), want["contrib"])
+        np.testing.assert_array_equal(predictor.close_model.contributions(M, method="shap"), want["contrib"])
         # a frame passed directly takes the same route
         np.testing.assert_array_equal(predictor.close_model.predict_proba(X), want["p"])
 

@@ -90,6 +90,27 @@ def test_score_matches_scoring_the_full_tables(client, open_deals):
     np.testing.assert_allclose(got["close_probability"], full.loc[got.index, "close_probability"], rtol=1e-9)
 
 
+def test_explanations_by_path_attribution_or_exact_shap(client, open_deals):
+    """Factors are the in-process explanations, by either method; the scores do not change."""
+    deals = open_deals[:5]
+    predictor = models_cache.small_predictor()
+    data = canonical_from_records(deals, predictor.meta).data
+    answers = {}
+    for method in ("path", "shap"):
+        r = post(client, "/score", {"deals": deals, "as_of": AS_OF, "explain_method": method})
+        assert r.status_code == 200, r.text
+        answers[method] = r.json()["deals"]
+        local = predictor.score(data, pd.Timestamp(AS_OF), explain=method).set_index("deal_id")
+        for d in answers[method]:
+            want = local.loc[d["deal_id"], "top_factors"]
+            assert [f["feature"] for f in d["top_factors"]["positive"]] == [f["feature"] for f in want["positive"]]
+            assert [f["impact"] for f in d["top_factors"]["negative"]] == \
+                pytest.approx([f["impact"] for f in want["negative"]], abs=1e-4)
+    assert [d["close_probability"] for d in answers["path"]] == [d["close_probability"] for d in answers["shap"]]
+    r = post(client, "/score", {"deals": deals, "as_of": AS_OF, "explain_method": "guess"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "explain_method"
+
+
 def test_scoring_twice_gives_identical_results(client, deal):
     first = post(client, "/score", {"deals": [deal], "as_of": AS_OF}).json()
     second = post(client, "/score", {"deals": [deal], "as_of": AS_OF}).json()
