@@ -1,9 +1,11 @@
 """Concurrent `/score` requests scored together.
 
-While one batch is being scored (in a worker thread, so the event loop keeps parsing
-requests), the requests that arrive queue up and become the next batch. A lone request
-waits for nothing (there is no timer); a burst pays the model's fixed per-call cost
-(feature lookups, four LightGBM calls) once instead of once per request.
+A small request that finds nothing queued or being scored is scored at once on the event
+loop: handing it to a worker thread and back costs more (~1.8 ms measured) than scoring one
+deal (~1 ms). Anything else goes to a worker thread, so the loop keeps parsing requests;
+those that arrive meanwhile queue up and become the next batch. Nothing waits on a timer;
+a burst pays the model's fixed per-call cost (feature lookups, four LightGBM calls) once
+instead of once per request, and a big request does not hold up small ones behind it.
 """
 from __future__ import annotations
 
@@ -35,18 +37,25 @@ class ScoreBatcher:
 
     `score_fn(arrays, at, explain)` scores deals with one as-of time per deal (so requests
     with different `as_of` share a batch); `max_deals` caps a batch (a request bigger than
-    that is a batch on its own).
+    that is a batch on its own); requests of up to `inline_deals` deals are scored on the
+    loop when the batcher is idle (0: never).
     """
 
-    def __init__(self, score_fn: Callable[[DealArrays, np.ndarray, bool | str], Scores], max_deals: int = 1000):
+    def __init__(self, score_fn: Callable[[DealArrays, np.ndarray, bool | str], Scores], max_deals: int = 1000,
+                 inline_deals: int = 20):
         self.score_fn = score_fn
         self.max_deals = max_deals
+        self.inline_deals = inline_deals
         self._queue: list[_Pending] = []
         self._draining = False
-        self.batches = 0  # counters for the benchmark and the tests
+        self.batches = 0  # counters for the tests
         self.requests = 0
+        self.inline = 0
 
     async def score(self, arrays: DealArrays, at: np.ndarray, explain: bool | str) -> Scores:
+        if not self._draining and not self._queue and len(arrays) <= self.inline_deals:
+            self.inline += 1
+            return self.score_fn(arrays, at, explain)
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(arrays, at, explain, future))
         if not self._draining:

@@ -44,9 +44,10 @@ class PathAttribution:
         n_features = dump["max_feature_idx"] + 1
         trees = dump["tree_info"]
         scale = 1.0 / len(trees) if dump.get("average_output") and trees else 1.0  # random-forest mode
-        offsets, rows, cols, vals, total = [], [], [], [], 0
+        offsets, rows, cols, vals, leaf_values, total = [], [], [], [], [], 0
         for tree in trees:
             r, c, v, n_leaves = _tree_entries(tree["tree_structure"], n_features)
+            leaf_values.append(_leaf_values(tree["tree_structure"], n_leaves))
             offsets.append(total)
             rows.append(r + total)
             cols.append(c)
@@ -60,6 +61,10 @@ class PathAttribution:
         small = total * (n_features + 1) * 8 <= DENSE_BYTES
         self.dense_leaf_matrix_ = self.leaf_matrix_.toarray() if small else None
         self.tree_offsets_ = np.asarray(offsets, dtype=np.int64)
+        self.leaf_values_ = cat(leaf_values, float)
+        # LightGBM's raw score is the leaves' values added tree by tree in double: `raw_from_leaves`
+        # repeats that exactly, except where the booster averages its trees (random-forest mode)
+        self.sums_like_predict_ = not dump.get("average_output", False)
         self.num_iteration_ = len(trees)
         self.n_features_in_ = n_features
         self.feature_names_in_ = list(dump.get("feature_names", []))
@@ -95,6 +100,18 @@ class PathAttribution:
             return indicator @ self.dense_leaf_matrix_
         return (indicator @ self.leaf_matrix_).toarray()
 
+    def raw_from_leaves(self, leaves: np.ndarray) -> np.ndarray:
+        """The raw score from `pred_leaf` output, summed as LightGBM's predict sums it (tree by
+        tree, in double), so a caller that needs both leaves and scores walks the trees once.
+        Bitwise equal to `predict(raw_score=True)` when `sums_like_predict_` (tested)."""
+        self._check_fitted()
+        leaves = np.atleast_2d(leaves)
+        ids = leaves + self.tree_offsets_
+        out = np.zeros(len(leaves))
+        for t in range(ids.shape[1]):  # in tree order: the sum must round as LightGBM's does
+            out += self.leaf_values_[ids[:, t]]
+        return out
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "leaf_matrix_"):
             raise RuntimeError("PathAttribution is not fitted: call fit() first")
@@ -119,6 +136,15 @@ def _tree_entries(root: dict, n_features: int) -> tuple[np.ndarray, np.ndarray, 
         vals.extend(v for _, v in entries)
     n_leaves = sum(_is_leaf(node) for node in nodes)
     return np.asarray(rows), np.asarray(cols), np.asarray(vals, dtype=float), n_leaves
+
+
+def _leaf_values(root: dict, n_leaves: int) -> np.ndarray:
+    """Leaf values of one dumped tree by leaf index."""
+    out = np.zeros(n_leaves)
+    for node in _preorder(root)[0]:
+        if _is_leaf(node):
+            out[node.get("leaf_index", 0)] = node["leaf_value"]
+    return out
 
 
 def _preorder(root: dict) -> tuple[list[dict], list[int]]:

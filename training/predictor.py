@@ -103,7 +103,11 @@ class LeadScorePredictor:
     def _outputs(self, deal_id: np.ndarray, as_of: np.ndarray, M, X, method: str = "path"
                  ) -> dict[str, np.ndarray | list]:
         """Output columns from the model matrix; explanations when X (features) is given."""
-        p = np.asarray(self.close_model.predict_proba(M), dtype=float)
+        contributions = None  # the score and its factors in one pass where the model can
+        if X is not None and self._explains(len(deal_id)) and hasattr(self.close_model, "predict_proba_and_contributions"):
+            p, contributions = self.close_model.predict_proba_and_contributions(M, method)
+        else:
+            p = np.asarray(self.close_model.predict_proba(M), dtype=float)
         # columns collected in a dict and framed once: per-column inserts cost more than a one-deal score
         out = {"deal_id": deal_id, "as_of": as_of, "close_probability": p,
                "score": np.clip(np.rint(p * 100), 1, 99).astype(int), "tier": self.tiers.assign(p)}
@@ -119,7 +123,8 @@ class LeadScorePredictor:
                 out[f"log_close_days_{name}"] = logq[:, k]
                 out[f"expected_close_date_{name}"] = _add_days_normalized(at, days[:, k])
         if X is not None:
-            out["top_factors"] = self.explain(X, M, method)
+            out["top_factors"] = self.explain(X, M, method) if contributions is None \
+                else self.explainer.explain(X, contributions)
         return out
 
     def _matrix(self, cols: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -183,10 +188,14 @@ class LeadScorePredictor:
         with categories as text; `matrix`: X already converted for the close model
         (`shared_matrix`), to skip a second conversion."""
         n = len(X) if isinstance(X, pd.DataFrame) else len(next(iter(X.values()), []))
-        if self.explainer is None or not hasattr(self.close_model, "contributions") or n == 0 \
-                or getattr(self.close_model, "fallback_", False):
+        if not self._explains(n):
             return [{"positive": [], "negative": []} for _ in range(n)]
         return self.explainer.explain(X, self.close_model.contributions(X if matrix is None else matrix, method=method))
+
+    def _explains(self, n: int) -> bool:
+        """Whether the close model has contributions to explain `n` rows with."""
+        return self.explainer is not None and hasattr(self.close_model, "contributions") and n > 0 \
+            and not getattr(self.close_model, "fallback_", False)
 
     def p_won_between(self, scored: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
         """P(won with close date in [start, end)) per scored row, consistent with P(won)."""

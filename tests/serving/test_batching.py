@@ -57,7 +57,7 @@ def test_merged_arrays_score_like_each_request_alone(predictor, requests_):
 
 
 def test_concurrent_requests_share_a_batch_and_get_their_own_scores(predictor, requests_):
-    batcher = ScoreBatcher(predictor.score_arrays, max_deals=1000)
+    batcher = ScoreBatcher(predictor.score_arrays, max_deals=1000, inline_deals=0)
 
     async def burst():
         return await asyncio.gather(*[batcher.score(arrays, at, True) for arrays, at in requests_])
@@ -69,7 +69,7 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_scores(predictor, r
 
 
 def test_batches_respect_the_deal_cap_and_the_explain_flag(predictor, requests_):
-    batcher = ScoreBatcher(predictor.score_arrays, max_deals=50)
+    batcher = ScoreBatcher(predictor.score_arrays, max_deals=50, inline_deals=0)
 
     async def burst():
         return await asyncio.gather(*[batcher.score(arrays, at, k % 2 == 0) for k, (arrays, at) in enumerate(requests_)])
@@ -88,7 +88,7 @@ def test_a_failing_request_fails_alone(predictor, requests_):
             raise RuntimeError("boom")
         return predictor.score_arrays(arrays, at, explain)
 
-    batcher = ScoreBatcher(score)
+    batcher = ScoreBatcher(score, inline_deals=0)
 
     async def burst():
         return await asyncio.gather(*[batcher.score(arrays, at, False) for arrays, at in requests_],
@@ -97,3 +97,24 @@ def test_a_failing_request_fails_alone(predictor, requests_):
     results = asyncio.run(burst())
     assert isinstance(results[3], RuntimeError)
     assert all(isinstance(r, dict) for k, r in enumerate(results) if k != 3)
+
+
+def test_small_requests_on_an_idle_batcher_skip_the_thread(predictor, requests_):
+    batcher = ScoreBatcher(predictor.score_arrays, inline_deals=20)
+    one, at = requests_[0]  # 1 deal
+    big, big_at = requests_[1]  # 40 deals
+
+    async def lone():
+        return await batcher.score(one, at, True)
+
+    _assert_same(asyncio.run(lone()), predictor.score_arrays(one, at, explain=True))
+    assert (batcher.inline, batcher.batches) == (1, 0)
+
+    async def big_then_small():  # the big one goes to a thread; small ones arriving meanwhile join its queue
+        return await asyncio.gather(batcher.score(big, big_at, True),
+                                    *[batcher.score(a, t, True) for a, t in requests_[2:5]])
+
+    results = asyncio.run(big_then_small())
+    assert batcher.inline == 1 and batcher.batches == 1 and batcher.requests == 4
+    for (arrays, at_), got in zip([(big, big_at), *requests_[2:5]], results):
+        _assert_same(got, predictor.score_arrays(arrays, at_, explain=True))

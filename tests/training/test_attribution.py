@@ -202,3 +202,24 @@ def test_attribution_cache_is_not_pickled(close_model, data):
     assert "_path_attribution" in close_model.__dict__ and "_path_attribution" not in restored.__dict__
     np.testing.assert_array_equal(restored.contributions(X.iloc[:50]), before)
     assert "_path_attribution" in restored.__dict__
+
+
+def test_one_walk_gives_predict_bitwise_and_the_same_contributions():
+    """`predict_proba_and_contributions` sums the leaves as LightGBM does: bitwise the same scores."""
+    import models_cache
+
+    from training.models import LEAF_SUM_ROWS, shared_matrix
+
+    predictor = models_cache.small_predictor()
+    data, _ = models_cache.small_data()
+    feats = predictor.features(data, data.data_end)
+    X = feats[predictor.feature_names]
+    M = shared_matrix(X, predictor.close_model, predictor.time_model)
+    assert len(M) > LEAF_SUM_ROWS
+    model = predictor.close_model
+    for rows in (M, M[:3]):  # one walk, and below LEAF_SUM_ROWS the two calls
+        p, contrib = model.predict_proba_and_contributions(rows)
+        np.testing.assert_array_equal(p, model.predict_proba(rows))
+        np.testing.assert_array_equal(contrib, model.contributions(rows))
+    raw = model.warm().raw_from_leaves(model.booster_.predict(M, pred_leaf=True, num_iteration=model.best_iteration_))
+    np.testing.assert_array_equal(raw, model.predict_raw(M))
