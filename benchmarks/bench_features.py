@@ -22,7 +22,7 @@ from features.build import FeatureBuilder
 from features.labels import make_labels
 from features.snapshots import as_of_grid
 
-STEPS = ["prepare_events", "fit_history", "snapshot_positions", "state_at", "activity_counts",
+STEPS = ["event_state", "from_canonical", "fit_history", "snapshot_positions", "state_at", "activity_counts",
          "_history_features", "_stage_features", "_deal_columns", "make_labels"]
 
 
@@ -110,7 +110,7 @@ Input: `features.synthetic.generate_data({args.deals}, seed=0)` ({gen_s:.1f} s t
 | label rows with a known outcome | {y['won'].notna().mean():.1%} |
 
 What dominates (cumulative seconds under cProfile, a second run; profiling adds overhead and
-steps nest: `prepare_events` runs in both fit and transform):
+steps nest: `event_state` runs in both fit and transform):
 
 | function | seconds |
 |---|---|

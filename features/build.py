@@ -14,11 +14,18 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from features import history as hist
+from features.arrays import DealArrays, deal_positions, encode
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
-from features.arrays import DealArrays, deal_positions, encode
-from features.snapshots import activity_counts, as_of_grid, as_of_timestamps, event_state, snapshot_positions, state_at
+from features.snapshots import (
+    activity_counts,
+    as_of_grid,
+    as_of_timestamps,
+    event_state,
+    snapshot_positions,
+    state_at,
+)
 
 RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
 STAGE_FEATURES = ["stage_index", "furthest_stage_index", "days_in_stage", "deal_age_days",

@@ -24,7 +24,13 @@ from serving import errors
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.batching import ScoreBatcher
 from serving.loader import ServingConfig, check_champion, load_predictor
-from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse, score_response_json
+from serving.schemas import (
+    ForecastRequest,
+    PipelineRequest,
+    ScoreRequest,
+    ScoreResponse,
+    score_response_json,
+)
 
 log = logging.getLogger("leadscore.serving")
 TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)

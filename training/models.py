@@ -5,6 +5,8 @@ ends in `_`. Folds are passed explicitly because they are time folds (training.f
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -12,6 +14,9 @@ from scipy.special import expit, ndtr
 from scipy.stats import norm
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+
+if TYPE_CHECKING:
+    from training.attribution import PathAttribution
 
 Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
 # Below this many rows a prediction runs on one thread: starting OpenMP's team costs more

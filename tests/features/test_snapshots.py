@@ -8,7 +8,14 @@ from histories import DATA_END, STAGES, make_data, random_history
 
 from features.errors import NotEnoughData, SchemaError
 from features.schema import CanonicalData, DatasetMeta
-from features.snapshots import as_of_grid, as_of_timestamps, asof_positions, open_snapshots, prepare_events, state_at
+from features.snapshots import (
+    as_of_grid,
+    as_of_timestamps,
+    asof_positions,
+    open_snapshots,
+    prepare_events,
+    state_at,
+)
 
 
 @pytest.mark.parametrize("seed", range(8))
