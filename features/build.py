@@ -224,13 +224,15 @@ class FeatureBuilder:
 
     def _history_features(self, arrays: DealArrays, pos, at) -> dict:
         h, n, s = self.history_, len(pos), self.smoothing
-        total = _known_only(hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True), np.zeros(n, "int64"))
+        # codes per deal, then per row
+        codes = [h.groups[col].codes(arrays.fields.get(col), len(arrays))[pos] for col in self.group_columns_]
+        outcomes, groups = hist.lookup_groups(h, self.group_columns_, codes, at)
+        total = _known_only(outcomes, np.zeros(n, "int64"))
         prior = (total["won"] + 1.0) / (total["won"] + total["lost"] + 2.0)
         out = {"global_win_rate": prior}
-        for col in self.group_columns_:
-            table, g = h.groups[col], _group_name(col)
-            codes = table.codes(arrays.fields.get(col), len(arrays))[pos]  # per deal, then rows
-            past = _known_only(hist.lookup(table, codes, at, strict=True), codes)
+        for col, codes, found in zip(self.group_columns_, codes, groups):
+            g = _group_name(col)
+            past = _known_only(found, codes)
             won, lost, known = past["won"], past["lost"], codes >= 0  # NaN exactly where unknown
             # an unseen value has no history: its rate is the prior, its counts are unknown
             out[f"{g}_win_rate"] = hist.smoothed_rate(np.where(known, won, 0.0), np.where(known, lost, 0.0), prior, s)

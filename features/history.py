@@ -55,6 +55,9 @@ class History:
     dwell: GroupTable  # stage index -> dwell_days, spells over completed spells
     open_load: GroupTable | None  # owner -> open deals (created minus closed)
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_stacked"}  # a cache, not model state
+
 
 def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
     """Deals with a known outcome by data_end, sorted by closed_at."""
@@ -92,6 +95,40 @@ def lookup(table: GroupTable, codes: np.ndarray, at: np.ndarray, strict: bool) -
     take = np.maximum(pos, 0)
     return {name: np.where(found, values[take], np.nan) if len(values) else np.full(len(codes), np.nan)
             for name, values in arrays.items() if name not in ("code", "index")}
+
+
+GROUP_SUMS = ("won", "lost", "won_amount")
+
+
+def lookup_groups(history: History, columns: list[str], codes: list[np.ndarray], at: np.ndarray
+                  ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    """`lookup(..., strict=True)` of the global outcome table (every row) and of each
+    grouping column's table (`codes` per column), done as one as-of search over the tables
+    stacked under distinct keys: a one-deal request makes one search, not one per column.
+    Returns (outcome sums, [sums per column])."""
+    stacked = history.__dict__.get("_stacked")
+    if stacked is None or stacked["columns"] != list(columns):
+        stacked = history.__dict__["_stacked"] = _stack([history.outcomes, *(history.groups[c] for c in columns)],
+                                                       list(columns))
+    n = len(at)
+    keys = [np.zeros(n, "int64"), *(np.where(c >= 0, c + k, -1) for c, k in zip(codes, stacked["offsets"][1:]))]
+    pos = asof_search(stacked["index"], stacked["code"], np.concatenate(keys), np.tile(at, len(keys)), strict=True)
+    found, take = pos >= 0, np.maximum(pos, 0)
+    sums = {name: np.where(found, values[take], np.nan).reshape(len(keys), n) if len(values)
+            else np.full((len(keys), n), np.nan) for name, values in stacked["sums"].items()}
+    per_table = [{name: sums[name][i] for name in GROUP_SUMS} for i in range(len(keys))]
+    return per_table[0], per_table[1:]
+
+
+def _stack(tables: list[GroupTable], columns: list[str]) -> dict:
+    """Tables one under the other, codes shifted past the previous tables' levels; still
+    sorted by (code, at), as an as-of search needs."""
+    offsets = np.cumsum([0] + [len(t.levels) for t in tables[:-1]])
+    code = np.concatenate([t.table["code"].to_numpy(dtype="int64") + k for t, k in zip(tables, offsets)])
+    at = np.concatenate([t.table["at"].to_numpy(dtype=TIMESTAMP_DTYPE) for t in tables])
+    sums = {name: np.concatenate([t.table[name].to_numpy(dtype="float64") if name in t.table
+                                  else np.full(len(t.table), np.nan) for t in tables]) for name in GROUP_SUMS}
+    return {"columns": columns, "offsets": offsets, "code": code, "index": asof_index(code, at), "sums": sums}
 
 
 def as_string(values: pd.Series) -> pd.Series:

@@ -353,14 +353,15 @@ class TimeToCloseModel:
 
 
 def lognormal_params(log_quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of log1p(days) from its P10/P50/P90."""
-    mu = log_quantiles[:, 1]
-    sigma = np.maximum((log_quantiles[:, 2] - log_quantiles[:, 0]) / (2 * Z90), 0.05)
+    """(mu, sigma) of log1p(days) from its P10/P50/P90 (the last axis)."""
+    mu = log_quantiles[..., 1]
+    sigma = np.maximum((log_quantiles[..., 2] - log_quantiles[..., 0]) / (2 * Z90), 0.05)
     return mu, sigma
 
 
 def cdf_won_by(log_quantiles: np.ndarray, days: np.ndarray | float) -> np.ndarray:
-    """P(close within `days` | won) per row (days broadcast against rows)."""
+    """P(close within `days` | won) per row (days broadcast against rows; (n, 1, 3) log
+    quantiles against (1, k) days give (n, k))."""
     mu, sigma = lognormal_params(log_quantiles)
     d = np.log1p(np.clip(np.asarray(days, dtype=float), 0, None))
     return ndtr((d - mu) / sigma)  # norm.cdf's own kernel, without its argument handling
