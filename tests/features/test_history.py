@@ -73,3 +73,27 @@ def test_sorted_by_deal_is_a_stable_sort_by_deal_and_time(with_missing):
         frame.loc[[5], "entered_at"] = pd.NaT
     want = frame.sort_values(["deal_id", "entered_at"], kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(_sorted_by_deal(frame, "entered_at"), want)
+
+
+def test_one_search_over_stacked_tables_equals_a_search_per_table():
+    import models_cache
+
+    from features.build import FeatureBuilder
+
+    data = models_cache.small_data()[0]
+    builder = FeatureBuilder().fit(data)
+    h, columns = builder.history_, builder.group_columns_
+    rng = np.random.default_rng(3)
+    n = 500
+    at = (data.data_end - pd.to_timedelta(rng.integers(0, 800, n), unit="D")).to_numpy().astype("datetime64[us]")
+    at[:5] = np.datetime64("1990-01-01")  # before any history
+    codes = [rng.integers(-1, len(h.groups[c].levels), n) for c in columns]
+    outcomes, groups = hist.lookup_groups(h, columns, codes, at)
+    want = hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True)
+    for name in ("won", "lost"):
+        np.testing.assert_array_equal(outcomes[name], want[name])
+    for col, c, got in zip(columns, codes, groups):
+        want = hist.lookup(h.groups[col], c, at, strict=True)
+        for name in ("won", "lost", "won_amount"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{col}.{name}")
+    assert "_stacked" not in pickle.loads(pickle.dumps(h)).__dict__
