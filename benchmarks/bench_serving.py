@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,19 +51,20 @@ def start_server(env: dict) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     command = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LeadScoreService",
                "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    # the server's output goes to a file: a pipe nobody reads would fill up and stall the server
+    log = tempfile.NamedTemporaryFile(prefix="bench_serving_", suffix=".log", delete=False)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"bentoml serve exited: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+            raise SystemExit(f"bentoml serve exited: {Path(log.name).read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise SystemExit("bentoml serve did not become ready in 180 s")
+    raise SystemExit(f"bentoml serve did not become ready in 180 s (log: {log.name})")
 
 
 def server_rss_mib(proc: subprocess.Popen) -> float:

@@ -33,6 +33,7 @@ from serving.schemas import (
 )
 
 log = logging.getLogger("leadscore.serving")
+log.setLevel(os.environ.get("LEADSCORE_LOG_LEVEL", "INFO").strip().upper() or "INFO")
 TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)
 SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_close_within_30d",
                  "p_close_within_60d", "p_close_within_90d", "expected_close_date_p10", "expected_close_date_p50",

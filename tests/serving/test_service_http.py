@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import httpx
 import models_cache
@@ -266,6 +267,18 @@ def test_no_input_values_in_the_log(served, client, deal):
     deal["amount"] = "secret-amount-text"
     post(client, "/score", {"deals": [deal], "as_of": AS_OF})
     assert "secret" not in served["log"].read_text(errors="replace")
+
+
+def test_scored_deal_ids_are_logged_without_their_values(served, client, deal):
+    deal["deal_id"] = "logged-deal-7"
+    deal["owner"] = "private.rep@example.com"
+    assert post(client, "/score", {"deals": [deal], "as_of": AS_OF}).status_code == 200
+    for _ in range(50):  # the worker's log lines reach the file shortly after the response
+        text = served["log"].read_text(errors="replace")
+        if "logged-deal-7" in text:
+            break
+        time.sleep(0.1)
+    assert "scored 1 deals (ids logged-deal-7)" in text and "private.rep" not in text
 
 
 
