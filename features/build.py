@@ -224,25 +224,27 @@ class FeatureBuilder:
 
     def _history_features(self, arrays: DealArrays, pos, at) -> dict:
         h, n, s = self.history_, len(pos), self.smoothing
-        # codes per deal, then per row
-        codes = [h.groups[col].codes(arrays.fields.get(col), len(arrays))[pos] for col in self.group_columns_]
-        outcomes, groups = hist.lookup_groups(h, self.group_columns_, codes, at)
+        # one row per grouping column, one column per snapshot row: each step below is one numpy call
+        codes = np.array([h.groups[col].codes(arrays.fields.get(col), len(arrays))[pos]
+                          for col in self.group_columns_], dtype="int64").reshape(len(self.group_columns_), n)
+        outcomes, found = hist.lookup_groups(h, self.group_columns_, list(codes), at)
         total = _known_only(outcomes, np.zeros(n, "int64"))
         prior = (total["won"] + 1.0) / (total["won"] + total["lost"] + 2.0)
+        past = _known_only(found, codes)
+        won, lost, known = past["won"], past["lost"], codes >= 0  # NaN exactly where unknown
+        # an unseen value has no history: its rate is the prior, its counts are unknown
+        rate = hist.smoothed_rate(np.where(known, won, 0.0), np.where(known, lost, 0.0), prior, s)
+        closed = won + lost
         out = {"global_win_rate": prior}
-        for col, codes, found in zip(self.group_columns_, codes, groups):
+        for i, col in enumerate(self.group_columns_):
             g = _group_name(col)
-            past = _known_only(found, codes)
-            won, lost, known = past["won"], past["lost"], codes >= 0  # NaN exactly where unknown
-            # an unseen value has no history: its rate is the prior, its counts are unknown
-            out[f"{g}_win_rate"] = hist.smoothed_rate(np.where(known, won, 0.0), np.where(known, lost, 0.0), prior, s)
-            out[f"{g}_closed_deals"] = won + lost
+            out[f"{g}_win_rate"], out[f"{g}_closed_deals"] = rate[i], closed[i]
             if col == "account_id":
-                out["account_prior_wins"], out["account_prior_losses"] = won, lost
+                out["account_prior_wins"], out["account_prior_losses"] = won[i], lost[i]
             if col == "owner":
-                out["owner_avg_won_amount"] = past["won_amount"] / np.where(won > 0, won, np.nan)
-                load = hist.lookup(h.open_load, codes, at, strict=False)
-                out["owner_open_deals"] = _known_only(load, codes)["open_deals"]
+                out["owner_avg_won_amount"] = past["won_amount"][i] / np.where(won[i] > 0, won[i], np.nan)
+                load = hist.lookup(h.open_load, codes[i], at, strict=False)
+                out["owner_open_deals"] = _known_only(load, codes[i])["open_deals"]
         return out
 
     def _deal_columns(self, arrays: DealArrays, pos) -> dict:

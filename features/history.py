@@ -101,11 +101,11 @@ GROUP_SUMS = ("won", "lost", "won_amount")
 
 
 def lookup_groups(history: History, columns: list[str], codes: list[np.ndarray], at: np.ndarray
-                  ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """`lookup(..., strict=True)` of the global outcome table (every row) and of each
     grouping column's table (`codes` per column), done as one as-of search over the tables
     stacked under distinct keys: a one-deal request makes one search, not one per column.
-    Returns (outcome sums, [sums per column])."""
+    Returns (outcome sums, sums with one row per column: (len(columns), n) arrays)."""
     stacked = history.__dict__.get("_stacked")
     if stacked is None or stacked["columns"] != list(columns):
         stacked = history.__dict__["_stacked"] = _stack([history.outcomes, *(history.groups[c] for c in columns)],
@@ -116,8 +116,7 @@ def lookup_groups(history: History, columns: list[str], codes: list[np.ndarray],
     found, take = pos >= 0, np.maximum(pos, 0)
     sums = {name: np.where(found, values[take], np.nan).reshape(len(keys), n) if len(values)
             else np.full((len(keys), n), np.nan) for name, values in stacked["sums"].items()}
-    per_table = [{name: sums[name][i] for name in GROUP_SUMS} for i in range(len(keys))]
-    return per_table[0], per_table[1:]
+    return {name: values[0] for name, values in sums.items()}, {name: values[1:] for name, values in sums.items()}
 
 
 def _stack(tables: list[GroupTable], columns: list[str]) -> dict:

@@ -106,11 +106,9 @@ class PathAttribution:
         Bitwise equal to `predict(raw_score=True)` when `sums_like_predict_` (tested)."""
         self._check_fitted()
         leaves = np.atleast_2d(leaves)
-        ids = leaves + self.tree_offsets_
-        out = np.zeros(len(leaves))
-        for t in range(ids.shape[1]):  # in tree order: the sum must round as LightGBM's does
-            out += self.leaf_values_[ids[:, t]]
-        return out
+        # a running sum over trees, in tree order, rounds exactly as LightGBM's loop does (a plain
+        # sum may add pairwise, which rounds differently)
+        return self.leaf_values_[(leaves + self.tree_offsets_).T].cumsum(axis=0)[-1]
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "leaf_matrix_"):

@@ -22,9 +22,6 @@ Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
 # Below this many rows a prediction runs on one thread: starting OpenMP's team costs more
 # (~5-10 ms on a busy machine) than walking a few hundred trees for a request's deals.
 SINGLE_THREAD_ROWS = 5000
-# Below this many rows a score and its path contributions are two walks of the trees; above,
-# one (summing a few hundred trees' leaves in Python costs more than a predict of a few rows).
-LEAF_SUM_ROWS = 100
 # SHAP contributions cost ~0.3 ms a row (TreeSHAP), so threads pay off much sooner.
 SINGLE_THREAD_CONTRIB_ROWS = 100
 
@@ -243,12 +240,12 @@ class CloseProbabilityModel:
 
     def predict_proba_and_contributions(self, X: pd.DataFrame | np.ndarray, method: str = "path"
                                         ) -> tuple[np.ndarray, np.ndarray]:
-        """(`predict_proba(X)`, `contributions(X, method)`). With path attribution on many
-        rows both come from one walk of the trees: the raw score is summed from the leaves
-        reached exactly as LightGBM's predict sums it (bitwise equal, tested), which saves
-        a predict (~9 ms for 1,000 rows)."""
+        """(`predict_proba(X)`, `contributions(X, method)`). With path attribution both come
+        from one walk of the trees: the raw score is summed from the leaves reached exactly as
+        LightGBM's predict sums it (bitwise equal, tested), which saves a predict (~9 ms for
+        1,000 rows)."""
         _check_fitted(self, "calibrator_")
-        if method != "path" or self.fallback_ or len(X) < LEAF_SUM_ROWS or not self.warm().sums_like_predict_:
+        if method != "path" or self.fallback_ or len(X) == 0 or not self.warm().sums_like_predict_:
             return self.predict_proba(X), self.contributions(X, method)
         leaves = _predict(self.booster_, X, self.feature_names_in_, pred_leaf=True, num_iteration=self.best_iteration_)
         attribution = self.warm()

@@ -92,8 +92,8 @@ def test_one_search_over_stacked_tables_equals_a_search_per_table():
     want = hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True)
     for name in ("won", "lost"):
         np.testing.assert_array_equal(outcomes[name], want[name])
-    for col, c, got in zip(columns, codes, groups):
+    for i, (col, c) in enumerate(zip(columns, codes)):
         want = hist.lookup(h.groups[col], c, at, strict=True)
         for name in ("won", "lost", "won_amount"):
-            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{col}.{name}")
+            np.testing.assert_array_equal(groups[name][i], want[name], err_msg=f"{col}.{name}")
     assert "_stacked" not in pickle.loads(pickle.dumps(h)).__dict__

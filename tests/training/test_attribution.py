@@ -208,16 +208,15 @@ def test_one_walk_gives_predict_bitwise_and_the_same_contributions():
     """`predict_proba_and_contributions` sums the leaves as LightGBM does: bitwise the same scores."""
     import models_cache
 
-    from training.models import LEAF_SUM_ROWS, shared_matrix
+    from training.models import shared_matrix
 
     predictor = models_cache.small_predictor()
     data, _ = models_cache.small_data()
     feats = predictor.features(data, data.data_end)
     X = feats[predictor.feature_names]
     M = shared_matrix(X, predictor.close_model, predictor.time_model)
-    assert len(M) > LEAF_SUM_ROWS
     model = predictor.close_model
-    for rows in (M, M[:3]):  # one walk, and below LEAF_SUM_ROWS the two calls
+    for rows in (M, M[:3], *(M[i:i + 1] for i in range(40))):  # single rows too: no pairwise summing
         p, contrib = model.predict_proba_and_contributions(rows)
         np.testing.assert_array_equal(p, model.predict_proba(rows))
         np.testing.assert_array_equal(contrib, model.contributions(rows))
