@@ -283,15 +283,14 @@ def activity_counts(snap_deal: np.ndarray, snap_at: np.ndarray, activities: dict
     order = np.lexsort((at, deal))
     order = order[deal[order] >= 0]
     deal, at = deal[order], at[order]
+    # one search for T and every T - w: row k * n + i asks about snapshot row i at the k-th time
+    n, cutoffs = len(snap_deal), [np.timedelta64(0, "D"), *(np.timedelta64(int(w), "D") for w in windows)]
+    times = np.concatenate([snap_at - c for c in cutoffs])
+    pos = asof_positions(deal, at, np.tile(snap_deal, len(cutoffs)), times).reshape(len(cutoffs), n)
     first_row = np.searchsorted(deal, snap_deal, side="left")
-    index = asof_index(deal, at)  # one table, a search per window
-
-    def count_upto(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = asof_search(index, deal, snap_deal, t)
-        return np.where(pos >= 0, pos - first_row + 1, 0).astype("float64"), pos
-
-    now, last = count_upto(snap_at)
-    out = {f"activities_{w}d": now - count_upto(snap_at - np.timedelta64(int(w), "D"))[0] for w in windows}
+    upto = np.where(pos >= 0, pos - first_row + 1, 0).astype("float64")  # activities up to each time
+    out = {f"activities_{w}d": upto[0] - upto[k + 1] for k, w in enumerate(windows)}
+    last = pos[0]
     last_at = np.where(last >= 0, at[np.maximum(last, 0)] if len(at) else snap_at, np.datetime64("NaT"))
     out["days_since_last_activity"] = (snap_at - last_at.astype(TIMESTAMP_DTYPE)) / np.timedelta64(1, "D")
     return out

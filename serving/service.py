@@ -15,6 +15,7 @@ import sys
 import bentoml
 import numpy as np
 import pandas as pd
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from features.errors import LeadscoreError
@@ -91,10 +92,12 @@ class LeadScoreService:
         warnings = errors.unknown_category_warnings(checked.arrays.fields, builder.categories_,
                                                     builder.attribute_features_)
         ids = scored["deal_id"]
-        log.info("scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])), ",..." if len(ids) > 5 else "")
+        # logged once the response is sent (a background task): the client does not wait for the log
+        logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),
+                                ",..." if len(ids) > 5 else "")
         # written as the ScoreResponse JSON directly: validating our own output per deal cost more than scoring
         return Response(score_response_json(self.version, at, _shape_scores(scored, records, warnings, self.version)),
-                        media_type="application/json")
+                        media_type="application/json", background=logged)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None) -> dict:
