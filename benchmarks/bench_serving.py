@@ -98,6 +98,18 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+async def interleaved_ratios(url: str, key: str, body: dict, rounds: int = 7, n: int = 100) -> list[float]:
+    """p50(/score) / p50(/ping) in `rounds` alternating rounds of `n` sequential calls each:
+    a shared machine's load drifts, and alternating keeps both sides under the same drift."""
+    ratios = []
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
+        for _ in range(rounds):
+            floor, _ = await timed_calls(client, "/ping", {}, n, 1)
+            lat, _ = await timed_calls(client, "/score", body, n, 1)
+            ratios.append(pct(lat, 50) / pct(floor, 50))
+    return ratios
+
+
 async def latency_table(url: str, key: str, deals: list[dict], as_of: str, n_small: int, n_big: int) -> list[dict]:
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=CONCURRENCY)
@@ -184,13 +196,19 @@ async def load_run(url: str, key: str, proc, deals: list[dict], as_of: str, seco
             "rss_max": float(mem.max())}
 
 
-def report(rows: list[dict], load: dict, n_deals: int, loadavg: tuple[tuple, tuple]) -> str:
+def report(rows: list[dict], load: dict, n_deals: int, loadavg: tuple[tuple, tuple], ratios: list[float],
+           first_deal: tuple[int, int, float, float]) -> str:
     lines = ["| case | p50 ms | p99 ms | floor p50 ms | floor p99 ms | p50 / floor | p99 / floor | deals/s | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['case']} ({r['n']} requests) | {r['p50']:.1f} | {r['p99']:.1f} | {r['floor_p50']:.2f} | "
                      f"{r['floor_p99']:.2f} | {r['p50'] / r['floor_p50']:.1f}x | {r['p99'] / r['floor_p99']:.1f}x | "
                      f"{r['deals_per_s']:,.0f} | {r['errors']} |")
+    lines.append("")
+    lines.append(f"1 deal against the floor in {len(ratios)} alternating rounds of 100 sequential calls each: p50 ratio "
+                 f"median **{np.median(ratios):.2f}x** (rounds: {', '.join(f'{r:.2f}' for r in ratios)}). The 1-deal "
+                 f"payload is the first open deal, with {first_deal[0]} stage-history entries and {first_deal[1]} "
+                 f"activities (the average deal has {first_deal[2]:.1f} and {first_deal[3]:.1f}).")
     lines.append("")
     lines.append(f"Load run: {load['seconds']:.0f} s at {CONCURRENCY} concurrent clients posting 1-10 deals each: "
                  f"{load['requests']:,} requests ({load['requests'] / load['seconds']:.0f}/s), {load['deals']:,} deals, "
@@ -225,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     try:
         rows = asyncio.run(latency_table(url, key, deals, as_of.isoformat(), args.requests, 20))
+        ratios = asyncio.run(interleaved_ratios(url, key, {"deals": deals[:1], "as_of": as_of.isoformat()}))
         rows += asyncio.run(mixed_rows(url, key, deals, as_of.isoformat(), 20, "requests merged"))
         load = asyncio.run(load_run(url, key, proc, deals, as_of.isoformat(), args.duration))
     finally:
@@ -236,7 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-    body = report(rows, load, len(deals), (load_before, os.getloadavg()))
+    sizes = np.array([(len(d.get("stage_history", [])), len(d.get("activities", []))) for d in deals])
+    body = report(rows, load, len(deals), (load_before, os.getloadavg()), ratios,
+                  (int(sizes[0, 0]), int(sizes[0, 1]), float(sizes[:, 0].mean()), float(sizes[:, 1].mean())))
     print(body)
     record("Serving", body, f"leadscore generate --deals 20000 --seed 0 --out DIR && leadscore train --data DIR && "
                             f"python -m benchmarks.bench_serving --data DIR --duration {args.duration:g}")
