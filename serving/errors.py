@@ -8,9 +8,11 @@ against the request's `as_of`.
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from features.arrays import encode
@@ -124,6 +126,26 @@ def unknown_category_warnings(fields: dict[str, np.ndarray], categories: dict[st
             warnings.setdefault(int(pos), []).append(f"{col} '{values[pos]}' was not seen in training; "
                                                      f"scored as unknown")
     return warnings
+
+
+# --- logs -------------------------------------------------------------------------------
+
+BENTOML_APP_LOGGER = "bentoml._internal.server.http_app"
+
+
+class SchemaErrorLogFilter(logging.Filter):
+    """BentoML logs every request that fails the input schema as an ERROR with a traceback.
+    A bad payload is the client's mistake, answered with a field-level 422: one WARNING
+    line (path, method, error count; never the values) says all there is to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "%s [%s]: request body fails the schema (%d field error(s)), answered 422"
+            record.args = (*(record.args or ()), exc.error_count())
+            record.exc_info = record.exc_text = None
+        return True
 
 
 # --- ASGI: body limit and schema-error reshaping -------------------------------------

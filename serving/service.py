@@ -149,6 +149,7 @@ class LeadScoreService:
         return self._data
 
 
+logging.getLogger(errors.BENTOML_APP_LOGGER).addFilter(errors.SchemaErrorLogFilter())
 # the first added is the outer one: a request without a key is refused before its body is read
 LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
 LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,

@@ -269,6 +269,19 @@ def test_no_input_values_in_the_log(served, client, deal):
     assert "secret" not in served["log"].read_text(errors="replace")
 
 
+def test_a_schema_error_is_one_warning_line_not_a_traceback(served, client, deal):
+    deal["amount"] = -5
+    deal["created_at"] = "not a date"
+    assert post(client, "/score", {"deals": [deal], "as_of": AS_OF}).status_code == 422
+    for _ in range(50):
+        text = served["log"].read_text(errors="replace")
+        if "fails the schema" in text:
+            break
+        time.sleep(0.1)
+    assert "/score [POST]: request body fails the schema (2 field error(s)), answered 422" in text
+    assert "Traceback" not in text and "ValidationError" not in text
+
+
 def test_scored_deal_ids_are_logged_without_their_values(served, client, deal):
     deal["deal_id"] = "logged-deal-7"
     deal["owner"] = "private.rep@example.com"
