@@ -130,11 +130,6 @@ def _stack(tables: list[GroupTable], columns: list[str]) -> dict:
     return {"columns": columns, "offsets": offsets, "code": code, "index": asof_index(code, at), "sums": sums}
 
 
-def as_string(values: pd.Series) -> pd.Series:
-    """Values as strings for a level lookup; string columns (validated tables) as they are."""
-    return values if isinstance(values.dtype, pd.StringDtype) else values.astype("string")
-
-
 def smoothed_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:
     """Win rate shrunk toward `prior` with `smoothing` pseudo-deals."""
     return (won + smoothing * prior) / (won + lost + smoothing)

@@ -28,6 +28,7 @@ class ServingConfig:
     model_name: str = "leadscore"
     max_batch: int = 1000
     batch_deals: int = 1000  # concurrent requests merged up to this many deals; 1 = never merged
+    log_level: str = "INFO"
     max_body_bytes: int = 16 * 2**20
     tier_hot: float | None = None  # None: keep the thresholds the model was trained with
     tier_warm: float | None = None
@@ -39,6 +40,7 @@ class ServingConfig:
         cfg = cls(model_name=env.get("LEADSCORE_MODEL_NAME", "leadscore").strip() or "leadscore",
                   max_batch=_int(env, "LEADSCORE_MAX_BATCH", 1000),
                   batch_deals=_int(env, "LEADSCORE_BATCH_DEALS", 1000),
+                  log_level=_log_level(env),
                   max_body_bytes=_int(env, "LEADSCORE_MAX_BODY_BYTES", 16 * 2**20),
                   tier_hot=_float(env, "LEADSCORE_TIER_HOT"), tier_warm=_float(env, "LEADSCORE_TIER_WARM"),
                   data_dir=env.get("LEADSCORE_DATA", "").strip() or None)
@@ -59,6 +61,16 @@ def _int(env, name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1, not {value}")
     return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(env) -> str:
+    raw = env.get("LEADSCORE_LOG_LEVEL", "").strip().upper() or "INFO"
+    if raw not in LOG_LEVELS:
+        raise ConfigError(f"LEADSCORE_LOG_LEVEL={raw!r} is not one of {', '.join(LOG_LEVELS)}")
+    return raw
 
 
 def _float(env, name: str) -> float | None:

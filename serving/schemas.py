@@ -153,7 +153,7 @@ class ScoreRequest(_Strict):
     explain: bool = Field(True, description="Include the top positive and negative factors.")
     explain_method: Literal["path", "shap"] = Field(
         "path", description="How factors are attributed: 'path' (each split's change in the tree's expected "
-                            "value, as cheap as a prediction) or 'shap' (exact TreeSHAP, ~0.5 ms a deal; the "
+                            "value, as cheap as a prediction) or 'shap' (exact TreeSHAP, ~0.7 ms a deal; the "
                             "two agree on the top factor for ~80 % of deals, see benchmarks/RESULTS.md).")
 
     @field_validator("deals")

@@ -34,7 +34,6 @@ from serving.schemas import (
 )
 
 log = logging.getLogger("leadscore.serving")
-log.setLevel(os.environ.get("LEADSCORE_LOG_LEVEL", "INFO").strip().upper() or "INFO")
 TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)
 SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_close_within_30d",
                  "p_close_within_60d", "p_close_within_90d", "expected_close_date_p10", "expected_close_date_p50",
@@ -60,6 +59,7 @@ class LeadScoreService:
 
     def __init__(self) -> None:
         self.config = ServingConfig.from_env()
+        log.setLevel(self.config.log_level)
         self.predictor, self.version = load_predictor(self.config, from_bento=LeadScoreService.bento is not None)
         self._data = None
         self.predictor.warm()
@@ -150,10 +150,19 @@ class LeadScoreService:
 
 
 logging.getLogger(errors.BENTOML_APP_LOGGER).addFilter(errors.SchemaErrorLogFilter())
+def _body_limit() -> int:
+    """The body limit, read when the module is imported. A bad setting must not raise here (a
+    traceback): `refuse_to_start_misconfigured` reports it in one line and stops the server."""
+    try:
+        return ServingConfig.from_env().max_body_bytes
+    except LeadscoreError:
+        return ServingConfig.max_body_bytes
+
+
 # the first added is the outer one: a request without a key is refused before its body is read
 LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
 LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,
-                                     max_body_bytes=ServingConfig.from_env().max_body_bytes)
+                                     max_body_bytes=_body_limit())
 
 
 def _as_of(value) -> pd.Timestamp:

@@ -119,7 +119,9 @@ def test_serving_config_from_env():
                                   "LEADSCORE_TIER_WARM": "0.3", "LEADSCORE_DATA": "/d"})
     assert (cfg.max_batch, cfg.tier_hot, cfg.tier_warm, cfg.data_dir) == (10, 0.7, 0.3, "/d")
     assert ServingConfig.from_env({}).max_batch == 1000
+    assert ServingConfig.from_env({"LEADSCORE_LOG_LEVEL": " warning "}).log_level == "WARNING"
     for env in ({"LEADSCORE_MAX_BATCH": "many"}, {"LEADSCORE_MAX_BATCH": "0"}, {"LEADSCORE_TIER_HOT": "2"},
-                {"LEADSCORE_TIER_HOT": "0.2", "LEADSCORE_TIER_WARM": "0.5"}):
+                {"LEADSCORE_TIER_HOT": "0.2", "LEADSCORE_TIER_WARM": "0.5"}, {"LEADSCORE_BATCH_DEALS": "0"},
+                {"LEADSCORE_LOG_LEVEL": "chatty"}):
         with pytest.raises(ConfigError):
             ServingConfig.from_env(env)

@@ -309,3 +309,11 @@ def test_refuses_to_start_without_api_keys(serve_once, served):
     proc = serve_once(f"sqlite:///{served['data_dir'].parent / 'mlflow.db'}", LEADSCORE_API_KEYS="")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no API key configured")
+
+
+@pytest.mark.parametrize("setting, message", [("LEADSCORE_MAX_BATCH", "LEADSCORE_MAX_BATCH='many' is not a whole number"),
+                                              ("LEADSCORE_LOG_LEVEL", "LEADSCORE_LOG_LEVEL='MANY' is not one of")])
+def test_refuses_to_start_with_a_bad_setting(serve_once, served, setting, message):
+    proc = serve_once(f"sqlite:///{served['data_dir'].parent / 'mlflow.db'}", **{setting: "many"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
