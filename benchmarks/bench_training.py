@@ -25,7 +25,7 @@ import psutil
 from benchmarks.results import record
 
 ROOT = Path(__file__).resolve().parents[1]
-LEADSCORE = [sys.executable, "-m", "training.cli"]
+LEADSCORE = [sys.executable, "-m", "serving.cli"]
 
 
 def run_measured(cmd: list[str], env: dict) -> tuple[float, float]:

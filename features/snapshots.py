@@ -79,6 +79,49 @@ def open_snapshots(deals: pd.DataFrame, as_of: Sequence[pd.Timestamp]) -> pd.Dat
     return out
 
 
+def deals_at(data: CanonicalData, as_of) -> pd.DataFrame:
+    """What each deal looked like at T: one row per deal open at T (created at or before
+    T, not closed by T), from events dated at or before T only.
+
+    The one place outside the feature matrix that answers "which stage was this deal in
+    at T, since when, for what amount": pipeline analytics, the forecast's risk list, the
+    backtest's weighted pipeline and the pyfunc example all read it. Columns: deal_id,
+    stage (name), stage_index, stage_entered_at, days_in_stage, furthest_stage_index,
+    stage_changes, amount (latest known at T; deals.amount for deals whose events carry
+    none), expected_close_date (latest known at T), close_date_pushes,
+    close_date_days_pushed, deal_age_days.
+    """
+    t = as_of_timestamps(as_of)
+    if len(t) != 1:
+        raise ValueError("deals_at takes one as-of date")
+    deals = data.deals.reset_index(drop=True)
+    pos, at = snapshot_positions(deals, t)
+    stages = list(data.meta.stages) if data.meta.stages else ["(none)"]
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    events = event_arrays(deals["deal_id"], data.stage_events, stages)
+    # rows dated after T are not known at T: drop them before the running state
+    events = {name: values[events["entered_at"] <= t[0]] if len(values) else values
+              for name, values in events.items()}
+    state = state_at(pos, at, event_state(created, events, len(stages)))
+    stage_index = state["stage_index"].astype("int64")
+    amount = deals["amount"].to_numpy(dtype="float64", na_value=np.nan)[pos]
+    day = np.timedelta64(1, "D")
+    return pd.DataFrame({
+        "deal_id": deals["deal_id"].to_numpy()[pos],
+        "stage": pd.array(np.asarray(stages, dtype=object)[stage_index], dtype="string"),
+        "stage_index": stage_index,
+        "stage_entered_at": state["stage_entered_at"],
+        "days_in_stage": (at - state["stage_entered_at"]) / day,
+        "furthest_stage_index": state["furthest_stage_index"].astype("int64"),
+        "stage_changes": state["stage_changes"],
+        "amount": np.where(state["has_event_amount"], state["event_amount"], amount),
+        "expected_close_date": state["expected_close_date"],
+        "close_date_pushes": state["close_date_pushes"],
+        "close_date_days_pushed": state["close_date_days_pushed"],
+        "deal_age_days": (at - created[pos]) / day,
+    })
+
+
 def prepare_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]
                    ) -> pd.DataFrame:
     """Per-event running state of each deal, sorted by (deal, entered_at), as a frame

@@ -17,7 +17,7 @@ from features.errors import MappingError
 from features.mapping import load_mapping
 from features.schema import Reason
 from features.sources import ingest
-from training.cli import app
+from serving.cli import app
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "features" / "mappings"
 EXAMPLE = yaml.safe_load((MAPPINGS / "example_crm.yaml").read_text())

@@ -188,7 +188,7 @@ def test_generate_writes_truth_apart_from_the_dataset(tmp_path):
 
 
 def test_cli_generate(tmp_path):
-    from training.cli import app
+    from serving.cli import app
 
     result = CliRunner().invoke(app, ["generate", "--deals", "300", "--seed", "5", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

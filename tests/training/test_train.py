@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from features.dataset import write_dataset
 from features.errors import NotEnoughData
 from features.synthetic import generate
-from training.cli import app
+from serving.cli import app
 from training.pyfunc import unwrap
 from training.run import train
 from training.train import TrainConfig, fit_predictor
