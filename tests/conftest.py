@@ -76,3 +76,108 @@ def local_mlflow_uri(tmp_path, monkeypatch, _migrated_mlflow_db) -> str:
 
         # set_tracking_uri also exports the env var; monkeypatch restores it after this
         mlflow.set_tracking_uri(None)
+
+
+# ---- PostgreSQL: a real throwaway server for the store tests -------------------------
+
+POSTGRES_ROOT = Path("/usr/lib/postgresql")  # Debian's postgresql package (`make postgres`)
+POSTGRES_USER = "leadscore"
+POSTGRES_START_TIMEOUT_S = 60
+
+
+def _postgres_bin() -> Path:
+    """The newest Debian PostgreSQL server binaries; fails (never skips) when absent."""
+    found = sorted(POSTGRES_ROOT.glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+                   if p.parent.parent.name.isdigit() else 0)
+    if not found:
+        pytest.fail(f"no PostgreSQL server under {POSTGRES_ROOT}/*/bin: the store tests need one. "
+                    "Run `make postgres` as root (installs Debian's postgresql) or `apt-get install postgresql`")
+    return found[-1].parent
+
+
+def _server_user(folder: Path) -> dict:
+    """Popen arguments that run the server unprivileged: PostgreSQL refuses to run as
+    root, so under root it runs as Debian's `postgres` system user, owning `folder`."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail("running as root and there is no `postgres` user to run the PostgreSQL server as: "
+                    "install Debian's postgresql package (`make postgres`) or run the tests as a normal user")
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def _wait_for_postgres(url: str, proc: subprocess.Popen, log_path: Path) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    deadline = time.monotonic() + POSTGRES_START_TIMEOUT_S
+    try:
+        while True:
+            try:
+                with engine.connect():
+                    return
+            except sa.exc.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    pytest.fail(f"PostgreSQL did not accept connections at {url}:\n{tail}")
+                time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A real PostgreSQL server (Debian's binaries, `initdb` in a temp folder, trust auth,
+    fsync off) on a free loopback port; yields the URL of its `postgres` database as
+    `postgresql+psycopg://leadscore@127.0.0.1:<port>` and removes everything at the end."""
+    import signal
+    import tempfile
+
+    bin_dir = _postgres_bin()
+    root = Path(tempfile.mkdtemp(prefix="leadscore-pg-"))
+    as_user = _server_user(root)
+    port = free_port()
+    url = f"postgresql+psycopg://{POSTGRES_USER}@127.0.0.1:{port}/postgres"
+    log_path = root / "server.log"
+    proc = None
+    try:
+        subprocess.run([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", POSTGRES_USER, "--auth=trust",
+                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, **as_user)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(root / "data"), "-p", str(port),
+                                     "-h", "127.0.0.1", "-k", str(root), "-F"],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **as_user)
+        _wait_for_postgres(url, proc, log_path)
+        yield url
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"initdb failed: {exc.stderr.decode(errors='replace')[-2000:]}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # fast shutdown: ends open sessions (SIGTERM waits for them)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                stop_process_group(proc, timeout_s=5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new empty database on the session's PostgreSQL server, dropped after the test."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
