@@ -91,10 +91,9 @@ def summarise_by_horizon(compared: pd.DataFrame) -> pd.DataFrame:
 
 def _abs_pct_error(error: pd.Series, booked: pd.Series) -> pd.Series:
     """|error| / booked; 0 for an exact forecast of nothing, inf for a miss of nothing."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pct = (error.abs() / booked.abs()).to_numpy(dtype=float)
-    pct[(booked == 0).to_numpy()] = np.where(error[booked == 0] == 0, 0.0, np.inf)
-    return pd.Series(pct, index=error.index)
+    nothing = booked == 0
+    ratio = error.abs() / booked.abs().where(~nothing)
+    return ratio.mask(nothing, np.where(error == 0, 0.0, np.inf))
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
