@@ -15,7 +15,7 @@ else
 API_KEY := $(LEADSCORE_API_KEYS)
 endif
 
-.PHONY: setup demo demo-data train bento serve serve-source test browser bench clean
+.PHONY: setup demo demo-data train bento serve serve-source test browser postgres bench clean
 
 $(BIN)/leadscore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,7 +60,16 @@ browser:
 	    echo "WARNING: could not install chromium: the browser tests will be skipped"; \
 	  else echo "WARNING: chromium missing: install Debian's chromium package for the browser tests"; fi; }
 
-test: setup browser
+# Debian's postgresql: the store tests start a throwaway server from its binaries
+# (a failed install is reported loudly; the PostgreSQL store tests then fail and say why)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } || \
+	    echo "WARNING: could not install postgresql: the PostgreSQL store tests will fail"; \
+	  else echo "WARNING: PostgreSQL server missing: install Debian's postgresql package (the PostgreSQL store tests fail without it)"; fi; }
+
+test: setup browser postgres
 	$(BIN)/python -m pytest -q
 
 bench: setup
