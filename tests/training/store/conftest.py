@@ -1,5 +1,6 @@
 """Fixtures of the store tests: each test runs on an embedded SQLite file and on a real
-PostgreSQL server (tests/conftest.py::postgres_server)."""
+PostgreSQL server (tests/conftest.py::postgres_server; marked e2e: it starts a server
+process, so the fast tier runs the SQLite half)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from training.store.connection import Store, open_store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
 def store_url(request, tmp_path) -> str:
     """A URL of an empty database: a SQLite file, or a new database on the test server."""
     if request.param == "sqlite":
