@@ -1,13 +1,12 @@
 """The forecast track record: every forecast made (CLI, HTTP), one row per period x group."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from features.errors import LeadscoreError
 from training.store.connection import Store
-from training.store.schema import NO_GROUP, forecasts as forecasts_table, utc_now
+from training.store.schema import NO_GROUP, forecasts as forecasts_table, naive_utc, utc_now
 from training.store.transactions import writing
 
 REQUIRED = ("as_of", "period_start", "period_end", "freq", "group_value", "p10", "p50", "p90",
@@ -32,9 +31,9 @@ def record_forecasts(store: Store, rows: pd.DataFrame) -> int:
     frame["group_column"] = frame["group_column"].fillna(NO_GROUP).astype(str)
     frame["group_value"] = frame["group_value"].astype(str)
     for col in TIMESTAMPS:
-        frame[col] = _naive_utc(frame[col])
+        frame[col] = [naive_utc(value) for value in frame[col]]  # a few rows: periods x groups
     frame["created_at"] = utc_now()
-    records = _plain_records(frame)
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
     with writing(store.engine) as conn:
         conn.execute(sa.insert(forecasts_table), records)
     return len(records)
@@ -54,23 +53,3 @@ def forecasts(store: Store, *, freq: str | None = None, group_column: str | None
     for col in (*TIMESTAMPS, "created_at"):
         frame[col] = pd.to_datetime(frame[col])
     return frame
-
-
-def _naive_utc(values: pd.Series) -> pd.Series:
-    """Timestamps as naive UTC (tz-aware ones converted; naive ones taken as UTC)."""
-    stamps = pd.to_datetime(values)
-    if stamps.dt.tz is not None:
-        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    return stamps
-
-
-def _plain_records(frame: pd.DataFrame) -> list[dict]:
-    """Rows as dicts of plain Python values (None for missing), what every driver takes."""
-    plain = frame.astype(object).where(frame.notna(), None)
-    for col in plain.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[col]):
-            plain[col] = [None if v is None else v.to_pydatetime() for v in plain[col]]
-        elif pd.api.types.is_float_dtype(frame[col]):
-            plain[col] = [None if v is None else float(v) for v in plain[col]]
-    records = plain.to_dict("records")
-    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in records]

@@ -14,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from training.store.connection import Store
-from training.store.schema import scores as scores_table, utc_now
+from training.store.schema import naive_utc, scores as scores_table, utc_now
 from training.store.transactions import writing
 
 FIELDS = ("deal_id", "as_of", "model_name", "model_version", "probability", "score", "tier", "top_factors")
@@ -51,7 +51,7 @@ def scores(store: Store, *, deal_ids: Iterable[str] | None = None, model_version
     if model_version is not None:
         base = base.where(scores_table.c.model_version == model_version)
     if since is not None:
-        base = base.where(scores_table.c.created_at >= _naive_utc(since))
+        base = base.where(scores_table.c.created_at >= naive_utc(since))
     queries = [base] if deal_ids is None else [
         base.where(scores_table.c.deal_id.in_(chunk)) for chunk in chunks(deal_ids)]
     with store.engine.connect() as conn:
@@ -70,14 +70,7 @@ def chunks(ids: Iterable[str], size: int = IN_CHUNK) -> list[list[str]]:
 
 
 def _record(row: Mapping[str, Any], created_at: datetime) -> dict[str, Any]:
-    return {"deal_id": str(row["deal_id"]), "as_of": _naive_utc(row["as_of"]),
+    return {"deal_id": str(row["deal_id"]), "as_of": naive_utc(row["as_of"]),
             "model_name": str(row["model_name"]), "model_version": str(row["model_version"]),
             "probability": float(row["probability"]), "score": int(row["score"]), "tier": str(row["tier"]),
             "top_factors": [str(name) for name in row["top_factors"]], "created_at": created_at}
-
-
-def _naive_utc(value: Any) -> datetime:
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp.to_pydatetime()
