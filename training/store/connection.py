@@ -36,11 +36,6 @@ class Store:
     failed_score_writes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
-    def url(self) -> str:
-        """The database URL without its password."""
-        return self.engine.url.render_as_string(hide_password=True)
-
     def count_failed_score_write(self) -> None:
         with self._lock:
             self.failed_score_writes += 1
@@ -66,8 +61,9 @@ def open_store(url: str | None = None) -> Store:
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError) as exc:
-        raise StoreUnavailable(f"{STORE_URL_ENV}: cannot use '{url}' ({exc}); give a SQLAlchemy URL "
-                               "such as sqlite:///path/store.db or postgresql+psycopg://user@host/db") from exc
+        # the URL itself is not echoed: it may hold a password
+        raise StoreUnavailable(f"store URL ({STORE_URL_ENV}) unusable: {exc}; give a SQLAlchemy URL such as "
+                               "sqlite:///path/store.db or postgresql+psycopg://user@host/db") from exc
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
     try:
