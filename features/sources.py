@@ -52,7 +52,10 @@ def ingest(mapping_path: str | Path, out_dir: str | Path, append: bool = False,
     if append:
         data, rejects = _appended(out_dir, data, state, raw, rejects, notes)
     elif state is not None:
-        data.stage_events = with_events(data.stage_events, snapshot_events(state, data.meta.stages, raw.exported_at))
+        events = snapshot_events(state, data.meta.stages, raw.exported_at)
+        notes.append(f"{len(events):,} of {len(state):,} open deals: their current stage or expected close "
+                     f"date is a stage event dated at the export ({raw.exported_at})")
+        data.stage_events = with_events(data.stage_events, events)
     write_dataset(data, out_dir, rejects=rejects)
     outcomes = data.deals["outcome"].fillna("open").value_counts().to_dict()
     joins = pd.DataFrame(raw.joins, columns=JOIN_COLUMNS)
@@ -104,9 +107,6 @@ def _current_state(data: CanonicalData, raw: "RawTables", notes: list[str]) -> p
         return None
     raw.exported_at = raw.exported_at if raw.exported_at is not None else data.data_end
     check_export_date(data.deals, raw.exported_at)
-    if data.stage_events is None:
-        notes.append(f"no stage history: the current stage of {len(state):,} open deals is a stage "
-                     f"event dated at the export ({raw.exported_at})")
     data.deals = data.deals.drop(columns=[c for c in ("stage", "expected_close_date") if c in data.deals])
     return state
 
