@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from features.build import FeatureBuilder
 from features.dataset import read_dataset
 from features.errors import MappingError
 from features.mapping import load_mapping
@@ -321,3 +322,12 @@ def test_export_date_before_the_data_is_refused(tmp_path):
 def test_exported_at_option_must_be_a_date(star, tmp_path):
     with pytest.raises(MappingError, match="exported_at 'soon' is not a date"):
         ingest(star, tmp_path / "out", exported_at="soon")
+
+
+def test_feature_matrix_before_the_export_does_not_see_the_snapshot_stage(star, tmp_path):
+    ingest(star, tmp_path / "out")
+    data = read_dataset(tmp_path / "out")
+    frame = FeatureBuilder().fit(data).transform(data, ["2024-02-20", EXPORTED]).set_index(["deal_id", "as_of"])
+    assert frame.loc[("O3", pd.Timestamp("2024-02-20")), "stage"] == "Prospecting"
+    assert frame.loc[("O3", pd.Timestamp(EXPORTED)), "stage"] == "Negotiation"
+    assert pd.isna(frame.loc[("O3", pd.Timestamp("2024-02-20")), "days_to_expected_close"])
