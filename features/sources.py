@@ -26,7 +26,7 @@ from features.mapping import load_mapping, outcome_join
 from features.mapping_spec import DATE_COLUMNS, Mapping, TableSpec
 from features.outcomes import derive_outcome
 from features.readers import read_sources
-from features.schema import CanonicalData, DatasetMeta, empty_rejects, parse_timestamps, validate
+from features.schema import REJECT_COLUMNS, CanonicalData, DatasetMeta, empty_rejects, parse_timestamps, validate
 from features.snapshot_exports import (
     append_export,
     check_appendable,
@@ -114,15 +114,20 @@ def _current_state(data: CanonicalData, raw: "RawTables", notes: list[str]) -> p
 def _appended(out_dir: str | Path, data: CanonicalData, state: pd.DataFrame | None, raw: "RawTables",
               rejects: pd.DataFrame, notes: list[str]) -> tuple[CanonicalData, pd.DataFrame]:
     """The dataset in out_dir continued by this export, re-validated; rejects of both."""
+    if not (Path(out_dir) / "deals.parquet").exists():
+        raise MappingError(f"--append: {out_dir} holds no dataset yet: ingest the first export without --append")
     old = read_dataset(out_dir)
     at = raw.exported_at if raw.exported_at is not None else data.data_end
     check_appendable(old, data, at, str(out_dir))
     merged = append_export(old, data, state, at, notes)
     result = validate(merged.deals, merged.meta, stage_events=merged.stage_events,
                       activities=merged.activities, accounts=merged.accounts)
-    stored = pd.read_csv(Path(out_dir) / "rejects.csv", dtype={"row": "int64"}) \
-        if (Path(out_dir) / "rejects.csv").exists() else empty_rejects()
-    return result.data, pd.concat([stored, rejects, result.rejects], ignore_index=True)
+    path = Path(out_dir) / "rejects.csv"
+    stored = pd.read_csv(path, dtype={c: "int64" if c == "row" else "string" for c in REJECT_COLUMNS}) \
+        if path.exists() else empty_rejects()
+    both = pd.concat([stored, rejects.astype({c: "string" for c in REJECT_COLUMNS if c != "row"}),
+                      result.rejects], ignore_index=True)
+    return result.data, both.drop_duplicates(ignore_index=True)  # the same export twice: one set of rejects
 
 
 def _counts(raw: "RawTables", clean: dict[str, int], rejects: pd.DataFrame) -> pd.DataFrame:

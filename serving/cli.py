@@ -75,7 +75,8 @@ def generate(
     zombie_share: float = typer.Option(0.9, "--zombie-share", min=0.0, max=0.99,
                                        help="With --export: share of the open pipeline that is zombies."),
 ) -> None:
-    """Generate a realistic CRM history (deals, stage events, activities, accounts)."""
+    """Generate a realistic CRM history (deals, stage events, activities, accounts), and/or
+    the same history as a dirty raw CRM export with its mapping (--export)."""
     from features.synthetic import generate as generate_dataset
     from features.synthetic.export import export_dirty
     from features.synthetic.generator import GeneratorOptionError

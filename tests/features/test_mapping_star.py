@@ -248,6 +248,11 @@ def test_append_refuses_another_stage_order(star, tmp_path):
                exported_at="2024-04-01")
 
 
+def test_append_needs_a_dataset_to_continue(star, tmp_path):
+    with pytest.raises(MappingError, match="holds no dataset yet: ingest the first export without --append"):
+        ingest(star, tmp_path / "empty", append=True)
+
+
 def test_cli_ingest_append(star, tmp_path):
     runner = CliRunner()
     out = str(tmp_path / "out")
@@ -331,3 +336,17 @@ def test_feature_matrix_before_the_export_does_not_see_the_snapshot_stage(star, 
     assert frame.loc[("O3", pd.Timestamp("2024-02-20")), "stage"] == "Prospecting"
     assert frame.loc[("O3", pd.Timestamp(EXPORTED)), "stage"] == "Negotiation"
     assert pd.isna(frame.loc[("O3", pd.Timestamp("2024-02-20")), "days_to_expected_close"])
+
+
+def test_appending_the_same_export_twice_changes_nothing(tmp_path):
+    fact = pd.concat([FACT, FACT.iloc[[0]].assign(**{"Value": "-3", "Opportunity": "O9"})], ignore_index=True)
+    path = write_export(tmp_path / "e", fact)
+    ingest(path, tmp_path / "out")
+    first = read_dataset(tmp_path / "out")
+    rejects = pd.read_csv(tmp_path / "out" / "rejects.csv")
+    report = ingest(path, tmp_path / "out", append=True)
+    again = read_dataset(tmp_path / "out")
+    pd.testing.assert_frame_equal(again.deals, first.deals, check_dtype=False)
+    pd.testing.assert_frame_equal(again.stage_events, first.stage_events, check_dtype=False)
+    assert len(pd.read_csv(tmp_path / "out" / "rejects.csv")) == len(rejects) == 1
+    assert "appended: 0 new deals, 0 closed, 0 stage events" in " ".join(report.notes)
