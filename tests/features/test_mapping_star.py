@@ -350,3 +350,29 @@ def test_appending_the_same_export_twice_changes_nothing(tmp_path):
     pd.testing.assert_frame_equal(again.stage_events, first.stage_events, check_dtype=False)
     assert len(pd.read_csv(tmp_path / "out" / "rejects.csv")) == len(rejects) == 1
     assert "appended: 0 new deals, 0 closed, 0 stage events" in " ".join(report.notes)
+
+
+def test_shipped_star_crm_mapping(tmp_path, monkeypatch):
+    export = tmp_path / "crm_export"
+    export.mkdir()
+    pd.DataFrame([["P1", "ann", "GTX Pro", "acme", "Won", "2024-01-02", "2024-02-01", "550"],
+                  ["P2", "ben", "GTXPro", "acme", "Lost", "2024-01-03", "2024-01-03", "0"],
+                  ["P3", "ann", " gtx pro", "zenith", "Engaging", "2024-01-05", "2024-04-01", ""],
+                  ["P4", "ann", "MG Special", "nobody", "Prospecting", "2024-02-01", "", ""]],
+                 columns=["opportunity_id", "sales_agent", "product", "account", "deal_stage", "engage_date",
+                          "close_date", "close_value"]).to_csv(export / "sales_pipeline.csv", index=False)
+    pd.DataFrame({"product": ["GTX Pro", "MG Special"], "series": ["GTX", "MG"],
+                  "sales_price": [550, 55]}).to_csv(export / "products.csv", index=False)
+    pd.DataFrame({"sales_agent": ["ann", "ben"], "manager": ["m1", "m2"],
+                  "regional_office": ["East", "West"]}).to_csv(export / "sales_teams.csv", index=False)
+    pd.DataFrame({"account": ["acme", "zenith"], "sector": ["retail", "tech"], "employees": [10, 20],
+                  "office_location": ["US", "US"]}).to_csv(export / "accounts.csv", index=False)
+    monkeypatch.setenv("CRM_EXPORT_DIR", str(export))
+    report = ingest(Path(__file__).resolve().parents[2] / "features/mappings/star_crm.yaml", tmp_path / "out")
+    assert report.rejects.empty
+    data = read_dataset(tmp_path / "out")
+    deals = data.deals.set_index("deal_id")
+    assert deals["amount"].tolist() == [550, 550, 550, 55]
+    assert deals.loc["P3", "series"] == "GTX" and pd.isna(deals.loc["P3", "outcome"])
+    assert report.joins.set_index("source").loc["accounts", "examples"] == "nobody"
+    assert deals_at(data, data.meta.data_end).set_index("deal_id").loc["P3", "stage"] == "Engaging"
