@@ -90,10 +90,10 @@ def append_export(old: CanonicalData, new: CanonicalData, state: pd.DataFrame | 
     added_ids = set(new.deals.loc[added, "deal_id"])
     still_open = set(old.deals.loc[old.deals["outcome"].isna() & known, "deal_id"]) - closing
     events = [_rows_of(new.stage_events, added_ids)]
-    if state is None:  # a stage history: its rows after the stored data are new facts
-        later = _rows_of(new.stage_events, still_open)
+    if state is None and new.stage_events is not None:  # a stage history: rows after the stored data are new
+        later = _rows_of(new.stage_events, still_open | closing)
         events.append(later.loc[later["entered_at"] > old_end])
-    else:
+    elif state is not None:
         events.append(_changed_state(old, state, still_open, exported_at))
     acts = _rows_of(new.activities, added_ids | still_open | closing)
     if acts is not None and old.activities is not None:

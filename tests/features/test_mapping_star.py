@@ -17,6 +17,7 @@ from features.mapping import load_mapping
 from features.snapshots import deals_at
 from features.sources import ingest
 from serving.cli import app
+from tests.features.conftest import ACTIVITIES, DEALS, HISTORY
 
 EXPORTED = "2024-03-01"
 STAGES = ["Prospecting", "Qualification", "Proposal", "Negotiation"]
@@ -376,3 +377,27 @@ def test_shipped_star_crm_mapping(tmp_path, monkeypatch):
     assert deals.loc["P3", "series"] == "GTX" and pd.isna(deals.loc["P3", "outcome"])
     assert report.joins.set_index("source").loc["accounts", "examples"] == "nobody"
     assert deals_at(data, data.meta.data_end).set_index("deal_id").loc["P3", "stage"] == "Engaging"
+
+
+def test_append_with_a_stage_history_adds_the_rows_after_the_stored_data(crm_export, tmp_path):
+    mapping = Path(__file__).resolve().parents[2] / "features/mappings/example_crm.yaml"
+    ingest(mapping, tmp_path / "out")
+    first = read_dataset(tmp_path / "out")
+    deals = DEALS.copy()
+    deals.loc[deals["Opportunity ID"] == "D2", "Stage"] = "Closed Won"
+    new_deal = deals.iloc[[6]].assign(**{"Opportunity ID": "D8", "Created Date": "2024-02-20 09:00"})
+    pd.concat([deals, new_deal]).to_csv(crm_export / "deals.csv", index=False)
+    later = pd.DataFrame([["D2", "Closed Won", "2024-03-01 10:00", "500", ""],
+                          ["D7", "Qualification", "2024-02-25 10:00", "", ""],
+                          ["D7", "Prospecting", "2024-02-03 08:00", "", ""]], columns=HISTORY.columns)
+    pd.concat([HISTORY, later]).to_csv(crm_export / "stage_history.csv", index=False)
+    ACTIVITIES.to_csv(crm_export / "activities.csv", index=False)
+    ingest(mapping, tmp_path / "out", append=True, exported_at="2024-03-05")
+    data = read_dataset(tmp_path / "out")
+    by_id = data.deals.set_index("deal_id")
+    assert by_id.loc["D2", ["outcome", "closed_at"]].tolist() == ["won", pd.Timestamp("2024-03-01 10:00")]
+    assert "D8" in by_id.index
+    events = data.stage_events
+    added = events.loc[events["entered_at"] > first.data_end]
+    assert added[["deal_id", "stage"]].values.tolist() == [["D7", "Qualification"]]
+    assert len(events) == len(first.stage_events) + 1
