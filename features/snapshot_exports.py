@@ -81,7 +81,9 @@ def check_appendable(old: CanonicalData, new: CanonicalData, exported_at: pd.Tim
 
 def append_export(old: CanonicalData, new: CanonicalData, state: pd.DataFrame | None,
                   exported_at: pd.Timestamp, notes: list[str]) -> CanonicalData:
-    """`old` continued by the later export `new` (see the module docstring)."""
+    """`old` continued by the later export `new` (see the module docstring). `state`: the
+    open deals' current state of a snapshot-only export (compared with what `old` knew);
+    None for an export with a stage history (its rows after `old`'s end are appended)."""
     old_end = old.data_end
     known = old.deals["deal_id"].isin(new.deals["deal_id"])
     added = ~new.deals["deal_id"].isin(old.deals["deal_id"])

@@ -49,13 +49,13 @@ def ingest(mapping_path: str | Path, out_dir: str | Path, append: bool = False,
     raw = build_tables(mapping, export_date(mapping, exported_at))
     data, rejects, clean, notes = canonical_data(mapping, raw)
     state = _current_state(data, raw, notes)
-    if append:
-        data, rejects = _appended(out_dir, data, state, raw, rejects, notes)
-    elif state is not None:
+    if state is not None:
         events = snapshot_events(state, data.meta.stages, raw.exported_at)
         notes.append(f"{len(events):,} of {len(state):,} open deals: their current stage or expected close "
                      f"date is a stage event dated at the export ({raw.exported_at})")
         data.stage_events = with_events(data.stage_events, events)
+    if append:
+        data, rejects = _appended(out_dir, data, state, raw, rejects, notes)
     write_dataset(data, out_dir, rejects=rejects)
     outcomes = data.deals["outcome"].fillna("open").value_counts().to_dict()
     joins = pd.DataFrame(raw.joins, columns=JOIN_COLUMNS)
@@ -119,7 +119,8 @@ def _appended(out_dir: str | Path, data: CanonicalData, state: pd.DataFrame | No
     old = read_dataset(out_dir)
     at = raw.exported_at if raw.exported_at is not None else data.data_end
     check_appendable(old, data, at, str(out_dir))
-    merged = append_export(old, data, state, at, notes)
+    snapshot_only = "stage_events" not in raw.tables
+    merged = append_export(old, data, state if snapshot_only else None, at, notes)
     result = validate(merged.deals, merged.meta, stage_events=merged.stage_events,
                       activities=merged.activities, accounts=merged.accounts)
     path = Path(out_dir) / "rejects.csv"

@@ -195,6 +195,7 @@ LATER = pd.DataFrame([
     ["O4", "2024-01-15", "2024-05-30", "Qualification", "80", "MG Special", "cat"],  # moved on
     ["O5", "2024-02-01", "2024-05-01", "Proposal", "120", "Zeta", "ann"],     # unchanged
     ["O6", "2024-03-10", "", "Prospecting", "70", "MG Special", "ben"],       # new
+    ["O7", "2024-03-12", "2024-06-01", "Proposal", "90", "MG Special", "ben"],  # new, past the first stage
 ], columns=FACT.columns)
 
 
@@ -206,21 +207,22 @@ def test_append_builds_a_history_from_successive_exports(star, tmp_path):
     report = ingest(later, out, append=True, exported_at="2024-04-01")
     data = read_dataset(out)
     deals = data.deals.set_index("deal_id")
-    assert set(deals.index) == {"O1", "O2", "O3", "O4", "O5", "O6"}  # O2 is kept though missing now
+    assert set(deals.index) == {"O1", "O2", "O3", "O4", "O5", "O6", "O7"}  # O2 is kept though missing now
     assert deals.loc["O1", "amount"] == 100  # what was known is not rewritten
     assert deals.loc["O3", ["outcome", "closed_at"]].tolist() == ["won", pd.Timestamp("2024-03-20")]
     events = data.stage_events
     new = events.loc[events["entered_at"] == pd.Timestamp("2024-04-01")].set_index("deal_id")
-    assert sorted(new.index) == ["O4"]  # O5 did not change, O6 is new and in the first stage
+    assert sorted(new.index) == ["O4", "O7"]  # O5 did not change, O6 is new and in the first stage
     assert new.loc["O4", "stage"] == "Qualification"
     assert new.loc["O4", "expected_close_date"] == pd.Timestamp("2024-05-30")
+    assert new.loc["O7", ["stage", "expected_close_date"]].tolist() == ["Proposal", pd.Timestamp("2024-06-01")]
     old = events.loc[events["entered_at"] < pd.Timestamp("2024-04-01")].reset_index(drop=True)
     pd.testing.assert_frame_equal(old, first.stage_events.reset_index(drop=True), check_dtype=False)
     assert data.meta.data_end == pd.Timestamp("2024-04-01")
     # before the second export, O4 was still where the first export saw it
     assert deals_at(data, "2024-03-15").set_index("deal_id").loc["O4", "stage"] == "Prospecting"
     assert deals_at(data, "2024-04-01").set_index("deal_id").loc["O4", "stage"] == "Qualification"
-    assert "appended: 1 new deals, 1 closed" in " ".join(report.notes)
+    assert "appended: 2 new deals, 1 closed, 2 stage events" in " ".join(report.notes)
 
 
 def test_append_dates_a_back_dated_close_at_the_export_that_saw_it_open(star, tmp_path):
