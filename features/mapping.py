@@ -1,5 +1,5 @@
-"""The YAML mapping that turns a CRM export into the canonical tables: its model,
-loading, environment expansion and the checks that need no data.
+"""Loading the YAML mapping that turns a CRM export into the canonical tables: reading,
+environment expansion and the checks that need no data (the model is `features.mapping_spec`).
 
 The format is documented in docs/mapping.md. Every problem becomes one
 `MappingError` whose single-line message names the problem and how to fix it.
@@ -10,125 +10,23 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
 
+import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from features.errors import MappingError
-from features.schema import ACTIVITY_COLUMNS, DEAL_OPTIONAL, DEAL_REQUIRED, EVENT_COLUMNS
+from features.mapping_spec import (
+    CANONICAL_COLUMNS,
+    CASES,
+    DATE_COLUMNS,
+    SNAKE,
+    JoinSpec,
+    Mapping,
+    TableSpec,
+)
 
-CANONICAL_COLUMNS = {
-    "deals": DEAL_REQUIRED + DEAL_OPTIONAL,
-    "stage_events": EVENT_COLUMNS,
-    "activities": ACTIVITY_COLUMNS,
-    "accounts": ["account_id"],
-}
-DATE_COLUMNS = {"created_at", "closed_at", "entered_at", "expected_close_date", "occurred_at"}
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-_SNAKE = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class SourceSpec(_Strict):
-    """Where rows come from: a CSV or Parquet file, or a SQL query."""
-
-    type: Literal["csv", "parquet", "sql"]
-    path: str | None = None
-    url: str | None = None  # SQLAlchemy URL, e.g. sqlite:///crm.db
-    query: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)  # passed to pandas' reader
-
-    @model_validator(mode="after")
-    def _complete(self) -> "SourceSpec":
-        if self.type == "sql" and not (self.url and self.query):
-            raise ValueError("a sql source needs both 'url' and 'query'")
-        if self.type != "sql" and not self.path:
-            raise ValueError(f"a {self.type} source needs a 'path'")
-        return self
-
-
-class AttributeSpec(_Strict):
-    """An extra deal/account column and the kind of feature it is."""
-
-    column: str
-    kind: Literal["categorical", "numeric"]
-
-
-class JoinSpec(_Strict):
-    """Left join of a second source onto the table's rows (at most one row per key)."""
-
-    source: str
-    key: str  # key column of the table's own source ('on' would be read as YAML's true)
-    right_key_: str | None = Field(default=None, alias="right_key")  # the joined source's key, if named differently
-    columns: list[str] = Field(default_factory=list)  # the joined columns the mapping may use
-
-    @property
-    def right_key(self) -> str:
-        return self.right_key_ or self.key
-
-
-class OutcomeSpec(_Strict):
-    """How deals.outcome (and closed_at) are derived.
-
-    column: a source column whose values are listed in `won` / `lost` (others invalid).
-    stage:  the deal's stage, or its stage history, reaches a stages.won / stages.lost value.
-    join:   a deal with a row in the joined source is won (closed_at from the mapped
-            closed_at column); without one it is open, or lost `lost_after_days` after
-            creation once that moment lies inside the data.
-    """
-
-    from_: Literal["column", "stage", "join"] = Field(alias="from")
-    column: str | None = None
-    won: list[Any] = Field(default_factory=list)
-    lost: list[Any] = Field(default_factory=list)
-    lost_after_days: int | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _complete(self) -> "OutcomeSpec":
-        if self.from_ == "column" and not (self.column and self.won):
-            raise ValueError("outcome from a column needs 'column' and at least one 'won' value")
-        return self
-
-
-class TableSpec(_Strict):
-    """How one canonical table is built from a source."""
-
-    source: str
-    join: JoinSpec | None = None
-    columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> source column
-    date_format: str | None = None  # strftime format for every date column of the table
-    date_formats: dict[str, str] = Field(default_factory=dict)  # canonical date column -> format
-    dayfirst: bool = False  # only used where no format is given
-    null_values: list[str] = Field(default_factory=list)
-    attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
-    outcome: OutcomeSpec | None = None
-
-    def format_for(self, column: str) -> str | None:
-        return self.date_formats.get(column, self.date_format)
-
-
-class StageSpec(_Strict):
-    order: list[str] = Field(min_length=1)  # open stages, first to last
-    won: list[str] = Field(default_factory=list)  # source values meaning won (not canonical stages)
-    lost: list[str] = Field(default_factory=list)
-
-
-class Mapping(_Strict):
-    """A validated mapping file."""
-
-    name: str = "dataset"
-    static: bool = False  # export without dates: one row per lead, attributes only
-    sources: dict[str, SourceSpec]
-    stages: StageSpec
-    null_values: list[str] = Field(default_factory=list)  # placeholders meaning empty, everywhere
-    pii: list[str] = Field(default_factory=list)  # source columns never read into any output
-    data_end: str | None = None  # censoring time; default: latest timestamp in the data
-    tables: dict[Literal["deals", "stage_events", "activities", "accounts"], TableSpec]
-
 
 def load_mapping(path: str | Path) -> Mapping:
     """Read, expand `${VAR:-default}` in source paths/URLs, and check a mapping file."""
@@ -181,8 +79,7 @@ def check_mapping(m: Mapping) -> None:
     pii = set(m.pii)
     for table, spec in m.tables.items():
         _check_source_name(m, spec.source, f"tables.{table}.source")
-        if spec.join is not None:
-            _check_source_name(m, spec.join.source, f"tables.{table}.join.source")
+        _check_joins(m, table, spec)
         _check_canonical_names(table, spec)
         _check_formats(table, spec)
         used = list(spec.columns.values()) + [a.column for a in spec.attributes.values()]
@@ -194,6 +91,55 @@ def check_mapping(m: Mapping) -> None:
         if spec.attributes and table not in ("deals", "accounts"):
             raise MappingError(f"tables.{table}.attributes: only deals and accounts have attributes")
     _check_outcome(m)
+    _check_recode(m)
+    _check_export_dates(m)
+
+
+def _check_joins(m: Mapping, table: str, spec: TableSpec) -> None:
+    if spec.join and table != "deals":
+        raise MappingError(f"tables.{table}.join: only deals take joins (dimension files of the deals table)")
+    seen: dict[str, str] = {}
+    for i, join in enumerate(spec.join):
+        where = f"tables.{table}.join[{i}]" if len(spec.join) > 1 else f"tables.{table}.join"
+        _check_source_name(m, join.source, f"{where}.source")
+        if join.source == spec.source:
+            raise MappingError(f"{where}.source: '{join.source}' is the table's own source; a join "
+                               f"brings columns from another file")
+        for col in join.columns:
+            if col in seen:
+                raise MappingError(f"{where}.columns: '{col}' is already taken from '{seen[col]}': "
+                                   f"list each joined column under one join only")
+            seen[col] = join.source
+
+
+def _check_recode(m: Mapping) -> None:
+    for name, src in m.sources.items():
+        for col, rule in src.recode.items():
+            where = f"sources.{name}.recode.{col}"
+            if rule.case is not None and rule.case not in CASES:
+                raise MappingError(f"{where}.case: '{rule.case}' is not a case{suggest(rule.case, list(CASES))}; "
+                                   f"use one of {', '.join(CASES)}")
+            if rule.is_noop():
+                raise MappingError(f"{where}: nothing to do: give 'strip: true', 'case: lower' "
+                                   f"(or upper/casefold) or a 'values:' map")
+
+
+def _check_export_dates(m: Mapping) -> None:
+    dates = {}
+    for key in ("exported_at", "data_end"):
+        value = getattr(m, key)
+        if value is None:
+            continue
+        try:
+            dates[key] = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            raise MappingError(f"{key}: '{value}' is not a date: write YYYY-MM-DD (or an ISO time)") from None
+    if "exported_at" in dates and m.static:
+        raise MappingError("exported_at: a static export has no dates to place it among; remove it or "
+                           "set static: false")
+    if len(dates) == 2 and dates["data_end"] < dates["exported_at"]:
+        raise MappingError(f"data_end {m.data_end} is before exported_at {m.exported_at}: the export "
+                           f"knows facts up to its own date; drop data_end or move it later")
 
 
 def _check_source_name(m: Mapping, name: str, where: str) -> None:
@@ -208,7 +154,7 @@ def _check_canonical_names(table: str, spec: TableSpec) -> None:
             raise MappingError(f"tables.{table}.columns: '{name}' is not a canonical column of {table}"
                                f"{suggest(name, allowed)}; extra columns go under 'attributes'")
     for name in spec.attributes:
-        if not _SNAKE.match(name):
+        if not SNAKE.match(name):
             raise MappingError(f"tables.{table}.attributes: name '{name}' must be snake_case "
                                f"(lower-case letters, digits, _), e.g. '{snake_case(name)}'")
         if name in allowed or name in ("stage", "outcome"):
@@ -248,14 +194,43 @@ def _check_outcome(m: Mapping) -> None:
             raise MappingError("outcome from stage needs a closed_at column or a stage_events table "
                                "to date the close")
     if rule.from_ == "join":
-        if deals.join is None:
+        if not deals.join:
             raise MappingError("outcome from join needs tables.deals.join (the file of closed deals)")
+        outcome_join(deals)
         if not m.static and "closed_at" not in deals.columns:
             raise MappingError("outcome from join needs tables.deals.columns.closed_at "
                                "(the close date column of the joined file)")
+    elif rule.source is not None:
+        raise MappingError(f"tables.deals.outcome.source: only an outcome 'from: join' names a source "
+                           f"(this one is from: {rule.from_}); remove it")
+    if rule.close_date_is_expected_while_open:
+        if rule.from_ == "join":
+            raise MappingError("outcome.close_date_is_expected_while_open: with 'from: join' the close "
+                               "date comes from the joined file of closed deals; remove the rule")
+        if "closed_at" not in deals.columns:
+            raise MappingError("outcome.close_date_is_expected_while_open needs tables.deals.columns.closed_at "
+                               "(the 'Close Date' column it reads)")
+        if "expected_close_date" in deals.columns:
+            raise MappingError("tables.deals: map 'expected_close_date' or declare "
+                               "close_date_is_expected_while_open, not both (both fill the expected date)")
     overlap = set(m.stages.order) & (set(m.stages.won) | set(m.stages.lost))
     if overlap:
         raise MappingError(f"stages: {sorted(overlap)} listed both as open stage and as won/lost")
+
+
+def outcome_join(deals: TableSpec) -> JoinSpec:
+    """The join whose rows mean won for an outcome `from: join`: the named one, or the only one."""
+    rule = deals.outcome
+    names = [j.source for j in deals.join]
+    if rule.source is None:
+        if len(names) > 1:
+            raise MappingError(f"tables.deals.outcome.source: with {len(names)} joins, name the one whose "
+                               f"rows mean won (one of {', '.join(names)})")
+        return deals.join[0]
+    if rule.source not in names:
+        raise MappingError(f"tables.deals.outcome.source: '{rule.source}' is not joined into deals"
+                           f"{suggest(rule.source, names)}")
+    return deals.join[names.index(rule.source)]
 
 
 def suggest(name: str, options: list[str]) -> str:

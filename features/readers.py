@@ -1,5 +1,6 @@
 """Reading the sources a mapping names (CSV, Parquet, a SQL query through SQLAlchemy),
-restricted to the columns the mapping uses, so PII columns never enter memory."""
+restricted to the columns the mapping uses, so PII columns never enter memory, and
+normalised as each source's `recode` says (before any join)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from features.errors import MappingError
-from features.mapping import Mapping, suggest
+from features.mapping import suggest
+from features.mapping_spec import Mapping, RecodeSpec
 
 
 def read_sources(mapping: Mapping) -> dict[str, pd.DataFrame]:
@@ -17,20 +19,38 @@ def read_sources(mapping: Mapping) -> dict[str, pd.DataFrame]:
         for name, columns in _wanted_columns(mapping).items():
             spec = mapping.sources[name]
             header = _header(name, spec)
-            for col, where in columns.items():
+            recode = {col: f"sources.{name}.recode.{col}" for col in spec.recode}
+            for col, where in {**recode, **columns}.items():
                 if col not in header:
                     raise MappingError(f"{where}: source '{name}' has no column '{col}'{suggest(col, header)}")
-            frames[name] = _read(name, spec, list(columns))
+            frames[name] = recoded(_read(name, spec, list(columns)), spec.recode)
     finally:
         _SQL_CACHE.clear()  # a query result is shared by the header check and the read, no longer
     return frames
+
+
+def recoded(frame: pd.DataFrame, rules: dict[str, RecodeSpec]) -> pd.DataFrame:
+    """Each recoded column stripped, re-cased and mapped through its `values` (as text;
+    empty cells stay empty; values not in the map are kept)."""
+    for col, rule in rules.items():
+        if col not in frame:
+            continue  # recoded but not used by any table
+        text = frame[col].astype("string")
+        if rule.strip:
+            text = text.str.strip()
+        if rule.case:
+            text = getattr(text.str, rule.case)()
+        if rule.values:
+            text = text.replace(rule.values)
+        frame[col] = text.astype(object).where(text.notna(), None)
+    return frame
 
 
 def _wanted_columns(m: Mapping) -> dict[str, dict[str, str]]:
     """source -> {column: where the mapping names it} (the first place, for messages)."""
     wanted: dict[str, dict[str, str]] = {}
     for table, spec in m.tables.items():
-        joined = set(spec.join.columns) if spec.join else set()
+        joined = {c for join in spec.join for c in join.columns}
         refs = [(c, f"tables.{table}.columns.{k}") for k, c in spec.columns.items()]
         refs += [(a.column, f"tables.{table}.attributes.{k}") for k, a in spec.attributes.items()]
         if spec.outcome is not None and spec.outcome.column:
@@ -39,12 +59,13 @@ def _wanted_columns(m: Mapping) -> dict[str, dict[str, str]]:
         for col, where in refs:
             if col not in joined:
                 left.setdefault(col, where)
-        if spec.join is not None:
-            left.setdefault(spec.join.key, f"tables.{table}.join.key")
-            right = wanted.setdefault(spec.join.source, {})
-            right.setdefault(spec.join.right_key, f"tables.{table}.join.right_key")
-            for col in spec.join.columns:
-                right.setdefault(col, f"tables.{table}.join.columns")
+        for i, join in enumerate(spec.join):
+            where = f"tables.{table}.join" + (f"[{i}]" if len(spec.join) > 1 else "")
+            left.setdefault(join.key, f"{where}.key")
+            right = wanted.setdefault(join.source, {})
+            right.setdefault(join.right_key, f"{where}.right_key")
+            for col in join.columns:
+                right.setdefault(col, f"{where}.columns")
     return wanted
 
 

@@ -65,17 +65,29 @@ def parse_dates_option(value: str) -> list:
 @app.command()
 @readable_errors
 def generate(
-    out: Path = typer.Option(..., "--out", help="Folder for the canonical tables (+ truth/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the canonical tables (+ truth/)."),
     deals: int = typer.Option(20_000, "--deals", min=1, help="Number of deals to generate."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same data)."),
     start: str = typer.Option("2023-01-01", "--start", help="First creation date."),
     months: int = typer.Option(24, "--months", min=1, help="Months of history."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Folder for a raw, dirty CRM export of the "
+                                          "same history (star schema CSVs + mapping.yaml + truth/)."),
+    zombie_share: float = typer.Option(0.9, "--zombie-share", min=0.0, max=0.99,
+                                       help="With --export: share of the open pipeline that is zombies."),
 ) -> None:
-    """Generate a realistic CRM history (deals, stage events, activities, accounts)."""
+    """Generate a realistic CRM history (deals, stage events, activities, accounts), and/or
+    the same history as a dirty raw CRM export with its mapping (--export)."""
     from features.synthetic import generate as generate_dataset
+    from features.synthetic.export import export_dirty
+    from features.synthetic.generator import GeneratorOptionError
 
-    summary = generate_dataset(out_dir=out, n_deals=deals, seed=seed, start=start, months=months)
-    console.print(summary)
+    if out is None and export is None:
+        raise GeneratorOptionError("give --out (canonical tables), --export (a raw CRM export) or both")
+    if out is not None:
+        console.print(generate_dataset(out_dir=out, n_deals=deals, seed=seed, start=start, months=months))
+    if export is not None:
+        console.print(export_dirty(export, n_deals=deals, seed=seed, start=start, months=months,
+                                   zombie_share=zombie_share))
 
 
 @app.command()
@@ -83,11 +95,15 @@ def generate(
 def ingest(
     mapping: Path = typer.Option(..., "--mapping", exists=True, dir_okay=False, help="YAML mapping file."),
     out: Path = typer.Option(..., "--out", help="Folder for the canonical tables and rejects.csv."),
+    append: bool = typer.Option(False, "--append", help="Add this later export of the same CRM to the "
+                                "dataset already in --out (new deals, stage changes, closes)."),
+    exported_at: Optional[str] = typer.Option(None, "--exported-at", help="When the export was taken "
+                                              "(YYYY-MM-DD; default: the mapping's exported_at, else the data end)."),
 ) -> None:
     """Map a CRM export onto the canonical tables; bad rows go to rejects.csv."""
     from features.sources import ingest as ingest_export
 
-    report = ingest_export(mapping_path=mapping, out_dir=out)
+    report = ingest_export(mapping_path=mapping, out_dir=out, append=append, exported_at=exported_at)
     console.print(report.summary())
 
 

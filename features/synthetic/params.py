@@ -116,3 +116,24 @@ class GeneratorParams:
 
 def _tuple(v):
     return tuple(_tuple(x) if isinstance(x, list) else x for x in v)
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """The dirt of a raw CRM export made from a generated history (`features.synthetic.export`).
+    Kept apart from GeneratorParams so the generator's own output and params.json stay as they were.
+
+    A lost deal is a zombie when nobody marks the loss: every loss slower than
+    `loss_marked_within_days` (reps mark losses within about three months or never), plus
+    random other losses until zombies are `zombie_share` of the exported open deals.
+    """
+
+    zombie_share: float = 0.9  # of the exported open deals; 0 = every loss marked when it happened
+    loss_marked_within_days: float = 100.0
+    same_day_share: float = 0.05  # of the losses marked within `same_day_within_days`: closed on the creation day
+    same_day_within_days: float = 14.0
+    misspelled_key_share: float = 0.15  # fact rows whose product code is lower-case with a trailing blank
+    orphan_account_share: float = 0.01  # accounts left out of accounts.csv: their deals find no account row
+
+    def to_dict(self) -> dict:
+        return asdict(self)
