@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from features.errors import LeadscoreError
 from training.tracking import mlflow_client, tracking_uri
+
+if TYPE_CHECKING:
+    from training.predictor import LeadScorePredictor
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -250,7 +253,7 @@ def require_champion(model_name: str) -> int:
     return version
 
 
-def load_predictor(model_name: str, version: int | None = None, alias: str = CHAMPION) -> tuple[object, int]:
+def load_predictor(model_name: str, version: int | None = None, alias: str = CHAMPION) -> tuple[LeadScorePredictor, int]:
     """(LeadScorePredictor, version) of registered `version`, or of the version holding
     `alias` when no version is given. NoChampion / RegistryError when there is none."""
     import mlflow
