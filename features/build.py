@@ -7,7 +7,6 @@ history from deals closed strictly before T. See DESIGN.md, "Point-in-time corre
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -341,12 +340,8 @@ def build_training_set(data: CanonicalData, as_of=None, builder: FeatureBuilder 
     return X, make_labels(data, X[["deal_id", "as_of"]]), builder
 
 
-def features(data_dir, as_of: list | None, out) -> pd.DataFrame:
-    """`leadscore features`: features and labels of a --data folder, written to parquet."""
-    from features.dataset import read_dataset
-
-    X, y, _ = build_training_set(read_dataset(data_dir), as_of)
-    table = pd.concat([X, y.drop(columns=["deal_id", "as_of"])], axis=1)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out, index=False)
-    return table
+def features(data: CanonicalData, as_of: list | None) -> pd.DataFrame:
+    """What `leadscore features` calls: point-in-time features and labels of every deal
+    open at each as-of date, one table."""
+    X, y, _ = build_training_set(data, as_of)
+    return pd.concat([X, y.drop(columns=["deal_id", "as_of"])], axis=1)

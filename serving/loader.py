@@ -87,8 +87,11 @@ def _float(env, name: str) -> float | None:
 
 
 def load_predictor(config: ServingConfig, from_bento: bool = False):
-    """(predictor, model version) with the configured tier thresholds applied."""
-    predictor, version = _from_bento_store() if from_bento else _from_registry(config.model_name)
+    """(predictor, model version) with the configured tier thresholds applied: the
+    champion of the Bento's model store, or of the MLflow registry."""
+    from training.registry import load_predictor as load_registered
+
+    predictor, version = _from_bento_store() if from_bento else load_registered(config.model_name)
     tiers = predictor.tiers
     tiers.hot = tiers.hot if config.tier_hot is None else config.tier_hot
     tiers.warm = tiers.warm if config.tier_warm is None else config.tier_warm
@@ -100,18 +103,9 @@ def load_predictor(config: ServingConfig, from_bento: bool = False):
 
 def check_champion(model_name: str) -> None:
     """Raise NoChampion (one line, says what to run) when the registry has no champion."""
-    from training import tracking
+    from training.registry import require_champion
 
-    if tracking.champion_version(model_name) is None:
-        raise tracking.NoChampion("no champion model registered; run `leadscore train`")
-
-
-def _from_registry(model_name: str):
-    from training.pyfunc import unwrap
-    from training.tracking import load_champion
-
-    model, version = load_champion(model_name)
-    return unwrap(model), int(version)
+    require_champion(model_name)
 
 
 def _from_bento_store():
@@ -126,14 +120,13 @@ def _from_bento_store():
 def export_champion(model_name: str = "leadscore"):
     """Copy the registry's champion into the BentoML model store (for `bentoml build`)."""
     import bentoml
-
-    from training import tracking
-
-    check_champion(model_name)
-    version = tracking.champion_version(model_name)
     import mlflow
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    from training.registry import require_champion
+    from training.tracking import tracking_uri
+
+    version = require_champion(model_name)
+    mlflow.set_tracking_uri(tracking_uri())
     return bentoml.mlflow.import_model(BENTO_MODEL, f"models:/{model_name}/{version}",
                                        labels={VERSION_LABEL: str(version), "registered_model": model_name})
 

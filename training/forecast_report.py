@@ -197,7 +197,7 @@ def forecast_command(data_dir, as_of, periods: int, freq: str, group_by: str | N
     """`leadscore forecast`: the champion forecasts from the --data folder; writes --out
     (.csv/.json/.html) and returns the JSON summary (plus run_id when logged)."""
     from features.dataset import read_dataset
-    from training.scoring import load_predictor
+    from training.registry import load_predictor
 
     out = Path(out)
     if out.suffix not in FORMATS:

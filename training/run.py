@@ -1,11 +1,10 @@
-"""`leadscore train` / `evaluate`: fit, evaluate, log one MLflow run, register, gate.
+"""What `leadscore train` / `evaluate` call: fit, evaluate, log one MLflow run, register, gate.
 
 Stages hand each other plain dicts; the run id and the registry decision are part of
 the result so scripts and the notebook can chain on them.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -14,38 +13,27 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from features.dataset import read_dataset, read_truth
 from features.schema import CanonicalData
 from training import evaluate as ev
-from training import plots, tracking
+from training import plots, registry, tracking
 from training.oracle_eval import creation_time_metrics, oracle_test_metrics
-from training.pyfunc import log_predictor, unwrap
+from training.pyfunc import log_predictor
 from training.train import TrainConfig, TrainResult, fit_predictor
 
 MODEL_NAME = "leadscore"
 BASELINES = ("stage_rate", "naive_bayes", "logistic")
 
 
-def train(data_dir: str | Path, experiment: str = "leadscore", mapping: str | Path | None = None,
-          metrics_out: str | Path | None = None, model_name: str = MODEL_NAME, config: TrainConfig | None = None,
-          step: Callable[[str], None] = lambda _s: None) -> dict:
-    """Train on the canonical tables in `data_dir` (ingesting `mapping` into it first, if
-    given), log one MLflow run, register the predictor and run the promotion gate."""
-    if mapping is not None:
-        from features.sources import ingest
-
-        step("ingest")
-        ingest(mapping_path=mapping, out_dir=data_dir)
-    data = read_dataset(data_dir)
+def train(data: CanonicalData, truth: pd.DataFrame | None = None, experiment: str = "leadscore",
+          model_name: str = MODEL_NAME, config: TrainConfig | None = None,
+          step: Callable[[str], None] = lambda _s: None, data_dir: str | Path = "") -> dict:
+    """Train on the canonical tables, log one MLflow run (`data_dir`: where they were read,
+    logged as a parameter), register the predictor and run the promotion gate."""
     result = fit_predictor(data, config, step)
     step("ground-truth comparison")
-    add_truth_metrics(result, data, read_truth(data_dir))
+    add_truth_metrics(result, data, truth)
     step("MLflow run and registry")
-    summary = log_run(result, data, experiment, model_name, data_dir)
-    if metrics_out is not None:
-        Path(metrics_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_out).write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+    return log_run(result, data, experiment, model_name, data_dir)
 
 
 def add_truth_metrics(result: TrainResult, data: CanonicalData, truth: pd.DataFrame | None) -> None:
@@ -68,7 +56,7 @@ def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_nam
         _log_plots(result)
         info = log_predictor(predictor, data)
         candidate = result.metrics["close_probability"]["brier"]
-        decision = tracking.register_and_gate(
+        decision = registry.register_and_gate(
             run.info.run_id, "model", model_name, candidate_score=candidate, metric="brier",
             compare_fn=lambda version: champion_brier(model_name, version, data, result.test),
             model_uri=info.model_uri)
@@ -118,9 +106,7 @@ def _log_plots(result: TrainResult) -> None:
 
 def champion_brier(model_name: str, version: int, data: CanonicalData, test: pd.DataFrame) -> float | None:
     """Brier of a registered version on the candidate's test rows (same holdout)."""
-    import mlflow
-
-    predictor = unwrap(mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"))
+    predictor, _version = registry.load_predictor(model_name, version)
     if predictor.static:
         feats = predictor.features(data)
         merged = test[["deal_id", "won"]].merge(feats, on="deal_id", how="inner")
@@ -133,19 +119,10 @@ def champion_brier(model_name: str, version: int, data: CanonicalData, test: pd.
     return ev.brier(merged["won"].to_numpy(), p)
 
 
-def evaluate(data_dir: str | Path, model_name: str = MODEL_NAME, version: int | None = None,
-             as_of=None, metrics_out: str | Path | None = None) -> dict:
+def evaluate(data: CanonicalData, model_name: str = MODEL_NAME, version: int | None = None, as_of=None) -> dict:
     """Re-score a registered version (default: the champion) on new data: every deal open
     at `as_of` (default: a year before the data end) against what happened after."""
-    import mlflow
-
-    data = read_dataset(data_dir)
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    if version is None:
-        version = tracking.champion_version(model_name)
-        if version is None:
-            raise tracking.NoChampion(f"no champion model registered for '{model_name}'; run `leadscore train`")
-    predictor = unwrap(mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"))
+    predictor, version = registry.load_predictor(model_name, version)
     if predictor.static:
         feats = predictor.features(data)
         y = feats["deal_id"].map(data.deals.set_index("deal_id")["outcome"].eq("won").astype(float))
@@ -158,8 +135,5 @@ def evaluate(data_dir: str | Path, model_name: str = MODEL_NAME, version: int | 
     known = y.notna().to_numpy()
     report = ev.classification_report(y.to_numpy()[known], scored["close_probability"].to_numpy()[known],
                                       float(np.nanmean(y)) if known.any() else 0.5)
-    out = {"model_name": model_name, "model_version": int(version), "as_of": None if as_of is None else str(as_of),
-           "n_scored": int(len(scored)), "n_with_outcome": int(known.sum()), "close_probability": report}
-    if metrics_out is not None:
-        Path(metrics_out).write_text(json.dumps(out, indent=2, default=str))
-    return out
+    return {"model_name": model_name, "model_version": int(version), "as_of": None if as_of is None else str(as_of),
+            "n_scored": int(len(scored)), "n_with_outcome": int(known.sum()), "close_probability": report}

@@ -2,10 +2,10 @@
 
 `pipeline_metrics` returns every metric (funnel, time in stage, cycle, deal size,
 bottleneck, velocity and its trend, the change waterfall, stalled deals, cohorts,
-coverage) as plain JSON; `pipeline` is what `leadscore pipeline` calls.
+coverage) as plain JSON; `metrics_table` flattens it into the long CSV table.
 """
-from features.analytics.export import pipeline
+from features.analytics.export import metrics_table
 from features.analytics.metrics import group_columns, pipeline_metrics
 from features.analytics.state import PipelineState, build_state
 
-__all__ = ["pipeline", "pipeline_metrics", "group_columns", "build_state", "PipelineState"]
+__all__ = ["metrics_table", "pipeline_metrics", "group_columns", "build_state", "PipelineState"]

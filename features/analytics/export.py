@@ -1,55 +1,21 @@
-"""`pipeline`: what `leadscore pipeline` calls — metrics from a --data folder, written as JSON, CSV or HTML."""
+"""The pipeline metrics as a long table (what `leadscore pipeline --out x.csv` writes)."""
 from __future__ import annotations
 
-import csv
-import json
-from pathlib import Path
+import pandas as pd
 
-from features.analytics.metrics import pipeline_metrics
-from features.dataset import read_dataset
-from features.errors import LeadscoreError
-
-FORMATS = {".json": "json", ".csv": "csv", ".html": "html", ".htm": "html"}
 CSV_COLUMNS = ["metric", "group", "stage", "value"]
 TOTAL = "(total)"
 NOT_IN_CSV = ("deals",)  # the stalled deals list is per deal, not a metric: JSON and HTML carry it
 
 
-def output_format(out: str | Path) -> str:
-    suffix = Path(out).suffix.lower()
-    if suffix not in FORMATS:
-        raise LeadscoreError(f"cannot write '{out}': the file suffix must be one of {', '.join(FORMATS)}")
-    return FORMATS[suffix]
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """The metrics as a long table: metric (dotted path), group, stage, value (numbers only;
+    an unknown value is an empty string)."""
+    return pd.DataFrame(_flat_rows(metrics), columns=CSV_COLUMNS, dtype=object)
 
 
-def pipeline(data_dir: str | Path, as_of=None, group_by: str | None = None, out: str | Path | None = None,
-             target: float | None = None, stall_days_without_activity: int = 21, window_days: int = 30) -> dict:
-    """Compute the pipeline metrics of a --data folder at `as_of` and write them to `out` by its suffix."""
-    fmt = output_format(out) if out is not None else None  # fail on a bad suffix before any work
-    metrics = pipeline_metrics(read_dataset(data_dir), as_of, group_by=group_by, target=target,
-                               stall_days_without_activity=stall_days_without_activity, window_days=window_days)
-    if out is not None:
-        write(metrics, Path(out), fmt)
-    return metrics
-
-
-def write(metrics: dict, out: Path, fmt: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "json":
-        out.write_text(json.dumps(metrics, indent=2))
-    elif fmt == "csv":
-        with out.open("w", newline="") as f:
-            w = csv.DictWriter(f, CSV_COLUMNS)
-            w.writeheader()
-            w.writerows(flat_rows(metrics))
-    else:
-        from features.report import render_html
-
-        out.write_text(render_html(metrics))
-
-
-def flat_rows(metrics: dict) -> list[dict]:
-    """The metrics as a long table: metric (dotted path), group, stage, value (numbers only)."""
+def _flat_rows(metrics: dict) -> list[dict]:
+    """The rows of `metrics_table`, one dict per number."""
     blocks = [(TOTAL, metrics["total"])] + [(g["group"], g) for g in metrics.get("groups") or []]
     rows: list[dict] = []
     for group, block in blocks:

@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from features.analytics import flow, funnel, health
+import features.analytics.flow as flow
+import features.analytics.funnel as funnel
+import features.analytics.health as health
 from features.analytics.state import PipelineState, build_state
 from features.errors import LeadscoreError
 from features.schema import DEAL_CATEGORICAL, CanonicalData

@@ -2,14 +2,12 @@
 hand in the comments next to it."""
 from __future__ import annotations
 
-import csv
 import json
 
 import pandas as pd
 import pytest
 
-from features.analytics import pipeline, pipeline_metrics
-from features.dataset import write_dataset
+from features.analytics import metrics_table, pipeline_metrics
 from features.errors import LeadscoreError
 from features.schema import CanonicalData, DatasetMeta, validate
 
@@ -260,24 +258,12 @@ def test_static_dataset_gives_attribute_win_rates():
     assert rates == {"ads": pytest.approx(2 / 3), "web": 0.0, "(missing)": 1.0}
 
 
-# --- the `leadscore pipeline` function ---------------------------------------------------------------
-def test_pipeline_writes_json_csv_and_html(waterfall_data, tmp_path):
-    write_dataset(waterfall_data, tmp_path / "data")
-    m = pipeline(tmp_path / "data", AS_OF, "team", tmp_path / "out.json")
-    assert json.loads((tmp_path / "out.json").read_text()) == m
-    pipeline(tmp_path / "data", AS_OF, "team", tmp_path / "out.csv")
-    with (tmp_path / "out.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["metric", "group", "stage", "value"]
-    end = {r["group"]: float(r["value"]) for r in rows if r["metric"] == "changes.end_amount"}
+# --- the long table of `leadscore pipeline --out x.csv` ------------------------------------------------
+def test_metrics_table_is_one_row_per_number(waterfall_data):
+    rows = metrics_table(pipeline_metrics(waterfall_data, AS_OF, group_by="team"))
+    assert list(rows.columns) == ["metric", "group", "stage", "value"]
+    end = {r.group: float(r.value) for r in rows.itertuples() if r.metric == "changes.end_amount"}
     assert end == {"(total)": 310, "(missing)": 0, "blue": 120, "red": 190}
-    reached = [r for r in rows if r["metric"] == "funnel.stages.reached" and r["group"] == "(total)"]
-    assert [(r["stage"], r["value"]) for r in reached][:2] == [("lead", "7"), ("qualified", "1")]  # all 7; only C4 reached qualified
-    pipeline(tmp_path / "data", AS_OF, None, tmp_path / "report.html")
-    assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
-
-
-def test_pipeline_rejects_an_unknown_suffix(waterfall_data, tmp_path):
-    write_dataset(waterfall_data, tmp_path / "data")
-    with pytest.raises(LeadscoreError, match=r"\.json, \.csv, \.html"):
-        pipeline(tmp_path / "data", AS_OF, None, tmp_path / "out.xlsx")
+    reached = rows[(rows["metric"] == "funnel.stages.reached") & (rows["group"] == "(total)")]
+    assert list(zip(reached["stage"], reached["value"]))[:2] == [("lead", 7), ("qualified", 1)]  # all 7; only C4 reached qualified
+    assert not rows["metric"].str.contains("stalled.deals").any()  # per deal, not a metric

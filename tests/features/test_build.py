@@ -10,7 +10,6 @@ from histories import DATA_END, STAGES, make_data, random_history
 from sklearn.exceptions import NotFittedError
 
 from features.build import FeatureBuilder, build_training_set, features
-from features.dataset import write_dataset
 from features.errors import SchemaError
 from features.schema import CanonicalData, DatasetMeta
 
@@ -155,12 +154,10 @@ def test_static_mode_one_row_per_lead_with_attributes_only():
         builder.transform(data, ["2024-01-01"])
 
 
-def test_features_command_writes_features_and_labels(tmp_path):
-    data = random_history(2, n_deals=15)
-    write_dataset(data, tmp_path / "data")
-    table = features(tmp_path / "data", ["2024-02-01", "2024-03-01"], tmp_path / "out" / "f.parquet")
-    back = pd.read_parquet(tmp_path / "out" / "f.parquet")
-    assert len(back) == len(table) > 0 and {"owner_win_rate", "won", "won_within_90d"} <= set(back.columns)
+def test_features_are_feature_rows_with_their_labels():
+    table = features(random_history(2, n_deals=15), ["2024-02-01", "2024-03-01"])
+    assert len(table) > 0 and {"owner_win_rate", "won", "won_within_90d"} <= set(table.columns)
+    assert set(table["as_of"]) == {pd.Timestamp("2024-02-01"), pd.Timestamp("2024-03-01")}
 
 
 def test_runs_on_the_synthetic_generator():

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import tracking
+from training import registry, tracking
 from training.evaluate import brier
 
 HOLDOUT_X = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
@@ -120,28 +120,31 @@ def test_run_logs_metrics_and_artifacts_next_to_the_database(local_mlflow_uri, t
         tracking.log_metrics_nested(metrics)
 
 
-def test_load_champion_without_one_is_a_clear_error(local_mlflow_uri):
-    with pytest.raises(tracking.NoChampion, match="no champion model registered.*run `leadscore train`"):
-        tracking.load_champion("nothing-here")
-    with pytest.raises(tracking.RegistryError, match="no champion to roll back"):
-        tracking.rollback("nothing-here")
+def test_loading_without_a_champion_is_a_clear_error(local_mlflow_uri):
+    with pytest.raises(registry.NoChampion, match="no champion model registered.*run `leadscore train`"):
+        registry.load_predictor("nothing-here")
+    with pytest.raises(registry.RegistryError, match="no version of model 'nothing-here' holds the alias 'challenger'"):
+        registry.load_predictor("nothing-here", alias="challenger")
+    with pytest.raises(registry.RegistryError, match="no champion to roll back"):
+        registry.rollback("nothing-here")
 
 
 def test_gate_promotes_better_and_refuses_worse(store):
+    import mlflow
     from mlflow import MlflowClient
 
     name, score = "gate", score_version("gate")
     holdout = {v: brier(HOLDOUT_Y, np.full(4, v)) for v in (0.7, 0.2)}
-    first = tracking.register_and_gate(store["bad"], "model", name, candidate_score=holdout[0.2],
+    first = registry.register_and_gate(store["bad"], "model", name, candidate_score=holdout[0.2],
                                        compare_fn=score)
     assert (first.version, first.alias, first.reason) == (1, "champion", "no champion yet")
 
-    better = tracking.register_and_gate(store["good"], "model", name, candidate_score=holdout[0.7],
+    better = registry.register_and_gate(store["good"], "model", name, candidate_score=holdout[0.7],
                                         compare_fn=score)
     assert (better.version, better.alias, better.champion_version) == (2, "champion", 1)
     assert better.champion == pytest.approx(holdout[0.2])
 
-    worse = tracking.register_and_gate(store["bad"], "model", name, candidate_score=holdout[0.2],
+    worse = registry.register_and_gate(store["bad"], "model", name, candidate_score=holdout[0.2],
                                        compare_fn=score)
     assert (worse.version, worse.alias, worse.champion_version) == (3, "challenger", 2)
     assert "worse than champion v2" in worse.reason
@@ -152,36 +155,37 @@ def test_gate_promotes_better_and_refuses_worse(store):
     assert int(client.get_model_version_by_alias(name, "challenger").version) == 3
     assert client.get_model_version(name, "3").tags["leadscore.gate_reason"] == worse.reason
     assert client.get_run(store["bad"]).data.tags["leadscore.gate"] == "challenger"
-    model, version = tracking.load_champion(name)
-    assert version == 2
-    np.testing.assert_allclose(model.predict(HOLDOUT_X), 0.7)
+    assert registry.champion_version(name) == 2
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(HOLDOUT_X), 0.7)
+    with pytest.raises(registry.RegistryError, match="has no version 9 \\(versions: 1, 2, 3\\)"):
+        registry.load_predictor(name, version=9)
 
 
 def test_gate_without_or_with_broken_compare_fn(store):
     name = "gate-fallback"
     good, bad = brier(HOLDOUT_Y, np.full(4, 0.7)), brier(HOLDOUT_Y, np.full(4, 0.2))
-    tracking.register_and_gate(store["good"], "model", name, candidate_score=good)
+    registry.register_and_gate(store["good"], "model", name, candidate_score=good)
     # no compare_fn: the champion's score recorded at its registration is used, and said so
-    recorded = tracking.register_and_gate(store["bad"], "model", name, candidate_score=bad)
+    recorded = registry.register_and_gate(store["bad"], "model", name, candidate_score=bad)
     assert recorded.alias == "challenger" and recorded.champion == pytest.approx(good)
     assert "recorded at its own registration" in recorded.reason
 
     def broken(version: int) -> float:
         raise KeyError("feature 'days_in_stage' missing")
 
-    refused = tracking.register_and_gate(store["good"], "model", name, candidate_score=good,
+    refused = registry.register_and_gate(store["good"], "model", name, candidate_score=good,
                                          compare_fn=broken)
     assert refused.alias == "challenger" and "could not be scored" in refused.reason
     assert "leadscore promote" in refused.reason
-    forced = tracking.register_and_gate(store["good"], "model", name, candidate_score=good,
+    forced = registry.register_and_gate(store["good"], "model", name, candidate_score=good,
                                         compare_fn=lambda v: None, promote_if_incomparable=True)
     assert forced.alias == "champion" and "not comparable" in forced.reason
-    strict = tracking.register_and_gate(store["good"], "model", name, candidate_score=0.195,
+    strict = registry.register_and_gate(store["good"], "model", name, candidate_score=0.195,
                                         compare_fn=lambda v: 0.19)
-    tolerant = tracking.register_and_gate(store["good"], "model", name, candidate_score=0.195,
+    tolerant = registry.register_and_gate(store["good"], "model", name, candidate_score=0.195,
                                           compare_fn=lambda v: 0.19, tolerance=0.01)
     assert (strict.alias, tolerant.alias) == ("challenger", "champion")
-    higher = tracking.register_and_gate(store["good"], "model", name, candidate_score=0.9, metric="auc",
+    higher = registry.register_and_gate(store["good"], "model", name, candidate_score=0.9, metric="auc",
                                         higher_is_better=True, compare_fn=lambda v: 0.85)
     assert higher.alias == "champion"
 
@@ -189,18 +193,18 @@ def test_gate_without_or_with_broken_compare_fn(store):
 def test_promote_and_rollback_move_the_alias(store):
     name = "history"
     for run in ("good", "bad", "good"):
-        tracking.register_and_gate(store[run], "model", name, candidate_score=0.5,
+        registry.register_and_gate(store[run], "model", name, candidate_score=0.5,
                                    compare_fn=lambda v: 0.5)  # ties are "not worse": v1, v2, v3
-    assert tracking.champion_version(name) == 3
-    assert tracking.rollback(name) == 2
-    assert tracking.rollback(name) == 1
-    with pytest.raises(tracking.RegistryError, match="no earlier champion than v1"):
-        tracking.rollback(name)
-    assert tracking.promote(name, 3) == 3
-    assert tracking.rollback(name) == 1
-    with pytest.raises(tracking.RegistryError, match="has no version 99 \\(versions: 1, 2, 3\\)"):
-        tracking.promote(name, 99)
-    assert tracking.champion_version(name) == 1
+    assert registry.champion_version(name) == 3
+    assert registry.rollback(name) == 2
+    assert registry.rollback(name) == 1
+    with pytest.raises(registry.RegistryError, match="no earlier champion than v1"):
+        registry.rollback(name)
+    assert registry.promote(name, 3) == 3
+    assert registry.rollback(name) == 1
+    with pytest.raises(registry.RegistryError, match="has no version 99 \\(versions: 1, 2, 3\\)"):
+        registry.promote(name, 99)
+    assert registry.champion_version(name) == 1
 
 
 @pytest.mark.e2e
@@ -210,13 +214,11 @@ def test_run_on_a_real_server_loads_back_by_alias(mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     try:
         run_id = log_constant_model(0.3, "served")
-        decision = tracking.register_and_gate(run_id, "model", "served", candidate_score=0.2)
+        decision = registry.register_and_gate(run_id, "model", "served", candidate_score=0.2)
         assert decision.alias == "champion"
         assert mlflow.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+        assert registry.champion_version("served") == decision.version
         by_alias = mlflow.pyfunc.load_model("models:/served@champion")
-        model, version = tracking.load_champion("served")
-        assert version == decision.version
-        np.testing.assert_array_equal(by_alias.predict(HOLDOUT_X), model.predict(HOLDOUT_X))
-        np.testing.assert_allclose(model.predict(HOLDOUT_X), 0.3)
+        np.testing.assert_allclose(by_alias.predict(HOLDOUT_X), 0.3)
     finally:
         mlflow.set_tracking_uri(None)

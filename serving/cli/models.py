@@ -1,0 +1,115 @@
+"""Commands on models: train, evaluate, promote, rollback, score."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from serving.cli.console import console, fmt, progress_steps
+from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
+
+TRAIN_STEPS = 7
+
+
+def train(
+    data: Path = typer.Option(..., "--data", help="Canonical tables folder (or the target of --mapping)."),
+    mapping: Optional[Path] = typer.Option(None, "--mapping", exists=True, dir_okay=False,
+                                           help="Ingest this mapping into --data first."),
+    experiment: str = typer.Option("leadscore", "--experiment", help="MLflow experiment name."),
+    metrics_out: Optional[Path] = typer.Option(None, "--metrics-out", help="Write the metrics JSON here."),
+    model_name: str = typer.Option("leadscore", "--model-name", help="Registered model name."),
+) -> None:
+    """Train, evaluate against the baselines, log to MLflow, register and gate."""
+    from features.dataset import read_dataset, read_truth
+    from training.run import train as train_model
+
+    with progress_steps(total=TRAIN_STEPS) as step:
+        if mapping is not None:
+            from features.sources import ingest
+
+            step("ingest")
+            ingest(mapping_path=mapping, out_dir=data)
+        summary = train_model(read_dataset(data), read_truth(data), experiment=experiment, model_name=model_name,
+                              step=step, data_dir=data)
+    if metrics_out is not None:
+        write_output(summary, metrics_out)
+    print_train_summary(summary)
+
+
+def print_train_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    cp = summary["close_probability"]
+    table = Table(title=f"close probability on the test fold ({cp.get('n', 0):,} rows)")
+    for col in ("", "AUC", "Brier", "Brier skill", "ECE", "log loss"):
+        table.add_column(col)
+    rows = {"model": cp, **cp.get("baselines", {})}
+    if "oracle" in cp:
+        rows["oracle (truth)"] = cp["oracle"]
+    for name, m in rows.items():
+        table.add_row(name, *[fmt(m.get(k)) for k in ("auc", "brier", "brier_skill", "ece", "log_loss")])
+    console.print(table)
+    if "at_creation" in cp and cp["at_creation"].get("n"):
+        ac = cp["at_creation"]
+        console.print(f"at creation: AUC {fmt(ac.get('auc'))}, creation-time oracle AUC {fmt(ac.get('oracle_auc'))}")
+    if "time_to_close" in summary:
+        t = summary["time_to_close"]
+        console.print(f"time to close: MAE {fmt(t.get('mae_days'))} days, P10-P90 coverage "
+                      f"{fmt(t.get('coverage_p10_p90'))}, concordance {fmt(t.get('concordance'))}")
+    for msg in summary.get("messages", []):
+        console.print(f"[yellow]{msg}[/]")
+    console.print(f"run {summary['run_id']}: {summary['model_name']} v{summary['model_version']} -> "
+                  f"[bold]{summary['alias']}[/] ({summary['gate_reason']})", highlight=False)
+
+
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Canonical tables folder with outcomes."),
+    version: Optional[int] = typer.Option(None, "--version", help="Registered version (default: champion)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Score deals open at this date."),
+    model_name: str = typer.Option("leadscore", "--model-name"),
+    metrics_out: Optional[Path] = typer.Option(None, "--metrics-out"),
+) -> None:
+    """Re-score a registered version on new data and report its metrics."""
+    from features.dataset import read_dataset
+    from training.run import evaluate as evaluate_model
+
+    out = evaluate_model(read_dataset(data), model_name=model_name, version=version, as_of=as_of)
+    if metrics_out is not None:
+        write_output(out, metrics_out)
+    console.print_json(json.dumps(out, default=str))
+
+
+def promote(version: int = typer.Argument(..., help="Version to make champion."),
+            model_name: str = typer.Option("leadscore", "--model-name")) -> None:
+    """Move the `champion` alias to VERSION by hand."""
+    from training.registry import promote as promote_version
+
+    promote_version(model_name, version)
+    console.print(f"{model_name} v{version} is now champion")
+
+
+def rollback(model_name: str = typer.Option("leadscore", "--model-name")) -> None:
+    """Move `champion` back to the previous champion."""
+    from training.registry import rollback as rollback_champion
+
+    version = rollback_champion(model_name)
+    console.print(f"{model_name}: champion rolled back to v{version}")
+
+
+def score(
+    data: Path = typer.Option(..., "--data", help="Canonical tables folder."),
+    out: Path = typer.Option(..., "--out", help="Output .csv, .json or .parquet."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Score deals open at this date (default: data end)."),
+    explain: bool = typer.Option(True, "--explain/--no-explain", help="Include top factors."),
+    model_name: str = typer.Option("leadscore", "--model-name"),
+) -> None:
+    """Score every open deal with the champion model."""
+    from features.dataset import read_dataset
+    from training.scoring import score as score_deals
+
+    check_suffix(out, FRAME_SUFFIXES)
+    frame = score_deals(read_dataset(data), as_of=as_of, explain=explain, model_name=model_name)
+    write_output(frame, out)
+    console.print(f"{len(frame):,} deals scored -> {out}")
