@@ -31,7 +31,6 @@ KNOWN_LONG_MODULES: set[str] = {  # issue 11, item 7 and the other slices
     "features.schema",  # contract vs validation
     "features.snapshots",  # the point-in-time engine and its as-of helpers
     "features.build",
-    "features.sources",
     "features.report",
 }
 
