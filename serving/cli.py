@@ -263,11 +263,58 @@ def forecast(
     log: bool = typer.Option(True, "--log/--no-log", help="Log the forecast and its chart to MLflow."),
 ) -> None:
     """Bookings per period with P10/P50/P90: open pipeline + deals not yet created."""
-    from training.forecast_report import forecast_command
+    from features.dataset import read_dataset
+    from training.forecast.config import ForecastConfig
+    from training.forecast.outlook import outlook
+    from training.forecast.report import forecast_dict, log_forecast
+    from training.scoring import load_predictor
 
-    result = forecast_command(data, as_of, periods, freq, group_by, targets, out, model_name=model_name,
-                              n_sims=sims, seed=seed, log_to_mlflow=log)
-    print_forecast_summary(result)
+    if out.suffix not in FORECAST_FORMATS:
+        raise LeadscoreError(f"--out must end in one of {sorted(FORECAST_FORMATS)}, not '{out.suffix or out.name}'")
+    dataset = read_dataset(data)
+    predictor, version = load_predictor(model_name)
+    result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
+                     group_by=group_by, targets=read_targets(targets) if targets else None,
+                     config=ForecastConfig(n_sims=sims, seed=seed))
+    result.forecast.notes.append(f"model {model_name} v{version}")
+    write_forecast(result, out)
+    summary = {**forecast_dict(result), "out": str(out)}
+    if log:
+        summary["run_id"] = log_forecast(result, {"as_of": result.forecast.as_of, "periods": periods, "freq": freq,
+                                                  "group_by": group_by, "model": f"{model_name}/{version}",
+                                                  "n_sims": sims, "seed": seed, "data_dir": data})
+    print_forecast_summary(summary)
+
+
+FORECAST_FORMATS = {".csv", ".json", ".html"}
+
+
+def read_targets(path: Path):
+    """Targets CSV: period (e.g. 2024-07 or 2024Q3), optional group column, target."""
+    import pandas as pd
+
+    try:
+        # every cell as text, and "NA" stays "NA" (a region), not a missing value
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise LeadscoreError(f"cannot read targets file {path}: {exc}") from None
+
+
+def write_forecast(result, out: Path) -> Path:
+    """Write by suffix: .csv (table; the risk list beside it as <name>.risk.csv), .json, .html."""
+    import json
+
+    from training.forecast.report import forecast_dict, forecast_html, forecast_table
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        forecast_table(result).to_csv(out, index=False)
+        result.risk.to_csv(out.with_suffix(".risk.csv"), index=False)
+    elif out.suffix == ".json":
+        out.write_text(json.dumps(forecast_dict(result), indent=1))
+    else:
+        out.write_text(forecast_html(result))
+    return out
 
 
 def print_forecast_summary(result: dict) -> None:
@@ -276,7 +323,7 @@ def print_forecast_summary(result: dict) -> None:
     table = Table(title=f"forecast as of {result.get('as_of')} ({result.get('value_unit')})")
     for col in ("period", "expected", "open pipeline", "new deals", "P10", "P50", "P90"):
         table.add_column(col)
-    from training.forecast import ALL
+    from training.forecast.newdeals import ALL
 
     for row in [r for r in result.get("forecast", []) if r.get("group") == ALL]:
         table.add_row(str(row.get("period")), *[_fmt_amount(row.get(k)) for k in
@@ -308,10 +355,30 @@ def backtest(
     log: bool = typer.Option(True, "--log/--no-log", help="Log the backtest and its chart to MLflow."),
 ) -> None:
     """Replay past period starts: model vs baselines (and the oracle on generated data)."""
-    from training.forecast_report import backtest_command
+    import json
 
+    from features.analytics.metrics import clean_json
+    from features.dataset import read_dataset
+    from training.forecast.backtest import backtest as run_backtest
+    from training.forecast.config import ForecastConfig
+    from training.forecast.report import log_backtest
+
+    if out.suffix != ".json":
+        raise LeadscoreError(f"--out must be a .json file, not '{out.name}'")
+    dataset = read_dataset(data)
+    truth = None
+    if (data / "truth" / "truth.parquet").exists():  # generated data: the oracle forecast too
+        from features.synthetic import load_truth
+
+        truth = load_truth(data)
     with progress_steps(total=origins + 2) as step:
-        result = backtest_command(data, freq, origins, out, n_sims=sims, seed=seed, log_to_mlflow=log, step=step)
+        result = clean_json(run_backtest(dataset, freq, origins, truth=truth,
+                                         config=ForecastConfig(n_sims=sims, seed=seed), oracle_sims=300, step=step))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if log:
+        result["run_id"] = log_backtest(result, {"freq": freq, "origins": origins, "n_sims": sims, "seed": seed,
+                                                 "data_dir": data})
     print_backtest_summary(result, out)
 
 
