@@ -41,6 +41,7 @@ class Forecast:
     shock: dict
     new_deals: NewDealModel  # fitted, new-win values bias-corrected
     booking_rule: BookingRule
+    known: CanonicalData = field(repr=False)  # the tables as known at as_of: the steps after the forecast read them
     group_by: str | None = None
     history: pd.DataFrame | None = None  # realised bookings of past periods (for the chart)
     notes: list[str] = field(default_factory=list)
@@ -70,7 +71,8 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
     new_deals = fitted.scaled(shock["new_factor"])
     sims = simulate(deals, new_deals, per, factors, config, shock["relative_sd"])
     return Forecast(as_of=as_of, freq=freq, periods=per, table=summarise(deals, new_deals, per, sims, group_by),
-                    deals=deals, shock=shock, new_deals=new_deals, booking_rule=pipe.rule, group_by=group_by,
+                    deals=deals, shock=shock, new_deals=new_deals, booking_rule=pipe.rule, known=known,
+                    group_by=group_by,
                     history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, pipe.rule),
                     notes=_notes(per, predictor, as_of, pipe))
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from features.schema import CanonicalData
-from features.timetravel import truncate_at
 from training.forecast.config import ForecastConfig
 from training.forecast.core import Forecast, forecast
 from training.forecast.risk import risk_list
@@ -27,7 +26,6 @@ def outlook(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str =
     """The forecast from `as_of`, its risk list and, given `targets` (period[, group], target), the target report."""
     config = config or ForecastConfig()
     fc = forecast(predictor, data, as_of, periods, freq, group_by=group_by, config=config)
-    known = truncate_at(data, fc.as_of)
-    risk = risk_list(fc.deals, known, fc.as_of, fc.periods.iloc[0], config.low_probability, config.quiet_days)
-    report = None if targets is None else target_report(targets, fc, known)
+    risk = risk_list(fc.deals, fc.known, fc.as_of, fc.periods.iloc[0], config.low_probability, config.quiet_days)
+    report = None if targets is None else target_report(targets, fc)
     return Outlook(forecast=fc, risk=risk, targets=report)

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from features.errors import LeadscoreError
-from features.schema import CanonicalData
 from training.forecast.core import Forecast
 from training.forecast.newdeals import ALL
 from training.forecast.periods import FREQS
@@ -34,12 +33,11 @@ class TargetReport:
                 "value_per_new_lead": self.value_per_new_lead}
 
 
-def target_report(targets: pd.DataFrame, fc: Forecast, known: CanonicalData) -> TargetReport:
+def target_report(targets: pd.DataFrame, fc: Forecast) -> TargetReport:
     """Per target row: closed-won so far, remaining gap, open and weighted pipeline due,
-    coverage, the gap left after the expected pipeline wins, and leads needed.
-    `known`: the data as known at the forecast's as-of date."""
+    coverage, the gap left after the expected pipeline wins, and leads needed."""
     targets = checked_targets(targets, fc.periods, fc.freq, fc.group_by)
-    pipe, as_of = fc.deals, fc.as_of
+    pipe, as_of, known = fc.deals, fc.as_of, fc.known
     won = known.deals.loc[(known.deals["outcome"] == "won") & (known.deals["closed_at"] <= as_of)]
     won_group = won[fc.group_by].astype("string").fillna("(none)").astype(str) if fc.group_by else \
         pd.Series(ALL, index=won.index)
