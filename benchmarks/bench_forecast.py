@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from benchmarks.results import peak_rss_mib, record
+from features.analytics.metrics import clean_json
 from features.errors import NotEnoughData
-from training.backtest import backtest
-from training.forecast import ForecastConfig
-from training.forecast_report import _clean
+from training.forecast.backtest import backtest
+from training.forecast.config import ForecastConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 AIMS = "aims: model WAPE <= 1.25 x oracle WAPE, <= 0.6 x best baseline WAPE, P10-P90 coverage 0.70-0.90"
@@ -31,7 +31,7 @@ AIMS = "aims: model WAPE <= 1.25 x oracle WAPE, <= 0.6 x best baseline WAPE, P10
 def run_generated(n_deals: int, origins: int, sims: int) -> dict:
     from features.synthetic import generate_data
     from features.timetravel import truncate_at
-    from training.backtest import backtest_origins
+    from training.forecast.backtest import backtest_origins
     from training.train import TrainConfig, fit_predictor
 
     started = time.perf_counter()
@@ -45,7 +45,7 @@ def run_generated(n_deals: int, origins: int, sims: int) -> dict:
                       oracle_sims=300, step=lambda s: print(s, flush=True))
     result["seconds"] = time.perf_counter() - started
     result["training_seconds"] = training_seconds
-    return _clean(result)
+    return clean_json(result)
 
 
 def run_olist(origins: int, sims: int) -> dict | str:
@@ -58,7 +58,7 @@ def run_olist(origins: int, sims: int) -> dict | str:
         data = read_dataset(tmp)
     for n in range(origins, 2, -1):
         try:
-            return _clean(backtest(data, "month", n, config=ForecastConfig(n_sims=sims), step=print))
+            return clean_json(backtest(data, "month", n, config=ForecastConfig(n_sims=sims), step=print))
         except NotEnoughData as exc:
             last = str(exc)
     return f"not enough history for 3 monthly origins: {last}"

@@ -102,7 +102,8 @@ class LeadScoreService:
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None) -> dict:
         """Expected bookings per period with P10/P50/P90, open pipeline vs new deals, risk list."""
-        from training.forecast import forecast
+        from training.forecast.outlook import outlook
+        from training.forecast.report import forecast_dict
 
         data = self._dataset()
         if isinstance(data, errors.JSONResponse):
@@ -110,10 +111,10 @@ class LeadScoreService:
         at = _as_of(as_of) if as_of is not None else data.data_end
         goals = None if not targets else pd.DataFrame({"period": list(targets), "target": list(targets.values())})
         try:
-            fc = forecast(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by, targets=goals)
+            result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by, targets=goals)
         except LeadscoreError as exc:
             return errors.problem(422, str(exc))
-        return {"model_version": self.version, **_forecast_json(fc)}
+        return {"model_version": self.version, **forecast_dict(result)}
 
     @bentoml.api(route="/pipeline", input_spec=PipelineRequest)
     def pipeline(self, as_of=None, group_by=None, target=None) -> dict:
@@ -201,21 +202,3 @@ def _plain_values(column, day: bool = False) -> list:
     if values.dtype.kind in "iub":
         return values.tolist()
     return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in values.tolist()]
-
-
-def _forecast_json(fc) -> dict:
-    from features.analytics.metrics import clean_json
-
-    def records(frame):
-        if frame is None:
-            return None
-        frame = frame.copy()
-        for col in frame.columns:
-            if pd.api.types.is_datetime64_any_dtype(frame[col]):
-                frame[col] = frame[col].dt.strftime("%Y-%m-%dT%H:%M:%S")
-        return frame.replace({np.nan: None}).to_dict(orient="records")
-
-    return clean_json({"as_of": fc.as_of.isoformat(), "freq": fc.freq, "group_by": fc.group_by,
-                       "value_unit": fc.value_unit, "periods": records(fc.periods), "forecast": records(fc.table),
-                       "risk": records(fc.risk), "targets": records(fc.targets), "shock": fc.shock,
-                       "new_deal_model": fc.new_deal_model, "notes": list(fc.notes)})

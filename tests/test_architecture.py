@@ -23,10 +23,8 @@ SAYS_WHY = re.compile(r"over 300 lines|more than 300 lines|300\+ lines", re.IGNO
 
 # Known offenders that other slices of issue 11 fix: the integrator empties these lists.
 KNOWN_CYCLES: list[set[str]] = [
-    {"training.forecast", "training.forecast_risk"},  # the forecast wing (training/forecast/) breaks it
 ]
 KNOWN_LONG_MODULES: set[str] = {  # issue 11, item 7 and the other slices
-    "training.forecast",  # the forecast wing
     "training.models",  # models vs their LightGBM fast path
     "features.schema",  # contract vs validation
     "features.snapshots",  # the point-in-time engine and its as-of helpers

@@ -6,7 +6,11 @@ from typing import Optional
 
 import typer
 
+from features.errors import LeadscoreError
 from serving.cli.console import console, fmt, progress_steps
+from serving.cli.output import check_suffix, write_output
+
+FORECAST_FORMATS = (".csv", ".json", ".html")
 
 
 def forecast(
@@ -24,11 +28,51 @@ def forecast(
     log: bool = typer.Option(True, "--log/--no-log", help="Log the forecast and its chart to MLflow."),
 ) -> None:
     """Bookings per period with P10/P50/P90: open pipeline + deals not yet created."""
-    from training.forecast_report import forecast_command
+    from features.dataset import read_dataset
+    from training.forecast.config import ForecastConfig
+    from training.forecast.outlook import outlook
+    from training.forecast.report import forecast_dict, log_forecast
+    from training.registry import load_predictor
 
-    result = forecast_command(data, as_of, periods, freq, group_by, targets, out, model_name=model_name,
-                              n_sims=sims, seed=seed, log_to_mlflow=log)
-    print_forecast_summary(result)
+    check_suffix(out, FORECAST_FORMATS)
+    dataset = read_dataset(data)
+    predictor, version = load_predictor(model_name)
+    result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
+                     group_by=group_by, targets=read_targets(targets) if targets else None,
+                     config=ForecastConfig(n_sims=sims, seed=seed))
+    result.forecast.notes.append(f"model {model_name} v{version}")
+    write_forecast(result, out)
+    summary = {**forecast_dict(result), "out": str(out)}
+    if log:
+        summary["run_id"] = log_forecast(result, {"as_of": result.forecast.as_of, "periods": periods, "freq": freq,
+                                                  "group_by": group_by, "model": f"{model_name}/{version}",
+                                                  "n_sims": sims, "seed": seed, "data_dir": data})
+    print_forecast_summary(summary)
+
+
+def read_targets(path: Path):
+    """Targets CSV: period (e.g. 2024-07 or 2024Q3), optional group column, target."""
+    import pandas as pd
+
+    try:
+        # every cell as text, and "NA" stays "NA" (a region), not a missing value
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise LeadscoreError(f"cannot read targets file {path}: {exc}") from None
+
+
+def write_forecast(result, out: Path) -> Path:
+    """By suffix: .csv (the table; the risk list beside it as <name>.risk.csv), .json, .html."""
+    from training.forecast.report import forecast_dict, forecast_html, forecast_table
+
+    if out.suffix.lower() == ".csv":
+        write_output(forecast_table(result), out)
+        write_output(result.risk, out.with_suffix(".risk.csv"))
+    elif out.suffix.lower() == ".json":
+        write_output(forecast_dict(result), out)
+    else:
+        write_output(forecast_html(result), out)
+    return out
 
 
 def print_forecast_summary(result: dict) -> None:
@@ -37,7 +81,7 @@ def print_forecast_summary(result: dict) -> None:
     table = Table(title=f"forecast as of {result.get('as_of')} ({result.get('value_unit')})")
     for col in ("period", "expected", "open pipeline", "new deals", "P10", "P50", "P90"):
         table.add_column(col)
-    from training.forecast import ALL
+    from training.forecast.newdeals import ALL
 
     for row in [r for r in result.get("forecast", []) if r.get("group") == ALL]:
         table.add_row(str(row.get("period")), *[_fmt_amount(row.get(k)) for k in
@@ -67,10 +111,23 @@ def backtest(
     log: bool = typer.Option(True, "--log/--no-log", help="Log the backtest and its chart to MLflow."),
 ) -> None:
     """Replay past period starts: model vs baselines (and the oracle on generated data)."""
-    from training.forecast_report import backtest_command
+    from features.analytics.metrics import clean_json
+    from features.dataset import read_dataset
+    from features.synthetic import load_truth
+    from training.forecast.backtest import backtest as run_backtest
+    from training.forecast.config import ForecastConfig
+    from training.forecast.report import log_backtest
 
+    check_suffix(out, (".json",))
+    dataset = read_dataset(data)
+    truth = load_truth(data) if (data / "truth" / "truth.parquet").exists() else None  # generated: the oracle too
     with progress_steps(total=origins + 2) as step:
-        result = backtest_command(data, freq, origins, out, n_sims=sims, seed=seed, log_to_mlflow=log, step=step)
+        result = clean_json(run_backtest(dataset, freq, origins, truth=truth,
+                                         config=ForecastConfig(n_sims=sims, seed=seed), oracle_sims=300, step=step))
+    write_output(result, out)
+    if log:
+        result["run_id"] = log_backtest(result, {"freq": freq, "origins": origins, "n_sims": sims, "seed": seed,
+                                                 "data_dir": data})
     print_backtest_summary(result, out)
 
 

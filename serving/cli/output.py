@@ -18,7 +18,7 @@ def check_suffix(out: Path, allowed: Sequence[str]) -> str:
     (checked before any work is done)."""
     suffix = Path(out).suffix.lower()
     if suffix not in allowed:
-        raise LeadscoreError(f"cannot write '{out}': the file suffix must be one of {', '.join(allowed)}")
+        raise LeadscoreError(f"--out: cannot write '{out}': the file suffix must be one of {', '.join(allowed)}")
     return suffix
 
 

@@ -50,7 +50,7 @@ def test_score_matches_leadscore_score(http, trained, leadscore_cli, tmp_path):
 
 
 def test_forecast_matches_the_forecast_function(http, trained):
-    from training.forecast import forecast
+    from training.forecast.core import forecast
     from training.registry import load_predictor
 
     r = http.post("/forecast", json={"as_of": AS_OF, "periods": 2, "freq": "month", "group_by": "region"})

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.analytics.metrics import clean_json
 from features.errors import NotEnoughData
-from training.backtest import _naive, backtest, backtest_origins, metrics
-from training.forecast import ForecastConfig
-from training.forecast_report import _clean
+from features.timetravel import truncate_at
+from training.forecast.backtest import _naive, backtest, backtest_origins, metrics, stage_win_rates, weighted_pipeline
+from training.forecast.bookings import BookingRule
+from training.forecast.config import ForecastConfig
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_summary_has_the_required_keys(result):
         assert {"wape", "bias", "coverage_p10_p90", "pinball"} <= set(block)
     assert set(s["baselines"]) == {"weighted_pipeline", "run_rate_3", "seasonal_naive"}
     assert len(result["rows"]) == 4 and "reuse" in result["strategy"]
-    json.dumps(_clean(result))  # serialisable as written by backtest_command
+    json.dumps(clean_json(result))  # serialisable as the backtest command writes it
 
 
 def test_oracle_beats_the_naive_baselines(result):
@@ -69,3 +71,48 @@ def test_naive_range_comes_from_its_past_errors():
     assert out["point"] == 20 and out["p10"] <= 20 <= out["p90"]
     short = _naive(history[:3], lambda a, i: a[i - 1] if i >= 1 else np.nan)
     assert np.isnan(short["p10"])  # too few past errors for a range
+
+
+def test_stage_win_rates_by_hand(small_data):
+    known = truncate_at(small_data[0], pd.Timestamp("2024-06-01"))
+    rates = stage_win_rates(known)
+    d, ev = known.deals, known.stage_events
+    closed = d.loc[d["outcome"].isin(["won", "lost"])]
+    stage = known.meta.stages[1]
+    reached = closed.loc[closed["deal_id"].isin(ev.loc[ev["stage"] == stage, "deal_id"])]
+    assert rates[stage] == pytest.approx((reached["outcome"] == "won").mean())
+    assert rates[known.meta.stages[0]] == pytest.approx((closed["outcome"] == "won").mean())
+
+
+def test_weighted_pipeline_reads_the_snapshot_state(small_data):
+    from features.snapshots import deals_at
+
+    origin, end = pd.Timestamp("2024-06-01"), pd.Timestamp("2024-07-01")
+    known = truncate_at(small_data[0], origin)
+    state = deals_at(known, origin)
+    due = (state["expected_close_date"] >= origin) & (state["expected_close_date"] < end)
+    rates = stage_win_rates(known)
+    by_hand = float((state["amount"] * state["stage"].astype(str).map(rates))[due].sum())
+    counted = float(state["stage"].astype(str).map(rates)[due].sum())
+    assert weighted_pipeline(known, origin, end, BookingRule(1.0))["point"] == pytest.approx(by_hand)
+    assert weighted_pipeline(known, origin, end, BookingRule(1.0, counts_deals=True))["point"] == pytest.approx(counted)
+
+
+def test_actuals_value_unknown_amounts_like_the_forecast(small_data, small_predictor):
+    """A won deal without an amount books the median won amount known at the origin
+    (the forecast's rule), not 0."""
+    from dataclasses import replace
+
+    from training.forecast.bookings import booking_rule
+
+    data = small_data[0]
+    origin, end = pd.Timestamp("2024-12-01"), pd.Timestamp("2025-01-01")
+    deals = data.deals.copy()
+    won = ((deals["outcome"] == "won") & (deals["closed_at"] >= origin) & (deals["closed_at"] < end)).to_numpy()
+    blank = won & (np.arange(len(deals)) % 2 == 0)
+    deals.loc[blank, "amount"] = np.nan
+    holes = replace(data, deals=deals)
+    row = backtest(holes, "month", 1, predictor=small_predictor, config=ForecastConfig(n_sims=100))["rows"][0]
+    fallback = booking_rule(truncate_at(holes, origin).deals, origin).fallback_amount
+    assert blank.sum() > 0 and row["value_unit"] == "amount"
+    assert row["actual"] == pytest.approx(deals.loc[won, "amount"].sum() + blank.sum() * fallback)

@@ -10,8 +10,12 @@ import pytest
 
 from features.errors import LeadscoreError, NotEnoughData
 from features.timetravel import truncate_at
-from training.forecast import ALL, ForecastConfig, forecast, make_periods
-from training.forecast_report import forecast_dict, log_forecast, write_forecast
+from training.forecast.config import ForecastConfig
+from training.forecast.core import forecast
+from training.forecast.newdeals import ALL
+from training.forecast.outlook import outlook
+from training.forecast.periods import make_periods
+from training.forecast.report import forecast_dict, forecast_html, forecast_table, log_forecast
 
 AS_OF = pd.Timestamp("2024-06-10")
 FAST = ForecastConfig(n_sims=400, seed=3)
@@ -19,7 +23,7 @@ FAST = ForecastConfig(n_sims=400, seed=3)
 
 @pytest.fixture(scope="module")
 def by_region(small_data, small_predictor):
-    return forecast(small_predictor, small_data[0], AS_OF, periods=3, freq="month", group_by="region", config=FAST)
+    return outlook(small_predictor, small_data[0], AS_OF, periods=3, freq="month", group_by="region", config=FAST)
 
 
 def test_periods_start_with_the_rest_of_the_current_one():
@@ -33,6 +37,7 @@ def test_periods_start_with_the_rest_of_the_current_one():
 
 
 def test_rollups_add_up_to_the_total(by_region):
+    by_region = by_region.forecast
     table = by_region.table
     groups = table.loc[table["group"] != ALL].groupby("period")[["expected", "open_pipeline", "new_deals"]].sum()
     totals = table.loc[table["group"] == ALL].set_index("period")[["expected", "open_pipeline", "new_deals"]]
@@ -45,7 +50,7 @@ def test_rollups_add_up_to_the_total(by_region):
 
 
 def test_quantiles_bracket_the_expectation(by_region):
-    t = by_region.totals()
+    t = by_region.forecast.totals()
     assert ((t["p10"] < t["expected"]) & (t["expected"] < t["p90"])).all()
 
 
@@ -67,9 +72,9 @@ def test_intervals_widen_relatively_with_fewer_deals(small_data, small_predictor
 
 def test_forecast_is_point_in_time(small_data, small_predictor):
     data = small_data[0]
-    full = forecast(small_predictor, data, AS_OF, periods=2, config=FAST)
-    later = forecast(small_predictor, truncate_at(data, AS_OF + pd.Timedelta(days=75)), AS_OF, periods=2, config=FAST)
-    pd.testing.assert_frame_equal(full.table, later.table)
+    full = outlook(small_predictor, data, AS_OF, periods=2, config=FAST)
+    later = outlook(small_predictor, truncate_at(data, AS_OF + pd.Timedelta(days=75)), AS_OF, periods=2, config=FAST)
+    pd.testing.assert_frame_equal(full.forecast.table, later.forecast.table)
     pd.testing.assert_frame_equal(full.risk, later.risk)
 
 
@@ -108,8 +113,8 @@ def test_unknown_group_column_is_a_clear_message(small_data, small_predictor):
 def test_targets_coverage_and_gap(small_data, small_predictor):
     data = small_data[0]
     targets = pd.DataFrame({"period": ["2024-06", "2024-07"], "target": [2_000_000.0, 1_000.0]})
-    fc = forecast(small_predictor, data, AS_OF, periods=2, targets=targets, config=FAST)
-    t = fc.targets.set_index("period")
+    fc = outlook(small_predictor, data, AS_OF, periods=2, targets=targets, config=FAST)
+    t = fc.targets.table.set_index("period")
     won = data.deals.loc[(data.deals["outcome"] == "won") & (data.deals["closed_at"] >= "2024-06-01")
                          & (data.deals["closed_at"] <= AS_OF), "amount"].sum()
     assert t.loc["2024-06", "closed_won_so_far"] == pytest.approx(won)
@@ -120,37 +125,44 @@ def test_targets_coverage_and_gap(small_data, small_predictor):
     assert 0 < june["weighted_pipeline_due"] < june["open_pipeline_due"]
     assert june["leads_needed"] > 0
     assert t.loc["2024-07", "remaining_gap"] == 1_000.0 and not t.loc["2024-07", "target_met"]
-    assert "open pipeline amount due" in fc.targets.attrs["definitions"]["pipeline_coverage"]
+    assert "open pipeline amount due" in fc.targets.definitions()["pipeline_coverage"]
+    assert fc.targets.value_per_new_lead == pytest.approx(fc.forecast.new_deals.value_per_lead())
     with pytest.raises(LeadscoreError, match="outside the forecast"):
-        forecast(small_predictor, data, AS_OF, periods=1, targets=targets, config=FAST)
+        outlook(small_predictor, data, AS_OF, periods=1, targets=targets, config=FAST)
 
 
-def test_risk_list_gives_reasons_that_hold(by_region):
+def test_risk_list_gives_reasons_that_hold(by_region, small_data):
+    from features.snapshots import deals_at
+
     risk = by_region.risk.set_index("deal_id")
-    deals = by_region.deals.set_index("deal_id").loc[risk.index]
+    deals = by_region.forecast.deals.set_index("deal_id").loc[risk.index]
+    state = deals_at(small_data[0], AS_OF).set_index("deal_id").loc[risk.index]
     assert len(risk) > 0 and risk["reasons"].str.len().gt(0).all()
     low = risk["reasons"].str.contains("low win probability")
     assert (deals.loc[low, "close_probability"] < 0.2).all()
     assert (deals.loc[~low, "close_probability"] >= 0.2).all()
     pushed = risk["reasons"].str.contains("pushed")
-    assert (deals.loc[pushed, "close_date_pushes"] >= 1).all()
-    assert risk["reasons"].str.contains("historical P90").any()
+    assert (state.loc[pushed, "close_date_pushes"] >= 1).all()
+    assert (state.loc[~pushed, "close_date_pushes"].fillna(0) == 0).all()
+    stalled = risk["reasons"].str.contains("historical P90")
+    assert stalled.any()
+    # the days quoted are the snapshot engine's days in stage
+    quoted = risk.loc[stalled, "reasons"].str.extract(r"(\d+) days in (?!total)")[0].astype(float)
+    np.testing.assert_allclose(quoted, state.loc[stalled, "days_in_stage"].round(), atol=0.5)
+    assert (risk["stage"] == state["stage"]).all()
 
 
-def test_outputs_are_self_contained(by_region, tmp_path):
-    page = write_forecast(by_region, tmp_path / "f.html").read_text()
+def test_outputs_are_values(by_region):
+    page = forecast_html(by_region)
     assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
     assert "Deals at risk" in page
-    write_forecast(by_region, tmp_path / "f.csv")
-    table = pd.read_csv(tmp_path / "f.csv")
+    table = forecast_table(by_region)
     assert {"period", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90"} <= set(table.columns)
-    assert (tmp_path / "f.risk.csv").exists()
-    doc = json.loads(write_forecast(by_region, tmp_path / "f.json").read_text())
+    doc = json.loads(json.dumps(forecast_dict(by_region)))
     assert doc["value_unit"] == "amount" and "remainder of the current period" in doc["notes"][0]
     assert doc["forecast"][0]["group"] == ALL
-    with pytest.raises(LeadscoreError, match="--out"):
-        write_forecast(by_region, tmp_path / "f.xlsx")
-    assert forecast_dict(by_region)["ranges"]["relative_sd"] >= 0
+    assert doc["ranges"]["relative_sd"] >= 0 and doc["targets"] is None
+    assert len(doc["risk"]) == len(by_region.risk)
 
 
 def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
@@ -161,12 +173,3 @@ def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
     assert any(k.startswith("expected_2024") for k in run.data.metrics)
     names = {a.path for a in mlflow.MlflowClient(local_mlflow_uri).list_artifacts(run_id, "plots")}
     assert "plots/forecast_fan.png" in names
-
-
-def test_targets_file_keeps_region_na(tmp_path):
-    from training.forecast_risk import read_targets
-
-    path = tmp_path / "targets.csv"
-    path.write_text("period,region,target\n2024-06,NA,500000\n")
-    frame = read_targets(path)
-    assert frame["region"].tolist() == ["NA"] and frame["target"].tolist() == ["500000"]

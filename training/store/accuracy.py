@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import LeadscoreError
-from training.periods import FREQS
+from training.forecast.periods import FREQS
 from training.store.connection import Store
 from training.store.forecasts import forecasts
 from training.store.schema import NO_GROUP

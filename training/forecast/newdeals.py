@@ -17,25 +17,34 @@ Poisson count (thinning a Poisson creation process keeps it Poisson).
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from features.errors import NotEnoughData
 from features.schema import CanonicalData
+from training.forecast.bookings import BookingRule, booking_rule
+from training.forecast.periods import DAY
 
-DAY = pd.Timedelta(days=1)
 ALL = "(all)"
 MIN_HISTORY_DAYS = 28
 
 
-class NewDealModel:
-    """Creation rate x cohort win curve x won-amount pool, per segment, as of T."""
+class NewDealModel(BaseEstimator):
+    """Creation rate x cohort win curve x won-amount pool, per segment, as of T.
 
-    def __init__(self, segment_column: str = "segment", rate_window_days: int = 90,
-                 trend_clip: tuple[float, float] = (0.8, 1.25), max_trend_windows: float = 2.0,
-                 cohort_window_days: int = 180, pool_days: int = 180, min_pool: int = 30,
-                 shrinkage: float = 50.0, max_age_days: int = 400):
+    `group_column`: the column new wins are rolled up by (their pool keeps it); None
+    puts every win in the group "(all)"."""
+
+    def __init__(self, segment_column: str = "segment", group_column: str | None = None,
+                 rate_window_days: int = 90, trend_clip: tuple[float, float] = (0.8, 1.25),
+                 max_trend_windows: float = 2.0, cohort_window_days: int = 180, pool_days: int = 180,
+                 min_pool: int = 30, shrinkage: float = 50.0, max_age_days: int = 400):
         self.segment_column = segment_column
+        self.group_column = group_column
         self.rate_window_days = rate_window_days
         self.trend_clip = trend_clip
         self.max_trend_windows = max_trend_windows
@@ -45,30 +54,29 @@ class NewDealModel:
         self.shrinkage = shrinkage
         self.max_age_days = max_age_days
 
-    def fit(self, data: CanonicalData, as_of, value: pd.Series | None = None,
-            group_by: str | None = None) -> "NewDealModel":
+    def fit(self, data: CanonicalData, as_of, rule: BookingRule | None = None) -> NewDealModel:
         """Learn from deals created at or before `as_of` and outcomes known by then.
 
-        `value`: amount per deal (aligned with data.deals) to use for wins; default
-        deals.amount, missing amounts replaced by the median known won amount (1 per win
+        `rule`: what a win books (`training.forecast.bookings`); default: the rule as
+        known at `as_of` (unknown amounts at the median won amount known then, 1 per win
         when no amount is known at all, so the forecast counts deals)."""
         as_of = pd.Timestamp(as_of)
         deals = data.deals
         deals = deals.loc[deals["created_at"] <= as_of]
-        first = deals["created_at"].min()
-        self.history_days_ = float((as_of - first) / DAY) if len(deals) else 0.0
-        if self.history_days_ < MIN_HISTORY_DAYS:
+        history_days = float((as_of - deals["created_at"].min()) / DAY) if len(deals) else 0.0
+        if history_days < MIN_HISTORY_DAYS:
             raise NotEnoughData(
-                f"only {self.history_days_:.0f} days of deal creations before {as_of.date()}: the new-deal "
+                f"only {history_days:.0f} days of deal creations before {as_of.date()}: the new-deal "
                 f"model needs at least {MIN_HISTORY_DAYS}; choose a later as-of date")
+        self.history_days_ = history_days
         self.as_of_ = as_of
         segment = self._segments(deals)
         self.segments_ = sorted(segment.unique())
-        won = (deals["outcome"] == "won").fillna(False).to_numpy(dtype=bool) & (deals["closed_at"] <= as_of).fillna(False).to_numpy(dtype=bool)
+        won = ((deals["outcome"] == "won").fillna(False).to_numpy(dtype=bool)
+               & (deals["closed_at"] <= as_of).fillna(False).to_numpy(dtype=bool))
         self._fit_rates(deals, segment)
         self._fit_cohorts(deals, segment, won)
-        amount = (value if value is not None else deals.get("amount", pd.Series(np.nan, index=deals.index)))
-        self._fit_pool(deals, segment, won, amount.reindex(deals.index), group_by)
+        self._fit_pool(deals, segment, won, rule or booking_rule(deals, as_of))
         return self
 
     # ---- fit steps ------------------------------------------------------------------
@@ -116,25 +124,36 @@ class NewDealModel:
         self.cohort_overall_ = overall
         self.cohort_max_observed_age_ = int(last)
 
-    def _fit_pool(self, deals: pd.DataFrame, segment: pd.Series, won: np.ndarray, amount: pd.Series,
-                  group_by: str | None) -> None:
-        """Wins closed before T with their realised value, segment, group and age; per
+    def _fit_pool(self, deals: pd.DataFrame, segment: pd.Series, won: np.ndarray, rule: BookingRule) -> None:
+        """Wins closed before T with their booked value, segment, group and age; per
         segment the recent ones are used (see `pool_for`)."""
         closed_age = ((self.as_of_ - deals["closed_at"]) / DAY).to_numpy(dtype="float64", na_value=np.nan)
-        values = amount.to_numpy(dtype="float64", na_value=np.nan)
-        known = values[won & ~np.isnan(values)]
-        self.counts_deals_ = known.size == 0
-        fill = 1.0 if self.counts_deals_ else float(np.median(known))
-        values = np.where(np.isnan(values), fill, values)
-        group = deals[group_by].astype("string").fillna("(none)").astype(str) if group_by else \
+        amount = deals["amount"] if "amount" in deals else pd.Series(np.nan, index=deals.index)
+        values = rule.booked(amount).to_numpy(dtype="float64")
+        self.counts_deals_ = rule.counts_deals
+        group = deals[self.group_column].astype("string").fillna("(none)").astype(str) if self.group_column else \
             pd.Series(ALL, index=deals.index)
         self.pool_ = pd.DataFrame({"segment": segment.to_numpy()[won], "value": values[won],
                                    "group": group.to_numpy()[won], "age_days": closed_age[won]})
-        self.group_by_ = group_by
+        self.pools_ = {s: self._recent_pool(s) for s in self.segments_}
+
+    def _recent_pool(self, segment: str) -> pd.DataFrame:
+        """The segment's wins of the last `pool_days`, widened to a year and then to all
+        history while fewer than `min_pool`; all segments' recent wins if the segment
+        never had `min_pool`."""
+        pool = self.pool_
+        mine = pool.loc[pool["segment"] == segment]
+        for days in (self.pool_days, 365, np.inf):
+            chosen = mine.loc[mine["age_days"] < days]
+            if len(chosen) >= self.min_pool:
+                return chosen
+        recent = pool.loc[pool["age_days"] < self.pool_days]
+        return recent if len(recent) >= self.min_pool else pool
 
     # ---- predictions -------------------------------------------------------------------
     def creation_rate(self, days_ahead: np.ndarray) -> np.ndarray:
         """(n_segments, n_days) expected creations per day at `days_ahead` days after T."""
+        check_is_fitted(self)
         mid = -self.rate_window_used_ / 2
         windows = np.clip((days_ahead - mid) / self.rate_window_used_, 0, self.max_trend_windows)
         base = np.array([self.rate_per_day_[s] for s in self.segments_])
@@ -161,23 +180,9 @@ class NewDealModel:
         return np.vstack([np.interp(age, grid, row) for row in self.cohort_])
 
     def pool_for(self, segment: str) -> pd.DataFrame:
-        """Wins a new win's value in `segment` is drawn from: the segment's wins of the last
-        `pool_days`, widened to a year and then to all history while fewer than
-        `min_pool`; all segments' recent wins if the segment never had `min_pool`."""
-        if not hasattr(self, "_pools"):
-            self._pools = {}
-        if segment not in self._pools:
-            pool = self.pool_
-            mine = pool.loc[pool["segment"] == segment]
-            for days in (self.pool_days, 365, np.inf):
-                chosen = mine.loc[mine["age_days"] < days]
-                if len(chosen) >= self.min_pool:
-                    break
-            else:
-                recent = pool.loc[pool["age_days"] < self.pool_days]
-                chosen = recent if len(recent) >= self.min_pool else pool
-            self._pools[segment] = chosen
-        return self._pools[segment]
+        """Wins a new win's value in `segment` is drawn from (see `_recent_pool`)."""
+        check_is_fitted(self)
+        return self.pools_[segment]
 
     def mean_value(self, segment: str) -> float:
         pool = self.pool_for(segment)
@@ -190,10 +195,14 @@ class NewDealModel:
             return pd.Series(dtype="float64")
         return pool.groupby("group")["value"].sum() / len(pool)
 
-    def scale_values(self, factor: float) -> None:
-        """Multiply every pool value (a bias correction of the new-win value)."""
-        self.pool_ = self.pool_.assign(value=self.pool_["value"] * float(factor))
-        self._pools = {}
+    def scaled(self, factor: float) -> NewDealModel:
+        """A copy whose pool values are multiplied by `factor` (a bias correction of the
+        new-win value); this model is left unchanged."""
+        check_is_fitted(self)
+        out = copy.copy(self)
+        out.pool_ = self.pool_.assign(value=self.pool_["value"] * float(factor))
+        out.pools_ = {s: pool.assign(value=pool["value"] * float(factor)) for s, pool in self.pools_.items()}
+        return out
 
     def value_per_lead(self) -> float:
         """Expected eventual won value of one new deal of the average kind (segments
@@ -203,6 +212,8 @@ class NewDealModel:
         return float((rates * values).sum() / rates.sum()) if rates.sum() > 0 else 0.0
 
     def describe(self) -> dict:
+        """Per segment: creations per day, won within 90 days, mean won value; the trend."""
+        check_is_fitted(self)
         return {"segments": {s: {"created_per_day": self.rate_per_day_[s],
                                  "won_within_90d": float(self.cohort_[i, min(90, self.cohort_.shape[1] - 1)]),
                                  "mean_won_value": self.mean_value(s)}

@@ -2,7 +2,9 @@
 
 At each origin (a past period start) the data is cut with `truncate_at(data, origin)`,
 the next period is forecast from that state alone, and the forecast is compared with
-the won value that actually closed in the period (realised amounts). Beside the model:
+the won value that actually closed in the period, valued by the forecast's booking rule
+(`training.forecast.bookings`: realised amounts, an unknown amount at the median won
+amount known at the origin, or 1 per won deal when counting). Beside the model:
 weighted pipeline, trailing 3-period run-rate, seasonal naive and, on generated data,
 the oracle (`features.synthetic.oracle_bookings`).
 
@@ -25,8 +27,12 @@ import pandas as pd
 from features.build import FeatureBuilder
 from features.errors import NotEnoughData
 from features.schema import CanonicalData
+from features.snapshots import deals_at
 from features.timetravel import truncate_at
-from training.forecast import FREQS, ForecastConfig, forecast
+from training.forecast.bookings import BookingRule, realised_bookings
+from training.forecast.config import ForecastConfig
+from training.forecast.core import forecast
+from training.forecast.periods import FREQS, period_end
 
 STRATEGY = ("reuse: one model trained on the data as known at the first origin, FeatureBuilder history tables "
             "refitted on the data as known at each origin (point in time); retraining at every origin would "
@@ -63,12 +69,6 @@ def refit_builder(predictor, known: CanonicalData):
     return out
 
 
-def actual_bookings(data: CanonicalData, start: pd.Timestamp, end: pd.Timestamp, counts: bool) -> float:
-    d = data.deals
-    won = d.loc[(d["outcome"] == "won") & (d["closed_at"] >= start) & (d["closed_at"] < end)]
-    return float(len(won)) if counts else float(won["amount"].fillna(0.0).sum())
-
-
 def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, truth: pd.DataFrame | None = None,
              predictor=None, train_config=None, config: ForecastConfig | None = None, oracle_sims: int = 300,
              step: Callable[[str], None] = lambda _s: None) -> dict:
@@ -95,17 +95,19 @@ def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, trut
             "definitions": DEFINITIONS}
 
 
-def _one_origin(data, predictor, origin, freq, truth, config, oracle_sims) -> dict:
-    end = (origin.to_period(FREQS[freq]) + 1).start_time
+def _one_origin(data: CanonicalData, predictor, origin: pd.Timestamp, freq: str, truth: pd.DataFrame | None,
+                config: ForecastConfig, oracle_sims: int) -> dict:
+    end = period_end(origin, freq)
     known = truncate_at(data, origin)
     fc = forecast(refit_builder(predictor, known), known, origin, 1, freq, config=config)
-    counts = fc.value_unit == "won deals"
+    rule = fc.booking_rule
     total = fc.totals().iloc[0]
-    row = {"origin": origin, "end": end, "value_unit": fc.value_unit, "actual": actual_bookings(data, origin, end, counts),
+    actual = float(realised_bookings(data.deals, rule, [origin], [end])[0])
+    row = {"origin": origin, "end": end, "value_unit": fc.value_unit, "actual": actual,
            "model": total["expected"], "model_p10": total["p10"], "model_p50": total["p50"], "model_p90": total["p90"],
            "model_open_pipeline": total["open_pipeline"], "model_new_deals": total["new_deals"],
            "shock_relative_sd": fc.shock["relative_sd"]}
-    for name, values in baselines(known, origin, end, freq, counts).items():
+    for name, values in baselines(known, origin, end, freq, rule).items():
         row.update({f"{name}{'' if k == 'point' else '_' + k}": v for k, v in values.items()})
     if truth is not None:
         from features.synthetic import oracle_bookings
@@ -118,19 +120,19 @@ def _one_origin(data, predictor, origin, freq, truth, config, oracle_sims) -> di
 
 # ---- baselines -------------------------------------------------------------------------
 
-def baselines(known: CanonicalData, origin: pd.Timestamp, end: pd.Timestamp, freq: str, counts: bool) -> dict:
+def baselines(known: CanonicalData, origin: pd.Timestamp, end: pd.Timestamp, freq: str, rule: BookingRule) -> dict:
     """{name: {point, p10, p50, p90}} from the data as known at the origin."""
-    history = period_actuals(known, origin, freq, counts)
-    return {"weighted_pipeline": weighted_pipeline(known, origin, end, counts),
+    history = period_actuals(known, origin, freq, rule)
+    return {"weighted_pipeline": weighted_pipeline(known, origin, end, rule),
             "run_rate_3": _naive(history, lambda a, i: a[i - 3:i].mean() if i >= 3 else np.nan),
             "seasonal_naive": _naive(history, _seasonal(freq))}
 
 
-def period_actuals(known: CanonicalData, origin: pd.Timestamp, freq: str, counts: bool) -> np.ndarray:
-    """Won value per full period from the first creation's period up to the origin."""
+def period_actuals(known: CanonicalData, origin: pd.Timestamp, freq: str, rule: BookingRule) -> np.ndarray:
+    """Booked value per full period from the first creation's period up to the origin."""
     first = known.deals["created_at"].min().to_period(FREQS[freq])
     labels = pd.period_range(first, origin.to_period(FREQS[freq]) - 1, freq=FREQS[freq])
-    return np.array([actual_bookings(known, p.start_time, (p + 1).start_time, counts) for p in labels])
+    return realised_bookings(known.deals, rule, [p.start_time for p in labels], [(p + 1).start_time for p in labels])
 
 
 def _seasonal(freq: str) -> Callable:
@@ -156,40 +158,40 @@ def _naive(history: np.ndarray, rule: Callable) -> dict:
     return {"point": point, "p10": point * lo, "p50": point * mid, "p90": point * hi}
 
 
-def weighted_pipeline(known: CanonicalData, origin: pd.Timestamp, end: pd.Timestamp, counts: bool) -> dict:
-    """Stage win rate (closed deals that reached the stage, as known at the origin) x amount,
-    over open deals whose expected close date (as known) falls in [origin, end); all open
-    deals when the data has no expected close dates. Range: normal approximation of the
-    independent Bernoulli sum."""
-    stages = known.meta.stages
-    d = known.deals
-    ev = known.stage_events
-    open_ = d.loc[d["closed_at"].isna()]
-    if ev is not None and len(ev):
-        ev = ev.sort_values("entered_at", kind="stable")
-        current = ev.groupby("deal_id")["stage"].last()
-        reached = pd.concat([ev[["deal_id", "stage"]], pd.DataFrame({"deal_id": d["deal_id"], "stage": stages[0]})])
-    else:
-        current = pd.Series(dtype="string")
-        reached = pd.DataFrame({"deal_id": d["deal_id"], "stage": stages[0]})
-    reached = reached.drop_duplicates()
-    closed = d.loc[d["outcome"].isin(["won", "lost"]), ["deal_id", "outcome"]]
-    rates = reached.merge(closed, on="deal_id").groupby("stage")["outcome"].apply(lambda o: (o == "won").mean())
-    stage = current.reindex(open_["deal_id"]).fillna(stages[0]).astype(str)
-    p = stage.map(rates).fillna(rates.get(stages[0], 0.0)).to_numpy(dtype="float64")
-    amount = np.ones(len(open_)) if counts else open_["amount"].fillna(
-        d.loc[d["outcome"] == "won", "amount"].median()).to_numpy(dtype="float64")
-    due = _due(ev, open_, origin, end)
+def weighted_pipeline(known: CanonicalData, origin: pd.Timestamp, end: pd.Timestamp, rule: BookingRule) -> dict:
+    """Stage win rate (`stage_win_rates`) of each open deal's stage at the origin
+    (`features.snapshots.deals_at`) x its booked value, over open deals whose expected close
+    date (as known) falls in [origin, end); all open deals when the data has no expected
+    close dates. Range: normal approximation of the independent Bernoulli sum."""
+    state = deals_at(known, origin)
+    rates = stage_win_rates(known)
+    p = state["stage"].astype(str).map(rates).fillna(rates.get(known.meta.stages[0], 0.0)).to_numpy(dtype="float64")
+    amount = rule.booked(state["amount"]).to_numpy(dtype="float64")
+    due = _due(known, state, origin, end)
     mean = float((amount * p)[due].sum())
     sd = float(np.sqrt((amount ** 2 * p * (1 - p))[due].sum()))
     return {"point": mean, "p10": max(mean - Z90 * sd, 0.0), "p50": mean, "p90": mean + Z90 * sd}
 
 
-def _due(ev: pd.DataFrame | None, open_: pd.DataFrame, origin, end) -> np.ndarray:
+def stage_win_rates(known: CanonicalData) -> pd.Series:
+    """Win rate per stage, as known: among the closed deals (won or lost) that reached the
+    stage (entered it at any time; every deal reached the first stage), the share won."""
+    d = known.deals
+    ev = known.stage_events
+    first = pd.DataFrame({"deal_id": d["deal_id"], "stage": known.meta.stages[0]})
+    reached = pd.concat([ev[["deal_id", "stage"]], first]) if ev is not None and len(ev) else first
+    closed = d.loc[d["outcome"].isin(["won", "lost"]), ["deal_id", "outcome"]]
+    return reached.drop_duplicates().merge(closed, on="deal_id").groupby("stage")["outcome"].apply(
+        lambda o: (o == "won").mean())
+
+
+def _due(known: CanonicalData, state: pd.DataFrame, origin: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
+    """Open deals whose expected close date (as known) is in [origin, end); all of them
+    when the data has no expected close dates."""
+    ev = known.stage_events
     if ev is None or "expected_close_date" not in ev or not ev["expected_close_date"].notna().any():
-        return np.ones(len(open_), bool)
-    ecd = ev.loc[ev["expected_close_date"].notna()].groupby("deal_id")["expected_close_date"].last()
-    ecd = ecd.reindex(open_["deal_id"])
+        return np.ones(len(state), bool)
+    ecd = state["expected_close_date"]
     return ((ecd >= origin) & (ecd < end)).fillna(False).to_numpy(dtype=bool)
 
 

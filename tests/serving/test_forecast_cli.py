@@ -1,0 +1,59 @@
+"""The `forecast` and `backtest` commands: file I/O at the top, the same JSON as the service."""
+from __future__ import annotations
+
+import json
+
+import models_cache
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.dataset import write_dataset
+from serving.cli import app
+from serving.cli.forecast import read_targets, write_forecast
+from training.forecast.config import ForecastConfig
+from training.forecast.outlook import outlook
+from training.forecast.report import forecast_dict
+
+AS_OF = "2024-06-10"
+FAST = ForecastConfig(n_sims=200, seed=0)
+
+
+def test_targets_file_keeps_region_na(tmp_path):
+    path = tmp_path / "targets.csv"
+    path.write_text("period,region,target\n2024-06,NA,500000\n")
+    frame = read_targets(path)
+    assert frame["region"].tolist() == ["NA"] and frame["target"].tolist() == ["500000"]
+
+
+@pytest.mark.parametrize("args", [["forecast", "--out", "f.xlsx"], ["backtest", "--out", "b.csv"]])
+def test_bad_out_suffix_is_one_line(tmp_path, args):
+    out = CliRunner().invoke(app, [*args, "--data", str(tmp_path / "nowhere")])
+    assert out.exit_code == 2, out.output
+    assert "--out" in out.output and "Traceback" not in out.output
+
+
+def test_write_forecast_by_suffix(tmp_path):
+    data, _truth = models_cache.small_data()
+    result = outlook(models_cache.small_predictor(), data, AS_OF, periods=2, config=FAST)
+    write_forecast(result, tmp_path / "f.csv")
+    table = pd.read_csv(tmp_path / "f.csv")
+    assert {"period", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90"} <= set(table.columns)
+    assert len(pd.read_csv(tmp_path / "f.risk.csv")) == len(result.risk)
+    assert json.loads(write_forecast(result, tmp_path / "f.json").read_text()) == forecast_dict(result)
+    assert "data:image/png;base64," in write_forecast(result, tmp_path / "f.html").read_text()
+
+
+def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_uri):
+    from training.run import log_run
+
+    data, _truth = models_cache.small_data()
+    folder = write_dataset(data, tmp_path / "data")
+    log_run(models_cache.small_train_result(), data, "forecast-cli", "leadscore", folder)
+    out = CliRunner().invoke(app, ["forecast", "--data", str(folder), "--as-of", AS_OF, "--periods", "2",
+                                   "--sims", "200", "--no-log", "--out", str(tmp_path / "f.json")])
+    assert out.exit_code == 0, out.output
+    written = json.loads((tmp_path / "f.json").read_text())
+    local = forecast_dict(outlook(models_cache.small_predictor(), data, AS_OF, periods=2, config=FAST))
+    assert written["notes"][-1].startswith("model leadscore v")
+    assert {k: v for k, v in written.items() if k != "notes"} == {k: v for k, v in local.items() if k != "notes"}

@@ -1,0 +1,138 @@
+"""Calibration from past periods: bias factors (per month of the quarter) and the common
+shock that widens the Monte Carlo ranges.
+
+For each past period j (start s_j, fully observed before the as-of date): predicted
+bookings (open pipeline at s_j x P(won in the period), and the new-deal model fitted at
+s_j), the variance v_j the independent Monte Carlo would give (Bernoulli for open deals,
+compound Poisson for new wins) and realised bookings y_j (valued by the booking rule).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.schema import CanonicalData
+from training.forecast.bookings import BookingRule
+from training.forecast.config import ForecastConfig
+from training.forecast.newdeals import NewDealModel
+from training.forecast.periods import FREQS, period_end, position
+from training.forecast.valuation import p_won_in
+
+MIN_DAYS_BEFORE_PAST_PERIOD = pd.Timedelta(days=60)
+HISTORY_COLUMNS = ["start", "predicted", "variance", "actual"]
+
+
+def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: str, config: ForecastConfig,
+                   rule: BookingRule) -> dict:
+    """Bias factors and the common shock, from past periods fully observed before as_of.
+
+    Bias factors = sum realised / sum predicted (clipped; 1 when disabled): for the open
+    pipeline one per month of the quarter (`position`; overall when fewer than 2 past
+    periods share it), for new deals one overall. They absorb calibration drift over
+    time, amounts that shrink before they are booked and timing bias.
+    Common shock: with mu_j the prediction corrected by leave-one-out factors (so the
+    errors are out of sample), shock^2 = max(0, mean(((y_j - mu_j)^2 - v_j') / mu_j^2)):
+    the squared error beyond what independent deals explain, relative to the forecast,
+    capped at `config.max_shock`. A given `config.shock` overrides the estimate.
+    """
+    rows = shock_history(predictor, known, as_of, freq, config.history_periods, rule)
+    if len(rows) < config.min_history_periods:
+        sd = config.default_shock if config.shock is None else config.shock
+        return {"relative_sd": sd, "method": "default", "periods_used": len(rows), "open_factors": {},
+                "open_factor": 1.0, "new_factor": 1.0,
+                "note": f"fewer than {config.min_history_periods} past periods before the as-of date: no bias "
+                        f"correction, common shock {sd}"}
+    rows["position"] = [position(s, freq) for s in rows["start"]]
+    clip = config.bias_clip if config.correct_bias else (1.0, 1.0)
+    overall = _ratio(rows["open_actual"], rows["open_predicted"], clip)
+    new_factor = _ratio(rows["new_actual"], rows["new_predicted"], clip)
+    by_pos = {int(p): _ratio(g["open_actual"], g["open_predicted"], clip) if len(g) >= 2 else overall
+              for p, g in rows.groupby("position")}
+    loo = np.array([_loo_factor(rows, j, clip) for j in range(len(rows))])
+    mu = loo * rows["open_predicted"] + new_factor * rows["new_predicted"]
+    var = loo ** 2 * rows["open_variance"] + new_factor ** 2 * rows["new_variance"]
+    excess = ((rows["actual"] - mu) ** 2 - var) / mu ** 2
+    sd = float(min(np.sqrt(max(0.0, excess.mean())), config.max_shock)) if config.shock is None \
+        else float(config.shock)
+    return {"relative_sd": sd, "method": "estimated from past periods" if config.shock is None else "given",
+            "periods_used": int(len(rows)), "open_factor": overall, "open_factors": by_pos,
+            "new_factor": new_factor,
+            "history": rows.assign(start=rows["start"].astype(str), corrected=mu).to_dict("records")}
+
+
+def period_factors(shock: dict, per: pd.DataFrame, freq: str) -> list[float]:
+    """The open-pipeline bias factor of each forecast period (by its month of the quarter)."""
+    return [shock.get("open_factors", {}).get(position(pd.Period(p).start_time, freq), shock["open_factor"])
+            for p in per["period"]]
+
+
+def _ratio(actual: pd.Series, predicted: pd.Series, clip: tuple) -> float:
+    total = predicted.sum()
+    return float(np.clip(actual.sum() / total, *clip)) if total > 0 else 1.0
+
+
+def _loo_factor(rows: pd.DataFrame, j: int, clip: tuple) -> float:
+    """Open-pipeline factor for past period j estimated without period j."""
+    others = rows.drop(index=rows.index[j])
+    same = others.loc[others["position"] == rows["position"].iloc[j]]
+    use = same if len(same) >= 2 else others
+    return _ratio(use["open_actual"], use["open_predicted"], clip)
+
+
+def past_period_starts(known: CanonicalData, as_of: pd.Timestamp, freq: str, n: int) -> list[pd.Timestamp]:
+    """Starts of the last `n` whole periods before as_of with 60 days of history before them."""
+    cur = as_of.to_period(FREQS[freq])
+    first = known.deals["created_at"].min()
+    starts = [(cur - k).start_time for k in range(n, 0, -1)]
+    return [s for s in starts if s - first >= MIN_DAYS_BEFORE_PAST_PERIOD and period_end(s, freq) <= as_of]
+
+
+def shock_history(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: str, n: int,
+                  rule: BookingRule) -> pd.DataFrame:
+    """Predicted mean, independent-draw variance and realised bookings of past periods."""
+    starts = past_period_starts(known, as_of, freq, n)
+    if not starts:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    open_part = _open_pipeline_history(predictor, known, starts, freq, rule)
+    rows = []
+    for s in starts:
+        new = _new_deal_history(known, s, period_end(s, freq), rule)
+        o = open_part.loc[s] if s in open_part.index else pd.Series({"mu": 0.0, "var": 0.0, "y": 0.0})
+        rows.append({"start": s, "predicted": o["mu"] + new["mu"], "variance": o["var"] + new["var"],
+                     "actual": o["y"] + new["y"], "open_predicted": o["mu"], "open_variance": o["var"],
+                     "open_actual": o["y"], "new_predicted": new["mu"], "new_variance": new["var"],
+                     "new_actual": new["y"]})
+    out = pd.DataFrame(rows)
+    return out.loc[out["predicted"] > 0].reset_index(drop=True)
+
+
+def _open_pipeline_history(predictor, known: CanonicalData, starts: list[pd.Timestamp], freq: str,
+                           rule: BookingRule) -> pd.DataFrame:
+    """Per past start (index): predicted mean `mu`, variance `var` and realised `y` of the
+    deals open then, each deal valued at its amount known then."""
+    feats = predictor.builder.transform(known, starts)  # many as-of dates in one pass
+    scored = predictor.score_features(feats)
+    ends = np.array([period_end(s, freq) for s in scored["as_of"]], dtype="datetime64[us]")
+    q = p_won_in(scored, scored["as_of"].to_numpy(), scored["as_of"].to_numpy(), ends)
+    amount = rule.booked(feats["amount"].astype("float64")).to_numpy(dtype="float64")
+    deals = known.deals.set_index("deal_id")
+    final = rule.booked(deals["amount"].reindex(feats["deal_id"])).to_numpy(dtype="float64")
+    closed = deals["closed_at"].reindex(feats["deal_id"]).to_numpy(dtype="datetime64[us]")
+    won = (deals["outcome"] == "won").reindex(feats["deal_id"]).fillna(False).to_numpy(dtype=bool) & (closed < ends)
+    frame = pd.DataFrame({"start": scored["as_of"].to_numpy(), "mu": amount * q, "var": amount ** 2 * q * (1 - q),
+                          "y": np.where(won, final, 0.0)})
+    return frame.groupby("start").sum()
+
+
+def _new_deal_history(known: CanonicalData, start: pd.Timestamp, end: pd.Timestamp, rule: BookingRule) -> dict:
+    """Predicted mean `mu`, variance `var` and realised `y` of the deals created after
+    `start` and won before `end`, from the new-deal model fitted at `start`."""
+    m = NewDealModel().fit(known, start)
+    exp = m.expected_wins(pd.DatetimeIndex([start]), pd.DatetimeIndex([end]))[:, 0]
+    mu = sum(exp[i] * m.mean_value(seg) for i, seg in enumerate(m.segments_))
+    var = sum(exp[i] * float((m.pool_for(seg)["value"] ** 2).mean()) for i, seg in enumerate(m.segments_)
+              if len(m.pool_for(seg)))
+    d = known.deals
+    won = d.loc[(d["created_at"] > start) & (d["outcome"] == "won") & (d["closed_at"] < end)]
+    y = float(rule.booked(won["amount"]).sum()) if not m.counts_deals_ else float(len(won))
+    return {"mu": mu, "var": var, "y": y}

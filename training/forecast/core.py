@@ -1,0 +1,107 @@
+"""Revenue forecast with ranges: open pipeline + deals not created yet, by period.
+
+For each period (the first is the remainder of the period containing the as-of date):
+- open pipeline (`valuation`): every deal open at T contributes amount x P(won with
+  close in the period) from the predictor;
+- new deals (`newdeals.NewDealModel`): creation rate x cohort win curve x won-amount
+  pool, estimated from data before T only;
+- calibration (`calibration`): bias factors and a common shock from past periods;
+- ranges (`simulation`): a seeded Monte Carlo.
+Every part values a win with one `bookings.BookingRule`. The risk list and the target
+report are steps after `forecast()` (`outlook.outlook` runs all three).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from features.errors import LeadscoreError
+from features.schema import CanonicalData
+from features.timetravel import truncate_at
+from training.forecast.bookings import BookingRule, realised_history
+from training.forecast.calibration import estimate_shock, period_factors
+from training.forecast.config import ForecastConfig
+from training.forecast.newdeals import ALL, NewDealModel
+from training.forecast.periods import check_as_of, make_periods
+from training.forecast.simulation import simulate, summarise
+from training.forecast.valuation import OpenPipeline, open_pipeline, with_expectations
+
+MAX_GROUPS = 500
+HISTORY_PERIODS_SHOWN = 6
+
+
+@dataclass
+class Forecast:
+    as_of: pd.Timestamp
+    freq: str
+    periods: pd.DataFrame  # period, start, end, partial
+    table: pd.DataFrame  # one row per (period, group): expected, open_pipeline, new_deals, p10, p50, p90
+    deals: pd.DataFrame  # open deals: amount, probability, bias-corrected expected value per period (exp_k)
+    shock: dict
+    new_deals: NewDealModel  # fitted, new-win values bias-corrected
+    booking_rule: BookingRule
+    known: CanonicalData = field(repr=False)  # the tables as known at as_of: the steps after the forecast read them
+    group_by: str | None = None
+    history: pd.DataFrame | None = None  # realised bookings of past periods (for the chart)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def value_unit(self) -> str:
+        """"amount" or "won deals"."""
+        return self.booking_rule.value_unit
+
+    def totals(self) -> pd.DataFrame:
+        return self.table.loc[self.table["group"] == ALL].reset_index(drop=True)
+
+
+def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str = "month",
+             group_by: str | None = None, config: ForecastConfig | None = None) -> Forecast:
+    """Forecast bookings for `periods` periods from `as_of` with what was known then."""
+    config = config or ForecastConfig()
+    as_of = check_as_of(data, as_of)
+    per = make_periods(as_of, periods, freq)
+    check_group(data, group_by)
+    known = truncate_at(data, as_of)
+    pipe = open_pipeline(predictor, known, as_of, per, group_by)
+    fitted = NewDealModel(group_column=group_by).fit(known, as_of, rule=pipe.rule)
+    shock = estimate_shock(predictor, known, as_of, freq, config, pipe.rule)
+    factors = period_factors(shock, per, freq)
+    deals = with_expectations(pipe.deals, factors)
+    new_deals = fitted.scaled(shock["new_factor"])
+    sims = simulate(deals, new_deals, per, factors, config, shock["relative_sd"])
+    return Forecast(as_of=as_of, freq=freq, periods=per, table=summarise(deals, new_deals, per, sims, group_by),
+                    deals=deals, shock=shock, new_deals=new_deals, booking_rule=pipe.rule, known=known,
+                    group_by=group_by,
+                    history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, pipe.rule),
+                    notes=_notes(per, predictor, as_of, pipe))
+
+
+def check_group(data: CanonicalData, group_by: str | None) -> None:
+    """A clear error unless `group_by` is a deals column with a manageable number of values."""
+    if group_by is None:
+        return
+    if group_by not in data.deals:
+        cols = [c for c in ("owner", "team", "region", "product", "segment", "source") if c in data.deals]
+        raise LeadscoreError(f"--group-by '{group_by}' is not a column of deals: use one of {cols}")
+    n = data.deals[group_by].nunique()
+    if n > MAX_GROUPS:
+        raise LeadscoreError(f"--group-by '{group_by}' has {n} values (at most {MAX_GROUPS}): group by a "
+                             f"coarser column such as team, region or segment")
+
+
+def _notes(per: pd.DataFrame, predictor, as_of: pd.Timestamp, pipe: OpenPipeline) -> list[str]:
+    notes = []
+    if per["partial"].iloc[0]:
+        notes.append(f"the first period {per['period'].iloc[0]} is the remainder of the current period: from "
+                     f"{as_of} to {per['end'].iloc[0]} (wins closed earlier in it are not forecast; see targets)")
+    if pipe.rule.counts_deals:
+        notes.append("no deal amounts in the data: the forecast counts won deals, not money")
+    elif pipe.amount_imputed:
+        notes.append(f"{pipe.amount_imputed} open deals had no amount known at the as-of date: "
+                     f"valued at the median won amount")
+    trained_end = (getattr(predictor, "info", {}) or {}).get("data_end")
+    if trained_end and pd.Timestamp(trained_end) > as_of:
+        notes.append(f"the model was trained on data up to {trained_end}, after the as-of date: its probabilities "
+                     f"at this date are in-sample (use `leadscore backtest` for an honest accuracy record)")
+    return notes

@@ -1,0 +1,31 @@
+"""The forecast and what managers act on beside it: `forecast()`, then the risk list and
+(with targets) the target report, each a step with plain inputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from features.schema import CanonicalData
+from training.forecast.config import ForecastConfig
+from training.forecast.core import Forecast, forecast
+from training.forecast.risk import risk_list
+from training.forecast.targets import TargetReport, target_report
+
+
+@dataclass(frozen=True)
+class Outlook:
+    forecast: Forecast
+    risk: pd.DataFrame  # deals at risk in the first period, with reasons
+    targets: TargetReport | None = None
+
+
+def outlook(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str = "month",
+            group_by: str | None = None, targets: pd.DataFrame | None = None,
+            config: ForecastConfig | None = None) -> Outlook:
+    """The forecast from `as_of`, its risk list and, given `targets` (period[, group], target), the target report."""
+    config = config or ForecastConfig()
+    fc = forecast(predictor, data, as_of, periods, freq, group_by=group_by, config=config)
+    risk = risk_list(fc.deals, fc.known, fc.as_of, fc.periods.iloc[0], config.low_probability, config.quiet_days)
+    report = None if targets is None else target_report(targets, fc)
+    return Outlook(forecast=fc, risk=risk, targets=report)

@@ -1,0 +1,163 @@
+"""Forecast and backtest outputs as values: the one forecast JSON (the CLI, MLflow and
+the service's /forecast all use `forecast_dict`), the CSV table, a self-contained HTML
+page (its fan chart embedded as a base64 PNG: no network, no external files) and MLflow
+logging. Writing files is the CLI's job.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+import pandas as pd
+
+from features.analytics.metrics import clean_json
+from training.forecast.core import Forecast
+from training.forecast.outlook import Outlook
+
+PARTS = ("open_pipeline = deals open at the as-of date; new_deals = deals not created yet that are created and won "
+         "inside the period; expected = their sum (analytic expectation); p10/p50/p90 = Monte Carlo quantiles of "
+         "the total")
+RANGES = ("Monte Carlo over deal outcomes, close timing (log-normal time to a won close) and Poisson new-win counts, "
+          "plus one common shock per simulation")
+
+
+# ---- plain data ---------------------------------------------------------------------------
+
+def forecast_dict(result: Outlook) -> dict:
+    """Everything in the forecast, its risk list and target report as JSON-ready data."""
+    fc = result.forecast
+    out = {"as_of": fc.as_of, "freq": fc.freq, "value_unit": fc.value_unit, "group_by": fc.group_by,
+           "notes": fc.notes, "periods": fc.periods.to_dict("records"),
+           "forecast": fc.table.to_dict("records"), "parts": PARTS,
+           "ranges": {"method": RANGES, **{k: v for k, v in fc.shock.items() if k != "history"},
+                      "history": fc.shock.get("history")},
+           "new_deal_model": fc.new_deals.describe(),
+           "risk": result.risk.to_dict("records"),
+           "history": None if fc.history is None else fc.history.to_dict("records"),
+           "targets": None if result.targets is None else result.targets.table.to_dict("records")}
+    if result.targets is not None:
+        out["target_definitions"] = result.targets.definitions()
+    return clean_json(out)
+
+
+def forecast_table(result: Outlook) -> pd.DataFrame:
+    """The forecast table (one row per period and group), with the target columns when given."""
+    table = result.forecast.table
+    if result.targets is not None:
+        table = table.merge(result.targets.table, on=["period", "group"], how="left")
+    return table
+
+
+# ---- chart and HTML -------------------------------------------------------------------------
+
+def fan_figure(fc: Forecast):
+    """Actuals of past periods, then the P10-P90 band and P50 of the forecast periods."""
+    from training.plots import forecast_fan
+
+    hist = fc.history if fc.history is not None else pd.DataFrame(columns=["period", "actual", "so_far"])
+    past = hist.loc[~hist["so_far"]]
+    totals = fc.totals()
+    periods = list(past["period"]) + list(totals["period"])
+    freq = "M" if fc.freq == "month" else "Q"
+    nan = [np.nan] * len(past)
+    fig = forecast_fan(pd.PeriodIndex(periods, freq=freq), nan + list(totals["p10"]), nan + list(totals["p50"]),
+                       nan + list(totals["p90"]), actuals=list(past["actual"]) + [np.nan] * len(totals),
+                       title=f"Bookings forecast as of {fc.as_of.date()}",
+                       ylabel="won deals" if fc.value_unit == "won deals" else "bookings")
+    return fig
+
+
+def png_base64(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _table_html(frame: pd.DataFrame, max_rows: int = 500) -> str:
+    if frame is None or frame.empty:
+        return "<p>none</p>"
+    shown = frame.head(max_rows)
+    fmt = {c: (lambda v: f"{v:,.2f}" if isinstance(v, float) and abs(v) < 1 else f"{v:,.0f}")
+           for c in shown.columns if pd.api.types.is_float_dtype(shown[c])}
+    return shown.to_html(index=False, escape=True, formatters=fmt, na_rep="")
+
+
+def forecast_html(result: Outlook) -> str:
+    """A self-contained HTML page: notes, fan chart, forecast table, targets, risk list."""
+    fc = result.forecast
+    chart = png_base64(fan_figure(fc))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in fc.notes)
+    cols = ["period", "start", "end", "partial", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90"]
+    targets = ""
+    if result.targets is not None:
+        defs = result.targets.definitions()
+        targets = (f"<h2>Targets and coverage</h2><p>{html.escape(str(defs['pipeline_coverage']))}</p>"
+                   f"<p>{html.escape(str(defs['leads_needed']))}</p>{_table_html(result.targets.table)}")
+    shock = fc.shock
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Revenue forecast {fc.as_of.date()}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
+<h1>Revenue forecast as of {fc.as_of.date()}</h1>
+<p>Value: {html.escape(fc.value_unit)}. Open pipeline = deals open at the as-of date; new deals = deals not created yet
+that will be created and won inside the period. P10/P50/P90 from {html.escape(str(shock.get('method')))} Monte Carlo
+(common shock {shock.get('relative_sd', 0):.3f}, bias factors open {shock.get('open_factor', 1):.3f},
+new {shock.get('new_factor', 1):.3f}).</p><ul>{notes}</ul>
+<img alt="fan chart" src="data:image/png;base64,{chart}">
+<h2>Forecast</h2>{_table_html(fc.table[cols])}{targets}
+<h2>Deals at risk in {html.escape(str(fc.periods['period'].iloc[0]))}</h2>{_table_html(result.risk)}
+</body></html>"""
+
+
+# ---- MLflow ---------------------------------------------------------------------------------
+
+EXPERIMENT = "leadscore-forecast"
+
+
+def log_forecast(result: Outlook, params: dict) -> str:
+    """One MLflow run: the totals as metrics, the fan chart and the forecast JSON."""
+    import mlflow
+
+    from training.tracking import start_run
+
+    fc = result.forecast
+    with start_run(EXPERIMENT, run_name=f"forecast {fc.as_of.date()}", tags={"leadscore.kind": "forecast"}) as run:
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        for _, r in fc.totals().iterrows():
+            for col in ("expected", "open_pipeline", "new_deals", "p10", "p50", "p90"):
+                mlflow.log_metric(f"{col}_{r['period'].replace('-', '_')}", float(r[col]))
+        mlflow.log_figure(fan_figure(fc), "plots/forecast_fan.png")
+        mlflow.log_dict(forecast_dict(result), "forecast.json")
+        return run.info.run_id
+
+
+def backtest_figure(result: dict):
+    from training.plots import forecast_fan
+
+    rows = pd.DataFrame(result["rows"])
+    freq = "M" if result["freq"] == "month" else "Q"
+    periods = pd.PeriodIndex(pd.to_datetime(rows["origin"]), freq=freq)
+    return forecast_fan(periods, rows["model_p10"], rows["model_p50"], rows["model_p90"], actuals=rows["actual"],
+                        title="Backtest: forecast at each origin vs actual", ylabel=result.get("value_unit", "bookings"))
+
+
+def log_backtest(result: dict, params: dict) -> str:
+    """One MLflow run: WAPE, bias, coverage and pinball of the model and each baseline, the chart, the JSON."""
+    import mlflow
+
+    from training.tracking import start_run
+
+    with start_run(EXPERIMENT, run_name="backtest", tags={"leadscore.kind": "backtest"}) as run:
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        summary = result["summary"]
+        blocks = {"model": summary["model"], **{f"baseline_{k}": v for k, v in summary["baselines"].items()}}
+        if "oracle" in summary:
+            blocks["oracle"] = summary["oracle"]
+        for name, block in blocks.items():
+            for key in ("wape", "bias", "coverage_p10_p90", "pinball"):
+                if block.get(key) is not None:
+                    mlflow.log_metric(f"{name}_{key}", float(block[key]))
+        mlflow.log_figure(backtest_figure(result), "plots/backtest.png")
+        mlflow.log_dict(result, "backtest.json")
+        return run.info.run_id
