@@ -2,7 +2,7 @@
 
 `fit_history` builds cumulative tables ordered by the time each fact became known
 (closed_at for outcomes, the spell end for stage dwell, created/closed for open load);
-`lookup` reads them as of T (an as-of join, see `features.snapshots.asof_positions`;
+`lookup` reads them as of T (an as-of join, see `features.asof.asof_positions`;
 each table keeps its half of that search, so a one-deal lookup costs two binary searches),
 so an aggregate at T only ever sees deals closed strictly before T. The tables are small and picklable: the served model
 carries them and applies the same lookup to a one-deal payload.
@@ -17,7 +17,7 @@ import pandas as pd
 
 from features.arrays import encode
 from features.schema import TIMESTAMP_DTYPE
-from features.snapshots import asof_index, asof_search, group_cumsum, group_starts
+from features.asof import asof_index, asof_search, group_cumsum, group_starts
 
 
 @dataclass

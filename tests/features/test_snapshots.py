@@ -8,34 +8,40 @@ from histories import DATA_END, STAGES, make_data, random_history
 
 from features.errors import NotEnoughData, SchemaError
 from features.schema import CanonicalData, DatasetMeta
-from features.snapshots import (
-    as_of_grid,
-    as_of_timestamps,
-    asof_positions,
-    open_snapshots,
-    prepare_events,
-    state_at,
-)
+from features.arrays import event_arrays
+from features.asof import asof_positions
+from features.snapshots import as_of_grid, as_of_timestamps, event_state, snapshot_positions, state_at
+
+
+def open_pairs(deals: pd.DataFrame, as_of) -> list[tuple]:
+    """(deal_id, as_of) of every snapshot row, from `snapshot_positions`."""
+    rows, at = snapshot_positions(deals, as_of_timestamps(as_of))
+    return list(zip(deals["deal_id"].to_numpy()[rows], pd.DatetimeIndex(at)))
+
+
+def running_state(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]) -> pd.DataFrame:
+    """`event_state` of canonical tables, as a frame."""
+    created = deals["created_at"].to_numpy(dtype="datetime64[us]")
+    return pd.DataFrame(event_state(created, event_arrays(deals["deal_id"], stage_events, stages), len(stages)))
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_open_snapshots_match_a_brute_force_scan(seed):
+def test_snapshot_positions_match_a_brute_force_scan(seed):
     data = random_history(seed, n_deals=15)
     dates = list(pd.date_range("2024-01-01", DATA_END, freq="5D")) + list(data.deals["created_at"][:3]) \
         + list(data.deals["closed_at"].dropna()[:3])  # boundaries: created == T, closed == T
-    got = open_snapshots(data.deals, dates)
+    got = open_pairs(data.deals, dates)
     expected = {(d.deal_id, T) for d in data.deals.itertuples() for T in set(dates)
                 if d.created_at <= T and (pd.isna(d.closed_at) or d.closed_at > T)}
-    assert set(zip(got["deal_id"], got["as_of"])) == expected
+    assert set(got) == expected
     assert len(got) == len(expected)
-    assert list(got.columns[:2]) == ["deal_id", "as_of"] and "owner" in got
 
 
 def test_created_at_as_of_is_open_and_closed_at_as_of_is_not():
     deals = random_history(0, n_deals=1).deals.assign(
         created_at=pd.Timestamp("2024-02-01"), closed_at=pd.Timestamp("2024-03-01"), outcome="won")
-    got = open_snapshots(deals, ["2024-02-01", "2024-03-01"])
-    assert list(got["as_of"]) == [pd.Timestamp("2024-02-01")]
+    got = open_pairs(deals, ["2024-02-01", "2024-03-01"])
+    assert [at for _deal, at in got] == [pd.Timestamp("2024-02-01")]
 
 
 def test_as_of_grid_is_weekly_mondays_within_the_data():
@@ -95,7 +101,7 @@ def test_running_state_separates_field_updates_regressions_and_pushes():
                       ("2024-01-08", "proposal", np.nan, None),
                       ("2024-01-10", "qualified", 150.0, "2024-03-10"),  # regression; pulled in, no push
                       ("2024-01-12", "qualified", np.nan, "2024-04-01")])  # push of 22 days
-    ev = prepare_events(data.deals, data.stage_events, STAGES)
+    ev = running_state(data.deals, data.stage_events, STAGES)
     assert list(ev["stage_index"]) == [0, 1, 1, 2, 1, 1]  # implied 'lead' at created_at first
     assert list(ev["stage_changes"]) == [0, 1, 1, 2, 3, 3]
     assert list(ev["stage_regressions"]) == [0, 0, 0, 0, 1, 1]
@@ -110,13 +116,13 @@ def test_running_state_separates_field_updates_regressions_and_pushes():
 
 
 def test_history_starting_at_creation_has_no_implied_entry():
-    ev = prepare_events(*_args(_one_deal([("2024-01-01", "proposal", 5.0, None)])))
+    ev = running_state(*_args(_one_deal([("2024-01-01", "proposal", 5.0, None)])))
     assert list(ev["stage_index"]) == [2] and list(ev["stage_changes"]) == [0]
 
 
 def test_unknown_stage_is_a_schema_error_with_a_fix():
     with pytest.raises(SchemaError, match="mapping's 'stages'"):
-        prepare_events(*_args(_one_deal([("2024-01-02", "won-ish", 5.0, None)])))
+        running_state(*_args(_one_deal([("2024-01-02", "won-ish", 5.0, None)])))
 
 
 def _args(data):
