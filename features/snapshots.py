@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import event_arrays
-from features.asof import asof_positions, ffill_index, group_cumsum, group_starts, run_starts, shifted, take
+from features.asof import asof_positions, ffill_index, group_cumsum, group_starts, run_ends, run_starts, shifted, take
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
@@ -137,6 +137,31 @@ def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: in
     entered = cols["entered_at"].view("int64")
     order = np.lexsort((np.where(np.isnat(cols["entered_at"]), np.iinfo("int64").max, entered), cols["deal"]))
     return _running_state({name: values[order] for name, values in cols.items()}, n_stages)
+
+
+def stage_spells(running: dict[str, np.ndarray], closed_at: np.ndarray) -> dict[str, np.ndarray]:
+    """One row per stay of a deal in a stage, from the running state of `event_state`,
+    in (deal, entered_at) order: deal, stage_index, entered_at, left_at, next_stage_index,
+    dwell_days.
+
+    A spell starts where the stage changes (field updates do not start one) and ends at
+    the deal's next stage change, else at its close (`closed_at`, per deal position, NaT
+    while open as known at the cut-off); left_at and dwell_days are NaT/NaN while the
+    spell is open. next_stage_index is the stage of the next spell, -1 when the spell
+    ended by the close or is still open. The stage-dwell features and the pipeline
+    analytics' time in stage and stall thresholds all read this table.
+    """
+    spell = np.asarray(running["spell_start"], dtype=bool)
+    deal = np.asarray(running["deal"])[spell]
+    entered = np.asarray(running["entered_at"]).astype(TIMESTAMP_DTYPE)[spell]
+    stage = np.asarray(running["stage_index"])[spell].astype("int64")
+    same_deal_next = ~run_ends(deal)
+    next_start = np.concatenate([entered[1:], np.full(min(len(entered), 1), np.datetime64("NaT"), TIMESTAMP_DTYPE)])
+    next_stage = np.concatenate([stage[1:], np.full(min(len(stage), 1), -1, "int64")])
+    left = np.where(same_deal_next, next_start, closed_at.astype(TIMESTAMP_DTYPE)[deal]).astype(TIMESTAMP_DTYPE)
+    return {"deal": deal, "stage_index": stage, "entered_at": entered, "left_at": left,
+            "next_stage_index": np.where(same_deal_next, next_stage, -1),
+            "dwell_days": (left - entered) / np.timedelta64(1, "D")}
 
 
 def _first_time(deal: np.ndarray, at: np.ndarray, n_deals: int) -> np.ndarray:

@@ -41,8 +41,8 @@ def losses_by_stage(state: PipelineState) -> list[dict]:
 
 
 def completed_spells(state: PipelineState) -> pd.DataFrame:
-    s = state.spells.loc[state.spells["end"].notna()]
-    return s.assign(dwell_days=days(s["end"] - s["start"]))
+    """Spells that ended (by a stage change or the close) by as_of, with dwell_days."""
+    return state.spells.loc[state.spells["end"].notna()]
 
 
 def time_in_stage(state: PipelineState) -> list[dict]:

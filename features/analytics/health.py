@@ -30,10 +30,9 @@ def stalled(state: PipelineState, stall_days_without_activity: int, thresholds: 
     as_of = state.as_of
     thresholds = stage_p90(state) if thresholds is None else thresholds
     d = state.deals.loc[state.open_mask(as_of)]
-    current = state.spells.loc[state.spells["end"].isna()].drop_duplicates("deal_id", keep="last")
-    d = d.merge(current[["deal_id", "stage", "start"]].rename(columns={"stage": "current_stage"}), on="deal_id",
-                how="left", validate="one_to_one")
-    in_stage = days(as_of - d["start"])
+    now = state.at(d["deal_id"], as_of)
+    d = d.assign(current_stage=np.asarray(state.stages, dtype=object)[now["stage_index"].astype("int64")])
+    in_stage = days(as_of - pd.Series(now["stage_entered_at"], index=d.index))
     limit = d["current_stage"].map(thresholds).astype("float64")
     slow = (in_stage > limit).fillna(False).to_numpy(dtype=bool)
     if state.activities is not None:
