@@ -131,11 +131,6 @@ def _stack(tables: list[GroupTable], columns: list[str]) -> dict:
     return {"columns": columns, "offsets": offsets, "code": code, "index": asof_index(code, at), "sums": sums}
 
 
-def smoothed_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:
-    """Win rate shrunk toward `prior` with `smoothing` pseudo-deals."""
-    return (won + smoothing * prior) / (won + lost + smoothing)
-
-
 def _levels(values: pd.Series) -> pd.Index:
     return pd.Index(sorted(values.dropna().astype("string").unique()), dtype="string")
 

@@ -6,6 +6,7 @@ import pandas as pd
 
 from features.analytics.funnel import ratio, stat, won_deals
 from features.analytics.state import DAY, PipelineState, amount_at, days
+from features.winrates import closed_win_rate
 
 HISTORY_DAYS = 365  # win rate, deal size and cycle for velocity: closes in the trailing year
 TREND_MONTHS = 6
@@ -28,7 +29,7 @@ def velocity_at(state: PipelineState, t: pd.Timestamp) -> dict:
     won = won_deals(state, since, t)
     open_ids = d.loc[state.open_mask(t), "deal_id"]
     qualified = open_ids[state.at(open_ids, t)["stage_index"] >= qualified_index(state.stages)]
-    win_rate = ratio((closed == "won").sum(), len(closed))
+    win_rate = closed_win_rate(closed == "won", closed == "lost")
     size, cycle = stat(won["amount"].mean()), stat(won["cycle_days"].mean())
     per_day = None
     if None not in (win_rate, size, cycle) and cycle > 0:

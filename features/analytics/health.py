@@ -6,6 +6,7 @@ import pandas as pd
 
 from features.analytics.funnel import completed_spells, stat
 from features.analytics.state import DAY, PipelineState, amount_at, days, lookup
+from features.winrates import won_within_rate
 
 COHORT_AGES = (30, 60, 90)
 MAX_LISTED = 200  # stalled deals listed by amount; the count and amount always cover all of them
@@ -85,7 +86,7 @@ def cohorts(state: PipelineState) -> list[dict]:
         for k in COHORT_AGES:
             mature = next_month + k * DAY <= state.as_of
             won_k = part["cycle"] <= k
-            row[f"win_rate_{k}d"] = float(won_k.mean()) if mature else None
+            row[f"win_rate_{k}d"] = won_within_rate(part["cycle"], k) if mature else None
             row[f"cycle_{k}d"] = stat(part["cycle"][won_k].median()) if mature else None
         out.append(row)
     return out
