@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from histories import DATA_END, STAGES, make_data, random_history
+from histories import DATA_END, STAGES, make_data, random_as_of, random_history, spells_oracle, state_oracle
 
 from features.errors import NotEnoughData, SchemaError
 from features.schema import CanonicalData, DatasetMeta
 from features.arrays import event_arrays
 from features.asof import asof_positions
-from features.snapshots import as_of_grid, as_of_timestamps, event_state, snapshot_positions, state_at
+from features.analytics.state import build_state
+from features.snapshots import as_of_grid, as_of_timestamps, deals_at, event_state, snapshot_positions, state_at
 
 
 def open_pairs(deals: pd.DataFrame, as_of) -> list[tuple]:
@@ -127,3 +128,58 @@ def test_unknown_stage_is_a_schema_error_with_a_fix():
 
 def _args(data):
     return data.deals, data.stage_events, STAGES
+
+
+# ---- the fast engine against the brute-force oracle (histories.py) ----------------------
+def _cases(n_cases: int) -> list[tuple]:
+    """(data, T) over many random histories: events on the hour (same-time events
+    happen), deals without events, as-of dates at creations, closes and events."""
+    out = []
+    for seed in range(n_cases):
+        rng = np.random.default_rng(1000 + seed)
+        data = random_history(seed, n_deals=int(rng.integers(1, 14)), with_events=seed % 7 != 0,
+                              event_amounts=seed % 5 != 0)
+        out += [(data, random_as_of(rng, data)) for _ in range(3)]
+    return out
+
+
+@pytest.mark.parametrize("data,T", _cases(40))
+def test_deals_at_matches_the_brute_force_oracle(data, T):
+    got = deals_at(data, T).sort_values("deal_id").reset_index(drop=True)
+    expected = state_oracle(data, T)
+    expected = expected.sort_values("deal_id").reset_index(drop=True) if len(expected) else expected
+    assert list(got["deal_id"]) == list(expected.get("deal_id", []))
+    if not len(expected):
+        return
+    assert list(got["stage"]) == list(expected["stage"])
+    for col in expected.columns.drop(["deal_id", "stage"]):
+        left, right = got[col].to_numpy(), expected[col].to_numpy()
+        if col.endswith("_at") or col == "expected_close_date":
+            assert list(pd.to_datetime(left)) == list(pd.to_datetime(right)), col
+        else:
+            np.testing.assert_allclose(left.astype(float), right.astype(float), rtol=1e-12, err_msg=col)
+
+
+@pytest.mark.parametrize("data,T", _cases(25))
+def test_stage_spells_match_the_brute_force_oracle(data, T):
+    """The one spell table, as the pipeline analytics read it at T."""
+    state = build_state(data, T)
+    names = state.deals.set_index("deal_id")["deal_name"]
+    got = state.spells.assign(deal_id=names.reindex(state.spells["deal_id"]).to_numpy())
+    expected = spells_oracle(data, T)
+    assert list(zip(got["deal_id"], got["stage"], got["start"])) == \
+        list(zip(expected["deal_id"], expected["stage"], expected["entered_at"]))
+    assert list(pd.to_datetime(got["end"])) == list(pd.to_datetime(expected["left_at"]))
+    np.testing.assert_allclose(got["dwell_days"].to_numpy(float), expected["dwell_days"].to_numpy(float))
+
+
+def test_deals_at_handles_same_time_events_a_deal_created_at_t_and_no_history():
+    data = _one_deal([("2024-01-03", "qualified", 100.0, None), ("2024-01-03", "proposal", 120.0, None),
+                      ("2024-01-03", "qualified", np.nan, None)])  # same instant: input order decides
+    got = deals_at(data, "2024-01-03").iloc[0]
+    assert (got["stage"], got["stage_changes"], got["stage_regressions"], got["amount"]) == ("qualified", 3, 1, 120.0)
+    assert got["furthest_stage_index"] == 2 and got["stage_entered_at"] == pd.Timestamp("2024-01-03")
+    at_creation = deals_at(data, "2024-01-01").iloc[0]
+    assert (at_creation["stage"], at_creation["days_in_stage"], at_creation["deal_age_days"]) == ("lead", 0, 0)
+    bare = make_data(data.deals, None, None)
+    assert deals_at(bare, "2024-02-01").iloc[0]["stage"] == "lead"
