@@ -32,11 +32,11 @@ def laplace_win_rate(won: np.ndarray, lost: np.ndarray) -> np.ndarray:
 
 
 def smoothed_group_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:
-    """(won + k * prior) / (won + lost + k): a group's closed win rate shrunk toward `prior` with k = `smoothing` pseudo-deals.
+    """(won + k * prior) / (won + lost + k): a group's closed win rate shrunk toward a prior rate with k pseudo-deals.
 
-    The features `<group>_win_rate` (closed deals of the owner, account, source, ... before
-    T, prior `laplace_win_rate`) and the stage-rate baseline (training rows in the stage,
-    prior the rows' overall share won).
+    k = `smoothing`. The features `<group>_win_rate` (closed deals of the owner, account,
+    source, ... before T, prior `laplace_win_rate`) and the stage-rate baseline (training
+    rows in the stage, prior the rows' overall share won).
     """
     return (won + smoothing * prior) / (won + lost + smoothing)
 
