@@ -18,7 +18,7 @@ import pandas as pd
 from features.arrays import encode
 from features.schema import TIMESTAMP_DTYPE
 from features.snapshots import stage_spells
-from features.asof import asof_index, asof_search, group_cumsum, group_starts
+from features.asof import asof_index, asof_search, group_cumsum, group_starts, run_ends
 
 
 @dataclass
@@ -145,7 +145,7 @@ def _cumulative(levels: pd.Index, codes: np.ndarray, at: np.ndarray, values: dic
     frame = pd.DataFrame({"code": codes, "at": at})
     for name, v in values.items():
         frame[name] = group_cumsum(np.asarray(v, dtype="float64")[keep][order], start)
-    last = np.r_[(codes[1:] != codes[:-1]) | (at[1:] != at[:-1]), True] if len(codes) else start >= 0
+    last = run_ends(codes) | run_ends(at)
     return GroupTable(levels=levels, table=frame.loc[last].reset_index(drop=True))
 
 

@@ -16,7 +16,7 @@ from features.asof import asof_positions, ffill_index, group_cumsum, group_start
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
-DAY = pd.Timedelta(days=1)
+DAY = pd.Timedelta(days=1)  # the one day constant: time spans in features and analytics are float days
 # running state carried by every prepared event row and picked up by one merge_asof
 STATE_COLUMNS = ["stage_index", "stage_entered_at", "stage_changes", "stage_regressions",
                  "furthest_stage_index", "event_amount", "first_amount", "amount_changes",
