@@ -19,6 +19,7 @@ import pandas as pd
 from features.arrays import event_arrays
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import DAY, event_state, stage_spells, state_at
+
 SPELL_EXITS = ("advanced", "regressed", "won", "lost", "open")
 
 
