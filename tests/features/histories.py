@@ -199,4 +199,5 @@ def spells_oracle(data: CanonicalData, cutoff: pd.Timestamp) -> pd.DataFrame:
             left = starts[i + 1][0] if i + 1 < len(starts) else closed
             rows.append({"deal_id": d.deal_id, "stage": s, "entered_at": t, "left_at": left,
                          "dwell_days": (left - t) / DAY if pd.notna(left) else np.nan})
-    return pd.DataFrame(rows, columns=["deal_id", "stage", "entered_at", "left_at", "dwell_days"])
+    return pd.DataFrame(rows, columns=["deal_id", "stage", "entered_at", "left_at", "dwell_days"]) \
+        .astype({"dwell_days": "float64"})
