@@ -12,7 +12,18 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import event_arrays
-from features.asof import asof_positions, ffill_index, group_cumsum, group_starts, run_ends, run_starts, shifted, take
+from features.asof import (
+    asof_index,
+    asof_positions,
+    asof_search,
+    ffill_index,
+    group_cumsum,
+    group_starts,
+    run_ends,
+    run_starts,
+    shifted,
+    take,
+)
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
@@ -233,10 +244,14 @@ def _known_and_previous(valid: np.ndarray, start: np.ndarray) -> tuple[np.ndarra
     return known, np.where(prev >= start, prev, -1)
 
 
-def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared) -> dict[str, np.ndarray]:
-    """The prepared state (`event_state`) of each (deal, T) row: the deal's
-    latest event with entered_at <= T."""
-    pos = asof_positions(np.asarray(prepared["deal"]), np.asarray(prepared["entered_at"]), snap_deal, snap_at)
+def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: dict[str, np.ndarray],
+             index: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The prepared state (`event_state`) of each (deal, T) row: the deal's latest event
+    with entered_at <= T. `index`: the prepared state's `asof_index`, when the caller
+    searches the same state many times."""
+    deal = np.asarray(prepared["deal"])
+    index = asof_index(deal, np.asarray(prepared["entered_at"])) if index is None else index
+    pos = asof_search(index, deal, snap_deal, snap_at)
     if (pos < 0).any():  # cannot happen: every deal has an entry at created_at <= T
         raise AssertionError("a snapshot row has no stage state: deal created after its as-of date")
     return {c: np.asarray(prepared[c])[pos] for c in ["has_event_amount"] + STATE_COLUMNS}

@@ -1,7 +1,7 @@
 """Every "win rate" the project computes, one named function each.
 
-The first line of each docstring is the definition, word for word what the reports
-print beside the number (`definition(fn)`): the pipeline metrics JSON carries them in
+The first paragraph of each docstring is the definition, word for word what the
+reports print beside the number (`definition(fn)`): the pipeline metrics JSON carries them in
 its `definitions` entry and the HTML report as captions. They differ on purpose (which
 deals count, over which window, with what smoothing), so a screen must say which one
 it shows.
@@ -24,7 +24,8 @@ def closed_win_rate(won, lost) -> float | None:
 
 
 def laplace_win_rate(won: np.ndarray, lost: np.ndarray) -> np.ndarray:
-    """(won + 1) / (won + lost + 2) over the deals closed before T: the closed win rate with one won and one lost pseudo-deal, 0.5 before any close.
+    """(won + 1) / (won + lost + 2) over the deals closed before T: the closed win rate
+    with one won and one lost pseudo-deal, 0.5 before any close.
 
     The feature `global_win_rate`, and the prior every group's rate is shrunk toward.
     """
@@ -32,7 +33,8 @@ def laplace_win_rate(won: np.ndarray, lost: np.ndarray) -> np.ndarray:
 
 
 def smoothed_group_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:
-    """(won + k * prior) / (won + lost + k): a group's closed win rate shrunk toward a prior rate with k pseudo-deals.
+    """(won + k * prior) / (won + lost + k): a group's closed win rate shrunk toward a
+    prior rate with k pseudo-deals.
 
     k = `smoothing`. The features `<group>_win_rate` (closed deals of the owner, account,
     source, ... before T, prior `laplace_win_rate`) and the stage-rate baseline (training
@@ -42,7 +44,8 @@ def smoothed_group_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, sm
 
 
 def stage_reach_win_rate(reached: pd.DataFrame, outcomes: pd.DataFrame) -> pd.Series:
-    """Per stage s: among the closed deals that reached s (every deal reaches the first stage), the share won.
+    """Per stage s: among the closed deals that reached s (every deal reaches the first
+    stage), the share won.
 
     `reached`: deal_id, stage (one row per stage a deal entered; duplicates are dropped);
     `outcomes`: deal_id, outcome of the closed deals. Returns the rate indexed by stage
@@ -61,5 +64,6 @@ def won_within_rate(cycle_days: pd.Series, days: int) -> float:
 
 
 def definition(rate: Callable) -> str:
-    """The definition a report prints for a win-rate function: its docstring's first line."""
-    return rate.__doc__.strip().splitlines()[0]
+    """The definition a report prints for a win-rate function: its docstring's first
+    paragraph, on one line."""
+    return " ".join(rate.__doc__.strip().split("\n\n")[0].split())

@@ -13,7 +13,9 @@ MIN_SPELLS = 3  # fewer completed spells in a window is noise, not a trend
 
 
 def funnel(state: PipelineState) -> dict:
-    """Per stage: advanced / (advanced + lost), advanced = reached a later stage or won with this as the furthest stage, lost = lost with this as the furthest stage; deals still open there are left out.
+    """Per stage: advanced / (advanced + lost), advanced = reached a later stage or won
+    with this as the furthest stage, lost = lost with this as the furthest stage; deals
+    still open there are left out.
 
     Also deals reaching each stage (by furthest stage reached), the closed win rate
     (`features.winrates.closed_win_rate`) and losses by stage.
@@ -88,7 +90,8 @@ def deal_size(state: PipelineState) -> dict:
 
 
 def stage_history(state: PipelineState, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
-    """Per stage: the share of its spells (stays) ending in the window that ended by moving forward or winning.
+    """Per stage: the share of its spells (stays) ending in the window that ended by
+    moving forward or winning.
 
     Per stage, over spells that ended in (since, until]: count, that conversion, median dwell.
     """

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import event_arrays
+from features.asof import asof_index
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import DAY, event_state, stage_spells, state_at
 
@@ -35,15 +36,17 @@ class PipelineState:
     events: pd.DataFrame | None  # every event row <= as_of, field updates included
     activities: pd.DataFrame | None
     running: dict[str, np.ndarray]  # features.snapshots.event_state of the events above
+    index: tuple[np.ndarray, np.ndarray]  # its as-of index (features.asof.asof_index), built once
 
     def subset(self, deal_mask: pd.Series) -> "PipelineState":
         """The same state restricted to some deals (one group of a group-by)."""
         ids = self.deals.loc[deal_mask, "deal_id"]
         keep = lambda t: None if t is None else t.loc[t["deal_id"].isin(ids)]  # noqa: E731
         rows = np.isin(self.running["deal"], ids.to_numpy())
+        running = {name: values[rows] for name, values in self.running.items()}
         return replace(self, deals=self.deals.loc[deal_mask], spells=keep(self.spells),
                        events=keep(self.events), activities=keep(self.activities),
-                       running={name: values[rows] for name, values in self.running.items()})
+                       running=running, index=running_index(running))
 
     def open_mask(self, t: pd.Timestamp) -> pd.Series:
         """Deals open at time t (t <= as_of)."""
@@ -56,7 +59,7 @@ class PipelineState:
         the deal's creation."""
         t = np.broadcast_to(np.asarray(times, dtype=TIMESTAMP_DTYPE) if not isinstance(times, pd.Timestamp)
                             else np.datetime64(times, "us"), len(deal_ids))
-        return state_at(deal_ids.to_numpy(dtype="int64"), t, self.running)
+        return state_at(deal_ids.to_numpy(dtype="int64"), t, self.running, self.index)
 
 
 def build_state(data: CanonicalData, as_of: pd.Timestamp) -> PipelineState:
@@ -81,7 +84,13 @@ def build_state(data: CanonicalData, as_of: pd.Timestamp) -> PipelineState:
                           event_arrays(deals["deal_name"], _stage_entries(data, deals, as_of), stages), len(stages))
     spells = spell_table(running, deals, stages)
     return PipelineState(as_of=as_of, stages=stages, deals=deals, spells=spells, events=events,
-                         activities=_clip(data.activities, "occurred_at", as_of, names), running=running)
+                         activities=_clip(data.activities, "occurred_at", as_of, names), running=running,
+                         index=running_index(running))
+
+
+def running_index(running: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The as-of index of a running state, so `PipelineState.at` searches without re-sorting."""
+    return asof_index(running["deal"], running["entered_at"])
 
 
 def _stage_entries(data: CanonicalData, deals: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:

@@ -230,7 +230,8 @@ def oracle(data, T, smoothing=20.0, windows=(7, 30, 90)) -> pd.DataFrame:
         won = sum(c.outcome == "won" for c in mine)
         row = {"deal_id": d.deal_id, "stage": path[-1][1], "days_in_stage": days_in_stage,
                "stage_mean_dwell_days": mean_dwell,
-               "stage_velocity": days_in_stage / mean_dwell if mean_dwell > 0 else np.nan, "stage_changes": changes, "stage_regressions": regressions, "close_date_pushes": pushes,
+               "stage_velocity": days_in_stage / mean_dwell if mean_dwell > 0 else np.nan,
+               "stage_changes": changes, "stage_regressions": regressions, "close_date_pushes": pushes,
                "owner_win_rate": (won + smoothing * prior) / (len(mine) + smoothing)}
         for w in windows:
             row[f"activities_{w}d"] = np.nan if data.activities is None else sum(

@@ -15,14 +15,15 @@ RATES = [winrates.closed_win_rate, winrates.laplace_win_rate, winrates.smoothed_
 
 
 @pytest.mark.parametrize("rate", RATES, ids=lambda f: f.__name__)
-def test_every_rate_states_its_definition_in_one_line(rate):
+def test_every_rate_states_its_definition(rate):
     text = winrates.definition(rate)
     assert len(text) > 30 and "`" not in text
 
 
 def test_rates_on_small_counts():
     assert winrates.closed_win_rate(3, 1) == 0.75
-    assert winrates.closed_win_rate(np.array([True, False, True]), np.array([False, True, False])) == pytest.approx(2 / 3)
+    won, lost = np.array([True, False, True]), np.array([False, True, False])
+    assert winrates.closed_win_rate(won, lost) == pytest.approx(2 / 3)
     assert winrates.closed_win_rate(0, 0) is None
     assert winrates.laplace_win_rate(np.array(0.0), np.array(0.0)) == 0.5
     assert winrates.smoothed_group_rate(np.array(0.0), np.array(0.0), np.array(0.3), 20.0) == pytest.approx(0.3)
@@ -51,7 +52,8 @@ def test_pipeline_metrics_and_report_say_which_win_rate_they_show():
     m = pipeline_metrics(data, None)
     closed = winrates.definition(winrates.closed_win_rate)
     assert m["definitions"]["funnel.win_rate"].startswith(closed)
-    assert m["definitions"]["velocity.win_rate"].startswith(closed) and "365 days" in m["definitions"]["velocity.win_rate"]
+    velocity = m["definitions"]["velocity.win_rate"]
+    assert velocity.startswith(closed) and "365 days" in velocity
     assert m["definitions"]["cohorts.win_rate_<N>d"] == winrates.definition(winrates.won_within_rate)
     html = render_html(m)
     assert html.count("Win rate: won / (won + lost)") >= 2 and "Share won: Share of the cohort" in html
