@@ -28,7 +28,7 @@ from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
 DAY = pd.Timedelta(days=1)  # the one day constant: time spans in features and analytics are float days
-# running state carried by every prepared event row and picked up by one merge_asof
+# running state carried by every prepared event row and picked up by one as-of search
 STATE_COLUMNS = ["stage_index", "stage_entered_at", "stage_changes", "stage_regressions",
                  "furthest_stage_index", "event_amount", "first_amount", "amount_changes",
                  "expected_close_date", "close_date_pushes", "close_date_days_pushed"]
@@ -87,9 +87,9 @@ def deals_at(data: CanonicalData, as_of) -> pd.DataFrame:
     at T, since when, for what amount": pipeline analytics, the forecast's risk list, the
     backtest's weighted pipeline and the pyfunc example all read it. Columns: deal_id,
     stage (name), stage_index, stage_entered_at, days_in_stage, furthest_stage_index,
-    stage_changes, stage_regressions, amount (latest known at T; deals.amount for deals whose events carry
-    none), expected_close_date (latest known at T), close_date_pushes,
-    close_date_days_pushed, deal_age_days.
+    stage_changes, stage_regressions, amount (latest known at T; deals.amount for deals
+    whose events carry none), expected_close_date (latest known at T),
+    close_date_pushes, close_date_days_pushed, deal_age_days.
     """
     t = as_of_timestamps(as_of)
     if len(t) != 1:
