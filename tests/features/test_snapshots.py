@@ -9,7 +9,6 @@ from histories import DATA_END, STAGES, make_data, random_as_of, random_history,
 from features.errors import NotEnoughData, SchemaError
 from features.schema import CanonicalData, DatasetMeta
 from features.arrays import event_arrays
-from features.asof import asof_positions
 from features.analytics.state import build_state
 from features.snapshots import as_of_grid, as_of_timestamps, deals_at, event_state, snapshot_positions, state_at
 
@@ -70,23 +69,6 @@ def test_as_of_timestamps_sorts_dedupes_and_explains_bad_input():
         as_of_timestamps(["not a date"])
     with pytest.raises(ValueError, match="NaT"):
         as_of_timestamps([pd.NaT])
-
-
-@pytest.mark.parametrize("strict", [False, True])
-def test_asof_positions_agree_with_merge_asof(strict):
-    rng = np.random.default_rng(0)
-    keys = np.sort(rng.integers(0, 20, 300))
-    times = (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 50, 300), unit="D")).to_numpy()
-    order = np.lexsort((times, keys))
-    keys, times = keys[order], times[order].astype("datetime64[us]")
-    qk = rng.integers(-1, 22, 500)  # -1 and 20, 21: keys with no rows
-    qt = (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(-5, 60, 500), unit="D")).to_numpy()
-    qt = qt.astype("datetime64[us]")
-    got = asof_positions(keys, times, qk, qt, strict=strict)
-    right = pd.DataFrame({"k": keys, "t": times, "row": np.arange(len(keys))}).sort_values("t", kind="stable")
-    left = pd.DataFrame({"k": qk, "t": qt, "i": np.arange(len(qk))}).sort_values("t")
-    want = pd.merge_asof(left, right, on="t", by="k", allow_exact_matches=not strict).sort_values("i")
-    np.testing.assert_array_equal(got, want["row"].fillna(-1).to_numpy(dtype="int64"))
 
 
 def _one_deal(events: list[tuple]) -> CanonicalData:
