@@ -25,6 +25,7 @@ from features.snapshots import (
     snapshot_positions,
     state_at,
 )
+from features.winrates import laplace_win_rate, smoothed_group_rate
 
 RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
 STAGE_FEATURES = ["stage_index", "furthest_stage_index", "days_in_stage", "deal_age_days",
@@ -228,11 +229,11 @@ class FeatureBuilder:
                           for col in self.group_columns_], dtype="int64").reshape(len(self.group_columns_), n)
         outcomes, found = hist.lookup_groups(h, self.group_columns_, list(codes), at)
         total = _known_only(outcomes, np.zeros(n, "int64"))
-        prior = (total["won"] + 1.0) / (total["won"] + total["lost"] + 2.0)
+        prior = laplace_win_rate(total["won"], total["lost"])
         past = _known_only(found, codes)
         won, lost, known = past["won"], past["lost"], codes >= 0  # NaN exactly where unknown
         # an unseen value has no history: its rate is the prior, its counts are unknown
-        rate = hist.smoothed_rate(np.where(known, won, 0.0), np.where(known, lost, 0.0), prior, s)
+        rate = smoothed_group_rate(np.where(known, won, 0.0), np.where(known, lost, 0.0), prior, s)
         closed = won + lost
         out = {"global_win_rate": prior}
         for i, col in enumerate(self.group_columns_):

@@ -2,7 +2,7 @@
 
 `fit_history` builds cumulative tables ordered by the time each fact became known
 (closed_at for outcomes, the spell end for stage dwell, created/closed for open load);
-`lookup` reads them as of T (an as-of join, see `features.snapshots.asof_positions`;
+`lookup` reads them as of T (an as-of join, see `features.asof.asof_positions`;
 each table keeps its half of that search, so a one-deal lookup costs two binary searches),
 so an aggregate at T only ever sees deals closed strictly before T. The tables are small and picklable: the served model
 carries them and applies the same lookup to a one-deal payload.
@@ -17,7 +17,8 @@ import pandas as pd
 
 from features.arrays import encode
 from features.schema import TIMESTAMP_DTYPE
-from features.snapshots import asof_index, asof_search, group_cumsum, group_starts
+from features.snapshots import stage_spells
+from features.asof import asof_index, asof_search, group_cumsum, group_starts, run_ends
 
 
 @dataclass
@@ -66,7 +67,7 @@ def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
     return deals.loc[closed].sort_values("closed_at", kind="stable")
 
 
-def fit_history(deals: pd.DataFrame, prepared, group_columns: Sequence[str],
+def fit_history(deals: pd.DataFrame, prepared: dict[str, np.ndarray], group_columns: Sequence[str],
                 data_end: pd.Timestamp) -> History:
     """All history tables from the training data (deals, prepared stage events)."""
     closed = closed_deals(deals, data_end)
@@ -130,11 +131,6 @@ def _stack(tables: list[GroupTable], columns: list[str]) -> dict:
     return {"columns": columns, "offsets": offsets, "code": code, "index": asof_index(code, at), "sums": sums}
 
 
-def smoothed_rate(won: np.ndarray, lost: np.ndarray, prior: np.ndarray, smoothing: float) -> np.ndarray:
-    """Win rate shrunk toward `prior` with `smoothing` pseudo-deals."""
-    return (won + smoothing * prior) / (won + lost + smoothing)
-
-
 def _levels(values: pd.Series) -> pd.Index:
     return pd.Index(sorted(values.dropna().astype("string").unique()), dtype="string")
 
@@ -149,27 +145,20 @@ def _cumulative(levels: pd.Index, codes: np.ndarray, at: np.ndarray, values: dic
     frame = pd.DataFrame({"code": codes, "at": at})
     for name, v in values.items():
         frame[name] = group_cumsum(np.asarray(v, dtype="float64")[keep][order], start)
-    last = np.r_[(codes[1:] != codes[:-1]) | (at[1:] != at[:-1]), True] if len(codes) else start >= 0
+    last = run_ends(codes) | run_ends(at)
     return GroupTable(levels=levels, table=frame.loc[last].reset_index(drop=True))
 
 
-def _dwell(deals: pd.DataFrame, prepared, data_end: pd.Timestamp) -> GroupTable:
-    """Completed stage spells (ended by the next stage change, or by the deal's close),
-    summed per stage in order of the spell's end."""
-    spell = np.asarray(prepared["spell_start"], dtype=bool)
-    deal = np.asarray(prepared["deal"])[spell]
-    entered = np.asarray(prepared["entered_at"]).astype(TIMESTAMP_DTYPE)[spell]
-    stage = np.asarray(prepared["stage_index"])[spell].astype("int64")
-    same_deal_next = np.r_[deal[1:] == deal[:-1], False]
-    next_start = np.r_[entered[1:], np.datetime64("NaT")].astype(TIMESTAMP_DTYPE)
+def _dwell(deals: pd.DataFrame, prepared: dict[str, np.ndarray], data_end: pd.Timestamp) -> GroupTable:
+    """Completed stage spells (`features.snapshots.stage_spells`: ended by the next stage
+    change, or by the deal's close by data_end), summed per stage in order of the spell's end."""
     closed_at = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     closed_at = np.where(closed_at <= np.datetime64(data_end), closed_at, np.datetime64("NaT"))
-    end = np.where(same_deal_next, next_start, closed_at[deal]).astype(TIMESTAMP_DTYPE)
-    days = (end - entered) / np.timedelta64(1, "D")
-    done = ~np.isnat(end)
+    spells = stage_spells(prepared, closed_at)
+    done = ~np.isnat(spells["left_at"])
     n_stages = int(np.max(prepared["stage_index"])) + 1 if len(prepared["stage_index"]) else 0
-    return _cumulative(pd.RangeIndex(n_stages), stage[done], end[done],
-                       {"dwell_days": days[done], "spells": np.ones(done.sum())})
+    return _cumulative(pd.RangeIndex(n_stages), spells["stage_index"][done], spells["left_at"][done],
+                       {"dwell_days": spells["dwell_days"][done], "spells": np.ones(done.sum())})
 
 
 def _open_load(deals: pd.DataFrame) -> GroupTable:

@@ -2,6 +2,8 @@
 
 Charts are inline SVG drawn here, styles are inline CSS; there is no script, font or
 image from anywhere else, so the page renders offline and from an e-mail attachment.
+Over 300 lines because each chart is its own small SVG drawer; they share nothing but
+the helpers at the top, so splitting them would only scatter one page over files.
 """
 from __future__ import annotations
 
@@ -39,22 +41,31 @@ def render_html(metrics: dict) -> str:
             f"<body><header><h1>{escape(title)}</h1><p>{escape(sub)}</p></header><main>{body}</main></body></html>")
 
 
+def defined(m: dict, key: str, label: str = "Win rate") -> str:
+    """A caption saying which definition a figure shows (the metrics' `definitions`)."""
+    text = (m.get("definitions") or {}).get(key)
+    return f"{label}: {escape(text)}" if text else ""
+
+
 def _dynamic_body(m: dict) -> str:
     t = m["total"]
-    parts = [_kpis(t), _bottleneck(t["bottleneck"]),
+    parts = [_kpis(t), f"<p class='note'>{defined(m, 'funnel.win_rate')}</p>", _bottleneck(t["bottleneck"]),
              "<div class='grid'>", _section("Funnel", _funnel_svg(t["funnel"]),
                                             "Conversion = moved on or won / (moved on or won + lost), by furthest stage reached; "
-                                            "deals still open at their furthest stage are left out."),
+                                            "deals still open at their furthest stage are left out. "
+                                            + defined(m, "funnel.win_rate")),
              _section("Time in stage (days)", _dwell_svg(t["time_in_stage"]),
                       "Bar to P75, whisker to P90, dot at the median; completed stays only."),
              _section("Sales velocity trend (revenue per day)", _line_svg(t["velocity"]["trend"]),
                       f"Open deals at {escape(t['velocity']['qualified_stage'])} or later × win rate × average won "
-                      f"amount / average won cycle, over closes of the trailing {t['velocity']['history_days']} days."),
+                      f"amount / average won cycle, over closes of the trailing {t['velocity']['history_days']} days. "
+                      + defined(m, "velocity.win_rate")),
              _section(f"Pipeline changes, last {t['changes']['window_days']} days", _waterfall_svg(t["changes"]),
                       _moves_note(t["changes"])),
              "</div>",
              _section("Cohorts by creation month: share won by age", _cohort_table(t["cohorts"]),
-                      "Blank cells: the cohort is not old enough yet at the report date."),
+                      "Blank cells: the cohort is not old enough yet at the report date. "
+                      + defined(m, "cohorts.win_rate_<N>d", "Share won")),
              "<div class='grid'>", _section("Losses by stage", _loss_svg(t["funnel"]["losses_by_stage"])),
              _section("Coverage", _coverage(t["coverage"])), "</div>",
              _section(f"Stalled deals ({t['stalled']['count']})", _stalled_table(t["stalled"]), _stalled_note(t["stalled"]))]
@@ -296,10 +307,12 @@ def _static_body(m: dict) -> str:
     t = m["total"]
     parts = [f"<div class='kpis'><div class='kpi'><span>Deals</span><b>{t['deals']:,}</b></div>"
              f"<div class='kpi'><span>Win rate</span><b>{pct(t['win_rate'])}</b></div></div>",
+             f"<p class='note'>{defined(m, 'win_rate')}</p>",
              _section("Time metrics", f"<p>{escape(m['time_metrics'])}.</p>", cls="callout")]
     for attr, rows in t["attribute_win_rates"].items():
         parts.append(_section(f"Win rate by {attr}", _rate_svg(rows[:20]),
-                              f"{len(rows)} values" + (", first 20 shown" if len(rows) > 20 else "")))
+                              f"{len(rows)} values" + (", first 20 shown" if len(rows) > 20 else "") + ". "
+                              + defined(m, "attribute_win_rates.win_rate")))
     return "".join(parts)
 
 

@@ -12,11 +12,23 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import event_arrays
+from features.asof import (
+    asof_index,
+    asof_positions,
+    asof_search,
+    ffill_index,
+    group_cumsum,
+    group_starts,
+    run_ends,
+    run_starts,
+    shifted,
+    take,
+)
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
-DAY = pd.Timedelta(days=1)
-# running state carried by every prepared event row and picked up by one merge_asof
+DAY = pd.Timedelta(days=1)  # the one day constant: time spans in features and analytics are float days
+# running state carried by every prepared event row and picked up by one as-of search
 STATE_COLUMNS = ["stage_index", "stage_entered_at", "stage_changes", "stage_regressions",
                  "furthest_stage_index", "event_amount", "first_amount", "amount_changes",
                  "expected_close_date", "close_date_pushes", "close_date_days_pushed"]
@@ -67,18 +79,6 @@ def snapshot_positions(deals: pd.DataFrame, as_of: pd.DatetimeIndex) -> tuple[np
     return rows, t[t_index]
 
 
-def open_snapshots(deals: pd.DataFrame, as_of: Sequence[pd.Timestamp]) -> pd.DataFrame:
-    """One row per (deal open at T, T): deal_id, as_of, then the deal's columns.
-
-    The deal columns include closed_at/outcome/final amount, which are labels, not
-    features: feature code must not read them (FeatureBuilder does not).
-    """
-    rows, at = snapshot_positions(deals, as_of_timestamps(as_of))
-    out = deals.iloc[rows].reset_index(drop=True)
-    out.insert(1 if "deal_id" in out else 0, "as_of", at)
-    return out
-
-
 def deals_at(data: CanonicalData, as_of) -> pd.DataFrame:
     """What each deal looked like at T: one row per deal open at T (created at or before
     T, not closed by T), from events dated at or before T only.
@@ -87,9 +87,9 @@ def deals_at(data: CanonicalData, as_of) -> pd.DataFrame:
     at T, since when, for what amount": pipeline analytics, the forecast's risk list, the
     backtest's weighted pipeline and the pyfunc example all read it. Columns: deal_id,
     stage (name), stage_index, stage_entered_at, days_in_stage, furthest_stage_index,
-    stage_changes, amount (latest known at T; deals.amount for deals whose events carry
-    none), expected_close_date (latest known at T), close_date_pushes,
-    close_date_days_pushed, deal_age_days.
+    stage_changes, stage_regressions, amount (latest known at T; deals.amount for deals
+    whose events carry none), expected_close_date (latest known at T),
+    close_date_pushes, close_date_days_pushed, deal_age_days.
     """
     t = as_of_timestamps(as_of)
     if len(t) != 1:
@@ -114,20 +114,13 @@ def deals_at(data: CanonicalData, as_of) -> pd.DataFrame:
         "days_in_stage": (at - state["stage_entered_at"]) / day,
         "furthest_stage_index": state["furthest_stage_index"].astype("int64"),
         "stage_changes": state["stage_changes"],
+        "stage_regressions": state["stage_regressions"],
         "amount": np.where(state["has_event_amount"], state["event_amount"], amount),
         "expected_close_date": state["expected_close_date"],
         "close_date_pushes": state["close_date_pushes"],
         "close_date_days_pushed": state["close_date_days_pushed"],
         "deal_age_days": (at - created[pos]) / day,
     })
-
-
-def prepare_events(deals: pd.DataFrame, stage_events: pd.DataFrame | None, stages: list[str]
-                   ) -> pd.DataFrame:
-    """Per-event running state of each deal, sorted by (deal, entered_at), as a frame
-    (see `event_state`, which the feature code calls on arrays)."""
-    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
-    return pd.DataFrame(event_state(created, event_arrays(deals["deal_id"], stage_events, stages), len(stages)))
 
 
 def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: int) -> dict[str, np.ndarray]:
@@ -157,6 +150,31 @@ def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: in
     return _running_state({name: values[order] for name, values in cols.items()}, n_stages)
 
 
+def stage_spells(running: dict[str, np.ndarray], closed_at: np.ndarray) -> dict[str, np.ndarray]:
+    """One row per stay of a deal in a stage, from the running state of `event_state`,
+    in (deal, entered_at) order: deal, stage_index, entered_at, left_at, next_stage_index,
+    dwell_days.
+
+    A spell starts where the stage changes (field updates do not start one) and ends at
+    the deal's next stage change, else at its close (`closed_at`, per deal position, NaT
+    while open as known at the cut-off); left_at and dwell_days are NaT/NaN while the
+    spell is open. next_stage_index is the stage of the next spell, -1 when the spell
+    ended by the close or is still open. The stage-dwell features and the pipeline
+    analytics' time in stage and stall thresholds all read this table.
+    """
+    spell = np.asarray(running["spell_start"], dtype=bool)
+    deal = np.asarray(running["deal"])[spell]
+    entered = np.asarray(running["entered_at"]).astype(TIMESTAMP_DTYPE)[spell]
+    stage = np.asarray(running["stage_index"])[spell].astype("int64")
+    same_deal_next = ~run_ends(deal)
+    next_start = np.concatenate([entered[1:], np.full(min(len(entered), 1), np.datetime64("NaT"), TIMESTAMP_DTYPE)])
+    next_stage = np.concatenate([stage[1:], np.full(min(len(stage), 1), -1, "int64")])
+    left = np.where(same_deal_next, next_start, closed_at.astype(TIMESTAMP_DTYPE)[deal]).astype(TIMESTAMP_DTYPE)
+    return {"deal": deal, "stage_index": stage, "entered_at": entered, "left_at": left,
+            "next_stage_index": np.where(same_deal_next, next_stage, -1),
+            "dwell_days": (left - entered) / np.timedelta64(1, "D")}
+
+
 def _first_time(deal: np.ndarray, at: np.ndarray, n_deals: int) -> np.ndarray:
     """Earliest non-missing time per deal position (NaT for a deal with none)."""
     first = np.full(n_deals, np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
@@ -164,7 +182,7 @@ def _first_time(deal: np.ndarray, at: np.ndarray, n_deals: int) -> np.ndarray:
     deal, at = deal[known], at[known]
     order = np.lexsort((at.view("int64"), deal))
     deal, at = deal[order], at[order]
-    head = _starts(deal)
+    head = run_starts(deal)
     first[deal[head]] = at[head]
     return first
 
@@ -176,13 +194,13 @@ def _running_state(ev: dict[str, np.ndarray], n_stages: int) -> dict[str, np.nda
     n = len(deal)
     start = group_starts(deal)
     first = start == np.arange(n)
-    prev_stage = _shifted(stage, -1)
+    prev_stage = shifted(stage, -1)
     change = ~first & (stage != prev_stage)
     at = ev["entered_at"]
     out = {"deal": deal, "stage_index": stage.astype("float64"), "entered_at": at, "amount": ev["amount"],
            "expected_close_date": None,  # filled below; keeps the column order of the input
            "spell_start": first | change,
-           "stage_entered_at": at[_ffill_index(first | change, start)],
+           "stage_entered_at": at[ffill_index(first | change, start)],
            "stage_changes": group_cumsum(change.astype("float64"), start),
            "stage_regressions": group_cumsum((change & (stage < prev_stage)).astype("float64"), start)}
     offset = deal.astype("int64") * n_stages
@@ -192,18 +210,18 @@ def _running_state(ev: dict[str, np.ndarray], n_stages: int) -> dict[str, np.nda
     amount = ev["amount"]
     has_amount = ~np.isnan(amount)
     known, prev_known = _known_and_previous(has_amount, start)
-    out["event_amount"] = _take(amount, known)
+    out["event_amount"] = take(amount, known)
     seen = group_cumsum(has_amount.astype("float64"), start)
-    out["first_amount"] = _take(amount, _ffill_index(has_amount & (seen == 1), start))
-    prev_amount = _take(amount, prev_known)
+    out["first_amount"] = take(amount, ffill_index(has_amount & (seen == 1), start))
+    prev_amount = take(amount, prev_known)
     out["amount_changes"] = group_cumsum((has_amount & ~np.isnan(prev_amount)
                                           & (amount != prev_amount)).astype("float64"), start)
     out["has_event_amount"] = _any_in_run(has_amount, first)
 
     ecd = ev["expected_close_date"]
     known, prev_known = _known_and_previous(~np.isnat(ecd), start)
-    out["expected_close_date"] = _take(ecd, known)
-    prev_ecd = _take(ecd, prev_known)
+    out["expected_close_date"] = take(ecd, known)
+    prev_ecd = take(ecd, prev_known)
     pushed_days = (ecd - prev_ecd) / np.timedelta64(1, "D")
     push = ~np.isnat(ecd) & ~np.isnat(prev_ecd) & (pushed_days > 0)
     out["close_date_pushes"] = group_cumsum(push.astype("float64"), start)
@@ -219,96 +237,21 @@ def _any_in_run(values: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.logical_or.reduceat(values, np.flatnonzero(first))[run]
 
 
-def _ffill_index(valid: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Index of the latest valid row at or before each row within its deal (-1 if none)."""
-    idx = np.maximum.accumulate(np.where(valid, np.arange(len(valid)), -1)) if len(valid) else start
-    return np.where(idx >= start, idx, -1)
-
-
 def _known_and_previous(valid: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Latest valid row up to each row, and the latest valid row strictly before it."""
-    known = _ffill_index(valid, start)
-    prev = _shifted(known, -1)
+    known = ffill_index(valid, start)
+    prev = shifted(known, -1)
     return known, np.where(prev >= start, prev, -1)
 
 
-def _starts(keys: np.ndarray) -> np.ndarray:
-    """True where a run of equal keys starts."""
-    out = np.empty(len(keys), dtype=bool)
-    out[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=out[1:])
-    return out
-
-
-def _shifted(values: np.ndarray, fill) -> np.ndarray:
-    """values moved one row down, `fill` in the first row."""
-    out = np.empty_like(values)
-    out[:1] = fill
-    out[1:] = values[:-1]
-    return out
-
-
-def group_starts(keys: np.ndarray) -> np.ndarray:
-    """For keys sorted into runs, the row where each row's run starts."""
-    if not len(keys):
-        return np.zeros(0, dtype="int64")
-    first = _starts(keys)
-    return np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))
-
-
-def group_cumsum(values: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Running sum within runs (see `group_starts`)."""
-    total = np.cumsum(values)
-    return total - (total - values)[start] if len(values) else values
-
-
-def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """values[index] with -1 -> missing (NaN / NaT)."""
-    out = values[np.maximum(index, 0)] if len(values) else values.copy()
-    missing = np.datetime64("NaT") if values.dtype.kind == "M" else np.nan
-    return np.where(index >= 0, out, missing).astype(values.dtype)
-
-
-def asof_positions(keys: np.ndarray, times: np.ndarray, query_keys: np.ndarray, query_times: np.ndarray,
-                   strict: bool = False) -> np.ndarray:
-    """Row of the latest fact with the same key dated <= query time (< when `strict`), or -1.
-
-    The same answer as merge_asof(direction="backward", by=key) without its per-call
-    overhead or sort requirement on the query side: `keys`/`times` must be sorted by
-    (key, time). See `asof_index` and `asof_search`, its two halves.
-    """
-    return asof_search(asof_index(keys, times), keys, query_keys, query_times, strict)
-
-
-def asof_index(keys: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The half of an as-of search that depends on the table only, so a fixed table (the
-    model's history) builds it once: the sorted distinct times, and each row's (key, time
-    rank) packed into one int64, ascending because rows are sorted by (key, time)."""
-    t = times.astype(TIMESTAMP_DTYPE).view("int64")
-    distinct = np.sort(t)  # np.unique hashes, several times slower here
-    distinct = distinct[_starts(distinct)]
-    return distinct, keys.astype("int64") * (len(distinct) + 1) + np.searchsorted(distinct, t)
-
-
-def asof_search(index: tuple[np.ndarray, np.ndarray], keys: np.ndarray, query_keys: np.ndarray,
-                query_times: np.ndarray, strict: bool = False) -> np.ndarray:
-    """`asof_positions` on a prepared `asof_index`: one searchsorted for the query times'
-    ranks, one for the rows. Keys must be >= 0 (-1 = no match)."""
-    distinct, packed = index
-    q = query_times.astype(TIMESTAMP_DTYPE).view("int64")
-    below = np.searchsorted(distinct, q, side="left" if strict else "right")  # table times < q (<= q)
-    # the last row whose packed (key, rank) is at most (query key, below - 1)
-    target = query_keys.astype("int64") * (len(distinct) + 1) + below - 1
-    pos = np.searchsorted(packed, target, side="right") - 1
-    found = (pos >= 0) & (query_keys >= 0)
-    found &= keys[np.maximum(pos, 0)] == query_keys if len(keys) else False
-    return np.where(found, pos, -1)
-
-
-def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared) -> dict[str, np.ndarray]:
-    """The prepared state (`event_state`, or its frame) of each (deal, T) row: the deal's
-    latest event with entered_at <= T."""
-    pos = asof_positions(np.asarray(prepared["deal"]), np.asarray(prepared["entered_at"]), snap_deal, snap_at)
+def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: dict[str, np.ndarray],
+             index: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The prepared state (`event_state`) of each (deal, T) row: the deal's latest event
+    with entered_at <= T. `index`: the prepared state's `asof_index`, when the caller
+    searches the same state many times."""
+    deal = np.asarray(prepared["deal"])
+    index = asof_index(deal, np.asarray(prepared["entered_at"])) if index is None else index
+    pos = asof_search(index, deal, snap_deal, snap_at)
     if (pos < 0).any():  # cannot happen: every deal has an entry at created_at <= T
         raise AssertionError("a snapshot row has no stage state: deal created after its as-of date")
     return {c: np.asarray(prepared[c])[pos] for c in ["has_event_amount"] + STATE_COLUMNS}

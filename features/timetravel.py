@@ -12,8 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from features.arrays import event_arrays
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
+from features.snapshots import event_state, state_at
 
 
 def truncate_at(data: CanonicalData, at) -> CanonicalData:
@@ -36,9 +38,7 @@ def truncate_at(data: CanonicalData, at) -> CanonicalData:
     events = _clip(data.stage_events, "entered_at", at, ids)
     activities = _clip(data.activities, "occurred_at", at, ids)
     if data.stage_events is not None:
-        deals = _amount_as_known(deals, data.stage_events, events)
-        if "stage" in deals:
-            deals["stage"] = _last_value(events, "stage", deals["deal_id"]).astype(deals["stage"].dtype)
+        deals = _as_known(deals.reset_index(drop=True), data, events, at)
     meta = replace(data.meta, data_end=at)
     return CanonicalData(deals=deals.reset_index(drop=True), meta=meta, stage_events=events,
                          activities=activities, accounts=data.accounts)
@@ -61,18 +61,18 @@ def _clip(table: pd.DataFrame | None, time_col: str, at: pd.Timestamp, ids: pd.S
     return kept.reset_index(drop=True)
 
 
-def _last_value(events: pd.DataFrame, column: str, deal_ids: pd.Series) -> pd.Series:
-    """Last non-null `column` per deal in `events` (sorted by time), aligned with deal_ids."""
-    known = events.loc[events[column].notna()].sort_values("entered_at", kind="stable")
-    last = known.groupby("deal_id")[column].last()
-    return pd.Series(last.reindex(deal_ids.to_numpy()).to_numpy(), index=deal_ids.index)
-
-
-def _amount_as_known(deals: pd.DataFrame, all_events: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    if "amount" not in all_events or "amount" not in deals:
-        return deals
-    with_amounts = all_events.loc[all_events["amount"].notna(), "deal_id"].unique()
-    logged = deals["deal_id"].isin(with_amounts).to_numpy()
-    known = _last_value(events, "amount", deals["deal_id"]).to_numpy(dtype="float64", na_value=np.nan)
-    deals["amount"] = np.where(logged, known, deals["amount"].to_numpy(dtype="float64", na_value=np.nan))
+def _as_known(deals: pd.DataFrame, data: CanonicalData, events: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+    """deals.amount and deals.stage as the snapshot engine's running state at `at` shows them."""
+    stages = list(data.meta.stages)
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    running = event_state(created, event_arrays(deals["deal_id"], events, stages), len(stages))
+    now = state_at(np.arange(len(deals)), np.full(len(deals), np.datetime64(at, "us")), running)
+    if "amount" in data.stage_events and "amount" in deals:
+        logged = deals["deal_id"].isin(data.stage_events.loc[data.stage_events["amount"].notna(), "deal_id"])
+        deals["amount"] = np.where(logged.to_numpy(), now["event_amount"],
+                                   deals["amount"].to_numpy(dtype="float64", na_value=np.nan))
+    if "stage" in deals:  # the last stage entered by `at`; none for a deal without events by then
+        entered = deals["deal_id"].isin(events["deal_id"]).to_numpy()
+        names = np.asarray(stages, dtype=object)[now["stage_index"].astype("int64")]
+        deals["stage"] = pd.Series(np.where(entered, names, None), index=deals.index).astype(deals["stage"].dtype)
     return deals

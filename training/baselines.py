@@ -16,6 +16,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from features.winrates import smoothed_group_rate
+
 MISSING = "__missing__"
 
 
@@ -40,9 +42,10 @@ def _is_numeric(s: pd.Series) -> bool:
 class StageRateBaseline(BaseEstimator):
     """The CRM classic: the historical win rate of the deal's current stage.
 
-    Rates are learned from the training rows and shrunk toward the global rate with
+    Rates are `features.winrates.smoothed_group_rate` over the training rows in each
+    stage (won rows, lost rows), shrunk toward the rows' overall share won with
     `smoothing` pseudo-rows, so a rarely seen stage does not get a rate of 0 or 1. A
-    stage never seen in training (or missing) gets the global rate.
+    stage never seen in training (or missing) gets the overall share.
     """
 
     def __init__(self, stage_column: str = "stage", smoothing: float = 10.0):
@@ -57,8 +60,8 @@ class StageRateBaseline(BaseEstimator):
         self.global_rate_ = float(y.mean())
         stats = pd.DataFrame({"stage": _labels(X[self.stage_column]).to_numpy(), "y": y})
         grouped = stats.groupby("stage")["y"].agg(["sum", "count"])
-        self.rates_ = ((grouped["sum"] + self.smoothing * self.global_rate_)
-                       / (grouped["count"] + self.smoothing)).to_dict()
+        self.rates_ = smoothed_group_rate(grouped["sum"], grouped["count"] - grouped["sum"], self.global_rate_,
+                                          self.smoothing).to_dict()
         self.rates_.pop(MISSING, None)  # missing stage is treated as unknown: global rate
         return self
 

@@ -2,7 +2,8 @@
 
 `pipeline_metrics` returns every metric (funnel, time in stage, cycle, deal size,
 bottleneck, velocity and its trend, the change waterfall, stalled deals, cohorts,
-coverage) as plain JSON; `metrics_table` flattens it into the long CSV table.
+coverage) as plain JSON, with a `definitions` entry saying which win rate each figure
+shows (`features.winrates`); `metrics_table` flattens it into the long CSV table.
 """
 from features.analytics.export import metrics_table
 from features.analytics.metrics import group_columns, pipeline_metrics

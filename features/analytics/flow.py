@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from features.analytics.funnel import ratio, stat, won_deals
-from features.analytics.state import DAY, PipelineState, amount_at, days, value_at
+from features.analytics.state import DAY, PipelineState, amount_at, days
+from features.winrates import closed_win_rate
 
 HISTORY_DAYS = 365  # win rate, deal size and cycle for velocity: closes in the trailing year
 TREND_MONTHS = 6
@@ -26,10 +27,9 @@ def velocity_at(state: PipelineState, t: pd.Timestamp) -> dict:
     d = state.deals
     closed = d.loc[(d["closed_at"] > since) & (d["closed_at"] <= t), "outcome"]
     won = won_deals(state, since, t)
-    current = state.spells_at(t)
     open_ids = d.loc[state.open_mask(t), "deal_id"]
-    qualified = current.loc[current["deal_id"].isin(open_ids) & (current["stage_idx"] >= qualified_index(state.stages))]
-    win_rate = ratio((closed == "won").sum(), len(closed))
+    qualified = open_ids[state.at(open_ids, t)["stage_index"] >= qualified_index(state.stages)]
+    win_rate = closed_win_rate(closed == "won", closed == "lost")
     size, cycle = stat(won["amount"].mean()), stat(won["cycle_days"].mean())
     per_day = None
     if None not in (win_rate, size, cycle) and cycle > 0:
@@ -93,12 +93,12 @@ def close_date_moves(state: PipelineState, moving: pd.DataFrame, entry_t: pd.Ser
     """Deals whose expected close date ended the window later (pushed out) or earlier (pulled in)."""
     if state.events is None or not state.events["expected_close_date"].notna().any():
         return {"pushed_out": None, "pulled_in": None}  # no close dates known: moves are unknown, not zero
-    before = pd.Series(value_at(state.events, "expected_close_date", moving["deal_id"], entry_t))
+    before = pd.Series(state.at(moving["deal_id"], entry_t)["expected_close_date"])
     # no date known at entry (e.g. a new deal dated after creation): compare with its first date
     ev = state.events.loc[state.events["expected_close_date"].notna()]
     first = pd.Series(ev.groupby("deal_id")["expected_close_date"].first().reindex(moving["deal_id"]).to_numpy())
     before = before.fillna(first)
-    after = pd.Series(value_at(state.events, "expected_close_date", moving["deal_id"], exit_t))
+    after = pd.Series(state.at(moving["deal_id"], exit_t)["expected_close_date"])
     moved = days(after - before).to_numpy(dtype="float64", na_value=np.nan)
     out = {}
     for name, m in (("pushed_out", moved > 0), ("pulled_in", moved < 0)):
@@ -115,7 +115,7 @@ def coverage(state: PipelineState, target: float | None) -> dict:
     closed_won = float(won["amount"].sum())
     d = state.deals.loc[state.open_mask(as_of)]
     amounts = np.nan_to_num(amount_at(state, d, as_of))
-    expected = pd.Series(value_at(state.events, "expected_close_date", d["deal_id"], pd.Series(as_of, index=d.index)))
+    expected = pd.Series(state.at(d["deal_id"], as_of)["expected_close_date"])
     dated = bool(expected.notna().any())
     in_period = ((expected >= period_start) & (expected < period_end)).to_numpy() if dated else np.ones(len(d), bool)
     pipeline = float(amounts[in_period].sum())

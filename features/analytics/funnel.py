@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from features.analytics.state import DAY, PipelineState, days, lookup
+from features.winrates import closed_win_rate
 
 QUANTILES = {"median_days": 0.5, "p75_days": 0.75, "p90_days": 0.9}
 RECENT_DAYS, PRIOR_DAYS = 90, 365  # bottleneck: last 90 days against the 365 days before
@@ -12,11 +13,12 @@ MIN_SPELLS = 3  # fewer completed spells in a window is noise, not a trend
 
 
 def funnel(state: PipelineState) -> dict:
-    """Deals reaching each stage (by furthest stage reached), conversion, win rate, losses.
+    """Per stage: advanced / (advanced + lost), advanced = reached a later stage or won
+    with this as the furthest stage, lost = lost with this as the furthest stage; deals
+    still open there are left out.
 
-    conversion(stage) = advanced / (advanced + lost), where advanced = reached a later
-    stage or won with this as the furthest stage, lost = lost with this as the furthest
-    stage; deals still open at their furthest stage are undecided and left out.
+    Also deals reaching each stage (by furthest stage reached), the closed win rate
+    (`features.winrates.closed_win_rate`) and losses by stage.
     """
     d, stages = state.deals, state.stages
     furthest = lookup(state.spells.groupby("deal_id")["stage_idx"].max(), d["deal_id"]).to_numpy(dtype="float64")
@@ -30,7 +32,7 @@ def funnel(state: PipelineState) -> dict:
                      "advanced": advanced, "lost_here": lost_here,
                      "conversion": ratio(advanced, advanced + lost_here)})
     return {"stages": rows, "won": int(won.sum()), "lost": int(lost.sum()), "open": int(open_.sum()),
-            "win_rate": ratio(won.sum(), won.sum() + lost.sum()), "losses_by_stage": losses_by_stage(state)}
+            "win_rate": closed_win_rate(won, lost), "losses_by_stage": losses_by_stage(state)}
 
 
 def losses_by_stage(state: PipelineState) -> list[dict]:
@@ -41,8 +43,8 @@ def losses_by_stage(state: PipelineState) -> list[dict]:
 
 
 def completed_spells(state: PipelineState) -> pd.DataFrame:
-    s = state.spells.loc[state.spells["end"].notna()]
-    return s.assign(dwell_days=days(s["end"] - s["start"]))
+    """Spells that ended (by a stage change or the close) by as_of, with dwell_days."""
+    return state.spells.loc[state.spells["end"].notna()]
 
 
 def time_in_stage(state: PipelineState) -> list[dict]:
@@ -88,9 +90,10 @@ def deal_size(state: PipelineState) -> dict:
 
 
 def stage_history(state: PipelineState, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
-    """Per stage, over spells that ended in (since, until]: count, conversion, median dwell.
+    """Per stage: the share of its spells (stays) ending in the window that ended by
+    moving forward or winning.
 
-    Spell conversion = share of stays that ended by moving forward or winning.
+    Per stage, over spells that ended in (since, until]: count, that conversion, median dwell.
     """
     done = completed_spells(state)
     done = done.loc[(done["end"] > since) & (done["end"] <= until)]

@@ -6,6 +6,7 @@ import pandas as pd
 
 from features.analytics.funnel import completed_spells, stat
 from features.analytics.state import DAY, PipelineState, amount_at, days, lookup
+from features.winrates import won_within_rate
 
 COHORT_AGES = (30, 60, 90)
 MAX_LISTED = 200  # stalled deals listed by amount; the count and amount always cover all of them
@@ -30,10 +31,9 @@ def stalled(state: PipelineState, stall_days_without_activity: int, thresholds: 
     as_of = state.as_of
     thresholds = stage_p90(state) if thresholds is None else thresholds
     d = state.deals.loc[state.open_mask(as_of)]
-    current = state.spells.loc[state.spells["end"].isna()].drop_duplicates("deal_id", keep="last")
-    d = d.merge(current[["deal_id", "stage", "start"]].rename(columns={"stage": "current_stage"}), on="deal_id",
-                how="left", validate="one_to_one")
-    in_stage = days(as_of - d["start"])
+    now = state.at(d["deal_id"], as_of)
+    d = d.assign(current_stage=np.asarray(state.stages, dtype=object)[now["stage_index"].astype("int64")])
+    in_stage = days(as_of - pd.Series(now["stage_entered_at"], index=d.index))
     limit = d["current_stage"].map(thresholds).astype("float64")
     slow = (in_stage > limit).fillna(False).to_numpy(dtype=bool)
     if state.activities is not None:
@@ -86,7 +86,7 @@ def cohorts(state: PipelineState) -> list[dict]:
         for k in COHORT_AGES:
             mature = next_month + k * DAY <= state.as_of
             won_k = part["cycle"] <= k
-            row[f"win_rate_{k}d"] = float(won_k.mean()) if mature else None
+            row[f"win_rate_{k}d"] = won_within_rate(part["cycle"], k) if mature else None
             row[f"cycle_{k}d"] = stat(part["cycle"][won_k].median()) if mature else None
         out.append(row)
     return out

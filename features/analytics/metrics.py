@@ -12,6 +12,7 @@ import features.analytics.health as health
 from features.analytics.state import PipelineState, build_state
 from features.errors import LeadscoreError
 from features.schema import DEAL_CATEGORICAL, CanonicalData
+from features.winrates import closed_win_rate, definition, won_within_rate
 
 MISSING_GROUP = "(missing)"
 STATIC_BINS = 5
@@ -35,6 +36,20 @@ def parse_as_of(as_of, data: CanonicalData) -> pd.Timestamp:
     return t
 
 
+def definitions(static: bool) -> dict[str, str]:
+    """Which win rate (and conversion) each figure of the output shows, in words
+    (`features.winrates`): the `definitions` entry of the metrics JSON."""
+    closed = definition(closed_win_rate)
+    if static:
+        return {"win_rate": f"{closed} Window: every deal in the export.",
+                "attribute_win_rates.win_rate": f"{closed} Window: the deals with that attribute value."}
+    return {"funnel.win_rate": f"{closed} Window: every close up to as_of.",
+            "velocity.win_rate": f"{closed} Window: the {flow.HISTORY_DAYS} days up to each date.",
+            "cohorts.win_rate_<N>d": definition(won_within_rate),
+            "funnel.stages.conversion": definition(funnel.funnel),
+            "bottleneck.stages.conversion": definition(funnel.stage_history)}
+
+
 def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, target: float | None = None,
                      stall_days_without_activity: int = 21, window_days: int = 30) -> dict:
     """All pipeline metrics at `as_of` (only what was known then), JSON-serialisable.
@@ -49,7 +64,7 @@ def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, ta
     head = {"dataset": data.meta.name, "group_by": group_by, "static": data.meta.static,
             "stages": list(data.meta.stages)}
     if data.meta.static:  # no dates: as_of cannot select anything
-        return clean_json({"as_of": None, **head, **static_metrics(data, group_by)})
+        return clean_json({"as_of": None, **head, **static_metrics(data, group_by), "definitions": definitions(True)})
     as_of = parse_as_of(as_of, data)
     head = {"as_of": as_of.isoformat(), **head}
     params = {"target": target, "stall_days_without_activity": stall_days_without_activity,
@@ -59,7 +74,8 @@ def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, ta
     extra = (group_by,) if group_by else ()
     total = _metrics(state, target, stall_days_without_activity, window_days, thresholds, extra)
     out = {**head, "parameters": params, "activities_available": data.activities is not None,
-           "stage_history_available": data.stage_events is not None, "total": total}
+           "stage_history_available": data.stage_events is not None, "definitions": definitions(False),
+           "total": total}
     if group_by:
         keys = state.deals[group_by].astype("string").fillna(MISSING_GROUP)
         out["groups"] = [{"group": str(g), **_metrics(state.subset(keys == g), None, stall_days_without_activity,
@@ -90,11 +106,11 @@ def static_metrics(data: CanonicalData, group_by: str | None) -> dict:
         keys = values.astype("string").fillna(MISSING_GROUP)
         g = pd.DataFrame({"key": keys, "won": won, "decided": decided}).groupby("key")[["won", "decided"]].sum()
         attrs[col] = [{"value": str(k), "won": int(r.won), "lost": int(r.decided - r.won),
-                       "win_rate": float(r.won / r.decided) if r.decided else None} for k, r in g.iterrows()]
+                       "win_rate": closed_win_rate(r.won, r.decided - r.won)} for k, r in g.iterrows()]
     return {"time_metrics": "unavailable: the dataset is static (no dates), so funnel timing, velocity, "
                             "changes, stalled deals and cohorts cannot be computed",
             "total": {"deals": int(len(d)), "won": int(won.sum()), "lost": int((decided & ~won).sum()),
-                      "win_rate": float(won.sum() / decided.sum()) if decided.any() else None,
+                      "win_rate": closed_win_rate(won, decided & ~won),
                       "attribute_win_rates": attrs},
             "groups": [{"group": r["value"], **r} for r in attrs[group_by]] if group_by else None}
 

@@ -2,9 +2,12 @@
 
 `build_state(data, as_of)` keeps only what was known at `as_of` (deals created by then,
 closes, stage events and activities dated <= as_of; a deal closed later is open) and
-turns the stage history into *spells*: one row per stay of a deal in a stage. Every
-metric, including the ones at earlier dates (velocity trend, waterfall start), is then
-a filter on this state, so nothing after `as_of` can leak in.
+runs the snapshot engine (`features.snapshots`) on it: the per-event running state, so
+any deal's stage, amount and expected close date at any t <= as_of is one as-of search
+(`PipelineState.at`), and the table of stage *spells* (one row per stay of a deal in a
+stage) that the stage-dwell features also read. Every metric, including the ones at
+earlier dates (velocity trend, waterfall start), is then a filter on this state, so
+nothing after `as_of` can leak in.
 """
 from __future__ import annotations
 
@@ -13,45 +16,56 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from features.schema import CanonicalData
+from features.arrays import event_arrays
+from features.asof import asof_index
+from features.schema import TIMESTAMP_DTYPE, CanonicalData
+from features.snapshots import DAY, event_state, stage_spells, state_at
 
-DAY = pd.Timedelta(days=1)
 SPELL_EXITS = ("advanced", "regressed", "won", "lost", "open")
 
 
 @dataclass
 class PipelineState:
-    """What was known at `as_of`: deals (closes after as_of blanked), spells, events, activities."""
+    """What was known at `as_of`: deals (closes after as_of blanked), spells, events,
+    activities, and the running state of every deal's events (`event_state`)."""
 
     as_of: pd.Timestamp
     stages: list[str]
-    deals: pd.DataFrame  # deal_id, created_at, closed_at, outcome, amount, grouping columns
-    spells: pd.DataFrame  # deal_id, stage, stage_idx, start, end (NaT while open), exit
+    deals: pd.DataFrame  # deal_id (dense key = row position in the full state), deal_name, created_at, ...
+    spells: pd.DataFrame  # deal_id, stage, stage_idx, start, end (NaT while open), dwell_days, exit
     events: pd.DataFrame | None  # every event row <= as_of, field updates included
     activities: pd.DataFrame | None
+    running: dict[str, np.ndarray]  # features.snapshots.event_state of the events above
+    index: tuple[np.ndarray, np.ndarray]  # its as-of index (features.asof.asof_index), built once
 
     def subset(self, deal_mask: pd.Series) -> "PipelineState":
         """The same state restricted to some deals (one group of a group-by)."""
         ids = self.deals.loc[deal_mask, "deal_id"]
         keep = lambda t: None if t is None else t.loc[t["deal_id"].isin(ids)]  # noqa: E731
+        rows = np.isin(self.running["deal"], ids.to_numpy())
+        running = {name: values[rows] for name, values in self.running.items()}
         return replace(self, deals=self.deals.loc[deal_mask], spells=keep(self.spells),
-                       events=keep(self.events), activities=keep(self.activities))
+                       events=keep(self.events), activities=keep(self.activities),
+                       running=running, index=running_index(running))
 
     def open_mask(self, t: pd.Timestamp) -> pd.Series:
         """Deals open at time t (t <= as_of)."""
         d = self.deals
         return (d["created_at"] <= t) & (d["closed_at"].isna() | (d["closed_at"] > t))
 
-    def spells_at(self, t: pd.Timestamp) -> pd.DataFrame:
-        """The spell each deal open at t was in at t (at most one per deal)."""
-        s = self.spells
-        return s.loc[(s["start"] <= t) & (s["end"].isna() | (s["end"] > t))]
+    def at(self, deal_ids: pd.Series, times: pd.Series | pd.Timestamp) -> dict[str, np.ndarray]:
+        """Each deal's running state at its time (`features.snapshots.state_at`): stage_index,
+        stage_entered_at, event_amount, expected_close_date, ... Times must not precede
+        the deal's creation."""
+        t = np.broadcast_to(np.asarray(times, dtype=TIMESTAMP_DTYPE) if not isinstance(times, pd.Timestamp)
+                            else np.datetime64(times, "us"), len(deal_ids))
+        return state_at(deal_ids.to_numpy(dtype="int64"), t, self.running, self.index)
 
 
 def build_state(data: CanonicalData, as_of: pd.Timestamp) -> PipelineState:
-    """Clip the canonical tables to `as_of` and derive stage spells.
+    """Clip the canonical tables to `as_of` and run the snapshot engine on them.
 
-    Inside the state `deal_id` is a dense integer key (joins, sorts and merge_asof on
+    Inside the state `deal_id` is a dense integer key (joins, sorts and as-of searches on
     integers are many times faster than on strings); `deal_name` keeps the real id.
     """
     deals = data.deals.loc[data.deals["created_at"] <= as_of].copy()
@@ -65,10 +79,29 @@ def build_state(data: CanonicalData, as_of: pd.Timestamp) -> PipelineState:
     names = pd.Index(deals["deal_id"])
     deals = deals.rename(columns={"deal_id": "deal_name"}).assign(deal_id=np.arange(len(deals), dtype="int64"))
     events = _clip(data.stage_events, "entered_at", as_of, names)
-    activities = _clip(data.activities, "occurred_at", as_of, names)
-    spells = build_spells(deals, events, data.meta.stages, data.stage_events is not None)
-    return PipelineState(as_of=as_of, stages=list(data.meta.stages), deals=deals, spells=spells,
-                         events=events, activities=activities)
+    stages = list(data.meta.stages)
+    running = event_state(deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE),
+                          event_arrays(deals["deal_name"], _stage_entries(data, deals, as_of), stages), len(stages))
+    spells = spell_table(running, deals, stages)
+    return PipelineState(as_of=as_of, stages=stages, deals=deals, spells=spells, events=events,
+                         activities=_clip(data.activities, "occurred_at", as_of, names), running=running,
+                         index=running_index(running))
+
+
+def running_index(running: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The as-of index of a running state, so `PipelineState.at` searches without re-sorting."""
+    return asof_index(running["deal"], running["entered_at"])
+
+
+def _stage_entries(data: CanonicalData, deals: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    """The stage events dated <= as_of; without a stage history at all, a current-stage
+    export's `deals.stage` as one entry at creation (the first stage where missing)."""
+    if data.stage_events is not None:
+        return data.stage_events.loc[(data.stage_events["entered_at"] <= as_of).to_numpy()]
+    if "stage" not in deals:
+        return None
+    return pd.DataFrame({"deal_id": deals["deal_name"], "entered_at": deals["created_at"],
+                         "stage": deals["stage"].astype("string").fillna(data.meta.stages[0])})
 
 
 def _clip(table: pd.DataFrame | None, time_col: str, as_of: pd.Timestamp, names: pd.Index
@@ -85,84 +118,23 @@ def _clip(table: pd.DataFrame | None, time_col: str, as_of: pd.Timestamp, names:
     return kept.iloc[order].reset_index(drop=True)
 
 
-def build_spells(deals: pd.DataFrame, events: pd.DataFrame | None, stages: list[str],
-                 has_history: bool) -> pd.DataFrame:
-    """One row per stay in a stage.
-
-    A deal is in the first stage from creation until its first event (or, without a
-    stage history at all, in `deals.stage` for its whole life). Event rows that repeat
-    the previous stage are field updates, not stage changes, and are skipped. A spell
-    ends at the next stage change or at the close; it is open (end NaT) otherwise.
-    """
-    entry_stage = stages[0]
-    entries = deals[["deal_id", "created_at"]].rename(columns={"created_at": "entered_at"})
-    if not has_history and "stage" in deals:
-        entries = entries.assign(stage=deals["stage"].fillna(entry_stage).astype("string"))
-    else:
-        entries = entries.assign(stage=entry_stage)
-    changes = entries.assign(_order=0)
-    if events is not None and len(events):
-        first = events.groupby("deal_id")["entered_at"].min()
-        first_at = lookup(first, entries["deal_id"])
-        # an implicit first-stage spell only where the history starts after creation
-        changes = changes.loc[first_at.isna().to_numpy() | (first_at > entries["entered_at"]).to_numpy()]
-        logged = events[["deal_id", "stage", "entered_at"]].assign(_order=1)
-        changes = pd.concat([changes, logged], ignore_index=True)
-    changes = changes.sort_values(["deal_id", "entered_at", "_order"], kind="stable").reset_index(drop=True)
-    repeat = _same_as(changes["deal_id"], 1) & _same_as(changes["stage"], 1)
-    changes = changes.loc[~repeat]
-    return _spells_from_changes(changes.reset_index(drop=True), deals, stages)
-
-
-def _same_as(s: pd.Series, shift: int) -> np.ndarray:
-    """Whether each value equals its neighbour `shift` rows away (False at the ends)."""
-    return s.eq(s.shift(shift)).fillna(False).to_numpy(dtype=bool)
-
-
-def _spells_from_changes(changes: pd.DataFrame, deals: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
-    order = {s: i for i, s in enumerate(stages)}
-    idx = changes["stage"].map(order).astype("int64")
-    same_deal_next = pd.Series(_same_as(changes["deal_id"], -1), index=changes.index)
-    next_start = changes["entered_at"].shift(-1).where(same_deal_next)
-    next_idx = idx.shift(-1).where(same_deal_next)
-    by_id = deals.set_index("deal_id")
-    closed_at = lookup(by_id["closed_at"], changes["deal_id"])
-    outcome = lookup(by_id["outcome"], changes["deal_id"])
-    end = next_start.where(same_deal_next, closed_at).astype(deals["created_at"].dtype)
-    has_next = same_deal_next.to_numpy(dtype=bool)
-    forward = has_next & (next_idx.to_numpy(dtype="float64", na_value=np.nan) > idx.to_numpy())
-    exit_ = np.select([forward, has_next, outcome.notna().to_numpy(dtype=bool)],
-                      ["advanced", "regressed", outcome.astype(object).to_numpy()], default="open")
-    return pd.DataFrame({"deal_id": changes["deal_id"].to_numpy(), "stage": changes["stage"].to_numpy(),
-                         "stage_idx": idx.to_numpy(), "start": changes["entered_at"].to_numpy(),
-                         "end": end.to_numpy(), "exit": exit_})
-
-
-def value_at(events: pd.DataFrame | None, column: str, deal_ids: pd.Series, times: pd.Series) -> np.ndarray:
-    """Last non-null `column` of each deal's events at or before its time (NaN if none known)."""
-    out = np.full(len(deal_ids), np.nan, dtype=object if column == "expected_close_date" else "float64")
-    if events is None or column not in events or not len(deal_ids):
-        return _typed(out, column)
-    ev = events.loc[events[column].notna(), ["deal_id", "entered_at", column]].sort_values("entered_at")
-    query = pd.DataFrame({"deal_id": np.asarray(deal_ids), "t": np.asarray(times), "_i": np.arange(len(deal_ids))})
-    query = query.loc[query["t"].notna()].astype({"deal_id": ev["deal_id"].dtype,
-                                                  "t": ev["entered_at"].dtype}).sort_values("t")
-    if not len(ev) or not len(query):
-        return _typed(out, column)
-    found = pd.merge_asof(query, ev, left_on="t", right_on="entered_at", by="deal_id", direction="backward")
-    result = pd.Series(out).astype(ev[column].dtype)
-    result.iloc[found["_i"].to_numpy()] = found[column].to_numpy()
-    return result.to_numpy()
-
-
-def _typed(out: np.ndarray, column: str) -> np.ndarray:
-    return pd.Series(out).astype("datetime64[us]").to_numpy() if column == "expected_close_date" else out
+def spell_table(running: dict[str, np.ndarray], deals: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
+    """`features.snapshots.stage_spells` as a frame with stage names and how each spell
+    ended: advanced / regressed (the next spell's stage is later / earlier), won / lost
+    (ended by the close), open."""
+    s = stage_spells(running, deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
+    outcome = deals["outcome"].to_numpy(dtype=object)[s["deal"]]
+    has_next = s["next_stage_index"] >= 0
+    exit_ = np.select([has_next & (s["next_stage_index"] > s["stage_index"]), has_next, ~pd.isna(outcome)],
+                      ["advanced", "regressed", outcome], default="open")
+    return pd.DataFrame({"deal_id": s["deal"], "stage": np.asarray(stages, dtype=object)[s["stage_index"]],
+                         "stage_idx": s["stage_index"], "start": s["entered_at"], "end": s["left_at"],
+                         "dwell_days": s["dwell_days"], "exit": exit_})
 
 
 def amount_at(state: PipelineState, deals: pd.DataFrame, times: pd.Series | pd.Timestamp) -> np.ndarray:
     """Each deal's amount as known at its time: the last event amount, else the deal's amount."""
-    times = pd.Series(times, index=deals.index) if isinstance(times, pd.Timestamp) else times
-    logged = value_at(state.events, "amount", deals["deal_id"], times)
+    logged = state.at(deals["deal_id"], times)["event_amount"]
     return np.where(np.isnan(logged), deals["amount"].to_numpy(dtype="float64", na_value=np.nan), logged)
 
 

@@ -2,8 +2,8 @@
 given the state of the pipeline at a date and the truth table (latent quality, true
 parameters). Benchmarks compare models with these; training never calls them.
 
-State of an open deal at T, read from its stage events at or before T: current stage s,
-entry time t0 of the current spell (the last stage change), regressions k so far.
+State of an open deal at T, from `features.snapshots.deals_at`: current stage s, entry
+time t0 of the current spell (the last stage change), regressions k so far.
 """
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from scipy import special
 from features.dataset import read_truth
 from features.errors import DatasetNotFound
 from features.schema import CanonicalData
-from features.synthetic.params import ADVANCE, LOST, N_STAGES, REGRESS, STAGES, GeneratorParams
+from features.snapshots import DAY, deals_at
+from features.synthetic.params import ADVANCE, LOST, N_STAGES, REGRESS, GeneratorParams
 from features.synthetic.process import absorption_probability, dwell_scale, exit_probabilities, quarter_starts
-
-DAY = pd.Timedelta(days=1)
 
 
 def load_truth(data_dir: str | Path) -> pd.DataFrame:
@@ -47,40 +46,14 @@ def days_since_start(ts, p: GeneratorParams) -> np.ndarray:
 
 
 def open_deal_states(data: CanonicalData, truth: pd.DataFrame, as_of) -> pd.DataFrame:
-    """One row per deal open at `as_of` (created at or before it, not closed at or before
-    it): deal_id, stage (index), regressions, entered_at of the current spell, amount as
-    last recorded, and the deal's truth columns."""
-    as_of = pd.Timestamp(as_of)
-    d = data.deals
-    open_ = d.loc[(d["created_at"] <= as_of) & ~(d["closed_at"] <= as_of), ["deal_id", "amount"]]
-    ev = data.stage_events
-    ev = ev.loc[(ev["entered_at"] <= as_of) & ev["deal_id"].isin(open_["deal_id"])]
-    ids, stage = ev["deal_id"].to_numpy(), ev["stage"].map({s: i for i, s in enumerate(STAGES)}).to_numpy("int64")
-    first, last = _starts(ids), _ends(ids)
-    change = first | _starts(stage)
-    regress = ~first & np.r_[False, stage[1:] < stage[:-1]][: len(ids)]
-    group = np.cumsum(first) - 1
-    spell_start = ev["entered_at"].to_numpy()[np.maximum.accumulate(np.where(change, np.arange(len(ids)), 0))]
-    states = pd.DataFrame({"deal_id": ids[last], "stage": stage[last], "spell_entered_at": spell_start[last],
-                           "regressions": np.bincount(group, regress, minlength=group.max(initial=-1) + 1)
-                           .astype("int64"), "amount": ev["amount"].to_numpy()[last]})
-    fallback = open_.set_index("deal_id")["amount"].reindex(states["deal_id"]).to_numpy()
-    states["amount"] = states["amount"].where(states["amount"].notna(), fallback)
+    """One row per deal open at `as_of` (`features.snapshots.deals_at`): deal_id, stage
+    (index), regressions, entered_at of the current spell, amount as last recorded, and
+    the deal's truth columns."""
+    st = deals_at(data, as_of)
+    states = pd.DataFrame({"deal_id": st["deal_id"], "stage": st["stage_index"],
+                           "spell_entered_at": st["stage_entered_at"],
+                           "regressions": st["stage_regressions"].astype("int64"), "amount": st["amount"]})
     return states.merge(truth, on="deal_id", how="left", validate="one_to_one")
-
-
-def _starts(values: np.ndarray) -> np.ndarray:
-    """True where a row differs from the previous one (and on the first row)."""
-    flags = np.ones(len(values), dtype=bool)
-    flags[1:] = values[1:] != values[:-1]
-    return flags
-
-
-def _ends(values: np.ndarray) -> np.ndarray:
-    """True where a row differs from the next one (and on the last row)."""
-    flags = np.ones(len(values), dtype=bool)
-    flags[:-1] = values[1:] != values[:-1]
-    return flags
 
 
 def _survival(e: np.ndarray, scale: np.ndarray, p: GeneratorParams) -> np.ndarray:

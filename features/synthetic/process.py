@@ -72,10 +72,6 @@ class Spells:
     end: np.ndarray
     kind: np.ndarray
 
-    def order_by_path(self) -> "Spells":
-        o = np.lexsort((self.start, self.path))
-        return Spells(self.path[o], self.stage[o], self.start[o], self.end[o], self.kind[o])
-
 
 @dataclass
 class Paths:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from features.asof import ffill_index, group_starts, take
 from features.synthetic.params import GeneratorParams
 from features.synthetic.process import Paths, sample_updates, stage_entry_log_multiplier
 
@@ -43,22 +44,13 @@ def build_events(paths: Paths, amount0: np.ndarray, size_factor: np.ndarray, dat
     order = np.lexsort((np.concatenate([np.zeros(sp.path.size), np.ones(upd_idx.size + push_path.size)]),
                         time, path))
     path, time, stage, mult, ecd_set = (a[order] for a in (path, time, stage, mult, ecd_set))
-    first = np.r_[True, path[1:] != path[:-1]]
-    stage = stage[_ffill_index(stage >= 0, first)]
-    ecd_idx = _ffill_index(~np.isnan(ecd_set), first)
-    ecd = np.where(ecd_idx >= 0, ecd_set[np.maximum(ecd_idx, 0)], np.nan)
+    start = group_starts(path)
+    stage = stage[ffill_index(stage >= 0, start)]
+    ecd = take(ecd_set, ffill_index(~np.isnan(ecd_set), start))
     cs = np.cumsum(mult)
-    amount = np.round(amount0[path] * np.exp(cs - cs[np.flatnonzero(first)][np.cumsum(first) - 1]))
+    amount = np.round(amount0[path] * np.exp(cs - cs[start]))
     keep = (time <= paths.closed[path]) & (time <= data_end)
     return EventRows(path[keep], stage[keep], time[keep], amount[keep], ecd[keep])
-
-
-def _ffill_index(is_set: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Index of the latest row at or before each row (same path) where `is_set`; -1 if none."""
-    idx = np.where(is_set, np.arange(is_set.size), -1)
-    idx = np.maximum.accumulate(idx)
-    path_start = np.flatnonzero(first)[np.cumsum(first) - 1]
-    return np.where(idx >= path_start, idx, -1)
 
 
 def _remaining_estimate(size_factor: np.ndarray, p: GeneratorParams, rng: np.random.Generator) -> np.ndarray:

@@ -131,3 +131,73 @@ def histories(draw, min_deals: int = 3, max_deals: int = 12):
                           event_amounts=draw(st.booleans()) or draw(st.booleans()))
     rng = np.random.default_rng(seed + 1)
     return data, random_as_of(rng, data), rng
+
+
+# ---- brute-force point-in-time state: per-deal Python loops, obviously the spec -------------
+DAY = pd.Timedelta(days=1)
+
+
+def deal_path(data: CanonicalData, deal, cutoff: pd.Timestamp) -> list[tuple]:
+    """(time, stage, amount, expected close date) of the deal's events dated <= cutoff, in
+    time order (ties in input order), after an implied entry into the first stage at
+    creation unless the deal's history starts there."""
+    evs = [] if data.stage_events is None else \
+        [e for e in data.stage_events.itertuples() if e.deal_id == deal.deal_id and e.entered_at <= cutoff]
+    evs = sorted(evs, key=lambda e: e.entered_at)  # sorted() is stable: ties keep input order
+    path = [(e.entered_at, e.stage, e.amount, e.expected_close_date) for e in evs]
+    if not path or path[0][0] > deal.created_at:
+        path.insert(0, (deal.created_at, STAGES[0], np.nan, pd.NaT))
+    return path
+
+
+def state_oracle(data: CanonicalData, T: pd.Timestamp) -> pd.DataFrame:
+    """What `features.snapshots.deals_at(data, T)` must return, by walking each open deal's
+    events one by one."""
+    rows = []
+    for d in data.deals.itertuples():
+        if d.created_at > T or (pd.notna(d.closed_at) and d.closed_at <= T):
+            continue
+        path = deal_path(data, d, T)
+        stage, entered = path[0][1], path[0][0]
+        changes = regressions = pushes = 0
+        furthest, days_pushed, ecd = STAGES.index(stage), 0.0, pd.NaT
+        for t, s, _amount, new_ecd in path:  # the first row never changes the stage
+            if s != stage:
+                changes += 1
+                regressions += STAGES.index(s) < STAGES.index(stage)
+                stage, entered, furthest = s, t, max(furthest, STAGES.index(s))
+            if pd.notna(new_ecd) and pd.notna(ecd) and new_ecd > ecd:
+                pushes, days_pushed = pushes + 1, days_pushed + (new_ecd - ecd) / DAY
+            ecd = new_ecd if pd.notna(new_ecd) else ecd
+        amounts = [a for _t, _s, a, _e in path if pd.notna(a)]
+        rows.append({"deal_id": d.deal_id, "stage": stage, "stage_index": STAGES.index(stage),
+                     "stage_entered_at": entered, "days_in_stage": (T - entered) / DAY,
+                     "furthest_stage_index": furthest, "stage_changes": changes, "stage_regressions": regressions,
+                     "amount": amounts[-1] if amounts else d.amount,
+                     "expected_close_date": _last_known(path), "close_date_pushes": pushes,
+                     "close_date_days_pushed": days_pushed, "deal_age_days": (T - d.created_at) / DAY})
+    return pd.DataFrame(rows)
+
+
+def _last_known(path: list[tuple]) -> pd.Timestamp:
+    known = [e for _t, _s, _a, e in path if pd.notna(e)]
+    return known[-1] if known else pd.NaT
+
+
+def spells_oracle(data: CanonicalData, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Every stay of a deal created by `cutoff` in a stage, from its events dated <= cutoff:
+    deal_id, stage, entered_at, left_at (the next stage change, else the close if it
+    happened by cutoff, else NaT), dwell_days."""
+    rows = []
+    for d in data.deals.itertuples():
+        if d.created_at > cutoff:
+            continue
+        path = deal_path(data, d, cutoff)
+        starts = [(t, s) for i, (t, s, _a, _e) in enumerate(path) if i == 0 or s != path[i - 1][1]]
+        closed = d.closed_at if pd.notna(d.closed_at) and d.closed_at <= cutoff else pd.NaT
+        for i, (t, s) in enumerate(starts):
+            left = starts[i + 1][0] if i + 1 < len(starts) else closed
+            rows.append({"deal_id": d.deal_id, "stage": s, "entered_at": t, "left_at": left,
+                         "dwell_days": (left - t) / DAY if pd.notna(left) else np.nan})
+    return pd.DataFrame(rows, columns=["deal_id", "stage", "entered_at", "left_at", "dwell_days"]) \
+        .astype({"dwell_days": "float64"})

@@ -17,10 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from histories import DATA_END, STAGES, deal_end, histories, hours, make_data, random_history
+from histories import DATA_END, STAGES, deal_end, histories, hours, make_data, random_history, spells_oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.analytics.health import MIN_HISTORY, stage_p90
+from features.analytics.state import build_state
 from features.build import FeatureBuilder
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -200,6 +202,8 @@ def oracle(data, T, smoothing=20.0, windows=(7, 30, 90)) -> pd.DataFrame:
     closed_before = [d for d in deals.itertuples() if pd.notna(d.closed_at) and d.closed_at < T]
     won_all = sum(d.outcome == "won" for d in closed_before)
     prior = (won_all + 1) / (len(closed_before) + 2)
+    spells = spells_oracle(data, data.data_end)
+    ended_before = spells.loc[spells["left_at"] < T]  # completed spells are history once they end
     rows = []
     for d in deals.itertuples():
         if d.created_at > T or (pd.notna(d.closed_at) and d.closed_at <= T):
@@ -219,9 +223,14 @@ def oracle(data, T, smoothing=20.0, windows=(7, 30, 90)) -> pd.DataFrame:
             if pd.notna(ecd):
                 pushes += pd.notna(ecd_known) and ecd > ecd_known
                 ecd_known = ecd
+        dwell = ended_before.loc[ended_before["stage"] == path[-1][1], "dwell_days"]
+        mean_dwell = dwell.mean() if len(dwell) else np.nan
+        days_in_stage = (T - stage_start) / pd.Timedelta(days=1)
         mine = [c for c in closed_before if c.owner == d.owner]
         won = sum(c.outcome == "won" for c in mine)
-        row = {"deal_id": d.deal_id, "stage": path[-1][1], "days_in_stage": (T - stage_start) / pd.Timedelta(days=1),
+        row = {"deal_id": d.deal_id, "stage": path[-1][1], "days_in_stage": days_in_stage,
+               "stage_mean_dwell_days": mean_dwell,
+               "stage_velocity": days_in_stage / mean_dwell if mean_dwell > 0 else np.nan,
                "stage_changes": changes, "stage_regressions": regressions, "close_date_pushes": pushes,
                "owner_win_rate": (won + smoothing * prior) / (len(mine) + smoothing)}
         for w in windows:
@@ -229,7 +238,8 @@ def oracle(data, T, smoothing=20.0, windows=(7, 30, 90)) -> pd.DataFrame:
                 1 for a in data.activities.itertuples()
                 if a.deal_id == d.deal_id and T - pd.Timedelta(days=w) < a.occurred_at <= T)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["deal_id", "stage", "days_in_stage", "stage_changes", "stage_regressions",
+    return pd.DataFrame(rows, columns=["deal_id", "stage", "days_in_stage", "stage_mean_dwell_days", "stage_velocity",
+                                       "stage_changes", "stage_regressions",
                                        "close_date_pushes", "owner_win_rate"]
                         + [f"activities_{w}d" for w in windows])
 
@@ -257,5 +267,22 @@ def test_oracle_agrees_on_many_as_of_dates_at_once(seed):
         got = batch.loc[batch["as_of"] == T].sort_values("deal_id").reset_index(drop=True)
         expected = oracle(data, T).sort_values("deal_id").reset_index(drop=True)
         assert list(got["deal_id"]) == list(expected["deal_id"])
-        for col in ["days_in_stage", "stage_changes", "close_date_pushes", "owner_win_rate", "activities_30d"]:
+        for col in ["days_in_stage", "stage_mean_dwell_days", "stage_velocity", "stage_changes", "close_date_pushes",
+                    "owner_win_rate", "activities_30d"]:
             np.testing.assert_allclose(got[col].to_numpy(dtype=float), expected[col].to_numpy(dtype=float))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=histories())
+def test_stall_thresholds_are_the_p90_of_the_same_spells(case):
+    """The stalled-deal P90 reads the spell table the dwell features read: completed
+    spells up to as_of, per stage with enough of them."""
+    data, T, _ = case
+    spells = spells_oracle(data, T)
+    done = spells.loc[spells["left_at"].notna()]
+    counts = done.groupby("stage")["dwell_days"].size()
+    expected = done.groupby("stage")["dwell_days"].quantile(0.9)[counts >= MIN_HISTORY]
+    got = stage_p90(build_state(data, T))
+    assert set(got) == set(expected.index)
+    for stage, p90 in got.items():
+        assert p90 == pytest.approx(expected[stage], rel=1e-12)
