@@ -1,4 +1,5 @@
-"""Shared fixtures: real MLflow tracking stores for the tracking and e2e tests."""
+"""Shared fixtures (real MLflow tracking stores for the tracking and e2e tests) and the
+`slow` tier: `make test-fast` runs `pytest -m "not slow"`, `make test` runs everything."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,55 @@ from pathlib import Path
 import pytest
 from processes import free_port, stop_process_group
 
+TESTS = Path(__file__).resolve().parent
+
 SERVER_START_TIMEOUT_S = 180  # generous: a loaded 2-core machine needs ~1 min to import MLflow
+
+# What makes a test slow, by what it uses. Fixtures: every test that depends on one of
+# these, directly or through another fixture, has its name in `item.fixturenames`.
+SLOW_FIXTURES = {
+    "mlflow_server": "starts `mlflow server`",
+    "served": "starts `bentoml serve`",
+    "serve_once": "starts `bentoml serve`",
+    "e2e_service": "starts `bentoml serve`",
+    "trained": "trains a full model with the CLI",
+}
+SLOW_FOLDERS = {"e2e": "starts real server processes", "notebooks": "executes the notebook"}
+BROWSER_FILE = "browser"  # test files that render pages in headless Chromium
+# functions that train and evaluate a full predictor; a test calling one itself is slow
+# (the small predictor of tests/models_cache.py is trained once per run and stays fast)
+FULL_TRAININGS = frozenset({"training.train.fit_predictor", "training.run.train"})
+
+
+def slow_reason(item: pytest.Item) -> str | None:
+    """Why `item` belongs to the slow tier, or None for the fast tier."""
+    path = Path(str(item.path))
+    folder = path.relative_to(TESTS).parts[0]
+    if folder in SLOW_FOLDERS:
+        return SLOW_FOLDERS[folder]
+    if BROWSER_FILE in path.name:
+        return "runs headless Chromium"
+    fixtures = [SLOW_FIXTURES[name] for name in getattr(item, "fixturenames", ()) if name in SLOW_FIXTURES]
+    if fixtures:
+        return fixtures[0]
+    trainings = sorted(_called_functions(item) & FULL_TRAININGS)
+    return f"trains a full model ({trainings[0]})" if trainings else None
+
+
+def _called_functions(item: pytest.Item) -> set[str]:
+    """Qualified names (module.name) of the module-level functions a test's body names."""
+    function = getattr(item, "function", None)
+    if function is None:
+        return set()
+    named = (function.__globals__.get(name) for name in function.__code__.co_names)
+    return {f"{obj.__module__}.{obj.__qualname__}" for obj in named if callable(obj) and hasattr(obj, "__qualname__")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        reason = slow_reason(item)
+        if reason:
+            item.add_marker(pytest.mark.slow(reason=reason))
 
 
 def _healthy(url: str) -> bool:
