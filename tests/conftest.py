@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from processes import free_port, stop_process_group
@@ -24,13 +25,15 @@ SLOW_FIXTURES = {
     "served": "starts `bentoml serve`",
     "serve_once": "starts `bentoml serve`",
     "e2e_service": "starts `bentoml serve`",
-    "trained": "trains a full model with the CLI",
+    "trained": "trains a model with the CLI",
 }
 SLOW_FOLDERS = {"e2e": "starts real server processes", "notebooks": "executes the notebook"}
 BROWSER_FILE = "browser"  # test files that render pages in headless Chromium
-# functions that train and evaluate a full predictor; a test calling one itself is slow
-# (the small predictor of tests/models_cache.py is trained once per run and stays fast)
-FULL_TRAININGS = frozenset({"training.train.fit_predictor", "training.run.train"})
+# Functions that fit a whole predictor (both LightGBM models, explainer, evaluation): a
+# test is slow when its body or one of its fixtures calls one. The cached small predictor
+# of tests/models_cache.py counts: ~10 s of CPU once, more on a busy machine.
+FULL_TRAININGS = frozenset({"training.train.fit_predictor", "training.run.train",
+                            "models_cache.small_train_result", "models_cache.small_predictor"})
 
 
 def slow_reason(item: pytest.Item) -> str | None:
@@ -44,17 +47,27 @@ def slow_reason(item: pytest.Item) -> str | None:
     fixtures = [SLOW_FIXTURES[name] for name in getattr(item, "fixturenames", ()) if name in SLOW_FIXTURES]
     if fixtures:
         return fixtures[0]
-    trainings = sorted(_called_functions(item) & FULL_TRAININGS)
-    return f"trains a full model ({trainings[0]})" if trainings else None
+    trainings = sorted(set().union(*map(_called_functions, _functions_used(item))) & FULL_TRAININGS)
+    return f"trains a predictor ({trainings[0]})" if trainings else None
 
 
-def _called_functions(item: pytest.Item) -> set[str]:
-    """Qualified names (module.name) of the module-level functions a test's body names."""
-    function = getattr(item, "function", None)
-    if function is None:
-        return set()
-    named = (function.__globals__.get(name) for name in function.__code__.co_names)
-    return {f"{obj.__module__}.{obj.__qualname__}" for obj in named if callable(obj) and hasattr(obj, "__qualname__")}
+def _functions_used(item: pytest.Item) -> list:
+    """The test function and the functions of every fixture it depends on."""
+    test = getattr(item, "function", None)
+    info = getattr(item, "_fixtureinfo", None)
+    fixtures = [d.func for defs in (info.name2fixturedefs.values() if info else ()) for d in defs]
+    return [f for f in [test, *fixtures] if hasattr(f, "__code__")]
+
+
+def _called_functions(function) -> set[str]:
+    """Qualified names (module.name) of the functions a body names, also as `module.name`
+    (a module imported inside the body is a local name: look it up among loaded modules)."""
+    code = function.__code__
+    names = code.co_names
+    found = [function.__globals__.get(name, sys.modules.get(name)) for name in names + code.co_varnames]
+    found += [getattr(obj, name, None) for obj in found if isinstance(obj, ModuleType) for name in names]
+    return {f"{obj.__module__}.{obj.__qualname__}" for obj in found
+            if callable(obj) and isinstance(getattr(obj, "__qualname__", None), str)}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
