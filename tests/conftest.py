@@ -34,6 +34,7 @@ BROWSER_FILE = "browser"  # test files that render pages in headless Chromium
 # of tests/models_cache.py counts: ~10 s of CPU once, more on a busy machine.
 FULL_TRAININGS = frozenset({"training.train.fit_predictor", "training.run.train",
                             "models_cache.small_train_result", "models_cache.small_predictor"})
+TRAINING_MODULES = frozenset(name.rpartition(".")[0] for name in FULL_TRAININGS)
 
 
 def slow_reason(item: pytest.Item) -> str | None:
@@ -65,9 +66,13 @@ def _called_functions(function) -> set[str]:
     code = function.__code__
     names = code.co_names
     found = [function.__globals__.get(name, sys.modules.get(name)) for name in names + code.co_varnames]
-    found += [getattr(obj, name, None) for obj in found if isinstance(obj, ModuleType) for name in names]
-    return {f"{obj.__module__}.{obj.__qualname__}" for obj in found
-            if callable(obj) and isinstance(getattr(obj, "__qualname__", None), str)}
+    modules = [obj for obj in found if isinstance(obj, ModuleType) and obj.__name__ in TRAINING_MODULES]
+    found += [getattr(module, name, None) for module in modules for name in names]
+    return {_qualified_name(obj) for obj in found if callable(obj)}
+
+
+def _qualified_name(obj) -> str:
+    return f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', None)}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
