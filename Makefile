@@ -1,6 +1,7 @@
 # Two commands from a fresh clone (see README):
 #   make demo   set up, generate a CRM history, train, register in the local MLflow, serve with BentoML
 #   make test   set up and run the whole test suite (what .ci/run calls)
+#   make test-fast  the same without the `slow` tests (servers, browser, notebook, full trainings)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,7 +16,7 @@ else
 API_KEY := $(LEADSCORE_API_KEYS)
 endif
 
-.PHONY: setup demo demo-data train bento serve serve-source test browser postgres bench clean
+.PHONY: setup demo demo-data train bento serve serve-source test test-fast browser postgres bench clean
 
 $(BIN)/leadscore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +72,10 @@ postgres:
 
 test: setup browser postgres
 	$(BIN)/python -m pytest -q
+
+# no server processes, browser, executed notebook or full training: under 2 minutes
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

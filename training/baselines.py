@@ -209,9 +209,3 @@ class LogisticBaseline(BaseEstimator):
             return np.full(len(X), self.constant_)
         return self.pipeline_.predict_proba(self._numeric_floats(X))[:, 1]
 
-
-def default_baselines(stage_column: str = "stage") -> dict[str, BaseEstimator]:
-    """The baselines every training run reports, keyed as in the metrics JSON."""
-    return {"stage_rate": StageRateBaseline(stage_column=stage_column),
-            "naive_bayes": NaiveBayesBaseline(),
-            "logistic": LogisticBaseline()}

@@ -234,15 +234,3 @@ def concordance_index(duration, event_observed, predicted_time) -> float:
         return float("nan")
     return float((concordant[events].sum() + 0.5 * tied[events].sum()) / comparable)
 
-
-def time_to_close_report(days, p10, p50, p90) -> dict:
-    """Metrics of the predicted days-to-close quantiles on won deals (JSON-safe)."""
-    days = np.asarray(days, dtype="float64").ravel()
-    return {
-        "mae_days": _safe(mae(days, p50)),
-        "pinball_p10": _safe(pinball_loss(days, p10, 0.1)),
-        "pinball_p50": _safe(pinball_loss(days, p50, 0.5)),
-        "pinball_p90": _safe(pinball_loss(days, p90, 0.9)),
-        "coverage_p10_p90": _safe(interval_coverage(days, p10, p90)),
-        "n": int(days.size),
-    }

@@ -145,15 +145,6 @@ def test_classification_report_json_safe_with_groups(scored):
     json.dumps(report, allow_nan=False)
 
 
-def test_time_to_close_report():
-    days = np.array([10.0, 20, 30, 40])
-    r = ev.time_to_close_report(days, days - 5, days + 2, days + 10)
-    assert r["mae_days"] == pytest.approx(2.0)
-    assert r["coverage_p10_p90"] == pytest.approx(1.0)
-    assert r["n"] == 4
-    json.dumps(r, allow_nan=False)
-
-
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError, match="same rows"):
         ev.brier([0, 1], [0.5])
