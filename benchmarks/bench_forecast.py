@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.results import peak_rss_mib, record
-from features.analytics.metrics import clean_json
+from features.jsonsafe import json_safe
 from features.errors import NotEnoughData
 from training.forecast.backtest import backtest
 from training.forecast.config import ForecastConfig
@@ -45,7 +45,7 @@ def run_generated(n_deals: int, origins: int, sims: int) -> dict:
                       oracle_sims=300, step=lambda s: print(s, flush=True))
     result["seconds"] = time.perf_counter() - started
     result["training_seconds"] = training_seconds
-    return clean_json(result)
+    return json_safe(result)
 
 
 def run_olist(origins: int, sims: int) -> dict | str:
@@ -58,7 +58,7 @@ def run_olist(origins: int, sims: int) -> dict | str:
         data = read_dataset(tmp)
     for n in range(origins, 2, -1):
         try:
-            return clean_json(backtest(data, "month", n, config=ForecastConfig(n_sims=sims), step=print))
+            return json_safe(backtest(data, "month", n, config=ForecastConfig(n_sims=sims), step=print))
         except NotEnoughData as exc:
             last = str(exc)
     return f"not enough history for 3 monthly origins: {last}"

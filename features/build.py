@@ -14,13 +14,13 @@ from sklearn.exceptions import NotFittedError
 
 from features import history as hist
 from features.arrays import DealArrays, deal_positions, encode
+from features.dates import as_of_timestamps
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import (
     activity_counts,
     as_of_grid,
-    as_of_timestamps,
     event_state,
     snapshot_positions,
     state_at,

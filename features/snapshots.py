@@ -24,26 +24,14 @@ from features.asof import (
     shifted,
     take,
 )
+from features.dates import as_of_timestamps
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
-DAY = pd.Timedelta(days=1)  # the one day constant: time spans in features and analytics are float days
 # running state carried by every prepared event row and picked up by one as-of search
 STATE_COLUMNS = ["stage_index", "stage_entered_at", "stage_changes", "stage_regressions",
                  "furthest_stage_index", "event_amount", "first_amount", "amount_changes",
                  "expected_close_date", "close_date_pushes", "close_date_days_pushed"]
-
-
-def as_of_timestamps(as_of) -> pd.DatetimeIndex:
-    """A timestamp or a sequence of them -> sorted unique tz-naive UTC `datetime64[us]`."""
-    values = list(as_of) if pd.api.types.is_list_like(as_of) else [as_of]
-    try:
-        idx = pd.DatetimeIndex(pd.to_datetime(values, utc=True, format="mixed"))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"as-of dates must be dates (YYYY-MM-DD): {exc}") from None
-    if idx.isna().any() or len(idx) == 0:
-        raise ValueError("as-of dates must be non-empty and must not contain NaT: give YYYY-MM-DD dates")
-    return idx.tz_localize(None).astype(TIMESTAMP_DTYPE).unique().sort_values()
 
 
 def as_of_grid(data: CanonicalData, freq: str = "W-MON", start=None, end=None) -> pd.DatetimeIndex:

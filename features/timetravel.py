@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import event_arrays
+from features.dates import parse_as_of
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import event_state, state_at
@@ -27,7 +28,7 @@ def truncate_at(data: CanonicalData, at) -> CanonicalData:
     the only value there is. deals.stage (a current-stage snapshot) becomes the last
     stage entered by `at` when there is a stage history.
     """
-    at = _timestamp(at)
+    at = parse_as_of(at, "cut-off date")
     if data.meta.static:
         raise NotEnoughData("a static lead export has no dates, so it cannot be cut at a date")
     deals = data.deals.loc[data.deals["created_at"] <= at].copy()
@@ -42,16 +43,6 @@ def truncate_at(data: CanonicalData, at) -> CanonicalData:
     meta = replace(data.meta, data_end=at)
     return CanonicalData(deals=deals.reset_index(drop=True), meta=meta, stage_events=events,
                          activities=activities, accounts=data.accounts)
-
-
-def _timestamp(at) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(at)
-    except (ValueError, TypeError):
-        raise NotEnoughData(f"'{at}' is not a date: use YYYY-MM-DD") from None
-    if ts is pd.NaT:
-        raise NotEnoughData("the cut-off date is empty: use YYYY-MM-DD")
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
 def _clip(table: pd.DataFrame | None, time_col: str, at: pd.Timestamp, ids: pd.Series) -> pd.DataFrame | None:

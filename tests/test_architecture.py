@@ -27,9 +27,7 @@ KNOWN_CYCLES: list[set[str]] = [
 KNOWN_LONG_MODULES: set[str] = {  # issue 11, item 7 and the other slices
     "training.models",  # models vs their LightGBM fast path
     "features.schema",  # contract vs validation
-    "features.snapshots",  # the point-in-time engine and its as-of helpers
     "features.build",
-    "features.report",
 }
 
 

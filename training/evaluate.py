@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from features.jsonsafe import finite_or_none
+
 LOG_LOSS_EPS = 1e-15
 
 
@@ -22,14 +24,6 @@ def _arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
     if y.shape != p.shape:
         raise ValueError(f"y has {y.size} values but p has {p.size}: score the same rows you label")
     return y, p
-
-
-def _safe(value) -> float | None:
-    """A JSON-safe number: None for NaN/inf/undefined."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _two_classes(y: np.ndarray) -> bool:
@@ -121,13 +115,13 @@ def lift_top_decile(y, p, fraction: float = 0.1) -> float:
 
 def _binary_metrics(y: np.ndarray, p: np.ndarray, base_rate: float) -> dict:
     return {
-        "auc": _safe(roc_auc(y, p)),
-        "pr_auc": _safe(pr_auc(y, p)),
-        "brier": _safe(brier(y, p)),
-        "brier_skill": _safe(brier_skill(y, p, base_rate)),
-        "log_loss": _safe(log_loss(y, p)),
-        "ece": _safe(expected_calibration_error(y, p)),
-        "lift_top_decile": _safe(lift_top_decile(y, p)),
+        "auc": finite_or_none(roc_auc(y, p)),
+        "pr_auc": finite_or_none(pr_auc(y, p)),
+        "brier": finite_or_none(brier(y, p)),
+        "brier_skill": finite_or_none(brier_skill(y, p, base_rate)),
+        "log_loss": finite_or_none(log_loss(y, p)),
+        "ece": finite_or_none(expected_calibration_error(y, p)),
+        "lift_top_decile": finite_or_none(lift_top_decile(y, p)),
         "n": int(y.size),
         "positives": int(y.sum()),
     }

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from features.analytics.funnel import ratio, stat, won_deals
-from features.analytics.state import DAY, PipelineState, amount_at, days
+from features.analytics.state import PipelineState, amount_at, days
+from features.dates import DAY
 from features.winrates import closed_win_rate
 
 HISTORY_DAYS = 365  # win rate, deal size and cycle for velocity: closes in the trailing year

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.analytics.state import DAY, PipelineState, days, lookup
+from features.analytics.state import PipelineState, days, lookup
+from features.dates import DAY
 from features.winrates import closed_win_rate
 
 QUANTILES = {"median_days": 0.5, "p75_days": 0.75, "p90_days": 0.9}

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from features.analytics.funnel import completed_spells, stat
-from features.analytics.state import DAY, PipelineState, amount_at, days, lookup
+from features.analytics.state import PipelineState, amount_at, days, lookup
+from features.dates import DAY
 from features.winrates import won_within_rate
 
 COHORT_AGES = (30, 60, 90)

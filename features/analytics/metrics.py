@@ -1,16 +1,16 @@
 """`pipeline_metrics`: every pipeline metric at an as-of date, in total and per group, as plain JSON."""
 from __future__ import annotations
 
-import math
 
-import numpy as np
 import pandas as pd
 
 import features.analytics.flow as flow
 import features.analytics.funnel as funnel
 import features.analytics.health as health
 from features.analytics.state import PipelineState, build_state
+from features.dates import parse_as_of
 from features.errors import LeadscoreError
+from features.jsonsafe import json_safe
 from features.schema import DEAL_CATEGORICAL, CanonicalData
 from features.winrates import closed_win_rate, definition, won_within_rate
 
@@ -22,18 +22,6 @@ def group_columns(data: CanonicalData) -> list[str]:
     """Deal columns a pipeline can be grouped by: the standard categoricals and declared categorical attributes."""
     declared = [n for n, kind in data.meta.attributes.items() if kind != "numeric"]
     return [c for c in dict.fromkeys(DEAL_CATEGORICAL + declared) if c in data.deals.columns and c != "account_id"]
-
-
-def parse_as_of(as_of, data: CanonicalData) -> pd.Timestamp:
-    if as_of is None:
-        return pd.Timestamp(data.data_end)
-    try:
-        t = pd.Timestamp(as_of)
-    except (ValueError, TypeError):
-        raise LeadscoreError(f"as_of '{as_of}' is not a date: use YYYY-MM-DD") from None
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t
 
 
 def definitions(static: bool) -> dict[str, str]:
@@ -64,8 +52,8 @@ def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, ta
     head = {"dataset": data.meta.name, "group_by": group_by, "static": data.meta.static,
             "stages": list(data.meta.stages)}
     if data.meta.static:  # no dates: as_of cannot select anything
-        return clean_json({"as_of": None, **head, **static_metrics(data, group_by), "definitions": definitions(True)})
-    as_of = parse_as_of(as_of, data)
+        return json_safe({"as_of": None, **head, **static_metrics(data, group_by), "definitions": definitions(True)})
+    as_of = data.data_end if as_of is None else parse_as_of(as_of)
     head = {"as_of": as_of.isoformat(), **head}
     params = {"target": target, "stall_days_without_activity": stall_days_without_activity,
               "window_days": window_days}
@@ -81,7 +69,7 @@ def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, ta
         out["groups"] = [{"group": str(g), **_metrics(state.subset(keys == g), None, stall_days_without_activity,
                                                        window_days, thresholds, extra)}
                          for g in sorted(keys.unique())]
-    return clean_json(out)
+    return json_safe(out)
 
 
 def _metrics(state: PipelineState, target, stall_days: int, window_days: int, thresholds: dict,
@@ -115,20 +103,3 @@ def static_metrics(data: CanonicalData, group_by: str | None) -> dict:
             "groups": [{"group": r["value"], **r} for r in attrs[group_by]] if group_by else None}
 
 
-def clean_json(x):
-    """numpy scalars -> Python, NaN/inf -> None, timestamps -> ISO strings, recursively."""
-    if isinstance(x, dict):
-        return {str(k): clean_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [clean_json(v) for v in x]
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer, int)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, pd.Timestamp):
-        return None if pd.isna(x) else x.isoformat()
-    if x is pd.NA or x is pd.NaT or x is None:
-        return None
-    return x if isinstance(x, str) else str(x)

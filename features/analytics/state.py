@@ -18,8 +18,9 @@ import pandas as pd
 
 from features.arrays import event_arrays
 from features.asof import asof_index
+from features.dates import DAY
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
-from features.snapshots import DAY, event_state, stage_spells, state_at
+from features.snapshots import event_state, stage_spells, state_at
 
 SPELL_EXITS = ("advanced", "regressed", "won", "lost", "open")
 

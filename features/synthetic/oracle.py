@@ -15,11 +15,17 @@ import pandas as pd
 from scipy import special
 
 from features.dataset import read_truth
+from features.dates import DAY
 from features.errors import DatasetNotFound
 from features.schema import CanonicalData
-from features.snapshots import DAY, deals_at
+from features.snapshots import deals_at
 from features.synthetic.params import ADVANCE, LOST, N_STAGES, REGRESS, GeneratorParams
-from features.synthetic.process import absorption_probability, dwell_scale, exit_probabilities, quarter_starts
+from features.synthetic.process import (
+    absorption_probability,
+    dwell_scale,
+    exit_probabilities,
+    quarter_starts,
+)
 
 
 def load_truth(data_dir: str | Path) -> pd.DataFrame:

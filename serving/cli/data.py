@@ -7,7 +7,7 @@ from typing import Optional
 import pandas as pd
 import typer
 
-from features.errors import LeadscoreError
+from features.dates import as_of_timestamps
 from serving.cli.console import console
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
 
@@ -56,16 +56,8 @@ def ingest(
 
 
 def parse_dates_option(value: str) -> list[pd.Timestamp]:
-    """'2024-01-01,2024-02-01' -> timestamps, with a readable error."""
-    out = []
-    for part in [p.strip() for p in value.split(",") if p.strip()]:
-        try:
-            out.append(pd.Timestamp(part))
-        except (ValueError, TypeError):
-            raise LeadscoreError(f"--as-of: '{part}' is not a date (use YYYY-MM-DD)") from None
-    if not out:
-        raise LeadscoreError("--as-of: give at least one date (YYYY-MM-DD[,YYYY-MM-DD...])")
-    return out
+    """'2024-01-01,2024-02-01' -> timestamps, with a one-line error naming --as-of."""
+    return list(as_of_timestamps([p for p in value.split(",") if p.strip()], "--as-of"))
 
 
 def features(

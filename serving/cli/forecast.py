@@ -111,7 +111,7 @@ def backtest(
     log: bool = typer.Option(True, "--log/--no-log", help="Log the backtest and its chart to MLflow."),
 ) -> None:
     """Replay past period starts: model vs baselines (and the oracle on generated data)."""
-    from features.analytics.metrics import clean_json
+    from features.jsonsafe import json_safe
     from features.dataset import read_dataset
     from features.synthetic import load_truth
     from training.forecast.backtest import backtest as run_backtest
@@ -122,7 +122,7 @@ def backtest(
     dataset = read_dataset(data)
     truth = load_truth(data) if (data / "truth" / "truth.parquet").exists() else None  # generated: the oracle too
     with progress_steps(total=origins + 2) as step:
-        result = clean_json(run_backtest(dataset, freq, origins, truth=truth,
+        result = json_safe(run_backtest(dataset, freq, origins, truth=truth,
                                          config=ForecastConfig(n_sims=sims, seed=seed), oracle_sims=300, step=step))
     write_output(result, out)
     if log:

@@ -4,13 +4,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from histories import DATA_END, STAGES, make_data, random_as_of, random_history, spells_oracle, state_oracle
+from histories import (
+    DATA_END,
+    STAGES,
+    make_data,
+    random_as_of,
+    random_history,
+    spells_oracle,
+    state_oracle,
+)
 
+from features.analytics.state import build_state
+from features.arrays import event_arrays
+from features.dates import as_of_timestamps
 from features.errors import NotEnoughData, SchemaError
 from features.schema import CanonicalData, DatasetMeta
-from features.arrays import event_arrays
-from features.analytics.state import build_state
-from features.snapshots import as_of_grid, as_of_timestamps, deals_at, event_state, snapshot_positions, state_at
+from features.snapshots import (
+    as_of_grid,
+    deals_at,
+    event_state,
+    snapshot_positions,
+    state_at,
+)
 
 
 def open_pairs(deals: pd.DataFrame, as_of) -> list[tuple]:
@@ -58,17 +73,6 @@ def test_as_of_grid_refuses_static_data_and_empty_ranges():
         as_of_grid(static)
     with pytest.raises(NotEnoughData, match="widen"):
         as_of_grid(random_history(1), start="2024-03-05", end="2024-03-06")
-
-
-def test_as_of_timestamps_sorts_dedupes_and_explains_bad_input():
-    got = as_of_timestamps(["2024-02-01", "2024-01-01", "2024-02-01"])
-    assert list(got) == [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")]
-    assert list(as_of_timestamps(pd.Timestamp("2024-01-01T05:00", tz="Europe/Paris"))) == \
-        [pd.Timestamp("2024-01-01T04:00")]  # tz-aware -> naive UTC
-    with pytest.raises(ValueError, match="YYYY-MM-DD"):
-        as_of_timestamps(["not a date"])
-    with pytest.raises(ValueError, match="NaT"):
-        as_of_timestamps([pd.NaT])
 
 
 def _one_deal(events: list[tuple]) -> CanonicalData:

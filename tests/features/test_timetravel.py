@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from features.build import FeatureBuilder
-from features.errors import NotEnoughData
+from features.dates import InvalidDate
 from features.timetravel import truncate_at
 
 AT = pd.Timestamp("2024-03-15 12:00")
@@ -70,5 +70,5 @@ def test_features_at_or_before_the_cut_are_identical(data):
 
 
 def test_bad_cut_date_is_a_clear_error(data):
-    with pytest.raises(NotEnoughData, match="not a date"):
+    with pytest.raises(InvalidDate, match="cut-off date: .* is not a date"):
         truncate_at(data, "yesterday-ish")

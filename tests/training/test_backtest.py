@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.analytics.metrics import clean_json
+from features.jsonsafe import json_safe
 from features.errors import NotEnoughData
 from features.timetravel import truncate_at
 from training.forecast.backtest import _naive, backtest, backtest_origins, metrics, stage_win_rates, weighted_pipeline
@@ -37,7 +37,7 @@ def test_summary_has_the_required_keys(result):
         assert {"wape", "bias", "coverage_p10_p90", "pinball"} <= set(block)
     assert set(s["baselines"]) == {"weighted_pipeline", "run_rate_3", "seasonal_naive"}
     assert len(result["rows"]) == 4 and "reuse" in result["strategy"]
-    json.dumps(clean_json(result))  # serialisable as the backtest command writes it
+    json.dumps(json_safe(result))  # serialisable as the backtest command writes it
 
 
 def test_oracle_beats_the_naive_baselines(result):

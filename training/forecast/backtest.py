@@ -29,6 +29,7 @@ from features.errors import NotEnoughData
 from features.schema import CanonicalData
 from features.snapshots import deals_at
 from features.timetravel import truncate_at
+from features.winrates import stage_reach_win_rate
 from training.forecast.bookings import BookingRule, realised_bookings
 from training.forecast.config import ForecastConfig
 from training.forecast.core import forecast
@@ -174,15 +175,13 @@ def weighted_pipeline(known: CanonicalData, origin: pd.Timestamp, end: pd.Timest
 
 
 def stage_win_rates(known: CanonicalData) -> pd.Series:
-    """Win rate per stage, as known: among the closed deals (won or lost) that reached the
-    stage (entered it at any time; every deal reached the first stage), the share won."""
+    """`features.winrates.stage_reach_win_rate` of the deals as known at the origin."""
     d = known.deals
     ev = known.stage_events
     first = pd.DataFrame({"deal_id": d["deal_id"], "stage": known.meta.stages[0]})
     reached = pd.concat([ev[["deal_id", "stage"]], first]) if ev is not None and len(ev) else first
     closed = d.loc[d["outcome"].isin(["won", "lost"]), ["deal_id", "outcome"]]
-    return reached.drop_duplicates().merge(closed, on="deal_id").groupby("stage")["outcome"].apply(
-        lambda o: (o == "won").mean())
+    return stage_reach_win_rate(reached, closed)
 
 
 def _due(known: CanonicalData, state: pd.DataFrame, origin: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:

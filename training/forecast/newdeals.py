@@ -24,10 +24,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from features.dates import DAY
 from features.errors import NotEnoughData
 from features.schema import CanonicalData
 from training.forecast.bookings import BookingRule, booking_rule
-from training.forecast.periods import DAY
 
 ALL = "(all)"
 MIN_HISTORY_DAYS = 28

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from features.dates import parse_as_of
 from features.errors import LeadscoreError, NotEnoughData
 from features.schema import CanonicalData
 
-DAY = pd.Timedelta(days=1)
 FREQS = {"month": "M", "quarter": "Q"}
 
 
@@ -42,10 +42,7 @@ def position(start: pd.Timestamp, freq: str) -> int:
 
 def check_as_of(data: CanonicalData, as_of) -> pd.Timestamp:
     """`as_of` as a timestamp inside the data's dates, or a clear error."""
-    try:
-        as_of = pd.Timestamp(as_of)
-    except (ValueError, TypeError):
-        raise LeadscoreError(f"--as-of '{as_of}' is not a date: use YYYY-MM-DD") from None
+    as_of = parse_as_of(as_of)
     first, end = data.deals["created_at"].min(), data.data_end
     if data.meta.static:
         raise NotEnoughData("a static lead export has no dates: a revenue forecast needs created/closed dates")

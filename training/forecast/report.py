@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from features.analytics.metrics import clean_json
+from features.jsonsafe import json_safe
 from training.forecast.core import Forecast
 from training.forecast.outlook import Outlook
 
@@ -39,7 +39,7 @@ def forecast_dict(result: Outlook) -> dict:
            "targets": None if result.targets is None else result.targets.table.to_dict("records")}
     if result.targets is not None:
         out["target_definitions"] = result.targets.definitions()
-    return clean_json(out)
+    return json_safe(out)
 
 
 def forecast_table(result: Outlook) -> pd.DataFrame:

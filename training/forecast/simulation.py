@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
+from features.dates import DAY
 from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import ALL, NewDealModel
-from training.forecast.periods import DAY
 from training.forecast.valuation import LOGQ
 from training.models import lognormal_params
 

@@ -11,11 +11,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from features.dates import DAY
 from features.errors import NotEnoughData
 from features.schema import CanonicalData
 from training.forecast.bookings import BookingRule, booking_rule
 from training.forecast.newdeals import ALL
-from training.forecast.periods import DAY
 from training.models import cdf_won_by
 
 LOGQ = ["log_close_days_p10", "log_close_days_p50", "log_close_days_p90"]
