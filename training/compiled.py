@@ -4,8 +4,9 @@ a request needs, built once when the service (or the MLflow pyfunc model) loads 
 The predictor holds learned state only and pickles as it is. What a request looks up
 (booster codes of the categories, category texts for explanations, the close model's path
 attribution table, the feature builder's category dicts and history search indexes) is
-derived from that state here, once, instead of in caches hidden in the domain classes; `warm` then scores one made-up deal so the first real request finds
-everything imported and built.
+derived from that state here, once, instead of in caches hidden in the domain classes;
+`warm` then scores one made-up deal so the first real request finds everything imported
+and built.
 
     request deals -> features.payload.payload_arrays -> CompiledPredictor.score_arrays
         -> FeatureBuilder.columns (features) -> float matrix -> LeadScorePredictor.outputs

@@ -82,7 +82,8 @@ class LeadScorePredictor:
     def outputs(self, deal_id: np.ndarray, as_of: np.ndarray, M, X, method: str = "path",
                  attribution: PathAttribution | None = None) -> dict[str, np.ndarray | list]:
         """Output columns from the model matrix M (`shared_matrix` of the features, or the
-        features themselves); explanations when X (features) is given (`attribution`: the close model's path attribution table, when the caller keeps one)."""
+        features themselves); explanations when X (features) is given (`attribution`: the
+        close model's path attribution table, when the caller keeps one)."""
         contributions = None  # the score and its factors in one pass where the model can
         if X is not None and self.explains(len(deal_id)):
             p, contributions = self.close_model.predict_proba_and_contributions(M, method, attribution)
