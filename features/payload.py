@@ -13,7 +13,6 @@ canonical tables it would be, with the validator's reason and detail: equivalenc
 """
 from __future__ import annotations
 
-import datetime as dt
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -21,12 +20,8 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import DealArrays, empty_events
+from features.payload_values import checked_times, child_numbers, numbers, strings
 from features.schema import DEAL_CATEGORICAL, TIMESTAMP_DTYPE, DatasetMeta, Reason
-
-UTC = dt.timezone.utc
-EPOCH = dt.datetime(1970, 1, 1)
-MICROSECOND = dt.timedelta(microseconds=1)
-NAT_INT = np.iinfo("int64").min  # NaT as int64
 
 
 @dataclass(frozen=True)
@@ -66,8 +61,25 @@ def payload_arrays(records: list[dict], meta: DatasetMeta) -> CheckedPayload:
     to open deals, row by row in plain Python (see the module docstring)."""
     stages = {s: i for i, s in enumerate(meta.stages)}
     deals = _DealChecks(records)
-    created, bad_created = _checked_times([r.get("created_at") for r in records])
-    amount, bad_amount = _numbers([r.get("amount") for r in records])
+    created, amount, fields = _checked_deal_fields(records, meta, stages, deals)
+    rejects = deals.rejects
+    events, event_facts = _payload_events(records, stages, created, deals.rejected, rejects) if not meta.static \
+        else (empty_events(), (np.zeros(0, "int64"), np.zeros(0, TIMESTAMP_DTYPE)))
+    activities = _payload_activities(records, created, deals.rejected, rejects) if not meta.static else None
+    arrays = DealArrays(deal_id=np.array(deals.ids, dtype=object), created_at=created, amount=amount,
+                        fields=fields, events=events, activities=activities)
+    facts = {"created_at": (np.arange(len(records)), created), "stage_history": event_facts}
+    if activities is not None:
+        facts["activities"] = (activities["deal"], activities["occurred_at"])
+    return CheckedPayload(arrays=arrays, rejects=rejects, facts=facts)
+
+
+def _checked_deal_fields(records: list[dict], meta: DatasetMeta, stages: dict[str, int], deals: "_DealChecks"
+                         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(created_at, amount, category and attribute fields) of the deals, rejecting bad
+    ones in the validator's order of checks."""
+    created, bad_created = checked_times([r.get("created_at") for r in records])
+    amount, bad_amount = numbers([r.get("amount") for r in records])
     deals.reject(_missing_ids(deals.ids), Reason.MISSING_REQUIRED, "deal_id", lambda i: "deal_id")
     deals.reject(np.flatnonzero(bad_created), Reason.UNPARSEABLE_DATE, "created_at",
                  lambda i: f"created_at={records[i].get('created_at')}")
@@ -79,26 +91,17 @@ def payload_arrays(records: list[dict], meta: DatasetMeta) -> CheckedPayload:
     stage = [r.get("stage") for r in records]
     deals.reject([i for i, v in enumerate(stage) if v is not None and v not in stages], Reason.UNKNOWN_STAGE,
                  "stage", lambda i: f"stage={stage[i]}")
-    fields = {c: _strings([r.get(c) for r in records]) for c in DEAL_CATEGORICAL}
+    fields = {c: strings([r.get(c) for r in records]) for c in DEAL_CATEGORICAL}
     for name, kind in meta.attributes.items():
         values = [r.get(name) for r in records]
         if kind != "numeric":
-            fields[name] = _strings(values)
+            fields[name] = strings(values)
             continue
-        fields[name], bad = _numbers(values)
+        fields[name], bad = numbers(values)
         deals.reject(np.flatnonzero(bad), Reason.UNPARSEABLE_NUMBER, name, lambda i, v=values, k=name: f"{k}={v[i]}")
     deals.reject(_repeated_ids(deals.ids, deals.rejected), Reason.DUPLICATE_ID, "deal_id",
                  lambda i: f"deal_id={deals.ids[i]}")
-    rejects = deals.rejects
-    events, event_facts = _payload_events(records, stages, created, deals.rejected, rejects) if not meta.static \
-        else (empty_events(), (np.zeros(0, "int64"), np.zeros(0, TIMESTAMP_DTYPE)))
-    activities = _payload_activities(records, created, deals.rejected, rejects) if not meta.static else None
-    arrays = DealArrays(deal_id=np.array(deals.ids, dtype=object), created_at=created, amount=amount,
-                        fields=fields, events=events, activities=activities)
-    facts = {"created_at": (np.arange(len(records)), created), "stage_history": event_facts}
-    if activities is not None:
-        facts["activities"] = (activities["deal"], activities["occurred_at"])
-    return CheckedPayload(arrays=arrays, rejects=rejects, facts=facts)
+    return created, amount, fields
 
 
 class _DealChecks:
@@ -143,11 +146,11 @@ def _payload_events(records: list[dict], stages: dict[str, int], created: np.nda
     deal = [i for i, history in enumerate(histories) for _ in history]
     stage = [h.get("stage") for history in histories for h in history]
     entered = [h.get("entered_at") for history in histories for h in history]
-    amount, bad_amount = _child_numbers([h.get("amount") for history in histories for h in history])
+    amount, bad_amount = child_numbers([h.get("amount") for history in histories for h in history])
     ecd = [h.get("expected_close_date") for history in histories for h in history]
     deal_pos = np.array(deal, dtype="int64")
-    entered_at, bad_entered = _checked_times(entered)
-    expected_close, bad_ecd = _checked_times(ecd)
+    entered_at, bad_entered = checked_times(entered)
+    expected_close, bad_ecd = checked_times(ecd)
     codes = np.array([stages.get(s, -1) for s in stage], dtype="int64")
     checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id",
                lambda row: f"deal_id={records[deal[row]].get('deal_id')}"),
@@ -203,7 +206,7 @@ def _payload_activities(records: list[dict], created: np.ndarray, rejected: np.n
     deal = [i for i, items in enumerate(acts) for _ in items]
     occurred = [act.get("occurred_at") for items in acts for act in items]
     deal_pos = np.array(deal, dtype="int64")
-    occurred_at, bad = _checked_times(occurred)
+    occurred_at, bad = checked_times(occurred)
     checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id",
                lambda row: f"deal_id={records[deal[row]].get('deal_id')}"),
               (bad, Reason.UNPARSEABLE_DATE, "occurred_at", lambda row: f"occurred_at={occurred[row]}"),
@@ -212,84 +215,3 @@ def _payload_activities(records: list[dict], created: np.ndarray, rejected: np.n
                lambda row: f"occurred_at {pd.Timestamp(occurred_at[row])}")]
     _reject_children(rejects, "activities", "activities", deal, records, checks)
     return {"deal": deal_pos, "occurred_at": occurred_at}
-
-
-def _checked_times(values: list) -> tuple[np.ndarray, np.ndarray]:
-    """(times, unparseable) of datetimes, ISO 8601 text or None: `_times`, with text and
-    anything else parsed one by one only when there is some."""
-    try:
-        return _times(values), np.zeros(len(values), dtype=bool)
-    except (AttributeError, TypeError, ValueError, OverflowError):
-        pass
-    parsed = [_parse_time(v) for v in values]
-    bad = np.array([p is _BAD for p in parsed], dtype=bool)
-    return _times([None if p is _BAD else p for p in parsed]), bad
-
-
-_BAD = object()
-
-
-def _parse_time(value):
-    """A datetime (or None) from a payload value; _BAD when it is not one."""
-    if value is None or value is pd.NaT:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            value = dt.datetime.fromisoformat(text)
-        except ValueError:
-            return _BAD
-    if not isinstance(value, dt.datetime):
-        return _BAD
-    return pd.Timestamp(value).to_pydatetime() if isinstance(value, pd.Timestamp) else value
-
-
-def _times(values: list) -> np.ndarray:
-    """datetimes (aware ones converted to UTC) or None -> tz-naive datetime64[us]."""
-    naive = [v if v is None or v.tzinfo is None else v.astimezone(UTC).replace(tzinfo=None) for v in values]
-    if len(naive) > 64:  # pandas converts a long list ~20x faster than numpy, a short one slower
-        return pd.DatetimeIndex(naive).as_unit("us").to_numpy(dtype=TIMESTAMP_DTYPE)
-    return np.fromiter((NAT_INT if v is None else (v - EPOCH) // MICROSECOND for v in naive), "int64",
-                       len(naive)).view(TIMESTAMP_DTYPE)
-
-
-def _strings(values: list) -> np.ndarray:
-    """Category values as text, as `astype("string")` writes them."""
-    return np.array([v if v is None or isinstance(v, str) else str(v) for v in values], dtype=object)
-
-
-def _child_numbers(values: list) -> tuple[np.ndarray, np.ndarray]:
-    """`_numbers` of the many child rows of a request, without looking for text first:
-    stage history amounts come as numbers (the request schema) or copy the deal's amount,
-    checked with the deal."""
-    try:
-        return np.array(values, dtype="float64"), np.zeros(len(values), dtype=bool)
-    except (TypeError, ValueError):
-        return _numbers(values)
-
-
-def _numbers(values: list) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values, bad) of numbers, numeric text or None/empty; NaN where missing or bad."""
-    if str not in set(map(type, values)):  # the usual case: numbers and None
-        try:
-            return np.array(values, dtype="float64"), np.zeros(len(values), dtype=bool)
-        except (TypeError, ValueError):
-            pass
-    out = np.full(len(values), np.nan)
-    bad = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        if isinstance(v, (bool, int, float)):
-            out[i] = float(v)
-            continue
-        text = str(v).strip()
-        if not text:
-            continue
-        try:
-            out[i] = float(text) if "_" not in text else float("x")
-        except ValueError:
-            bad[i] = True
-    return out, bad
