@@ -81,13 +81,13 @@ def _checked_deal_fields(records: list[dict], meta: DatasetMeta, stages: dict[st
     created, bad_created = checked_times([r.get("created_at") for r in records])
     amount, bad_amount = numbers([r.get("amount") for r in records])
     deals.reject(_missing_ids(deals.ids), Reason.MISSING_REQUIRED, "deal_id", lambda i: "deal_id")
-    deals.reject(np.flatnonzero(bad_created), Reason.UNPARSEABLE_DATE, "created_at",
+    deals.reject(bad_created, Reason.UNPARSEABLE_DATE, "created_at",
                  lambda i: f"created_at={records[i].get('created_at')}")
     if not meta.static:
-        deals.reject(np.flatnonzero(np.isnat(created)), Reason.MISSING_REQUIRED, "created_at", lambda i: "created_at")
-    deals.reject(np.flatnonzero(bad_amount), Reason.UNPARSEABLE_NUMBER, "amount",
+        deals.reject(np.isnat(created), Reason.MISSING_REQUIRED, "created_at", lambda i: "created_at")
+    deals.reject(bad_amount, Reason.UNPARSEABLE_NUMBER, "amount",
                  lambda i: f"amount={records[i].get('amount')}")
-    deals.reject(np.flatnonzero(amount < 0), Reason.NEGATIVE_AMOUNT, "amount", lambda i: f"amount={amount[i]}")
+    deals.reject(amount < 0, Reason.NEGATIVE_AMOUNT, "amount", lambda i: f"amount={amount[i]}")
     stage = [r.get("stage") for r in records]
     deals.reject([i for i, v in enumerate(stage) if v is not None and v not in stages], Reason.UNKNOWN_STAGE,
                  "stage", lambda i: f"stage={stage[i]}")
@@ -98,7 +98,7 @@ def _checked_deal_fields(records: list[dict], meta: DatasetMeta, stages: dict[st
             fields[name] = strings(values)
             continue
         fields[name], bad = numbers(values)
-        deals.reject(np.flatnonzero(bad), Reason.UNPARSEABLE_NUMBER, name, lambda i, v=values, k=name: f"{k}={v[i]}")
+        deals.reject(bad, Reason.UNPARSEABLE_NUMBER, name, lambda i, v=values, k=name: f"{k}={v[i]}")
     deals.reject(_repeated_ids(deals.ids, deals.rejected), Reason.DUPLICATE_ID, "deal_id",
                  lambda i: f"deal_id={deals.ids[i]}")
     return created, amount, fields
@@ -112,7 +112,12 @@ class _DealChecks:
         self.rejected = np.zeros(len(records), dtype=bool)
         self.rejects: list[PayloadReject] = []
 
-    def reject(self, rows, reason: str, field: str, detail) -> None:
+    def reject(self, rows: np.ndarray | list[int], reason: str, field: str, detail) -> None:
+        """Reject `rows` (positions, or a mask) not rejected yet for `reason`."""
+        if isinstance(rows, np.ndarray) and rows.dtype == bool:
+            if not rows.any():  # the usual case, in a microsecond
+                return
+            rows = np.flatnonzero(rows)
         for i in rows:  # rejects are few, usually none
             i = int(i)
             if not self.rejected[i]:
@@ -121,6 +126,8 @@ class _DealChecks:
 
 
 def _missing_ids(ids: list) -> list[int]:
+    if set(map(type, ids)) <= {str} and all(map(str.strip, ids)):  # the usual case, in C
+        return []
     return [i for i, v in enumerate(ids) if not isinstance(v, str) or not v.strip()]
 
 
@@ -181,6 +188,8 @@ def _reject_children(rejects: list[PayloadReject], table: str, nested: str, deal
         return
     flagged = np.zeros(len(deal), dtype=bool)
     for mask, reason, field, detail in checks:
+        if not mask.any():  # the usual case, in a microsecond
+            continue
         for row in np.flatnonzero(mask & ~flagged).tolist():  # rejects are few, usually none
             flagged[row] = True
             i = deal[row]
