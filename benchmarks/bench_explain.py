@@ -27,7 +27,7 @@ from scipy.stats import rankdata
 from benchmarks.results import record
 from features.dataset import read_dataset
 from serving.loader import ServingConfig, load_predictor
-from training.models import shared_matrix
+from training.lightgbm_fast import shared_matrix
 
 
 def best_ms(fn, repeat: int, number: int) -> float:
@@ -57,15 +57,15 @@ def as_arrays(X: pd.DataFrame) -> dict[str, np.ndarray]:
                 if isinstance(X[c].dtype, pd.CategoricalDtype) else X[c].to_numpy(dtype=float)) for c in X.columns}
 
 
-def timings(predictor, X: pd.DataFrame, n: int) -> dict[str, float]:
+def timings(predictor, table, X: pd.DataFrame, n: int) -> dict[str, float]:
     model, explainer = predictor.close_model, predictor.explainer
     rows = X.iloc[:n].reset_index(drop=True)
     M = shared_matrix(rows, predictor.close_model, predictor.time_model)
     arrays = as_arrays(rows)
-    contrib = model.contributions(M)
+    contrib = model.contributions(M, attribution=table)
     repeat, number = (7, 200) if n == 1 else (7, 5)
     out = {"predict": best_ms(lambda: model.predict_raw(M), repeat, number),
-           "path": best_ms(lambda: model.contributions(M), repeat, number),
+           "path": best_ms(lambda: model.contributions(M, attribution=table), repeat, number),
            "shap": best_ms(lambda: model.contributions(M, method="shap"), 3 if n > 1 else repeat,
                            1 if n > 1 else number),
            "explain frame": best_ms(lambda: explainer.explain(rows, contrib), repeat, number),
@@ -123,23 +123,24 @@ def main(argv: list[str] | None = None) -> None:
     X = feature_rows(predictor, data, args.min_rows)
     model = predictor.close_model
     start = time.perf_counter()
-    model.warm()
+    attribution = model.path_attribution()
     warm_ms = (time.perf_counter() - start) * 1000
-    table = model.warm().leaf_matrix_
+    table = attribution.leaf_matrix_
     lines = [f"Champion version {version}: {model.best_iteration_} trees, {len(predictor.feature_names)} features; "
              f"path table {table.shape[0]:,} leaves x {table.shape[1]} columns, {table.nnz:,} non-zeros, "
-             f"built in {warm_ms:.0f} ms (`warm()`, once per process).", "",
+             f"built in {warm_ms:.0f} ms (`path_attribution()`, once per process: "
+             f"`training.compiled.CompiledPredictor`).", "",
              "| rows | predict ms | path ms | shap ms | shap / path | path / predict | explain dict ms "
              "| explain frame ms | explain dict / predict | explain dict, gc frozen ms | explain frame, gc frozen ms |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in (1, 1000):
-        t = timings(predictor, X, n)
+        t = timings(predictor, attribution, X, n)
         lines.append(f"| {n:,} | {t['predict']:.3f} | {t['path']:.3f} | {t['shap']:.2f} | {t['shap'] / t['path']:.0f}x "
                      f"| {t['path'] / t['predict']:.2f} | {t['explain dict']:.3f} | {t['explain frame']:.3f} "
                      f"| {t['explain dict'] / t['predict']:.2f} | {t['explain dict, gc frozen']:.3f} "
                      f"| {t['explain frame, gc frozen']:.3f} |")
     M = shared_matrix(X, predictor.close_model, predictor.time_model)
-    quality = agreement(model.contributions(M), model.contributions(M, method="shap"))
+    quality = agreement(model.contributions(M, attribution=attribution), model.contributions(M, method="shap"))
     lines += ["", f"Agreement of path attribution with exact SHAP on {len(X):,} feature rows of open deals "
               f"(as-of dates 30 days apart from the data end):", "", "| measure | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4g} |" if "max" in k else f"| {k} | {v:.3f} |" for k, v in quality.items()]

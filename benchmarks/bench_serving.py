@@ -34,7 +34,7 @@ import psutil
 
 from benchmarks.results import record
 from features.dataset import read_dataset
-from features.payload import payload_records
+from tests.payloads import payload_records
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 32

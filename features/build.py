@@ -13,10 +13,11 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from features import history as hist
-from features.arrays import DealArrays, deal_positions, encode
+from features.arrays import DealArrays, deal_positions
 from features.dates import as_of_timestamps
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
+from features.lookups import FeatureLookups
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import (
     activity_counts,
@@ -158,17 +159,25 @@ class FeatureBuilder:
         out = {col: False for col in [*self.raw_categoricals_, *self.group_columns_]}
         return {**out, **{attr: kind == "numeric" for attr, kind in self.attributes_.items()}}
 
-    def columns(self, arrays: DealArrays, pos: np.ndarray, at: np.ndarray) -> dict[str, np.ndarray]:
+    def lookups(self, with_codes: bool = True) -> FeatureLookups:
+        """The search structures `columns` reads (see features/lookups.py)."""
+        self._check_fitted()
+        return FeatureLookups.of(self.categories_, self.history_, self.group_columns_, with_codes)
+
+    def columns(self, arrays: DealArrays, pos: np.ndarray, at: np.ndarray,
+                lookups: FeatureLookups | None = None) -> dict[str, np.ndarray]:
         """Features of (deal position, as-of) rows as arrays, in `feature_names_` order.
         Categorical features are int64 codes of `categories_` (-1: missing or unseen).
-        Training and serving both come here; only how `arrays` is made differs."""
+        Training and serving both come here; only how `arrays` is made differs (and
+        serving passes the `lookups` it keeps)."""
+        lookups = lookups or self.lookups(with_codes=False)
         if self.static_:
-            return self._deal_columns(arrays, pos)
+            return self._deal_columns(arrays, pos, lookups)
         state = state_at(pos, at, event_state(arrays.created_at, arrays.events, len(self.stages_)))
-        cols = {**self._stage_features(state, arrays, pos, at), **_amount_features(state, arrays, pos),
+        cols = {**self._stage_features(state, arrays, pos, at, lookups), **_amount_features(state, arrays, pos),
                 **_close_date_features(state, at), **self._activity_features(arrays, pos, at),
-                **self._history_features(arrays, pos, at), **_calendar_features(at),
-                **self._deal_columns(arrays, pos)}
+                **self._history_features(arrays, pos, at, lookups), **_calendar_features(at),
+                **self._deal_columns(arrays, pos, lookups)}
         return {name: cols[name] for name in self.feature_names_}
 
     def _frame(self, arrays: DealArrays, pos: np.ndarray, at: np.ndarray) -> pd.DataFrame:
@@ -197,10 +206,10 @@ class FeatureBuilder:
             raise NotFittedError("FeatureBuilder is not fitted: call fit(data) first")
 
     # ---- feature groups -----------------------------------------------------------
-    def _stage_features(self, state: dict, arrays: DealArrays, pos, at) -> dict:
+    def _stage_features(self, state: dict, arrays: DealArrays, pos, at, lookups: FeatureLookups) -> dict:
         stage = state["stage_index"]
         days_in_stage = _days(at - state["stage_entered_at"])
-        dwell = hist.lookup(self.history_.dwell, stage.astype("int64"), at, strict=True)
+        dwell = hist.lookup(lookups.dwell, stage.astype("int64"), at, strict=True)
         mean_dwell = dwell["dwell_days"] / dwell["spells"]
         return {"stage": stage.astype("int64"), "stage_index": stage,
                 "furthest_stage_index": state["furthest_stage_index"],
@@ -222,12 +231,12 @@ class FeatureBuilder:
             return {n: np.where(known, counts[n], np.nan) for n in names}
         return {n: counts[n] for n in names}
 
-    def _history_features(self, arrays: DealArrays, pos, at) -> dict:
-        h, n, s = self.history_, len(pos), self.smoothing
+    def _history_features(self, arrays: DealArrays, pos, at, lookups: FeatureLookups) -> dict:
+        n, s = len(pos), self.smoothing
         # one row per grouping column, one column per snapshot row: each step below is one numpy call
-        codes = np.array([h.groups[col].codes(arrays.fields.get(col), len(arrays))[pos]
+        codes = np.array([lookups.groups[col].encode(arrays.fields.get(col), len(arrays))[pos]
                           for col in self.group_columns_], dtype="int64").reshape(len(self.group_columns_), n)
-        outcomes, found = hist.lookup_groups(h, self.group_columns_, list(codes), at)
+        outcomes, found = hist.lookup_groups(lookups.outcomes, list(codes), at)
         total = _known_only(outcomes, np.zeros(n, "int64"))
         prior = laplace_win_rate(total["won"], total["lost"])
         past = _known_only(found, codes)
@@ -243,21 +252,21 @@ class FeatureBuilder:
                 out["account_prior_wins"], out["account_prior_losses"] = won[i], lost[i]
             if col == "owner":
                 out["owner_avg_won_amount"] = past["won_amount"][i] / np.where(won[i] > 0, won[i], np.nan)
-                load = hist.lookup(h.open_load, codes[i], at, strict=False)
+                load = hist.lookup(lookups.open_load, codes[i], at, strict=False)
                 out["owner_open_deals"] = _known_only(load, codes[i])["open_deals"]
         return out
 
-    def _deal_columns(self, arrays: DealArrays, pos) -> dict:
+    def _deal_columns(self, arrays: DealArrays, pos, lookups: FeatureLookups) -> dict:
         """Raw categorical columns (as codes) and declared attributes (known at creation)."""
         out = {}
         for col in self.raw_categoricals_:
-            out[col] = encode(self.categories_[col], arrays.fields.get(col), len(arrays))[pos]
+            out[col] = lookups.categories[col].encode(arrays.fields.get(col), len(arrays))[pos]
         for attr, name in self.attribute_features_.items():
             values = arrays.fields.get(attr)
             if self.attributes_[attr] == "numeric":
                 out[name] = np.full(len(pos), np.nan) if values is None else values[pos]
             else:
-                out[name] = encode(self.categories_[name], values, len(arrays))[pos]
+                out[name] = lookups.categories[name].encode(values, len(arrays))[pos]
         return out
 
 

@@ -2,10 +2,11 @@
 
 `fit_history` builds cumulative tables ordered by the time each fact became known
 (closed_at for outcomes, the spell end for stage dwell, created/closed for open load);
-`lookup` reads them as of T (an as-of join, see `features.asof.asof_positions`;
-each table keeps its half of that search, so a one-deal lookup costs two binary searches),
-so an aggregate at T only ever sees deals closed strictly before T. The tables are small and picklable: the served model
-carries them and applies the same lookup to a one-deal payload.
+`lookup` reads them as of T (an as-of join, see `features.asof.asof_positions`; a
+table's `TableIndex` keeps its half of that search, so a one-deal lookup costs two binary
+searches), so an aggregate at T only ever sees deals closed strictly before T. The tables
+are small and picklable: the served model carries them and applies the same lookup to a
+one-deal payload (with the search indexes built once, `features.lookups.FeatureLookups`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.arrays import encode
 from features.schema import TIMESTAMP_DTYPE
 from features.snapshots import stage_spells
 from features.asof import asof_index, asof_search, group_cumsum, group_starts, run_ends
@@ -28,25 +28,23 @@ class GroupTable:
     levels: pd.Index
     table: pd.DataFrame  # code, at, then running sums within each code
 
-    def codes(self, values: np.ndarray | None, n: int) -> np.ndarray:
-        """Codes of `values` (object array of str/None; -1 for unseen or missing values: no
-        history, not an error)."""
-        return encode(self.levels, values, n)
+    def search_index(self) -> "TableIndex":
+        """The table as the arrays `lookup` searches (built per call: the serving object,
+        `features.lookups.FeatureLookups`, keeps one)."""
+        t = self.table
+        code, at = t["code"].to_numpy(dtype="int64"), t["at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+        return TableIndex(code=code, index=asof_index(code, at),
+                          sums={c: t[c].to_numpy(dtype="float64") for c in t.columns.drop(["code", "at"])})
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The table's columns as numpy arrays, made once: a one-deal request does a dozen
-        lookups, and pandas column access would cost more than the search itself."""
-        cached = self.__dict__.get("_arrays")
-        if cached is None:
-            t = self.table
-            code, at = t["code"].to_numpy(dtype="int64"), t["at"].to_numpy(dtype=TIMESTAMP_DTYPE)
-            cached = {"code": code, "index": asof_index(code, at),
-                      **{c: t[c].to_numpy(dtype="float64") for c in t.columns.drop(["code", "at"])}}
-            self.__dict__["_arrays"] = cached
-        return cached
 
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_arrays"}  # a cache, not model state
+@dataclass(frozen=True)
+class TableIndex:
+    """A `GroupTable`'s columns as numpy arrays with its half of the as-of search: a one-deal
+    request does a dozen lookups, and pandas column access would cost more than the search."""
+
+    code: np.ndarray
+    index: np.ndarray
+    sums: dict[str, np.ndarray]
 
 
 @dataclass
@@ -55,9 +53,6 @@ class History:
     groups: dict[str, GroupTable]  # column -> won, lost, won_amount per value
     dwell: GroupTable  # stage index -> dwell_days, spells over completed spells
     open_load: GroupTable | None  # owner -> open deals (created minus closed)
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_stacked"}  # a cache, not model state
 
 
 def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
@@ -87,48 +82,55 @@ def fit_history(deals: pd.DataFrame, prepared: dict[str, np.ndarray], group_colu
                    open_load=open_load)
 
 
-def lookup(table: GroupTable, codes: np.ndarray, at: np.ndarray, strict: bool) -> dict[str, np.ndarray]:
+def lookup(table: TableIndex, codes: np.ndarray, at: np.ndarray, strict: bool) -> dict[str, np.ndarray]:
     """Running sums of each row's group as of `at`: the group's last table row dated
     before `at` (strict) or at/before it; NaN where there is none. Column -> array."""
-    arrays = table.arrays()
-    pos = asof_search(arrays["index"], arrays["code"], codes, at, strict=strict)
+    pos = asof_search(table.index, table.code, codes, at, strict=strict)
     found = pos >= 0
     take = np.maximum(pos, 0)
     return {name: np.where(found, values[take], np.nan) if len(values) else np.full(len(codes), np.nan)
-            for name, values in arrays.items() if name not in ("code", "index")}
+            for name, values in table.sums.items()}
 
 
 GROUP_SUMS = ("won", "lost", "won_amount")
 
 
-def lookup_groups(history: History, columns: list[str], codes: list[np.ndarray], at: np.ndarray
+def lookup_groups(stacked: "StackedIndex", codes: list[np.ndarray], at: np.ndarray
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """`lookup(..., strict=True)` of the global outcome table (every row) and of each
-    grouping column's table (`codes` per column), done as one as-of search over the tables
-    stacked under distinct keys: a one-deal request makes one search, not one per column.
-    Returns (outcome sums, sums with one row per column: (len(columns), n) arrays)."""
-    stacked = history.__dict__.get("_stacked")
-    if stacked is None or stacked["columns"] != list(columns):
-        stacked = history.__dict__["_stacked"] = _stack([history.outcomes, *(history.groups[c] for c in columns)],
-                                                       list(columns))
+    grouping column's table (`codes` per column, in `stacked.columns` order), done as one
+    as-of search over the tables stacked under distinct keys: a one-deal request makes one
+    search, not one per column. Returns (outcome sums, sums with one row per column:
+    (len(columns), n) arrays)."""
     n = len(at)
-    keys = [np.zeros(n, "int64"), *(np.where(c >= 0, c + k, -1) for c, k in zip(codes, stacked["offsets"][1:]))]
-    pos = asof_search(stacked["index"], stacked["code"], np.concatenate(keys), np.tile(at, len(keys)), strict=True)
+    keys = [np.zeros(n, "int64"), *(np.where(c >= 0, c + k, -1) for c, k in zip(codes, stacked.offsets[1:]))]
+    pos = asof_search(stacked.index, stacked.code, np.concatenate(keys), np.tile(at, len(keys)), strict=True)
     found, take = pos >= 0, np.maximum(pos, 0)
     sums = {name: np.where(found, values[take], np.nan).reshape(len(keys), n) if len(values)
-            else np.full((len(keys), n), np.nan) for name, values in stacked["sums"].items()}
+            else np.full((len(keys), n), np.nan) for name, values in stacked.sums.items()}
     return {name: values[0] for name, values in sums.items()}, {name: values[1:] for name, values in sums.items()}
 
 
-def _stack(tables: list[GroupTable], columns: list[str]) -> dict:
-    """Tables one under the other, codes shifted past the previous tables' levels; still
-    sorted by (code, at), as an as-of search needs."""
-    offsets = np.cumsum([0] + [len(t.levels) for t in tables[:-1]])
-    code = np.concatenate([t.table["code"].to_numpy(dtype="int64") + k for t, k in zip(tables, offsets)])
-    at = np.concatenate([t.table["at"].to_numpy(dtype=TIMESTAMP_DTYPE) for t in tables])
-    sums = {name: np.concatenate([t.table[name].to_numpy(dtype="float64") if name in t.table
-                                  else np.full(len(t.table), np.nan) for t in tables]) for name in GROUP_SUMS}
-    return {"columns": columns, "offsets": offsets, "code": code, "index": asof_index(code, at), "sums": sums}
+@dataclass(frozen=True)
+class StackedIndex:
+    """The outcome table and each grouping column's table one under the other, codes shifted
+    past the previous tables' levels; still sorted by (code, at), as an as-of search needs."""
+
+    columns: list[str]
+    offsets: np.ndarray
+    code: np.ndarray
+    index: np.ndarray
+    sums: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, history: History, columns: list[str]) -> "StackedIndex":
+        tables = [history.outcomes, *(history.groups[c] for c in columns)]
+        offsets = np.cumsum([0] + [len(t.levels) for t in tables[:-1]])
+        code = np.concatenate([t.table["code"].to_numpy(dtype="int64") + k for t, k in zip(tables, offsets)])
+        at = np.concatenate([t.table["at"].to_numpy(dtype=TIMESTAMP_DTYPE) for t in tables])
+        sums = {name: np.concatenate([t.table[name].to_numpy(dtype="float64") if name in t.table
+                                      else np.full(len(t.table), np.nan) for t in tables]) for name in GROUP_SUMS}
+        return cls(columns=list(columns), offsets=offsets, code=code, index=asof_index(code, at), sums=sums)
 
 
 def _levels(values: pd.Series) -> pd.Index:

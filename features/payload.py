@@ -1,230 +1,202 @@
-"""Open deals sent in a request (or a flat frame) -> canonical tables.
+"""Open deals sent in a request -> `DealArrays`, with the ingestion validator's checks.
 
-The single-request path: a payload deal becomes one row of `deals`, its stage history
-rows of `stage_events` and its activities rows of `activities`, validated by the same
-validator as an export, so serving computes features with the training code.
+The request path of both the service (`/score`) and the MLflow pyfunc model: a payload deal
+is a dict of canonical deal fields plus `stage`, optional `stage_entered_at`,
+`expected_close_date`, `stage_history` and `activities`. Every check the scoring code
+relies on is made here, on plain Python values (a request-sized payload costs
+microseconds, where building and validating canonical frames costs ~10 ms): required ids
+and dates, dates that parse (ISO text or datetimes), numbers that parse, non-negative
+amounts, known stages, children dated before their deal, numeric attributes, unique ids.
+Each reject says where in the request it is (`PayloadReject.path`) and which row of the
+canonical tables it would be, with the validator's reason and detail: equivalence with
+`features.schema.validate` on the same deals is tested (tests/features/test_payload_arrays.py).
 """
 from __future__ import annotations
 
-import datetime as dt
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from features.arrays import DealArrays, empty_events
-from features.schema import (
-    ACTIVITY_COLUMNS,
-    DEAL_CATEGORICAL,
-    DEAL_OPTIONAL,
-    EVENT_COLUMNS,
-    REJECT_COLUMNS,
-    TIMESTAMP_DTYPE,
-    CanonicalData,
-    DatasetMeta,
-    Reason,
-    ValidationResult,
-    validate,
-)
-
-NESTED = ("stage_history", "activities")
-DEAL_FIELDS = ["deal_id", "created_at", *[c for c in DEAL_OPTIONAL if c not in ("closed_at", "outcome", "stage")]]
+from features.payload_values import checked_times, child_numbers, numbers, strings
+from features.schema import DEAL_CATEGORICAL, TIMESTAMP_DTYPE, DatasetMeta, Reason
 
 
-def canonical_from_records(records: list[dict], meta: DatasetMeta) -> ValidationResult:
-    """Validate payload deals (dicts with canonical deal fields, `stage`, optional
-    `stage_entered_at`, `expected_close_date`, `stage_history`, `activities`)."""
-    deals = _deals_frame(records, meta)
-    if meta.static:  # a static lead export has no history: attributes only
-        return validate(deals, meta)
-    return validate(deals, meta, stage_events=_events_frame(records), activities=_activities_frame(records))
+@dataclass(frozen=True)
+class PayloadReject:
+    """A value of the request the validator rejects: where it is in the request (`path`),
+    the row of the canonical tables it would be, and the validator's reason and detail."""
 
+    table: str  # deals, stage_events or activities
+    row: int  # the row in that table, as `features.schema.validate` numbers it
+    deal: int  # position of the deal in the request
+    nested: str | None  # "stage_history" or "activities"; None: a field of the deal itself
+    index: int | None  # position in that list; None for the stage row of a deal sent without history
+    field: str
+    deal_id: object
+    reason: str
+    detail: str
 
-def canonical_from_frame(frame: pd.DataFrame, meta: DatasetMeta) -> ValidationResult:
-    """Flat variant (one row per open deal, no nested history), e.g. an MLflow pyfunc input."""
-    records = frame.replace({np.nan: None}).to_dict(orient="records")
-    return canonical_from_records(records, meta)
-
-
-# Tables are built column by column from the dicts (not pd.DataFrame(records)): the same
-# values and dtypes, without pandas' per-record path, which a one-deal request notices.
-
-def _deals_frame(records: list[dict], meta: DatasetMeta) -> pd.DataFrame:
-    present = set().union(*(r.keys() for r in records)) if records else set()
-    cols = [c for c in DEAL_FIELDS + list(meta.attributes) if c in present]
-    deals = pd.DataFrame({c: [r.get(c) for r in records] for c in cols}, index=pd.RangeIndex(len(records)))
-    for name in meta.attributes:  # declared attributes missing from the payload are unknown, not errors
-        if name not in deals:
-            deals[name] = None
-    if "stage" in present:
-        deals["stage"] = [r.get("stage") for r in records]
-    deals["closed_at"] = None
-    deals["outcome"] = None
-    return deals
-
-
-def _events_frame(records: list[dict]) -> pd.DataFrame:
-    cols = {c: [] for c in EVENT_COLUMNS}
-    for rec in records:
-        history = rec.get("stage_history") or []
-        if history:
-            rows = [{"deal_id": rec.get("deal_id"), **h} for h in history]
-        elif rec.get("stage") is not None:
-            rows = [{"deal_id": rec.get("deal_id"), "stage": rec.get("stage"),
-                     "entered_at": rec.get("stage_entered_at") or rec.get("created_at"),
-                     "amount": rec.get("amount"), "expected_close_date": rec.get("expected_close_date")}]
-        else:
-            continue
-        for name, values in cols.items():
-            values.extend(row.get(name) for row in rows)
-    return pd.DataFrame(cols)
-
-
-def _activities_frame(records: list[dict]) -> pd.DataFrame | None:
-    if not any("activities" in rec for rec in records):
-        return None  # no activity data at all: activity features are missing, not zero
-    cols = {c: [] for c in ACTIVITY_COLUMNS}
-    for rec in records:
-        for act in rec.get("activities") or []:
-            cols["deal_id"].append(rec.get("deal_id"))
-            cols["occurred_at"].append(act.get("occurred_at"))
-            cols["type"].append(act.get("type"))
-    return pd.DataFrame(cols)
-
-
-def payload_records(data: CanonicalData, as_of, deal_ids=None) -> list[dict]:
-    """The inverse of `canonical_from_records`: deals open at `as_of` as request payload
-    dicts, with only what was known at `as_of` (stage history and activities dated <= as_of,
-    no outcome). For clients, tests and benchmarks that replay canonical tables over HTTP."""
-    at = pd.Timestamp(as_of)
-    deals = data.deals
-    is_open = (deals["created_at"] <= at) & (deals["closed_at"].isna() | (deals["closed_at"] > at))
-    if deal_ids is not None:
-        is_open &= deals["deal_id"].isin(list(deal_ids))
-    chosen = deals.loc[is_open].drop(columns=["closed_at", "outcome"], errors="ignore")
-    ids = set(chosen["deal_id"])
-    history = _children(data.stage_events, "entered_at", at, ids)
-    acts = _children(data.activities, "occurred_at", at, ids)
-    records = []
-    for deal in _json_rows(chosen):
-        rec = {k: v for k, v in deal.items() if v is not None}
-        events = history.get(deal["deal_id"], [])
-        rec["stage"] = events[-1]["stage"] if events else data.meta.stages[0]
-        rec["stage_history"] = [{k: v for k, v in e.items() if v is not None and k != "deal_id"} for e in events]
-        if data.activities is not None:
-            rec["activities"] = [{k: v for k, v in a.items() if k != "deal_id"} for a in acts.get(deal["deal_id"], [])]
-        records.append(rec)
-    return records
-
-
-def _children(table: pd.DataFrame | None, time_col: str, at: pd.Timestamp, ids: set) -> dict[str, list[dict]]:
-    if table is None:
-        return {}
-    rows = table.loc[table["deal_id"].isin(ids) & (table[time_col] <= at)]
-    out: dict[str, list[dict]] = {}
-    for row in _json_rows(rows.sort_values(["deal_id", time_col], kind="stable")):
-        out.setdefault(row["deal_id"], []).append(row)
-    return out
-
-
-def _json_rows(frame: pd.DataFrame) -> list[dict]:
-    """Rows as JSON-ready dicts: ISO timestamps, None for missing values."""
-    frame = frame.copy()
-    for col in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[col]):
-            frame[col] = frame[col].dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
-    frame = frame.astype(object).where(frame.notna(), None)
-    return frame.to_dict(orient="records")
-
-
-# --- the request path: payload dicts -> arrays, with the validator's checks ----------
-
-UTC = dt.timezone.utc
-EPOCH = dt.datetime(1970, 1, 1)
-MICROSECOND = dt.timedelta(microseconds=1)
-NAT_INT = np.iinfo("int64").min  # NaT as int64
+    @property
+    def path(self) -> str:
+        """Where in the request, e.g. `deals[3].stage_history[1].entered_at`."""
+        where = f"deals[{self.deal}]" if self.index is None else f"deals[{self.deal}].{self.nested}[{self.index}]"
+        return f"{where}.{self.field}"
 
 
 @dataclass
 class CheckedPayload:
-    """Payload deals as `DealArrays` plus what the validator would reject (same table,
-    row, reason and detail as `canonical_from_records`; None when nothing is). The arrays
-    are only meant to be scored when `rejects` is None."""
+    """Payload deals as `DealArrays`, what the validator rejects (empty when nothing is; the
+    arrays are only meant to be scored then) and the dated facts to check against as-of."""
 
     arrays: DealArrays
-    rejects: pd.DataFrame | None
+    rejects: list[PayloadReject]
     facts: dict[str, tuple[np.ndarray, np.ndarray]]  # field name -> (deal position, time) of dated facts
 
 
 def payload_arrays(records: list[dict], meta: DatasetMeta) -> CheckedPayload:
-    """Schema-checked payload deals (`serving.schemas.ScoreRequest`: types, required
-    fields, finite non-negative amounts, ordered history, unique ids already hold) ->
-    arrays, applying the remaining checks of `features.schema.validate` row by row in
-    plain Python: for a request-sized payload that costs microseconds, where building
-    and validating the canonical frames costs ~10 ms. Equivalence with
-    `canonical_from_records` is tested (tests/features/test_payload_arrays.py)."""
+    """Payload deals -> arrays, with every check of `features.schema.validate` that applies
+    to open deals, row by row in plain Python (see the module docstring)."""
     stages = {s: i for i, s in enumerate(meta.stages)}
-    rejects: list[tuple] = []
-    n = len(records)
-    rejected = np.zeros(n, dtype=bool)
-    created = _times([r.get("created_at") for r in records])
+    deals = _DealChecks(records)
+    created, amount, fields = _checked_deal_fields(records, meta, stages, deals)
+    rejects = deals.rejects
+    events, event_facts = _payload_events(records, stages, created, deals.rejected, rejects) if not meta.static \
+        else (empty_events(), (np.zeros(0, "int64"), np.zeros(0, TIMESTAMP_DTYPE)))
+    activities = _payload_activities(records, created, deals.rejected, rejects) if not meta.static else None
+    arrays = DealArrays(deal_id=np.array(deals.ids, dtype=object), created_at=created, amount=amount,
+                        fields=fields, events=events, activities=activities)
+    facts = {"created_at": (np.arange(len(records)), created), "stage_history": event_facts}
+    if activities is not None:
+        facts["activities"] = (activities["deal"], activities["occurred_at"])
+    return CheckedPayload(arrays=arrays, rejects=rejects, facts=facts)
+
+
+def _checked_deal_fields(records: list[dict], meta: DatasetMeta, stages: dict[str, int], deals: "_DealChecks"
+                         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(created_at, amount, category and attribute fields) of the deals, rejecting bad
+    ones in the validator's order of checks."""
+    created, bad_created = checked_times([r.get("created_at") for r in records])
+    amount, bad_amount = numbers([r.get("amount") for r in records])
+    deals.reject(_missing_ids(deals.ids), Reason.MISSING_REQUIRED, "deal_id", lambda i: "deal_id")
+    deals.reject(bad_created, Reason.UNPARSEABLE_DATE, "created_at",
+                 lambda i: f"created_at={records[i].get('created_at')}")
+    if not meta.static:
+        deals.reject(np.isnat(created), Reason.MISSING_REQUIRED, "created_at", lambda i: "created_at")
+    deals.reject(bad_amount, Reason.UNPARSEABLE_NUMBER, "amount",
+                 lambda i: f"amount={records[i].get('amount')}")
+    deals.reject(amount < 0, Reason.NEGATIVE_AMOUNT, "amount", lambda i: f"amount={amount[i]}")
     stage = [r.get("stage") for r in records]
-    for i, value in enumerate(stage):
-        if value is not None and value not in stages:
-            rejects.append(("deals", i, records[i].get("deal_id"), Reason.UNKNOWN_STAGE, f"stage={value}"))
-            rejected[i] = True
-    fields = {c: _strings([r.get(c) for r in records]) for c in DEAL_CATEGORICAL}
+    deals.reject([i for i, v in enumerate(stage) if v is not None and v not in stages], Reason.UNKNOWN_STAGE,
+                 "stage", lambda i: f"stage={stage[i]}")
+    fields = {c: strings([r.get(c) for r in records]) for c in DEAL_CATEGORICAL}
     for name, kind in meta.attributes.items():
         values = [r.get(name) for r in records]
         if kind != "numeric":
-            fields[name] = _strings(values)
+            fields[name] = strings(values)
             continue
-        fields[name], bad = _numbers(values)
-        for i in np.flatnonzero(bad & ~rejected):
-            rejects.append(("deals", int(i), records[i].get("deal_id"), Reason.UNPARSEABLE_NUMBER, f"{name}={values[i]}"))
-            rejected[i] = True
-    events, event_facts = _payload_events(records, stages, created, rejected, rejects) if not meta.static \
-        else (empty_events(), (np.zeros(0, "int64"), np.zeros(0, TIMESTAMP_DTYPE)))
-    activities = _payload_activities(records, created, rejected, rejects) if not meta.static else None
-    arrays = DealArrays(deal_id=np.array([r.get("deal_id") for r in records], dtype=object), created_at=created,
-                        amount=np.array([_float(r.get("amount")) for r in records], dtype="float64"),
-                        fields=fields, events=events, activities=activities)
-    facts = {"created_at": (np.arange(n), created), "stage_history": event_facts}
-    if activities is not None:
-        facts["activities"] = (activities["deal"], activities["occurred_at"])
-    table = None if not rejects else pd.DataFrame(rejects, columns=REJECT_COLUMNS).astype({"row": "int64"})
-    return CheckedPayload(arrays=arrays, rejects=table, facts=facts)
+        fields[name], bad = numbers(values)
+        deals.reject(bad, Reason.UNPARSEABLE_NUMBER, name, lambda i, v=values, k=name: f"{k}={v[i]}")
+    deals.reject(_repeated_ids(deals.ids, deals.rejected), Reason.DUPLICATE_ID, "deal_id",
+                 lambda i: f"deal_id={deals.ids[i]}")
+    return created, amount, fields
+
+
+class _DealChecks:
+    """The deals' rejects: the first reason of a deal wins, as in the validator."""
+
+    def __init__(self, records: list[dict]):
+        self.ids = [r.get("deal_id") for r in records]
+        self.rejected = np.zeros(len(records), dtype=bool)
+        self.rejects: list[PayloadReject] = []
+
+    def reject(self, rows: np.ndarray | list[int], reason: str, field: str, detail) -> None:
+        """Reject `rows` (positions, or a mask) not rejected yet for `reason`."""
+        if isinstance(rows, np.ndarray) and rows.dtype == bool:
+            if not rows.any():  # the usual case, in a microsecond
+                return
+            rows = np.flatnonzero(rows)
+        for i in rows:  # rejects are few, usually none
+            i = int(i)
+            if not self.rejected[i]:
+                self.rejects.append(PayloadReject("deals", i, i, None, None, field, self.ids[i], reason, detail(i)))
+                self.rejected[i] = True
+
+
+def _missing_ids(ids: list) -> list[int]:
+    if set(map(type, ids)) <= {str} and all(map(str.strip, ids)):  # the usual case, in C
+        return []
+    return [i for i, v in enumerate(ids) if not isinstance(v, str) or not v.strip()]
+
+
+def _repeated_ids(ids: list, rejected: np.ndarray) -> list[int]:
+    """Positions of ids that repeat an earlier clean deal's (the first one is kept)."""
+    if len(set(ids)) == len(ids):
+        return []
+    seen, out = set(), []
+    for i, v in enumerate(ids):
+        if not rejected[i]:
+            if v in seen:
+                out.append(i)
+            seen.add(v)
+    return out
 
 
 def _payload_events(records: list[dict], stages: dict[str, int], created: np.ndarray, rejected: np.ndarray,
-                    rejects: list[tuple]) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+                    rejects: list[PayloadReject]) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Stage history rows (or the one implied row of a deal sent without history), in the
-    order `_events_frame` builds them."""
+    order of the validator's `stage_events` table."""
     # flat lists by comprehension, no per-row tuples: a 1,000-deal request has ~25,000 child rows
     histories = [rec.get("stage_history") or _implied_entry(rec) for rec in records]
     deal = [i for i, history in enumerate(histories) for _ in history]
     stage = [h.get("stage") for history in histories for h in history]
     entered = [h.get("entered_at") for history in histories for h in history]
-    amount = [h.get("amount") for history in histories for h in history]
+    amount, bad_amount = child_numbers([h.get("amount") for history in histories for h in history])
     ecd = [h.get("expected_close_date") for history in histories for h in history]
     deal_pos = np.array(deal, dtype="int64")
-    entered_at = _times(entered)
+    entered_at, bad_entered = checked_times(entered)
+    expected_close, bad_ecd = checked_times(ecd)
     codes = np.array([stages.get(s, -1) for s in stage], dtype="int64")
-    before = entered_at < created[deal_pos] if len(deal) else np.zeros(0, bool)
-    for row in np.flatnonzero(rejected[deal_pos] | (codes < 0) | before) if len(deal) else []:
-        i = deal[row]
-        if rejected[i]:
-            rejects.append(("stage_events", int(row), records[i].get("deal_id"), Reason.DEAL_REJECTED,
-                            f"deal_id={records[i].get('deal_id')}"))
-        elif codes[row] < 0:
-            rejects.append(("stage_events", int(row), records[i].get("deal_id"), Reason.UNKNOWN_STAGE, f"stage={stage[row]}"))
-        else:
-            rejects.append(("stage_events", int(row), records[i].get("deal_id"), Reason.EVENT_BEFORE_CREATE,
-                            f"entered_at {pd.Timestamp(entered_at[row])}"))
-    events = {"deal": deal_pos, "stage_index": codes, "entered_at": entered_at,
-              "amount": np.array([np.nan if a is None else a for a in amount], dtype="float64"),
-              "expected_close_date": _times(ecd)}
+    checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id",
+               lambda row: f"deal_id={records[deal[row]].get('deal_id')}"),
+              (bad_entered, Reason.UNPARSEABLE_DATE, "entered_at", lambda row: f"entered_at={entered[row]}"),
+              (np.isnat(entered_at), Reason.MISSING_REQUIRED, "entered_at", lambda row: "entered_at"),
+              (codes < 0, Reason.UNKNOWN_STAGE, "stage", lambda row: f"stage={stage[row]}"),
+              (entered_at < created[deal_pos], Reason.EVENT_BEFORE_CREATE, "entered_at",
+               lambda row: f"entered_at {pd.Timestamp(entered_at[row])}"),
+              (bad_amount, Reason.UNPARSEABLE_NUMBER, "amount", lambda row: f"amount={amount[row]}"),
+              (amount < 0, Reason.NEGATIVE_AMOUNT, "amount", lambda row: f"amount={amount[row]}"),
+              (bad_ecd, Reason.UNPARSEABLE_DATE, "expected_close_date", lambda row: f"expected_close_date={ecd[row]}")]
+    _reject_children(rejects, "stage_events", "stage_history", deal, records, checks)
+    events = {"deal": deal_pos, "stage_index": codes, "entered_at": entered_at, "amount": amount,
+              "expected_close_date": expected_close}
     return events, (deal_pos, entered_at)
+
+
+IMPLIED_FIELDS = {"entered_at": "stage_entered_at", "amount": "amount", "expected_close_date": "expected_close_date",
+                  "stage": "stage", "deal_id": "deal_id"}  # a field of the implied stage row -> the deal's field
+
+
+def _reject_children(rejects: list[PayloadReject], table: str, nested: str, deal: list[int],
+                     records: list[dict], checks: list[tuple]) -> None:
+    """Child rows failing a check (mask, reason, field, detail), first reason wins. `deal`:
+    each row's deal position, in request order; a deal's rows are its list in order, or
+    the one row implied by a deal sent without history."""
+    if not deal:
+        return
+    flagged = np.zeros(len(deal), dtype=bool)
+    for mask, reason, field, detail in checks:
+        if not mask.any():  # the usual case, in a microsecond
+            continue
+        for row in np.flatnonzero(mask & ~flagged).tolist():  # rejects are few, usually none
+            flagged[row] = True
+            i = deal[row]
+            listed = bool(records[i].get(nested))
+            index = row - bisect_left(deal, i) if listed else None
+            rejects.append(PayloadReject(table, row, i, nested, index, field if listed else IMPLIED_FIELDS[field],
+                                         records[i].get("deal_id"), reason, detail(row)))
 
 
 def _implied_entry(rec: dict) -> list[dict]:
@@ -236,56 +208,19 @@ def _implied_entry(rec: dict) -> list[dict]:
 
 
 def _payload_activities(records: list[dict], created: np.ndarray, rejected: np.ndarray,
-                        rejects: list[tuple]) -> dict[str, np.ndarray] | None:
+                        rejects: list[PayloadReject]) -> dict[str, np.ndarray] | None:
     if not any("activities" in rec for rec in records):
         return None  # no activity data at all: activity features are missing, not zero
     acts = [rec.get("activities") or () for rec in records]
     deal = [i for i, items in enumerate(acts) for _ in items]
     occurred = [act.get("occurred_at") for items in acts for act in items]
     deal_pos = np.array(deal, dtype="int64")
-    occurred_at = _times(occurred)
-    if len(deal):
-        for row in np.flatnonzero(rejected[deal_pos] | (occurred_at < created[deal_pos])):
-            i = deal[row]
-            reason, detail = (Reason.DEAL_REJECTED, f"deal_id={records[i].get('deal_id')}") if rejected[i] \
-                else (Reason.EVENT_BEFORE_CREATE, f"occurred_at {pd.Timestamp(occurred_at[row])}")
-            rejects.append(("activities", int(row), records[i].get("deal_id"), reason, detail))
+    occurred_at, bad = checked_times(occurred)
+    checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id",
+               lambda row: f"deal_id={records[deal[row]].get('deal_id')}"),
+              (bad, Reason.UNPARSEABLE_DATE, "occurred_at", lambda row: f"occurred_at={occurred[row]}"),
+              (np.isnat(occurred_at), Reason.MISSING_REQUIRED, "occurred_at", lambda row: "occurred_at"),
+              (occurred_at < created[deal_pos], Reason.EVENT_BEFORE_CREATE, "occurred_at",
+               lambda row: f"occurred_at {pd.Timestamp(occurred_at[row])}")]
+    _reject_children(rejects, "activities", "activities", deal, records, checks)
     return {"deal": deal_pos, "occurred_at": occurred_at}
-
-
-def _times(values: list) -> np.ndarray:
-    """datetimes (aware ones converted to UTC) or None -> tz-naive datetime64[us]."""
-    naive = [v if v is None or v.tzinfo is None else v.astimezone(UTC).replace(tzinfo=None) for v in values]
-    if len(naive) > 64:  # pandas converts a long list ~20x faster than numpy, a short one slower
-        return pd.DatetimeIndex(naive).as_unit("us").to_numpy(dtype=TIMESTAMP_DTYPE)
-    return np.fromiter((NAT_INT if v is None else (v - EPOCH) // MICROSECOND for v in naive), "int64",
-                       len(naive)).view(TIMESTAMP_DTYPE)
-
-
-def _float(value) -> float:
-    return np.nan if value is None else float(value)
-
-
-def _strings(values: list) -> np.ndarray:
-    """Category values as text, as `astype("string")` writes them."""
-    return np.array([v if v is None or isinstance(v, str) else str(v) for v in values], dtype=object)
-
-
-def _numbers(values: list) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values, bad) for a numeric attribute: numbers, numeric text, None/empty."""
-    out = np.full(len(values), np.nan)
-    bad = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        if isinstance(v, (bool, int, float)):
-            out[i] = float(v)
-            continue
-        text = str(v).strip()
-        if not text:
-            continue
-        try:
-            out[i] = float(text) if "_" not in text else float("x")
-        except ValueError:
-            bad[i] = True
-    return out, bad

@@ -12,38 +12,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
 
 import anyio.to_thread
 import numpy as np
 
 from features.arrays import DealArrays
+from training.compiled import DealScorer, Explain, Scores
 
 log = logging.getLogger("leadscore.serving")
-Scores = dict[str, np.ndarray | list]
 
 
 @dataclass
 class _Pending:
     arrays: DealArrays
     at: np.ndarray
-    explain: bool | str
+    explain: Explain
     future: asyncio.Future = field(repr=False)
 
 
 class ScoreBatcher:
     """`await batcher.score(arrays, at, explain)` -> that request's score columns (`explain`:
-    passed to `score_fn`; only requests with equal values share a batch).
+    passed to the scorer; only requests with equal values share a batch).
 
-    `score_fn(arrays, at, explain)` scores deals with one as-of time per deal (so requests
-    with different `as_of` share a batch); `max_deals` caps a batch (a request bigger than
-    that is a batch on its own); requests of up to `inline_deals` deals are scored on the
-    loop when the batcher is idle (0: never).
+    `scorer.score_arrays(arrays, at, explain)` (the service's `CompiledPredictor`) scores
+    deals with one as-of time per deal (so requests with different `as_of` share a batch);
+    `max_deals` caps a batch (a request bigger than that is a batch on its own); requests
+    of up to `inline_deals` deals are scored on the loop when the batcher is idle (0: never).
     """
 
-    def __init__(self, score_fn: Callable[[DealArrays, np.ndarray, bool | str], Scores], max_deals: int = 1000,
-                 inline_deals: int = 20):
-        self.score_fn = score_fn
+    def __init__(self, scorer: DealScorer, max_deals: int = 1000, inline_deals: int = 20):
+        self.scorer = scorer
         self.max_deals = max_deals
         self.inline_deals = inline_deals
         self._queue: list[_Pending] = []
@@ -52,10 +50,10 @@ class ScoreBatcher:
         self.requests = 0
         self.inline = 0
 
-    async def score(self, arrays: DealArrays, at: np.ndarray, explain: bool | str) -> Scores:
+    async def score(self, arrays: DealArrays, at: np.ndarray, explain: Explain) -> Scores:
         if not self._draining and not self._queue and len(arrays) <= self.inline_deals:
             self.inline += 1
-            return self.score_fn(arrays, at, explain)
+            return self.scorer.score_arrays(arrays, at, explain)
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(arrays, at, explain, future))
         if not self._draining:
@@ -98,7 +96,7 @@ class ScoreBatcher:
         if len(batch) == 1:
             return [self._score_one(batch[0])]
         try:
-            merged = self.score_fn(DealArrays.concat([p.arrays for p in batch]),
+            merged = self.scorer.score_arrays(DealArrays.concat([p.arrays for p in batch]),
                                    np.concatenate([p.at for p in batch]), batch[0].explain)
         except Exception:  # one request's deals broke the batch: score each alone, so only it fails
             log.exception("a batch of %d requests failed; scoring them one by one", len(batch))
@@ -112,6 +110,6 @@ class ScoreBatcher:
 
     def _score_one(self, pending: _Pending) -> Scores | BaseException:
         try:
-            return self.score_fn(pending.arrays, pending.at, pending.explain)
+            return self.scorer.score_arrays(pending.arrays, pending.at, pending.explain)
         except Exception as exc:  # handed to the request that caused it
             return exc

@@ -2,36 +2,18 @@
 
 Three sources of messages, one shape ({"error", "errors": [{"field", "message"}]}):
 pydantic's schema errors (reshaped from BentoML's 400 by `RequestGuardMiddleware`, which
-also enforces the body size limit), the ingestion validator's rejects, and the checks
-against the request's `as_of`.
+also enforces the body size limit), and the request path's field errors
+(`training.request`: the ingestion validator's rejects, the checks against `as_of`).
 """
 from __future__ import annotations
 
 import json
 import logging
 
-import numpy as np
-import pandas as pd
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
-from features.arrays import encode
 from serving.auth import is_open_path, send_json
-
-REASON_MESSAGES = {
-    "duplicate_id": "deal_id repeats an earlier deal",
-    "missing_required_field": "is required",
-    "unparseable_date": "is not a date (use ISO 8601, e.g. 2024-05-01T09:30:00Z)",
-    "unparseable_number": "is not a number",
-    "negative_amount": "must be >= 0",
-    "unknown_stage": "is not one of the model's stages",
-    "event_before_create": "is before the deal's created_at",
-    "event_after_close": "is after the deal closed",
-    "unknown_deal": "belongs to no deal in the request",
-}
-REASON_FIELDS = {"duplicate_id": "deal_id", "negative_amount": "amount", "unknown_stage": "stage"}
-CHILD_TIME = {"stage_events": ("stage_history", "entered_at"), "activities": ("activities", "occurred_at")}
-
 
 def problem(status: int, error: str, errors: list[dict] | None = None) -> JSONResponse:
     """The error response every endpoint uses."""
@@ -49,83 +31,6 @@ def field_path(loc) -> str:
 def pydantic_errors(detail: list[dict]) -> list[dict]:
     return [{"field": field_path(e.get("loc", ())), "message": str(e.get("msg", "invalid value"))
              .removeprefix("Value error, ")} for e in detail]
-
-
-# --- validator rejects -> fields of the request -------------------------------------
-
-def reject_errors(rejects: pd.DataFrame, records: list[dict]) -> list[dict]:
-    """Ingestion rejects (rows of the canonical tables built from `records`) as request
-    field paths; a deal rejected for its own fields takes its children along silently."""
-    if rejects.empty:
-        return []
-    owners = {"stage_events": _child_owners(records, "stage_history"),
-              "activities": _child_owners(records, "activities")}
-    out = []
-    for rej in rejects.itertuples(index=False):  # rejects are few: one message each
-        if rej.reason == "parent_deal_rejected":
-            continue
-        what = REASON_MESSAGES.get(rej.reason, rej.reason.replace("_", " "))
-        if rej.table == "deals":
-            name = REASON_FIELDS.get(rej.reason) or str(rej.detail).split("=")[0].split(" ")[0] or "deal"
-            out.append({"field": f"deals[{rej.row}].{name}", "message": f"{what} ({rej.detail})"})
-        else:
-            deal, idx = owners[rej.table][int(rej.row)]
-            nested, time_col = CHILD_TIME[rej.table]
-            where = f"deals[{deal}].{nested}[{idx}]" if idx is not None else f"deals[{deal}].stage"
-            name = REASON_FIELDS.get(rej.reason) or (time_col if "date" in rej.reason or "before" in rej.reason
-                                                     or "after" in rej.reason else str(rej.detail).split("=")[0])
-            out.append({"field": f"{where}.{name}", "message": f"{what} ({rej.detail})"})
-    return out
-
-
-def _child_owners(records: list[dict], nested: str) -> list[tuple[int, int | None]]:
-    """(deal index, index in its list) of each child row, in the order payload.py builds them;
-    index None for the single implied stage row of a deal sent without history."""
-    owners = []
-    for i, rec in enumerate(records):
-        items = rec.get(nested) or []
-        if items:
-            owners.extend((i, j) for j in range(len(items)))
-        elif nested == "stage_history" and rec.get("stage") is not None:
-            owners.append((i, None))
-    return owners
-
-
-# --- checks against as_of and the model ---------------------------------------------
-
-def future_errors(facts: dict[str, tuple[np.ndarray, np.ndarray]], as_of: pd.Timestamp) -> list[dict]:
-    """Facts dated after `as_of` cannot be known at `as_of`: the request is inconsistent.
-    `facts`: request field -> (deal position, time) of each dated fact (`CheckedPayload.facts`)."""
-    out = []
-    limit = np.datetime64(as_of)
-    for name, (deal, times) in facts.items():
-        late = times > limit
-        if not late.any():  # the usual case
-            continue
-        first: dict[int, np.datetime64] = {}
-        for i, t in zip(deal[late].tolist(), times[late]):
-            first[i] = min(first.get(i, t), t)
-        for i, t in first.items():
-            out.append({"field": f"deals[{i}].{name}", "message": f"{pd.Timestamp(t).isoformat()} is after as_of "
-                                                                  f"{as_of.isoformat()}: send as_of at or after "
-                                                                  f"the deal's latest fact"})
-    return out
-
-
-def unknown_category_warnings(fields: dict[str, np.ndarray], categories: dict[str, pd.Index],
-                              attribute_features: dict[str, str]) -> dict[int, list[str]]:
-    """{deal position: ["owner 'x' was not seen in training; scored as unknown", ...]}.
-    `fields`: the request's per-deal category columns (`DealArrays.fields`)."""
-    warnings: dict[int, list[str]] = {}
-    for col, values in fields.items():
-        levels = categories.get(attribute_features.get(col, col))
-        if levels is None or col == "stage" or values.dtype != object:
-            continue
-        codes = encode(levels, values, len(values))
-        for pos in np.flatnonzero((codes < 0) & (values != None)):  # noqa: E711  (elementwise)
-            warnings.setdefault(int(pos), []).append(f"{col} '{values[pos]}' was not seen in training; "
-                                                     f"scored as unknown")
-    return warnings
 
 
 # --- logs -------------------------------------------------------------------------------

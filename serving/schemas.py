@@ -3,8 +3,8 @@ the OpenAPI page explains itself.
 
 The checks here are the ones that need no model: types, required fields, finite numbers,
 non-negative amounts, ordered stage history, unique deal ids, a non-empty batch. The
-checks that need the model (known stages, dates against `as_of`) run in the service,
-through the same validator as ingestion.
+checks that need the model (known stages, dates against `as_of`) run on the request path
+(`training.request`), which repeats those the scoring code relies on.
 
 The deals of a `/score` request are TypedDicts, not models: pydantic validates them into
 the plain dicts the scoring code reads (about half the time of building and dumping a model
@@ -222,16 +222,6 @@ class PipelineRequest(_Strict):
     as_of: Optional[Timestamp] = Field(None, description="Metrics as of this date (default: the data end).")
     group_by: Optional[str] = Field(None, description="Also report per value of this deal column.")
     target: Optional[float] = Field(None, ge=0, description="Bookings target, for pipeline coverage.")
-
-
-class FieldError(BaseModel):
-    field: str = Field(description="Where, e.g. deals[3].amount.")
-    message: str = Field(description="What is wrong and how to fix it.")
-
-
-class ErrorResponse(BaseModel):
-    error: str = Field(description="One-line summary.")
-    errors: list[FieldError] = Field(default_factory=list, description="Field-level problems.")
 
 
 def _utc(t: dt.datetime) -> dt.datetime:

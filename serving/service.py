@@ -13,31 +13,19 @@ import os
 import sys
 
 import bentoml
-import numpy as np
 import pandas as pd
-from starlette.background import BackgroundTask
-from starlette.responses import Response
 
 from features.errors import LeadscoreError
-from features.payload import payload_arrays
-from features.schema import TIMESTAMP_DTYPE
 from serving import errors
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.batching import ScoreBatcher
 from serving.loader import ServingConfig, check_champion, load_predictor
-from serving.schemas import (
-    ForecastRequest,
-    PipelineRequest,
-    ScoreRequest,
-    ScoreResponse,
-    score_response_json,
-)
+from serving.request import score_request
+from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
+from training.compiled import CompiledPredictor
 
 log = logging.getLogger("leadscore.serving")
 TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)
-SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_close_within_30d",
-                 "p_close_within_60d", "p_close_within_90d", "expected_close_date_p10", "expected_close_date_p50",
-                 "expected_close_date_p90", "close_days_p10", "close_days_p50", "close_days_p90", "top_factors"]
 
 
 @bentoml.service(name="leadscore", traffic={"timeout": TIMEOUT_S}, workers=1)
@@ -62,8 +50,9 @@ class LeadScoreService:
         log.setLevel(self.config.log_level)
         self.predictor, self.version = load_predictor(self.config, from_bento=LeadScoreService.bento is not None)
         self._data = None
-        self.predictor.warm()
-        self.batcher = ScoreBatcher(self.predictor.score_arrays, max_deals=self.config.batch_deals)
+        self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
+        self.model.warm()
+        self.batcher = ScoreBatcher(self.model, max_deals=self.config.batch_deals)
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
         # scans makes the full collections that a 1,000-deal request triggers ~4x cheaper
@@ -76,28 +65,8 @@ class LeadScoreService:
         if len(deals) > self.config.max_batch:
             return errors.problem(413, f"{len(deals):,} deals in one request; the limit is {self.config.max_batch:,} "
                                        f"(LEADSCORE_MAX_BATCH): split the batch")
-        records = deals  # plain dicts, None values dropped (serving.schemas.ValidDeal)
-        at = None if self.predictor.static else _as_of(as_of)
-        checked = payload_arrays(records, self.predictor.meta)
-        problems = [] if checked.rejects is None else errors.reject_errors(checked.rejects, records)
-        if not problems and at is not None:
-            problems = errors.future_errors(checked.facts, at)
-        if problems:
-            return errors.problem(422, f"{len(problems)} invalid field(s); first: {problems[0]['field']}: "
-                                       f"{problems[0]['message']}", problems)
-        at_rows = np.full(len(records), np.datetime64("NaT") if at is None else np.datetime64(at), dtype=TIMESTAMP_DTYPE)
-        # with concurrent requests, if any; False or the contribution method
-        scored = await self.batcher.score(checked.arrays, at_rows, explain and explain_method)
-        builder = self.predictor.builder
-        warnings = errors.unknown_category_warnings(checked.arrays.fields, builder.categories_,
-                                                    builder.attribute_features_)
-        ids = scored["deal_id"]
-        # logged once the response is sent (a background task): the client does not wait for the log
-        logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),
-                                ",..." if len(ids) > 5 else "")
-        # written as the ScoreResponse JSON directly: validating our own output per deal cost more than scoring
-        return Response(score_response_json(self.version, at, _shape_scores(scored, records, warnings, self.version)),
-                        media_type="application/json", background=logged)
+        # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
+        return await score_request(self.model, self.batcher, deals, as_of, explain and explain_method, self.version)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None) -> dict:
@@ -170,35 +139,3 @@ def _as_of(value) -> pd.Timestamp:
     from training.predictor import default_as_of
 
     return default_as_of(value)
-
-
-def _shape_scores(scored, records: list[dict], warnings: dict[int, list[str]], version: int) -> list[dict]:
-    """Scored rows (a frame or {column: values}) in request order, NaN/NaT as null, plus model
-    version and warnings. Built from plain column lists: pandas' object conversions cost
-    more than the scoring of a deal."""
-    columns = {c: _plain_values(scored[c], day=c.startswith("expected_close_date_")) for c in SCORE_COLUMNS if c in scored}
-    position = {deal_id: i for i, deal_id in enumerate(columns["deal_id"])}
-    rows = []
-    for i, rec in enumerate(records):
-        k = position.get(rec["deal_id"])
-        row = {c: (None if k is None else values[k]) for c, values in columns.items()}
-        row["deal_id"] = rec["deal_id"]
-        row["model_version"] = version
-        row["warnings"] = warnings.get(i, [])
-        rows.append(row)
-    return rows
-
-
-def _plain_values(column, day: bool = False) -> list:
-    """A column as Python values with None for missing (datetimes as datetime.datetime, or
-    datetime.date with `day`)."""
-    if isinstance(column, list):
-        return column
-    values = np.asarray(column)
-    if values.dtype.kind == "M":
-        return values.astype("datetime64[D]" if day else "datetime64[us]").tolist()  # NaT -> None
-    if values.dtype.kind == "f":
-        return [None if v != v else v for v in values.tolist()]
-    if values.dtype.kind in "iub":
-        return values.tolist()
-    return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in values.tolist()]

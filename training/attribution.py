@@ -19,8 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 
-# Below this many rows pred_leaf runs on one thread (see training.models.SINGLE_THREAD_ROWS).
-SINGLE_THREAD_ROWS = 5000
+from training.lightgbm_fast import SINGLE_THREAD_ROWS
 # A leaf table up to this size is also kept dense: sparse indicator @ dense table is ~2x
 # quicker than sparse @ sparse (2.3 MB for 170 trees of 31 leaves and 53 features).
 DENSE_BYTES = 64 * 2**20

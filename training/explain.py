@@ -52,7 +52,8 @@ class FactorExplainer:
         self.days_in_stage_column = days_in_stage_column
 
     def fit(self, X_won: pd.DataFrame, describe: Callable[[str], str]) -> "FactorExplainer":
-        """Learn reference distributions of each numeric feature among won deals."""
+        """Learn reference distributions of each numeric feature among won deals: percentile
+        grids as Python lists, the form `_percentile` searches (see the module docstring)."""
         self.labels_ = {c: describe(c) for c in X_won.columns}
         stage_dtype = X_won[self.stage_column].dtype if self.stage_column in X_won else None
         self.stages_ = [str(c) for c in stage_dtype.categories] if isinstance(stage_dtype, pd.CategoricalDtype) else []
@@ -62,27 +63,15 @@ class FactorExplainer:
                 vals = X_won[col].to_numpy(dtype=float)
                 vals = vals[np.isfinite(vals)]
                 if len(vals):
-                    self.grids_[col] = np.quantile(vals, GRID)
+                    self.grids_[col] = np.quantile(vals, GRID).tolist()
         self.stage_grids_ = {}
         if {self.stage_column, self.days_in_stage_column} <= set(X_won.columns):
             for stage, days in X_won.groupby(self.stage_column, observed=True)[self.days_in_stage_column]:
                 vals = days.to_numpy(dtype=float)
                 vals = vals[np.isfinite(vals)]
                 if len(vals) >= 20:
-                    self.stage_grids_[str(stage)] = np.quantile(vals, GRID)
+                    self.stage_grids_[str(stage)] = np.quantile(vals, GRID).tolist()
         return self
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_search_grids"}  # a cache, not model state
-
-    def _grids(self) -> tuple[dict, dict]:
-        """(grids_, stage_grids_) ready for `_percentile`, built on first use (models
-        pickled before the cache existed get it too)."""
-        found = self.__dict__.get("_search_grids")
-        if found is None:
-            found = self._search_grids = ({c: g.tolist() for c, g in self.grids_.items()},
-                                          {s: g.tolist() for s, g in self.stage_grids_.items()})
-        return found
 
     def sentence(self, feature: str, value, stage: str | None, impact: float = 0.0) -> str:
         """One short sentence about one feature value, compared with won deals."""
@@ -90,7 +79,7 @@ class FactorExplainer:
         known = isinstance(value, (int, float, np.number)) and math.isfinite(value)
         if feature in STAGE_POSITION and known and 0 <= int(value) < len(self.stages_):
             return f"the deal {STAGE_POSITION[feature].format(stage=self.stages_[int(value)])}"
-        grids, stage_grids = self._grids()
+        grids, stage_grids = self.grids_, self.stage_grids_
         if feature == self.days_in_stage_column and stage in stage_grids and known:
             pct = _percentile(stage_grids[stage], value)
             return (f"{_fmt(value, True)} days in {stage}, longer than {pct} % of won deals at that stage"
@@ -137,7 +126,7 @@ class FactorExplainer:
         order, for the values `_plain` leaves (float, int, str or None), with each feature's
         lookups done once and sentences that depend only on the feature, the category or
         stage and the sign written once."""
-        _, stage_grids = self._grids()
+        stage_grids = self.stage_grids_
         plans: dict[int, tuple] = {}
         memo: dict[tuple, str] = {}
         values, sentences = [], []
@@ -169,7 +158,7 @@ class FactorExplainer:
         stage, grid, whole numbers)."""
         name = str(feature)
         return (self.labels_.get(feature, name.replace("_", " ")), STAGE_POSITION.get(name),
-                feature == self.days_in_stage_column, self._grids()[0].get(feature), _whole(name))
+                feature == self.days_in_stage_column, self.grids_.get(feature), _whole(name))
 
 
 class _Rows:

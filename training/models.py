@@ -2,10 +2,10 @@
 
 Both are scikit-learn style: parameters in `__init__`, `fit` returns self, learned state
 ends in `_`. Folds are passed explicitly because they are time folds (training.folds).
+They predict through LightGBM's fast path (`training.lightgbm_fast`); what the predictor
+asks of them is written down in `training.model_protocols`.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import numpy as np
@@ -15,101 +15,15 @@ from scipy.stats import norm
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-if TYPE_CHECKING:
-    from training.attribution import PathAttribution
+from training.attribution import PathAttribution
+from training.lightgbm_fast import lgb_matrix, matrix_ready, predict_booster
 
 Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
-# Below this many rows a prediction runs on one thread: starting OpenMP's team costs more
-# (~5-10 ms on a busy machine) than walking a few hundred trees for a request's deals.
-SINGLE_THREAD_ROWS = 5000
-# SHAP contributions cost ~0.3 ms a row (TreeSHAP), so threads pay off much sooner.
-SINGLE_THREAD_CONTRIB_ROWS = 100
 
 
 def _check_fitted(model, attr: str) -> None:
     if not hasattr(model, attr):
         raise RuntimeError(f"{type(model).__name__} is not fitted: call fit() first")
-
-
-def lgb_matrix(X: pd.DataFrame, pandas_categorical: list | None) -> np.ndarray:
-    """X as LightGBM's own pandas conversion makes it: categorical columns as codes of the
-    training categories (missing or unseen -> NaN), the float64 columns as they are.
-
-    Done once per request and shared by the five predict calls (close, contributions and
-    three quantiles) instead of LightGBM repeating its slower generic conversion in each.
-    Only for frames whose other columns are all float64 (see `matrix_ready`): LightGBM
-    would pick another matrix dtype for, say, float32 columns.
-    """
-    is_cat = [isinstance(dtype, pd.CategoricalDtype) for dtype in X.dtypes]
-    if len(pandas_categorical or []) != sum(is_cat):
-        raise ValueError(f"the feature frame has {sum(is_cat)} categorical columns; the model was trained "
-                         f"with {len(pandas_categorical or [])}")
-    out = np.empty((len(X), X.shape[1]), dtype="float64")
-    numeric = [j for j, cat in enumerate(is_cat) if not cat]
-    if numeric:  # one block conversion: per-column access costs ~20 us a column
-        out[:, numeric] = X.iloc[:, numeric].to_numpy(dtype="float64", na_value=np.nan)
-    for j, train in zip([j for j, cat in enumerate(is_cat) if cat], pandas_categorical or []):
-        column = X.iloc[:, j]
-        if not _same_levels(column.cat.categories, train):
-            column = column.cat.set_categories(train)
-        codes = column.cat.codes.to_numpy()
-        out[:, j] = np.where(codes >= 0, codes, np.nan)
-    return out
-
-
-def matrix_ready(X: pd.DataFrame) -> bool:
-    """Whether `lgb_matrix` gives exactly LightGBM's conversion: categoricals plus float64."""
-    return all(isinstance(dtype, pd.CategoricalDtype) or dtype == np.float64 for dtype in X.dtypes)
-
-
-def _same_levels(levels: pd.Index, train: list) -> bool:
-    return len(levels) == len(train) and levels.equals(_train_index(train, levels.dtype))
-
-
-_TRAIN_INDEXES: dict[tuple[int, str], tuple[list, pd.Index]] = {}
-
-
-def _train_index(train: list, dtype) -> pd.Index:
-    """The booster's category list as an Index, built once per list (it lives as long as its
-    booster; the cache holds the list too, so its id cannot be reused by another)."""
-    key = (id(train), str(dtype))
-    found = _TRAIN_INDEXES.get(key)
-    if found is None or found[0] is not train:
-        if len(_TRAIN_INDEXES) > 256:  # many models loaded over time: start afresh
-            _TRAIN_INDEXES.clear()
-        found = _TRAIN_INDEXES[key] = (train, pd.Index(train, dtype=dtype))
-    return found[1]
-
-
-def _predict(booster: lgb.Booster, X: pd.DataFrame | np.ndarray, feature_names: list[str], **kwargs) -> np.ndarray:
-    """booster.predict on a frame (converted here) or on an `lgb_matrix` already made;
-    one thread for request-sized inputs."""
-    if isinstance(X, pd.DataFrame) and matrix_ready(X[feature_names]):
-        X = lgb_matrix(X[feature_names], booster.pandas_categorical)
-    elif isinstance(X, pd.DataFrame):
-        X = X[feature_names]  # LightGBM converts it
-    if len(X) <= (SINGLE_THREAD_CONTRIB_ROWS if kwargs.get("pred_contrib") else SINGLE_THREAD_ROWS):
-        kwargs["num_threads"] = 1
-    return booster.predict(X, **kwargs)
-
-
-def shared_matrix(X: pd.DataFrame, *models) -> pd.DataFrame | np.ndarray:
-    """One `lgb_matrix` for several LightGBM models trained on the same features and
-    categories (the predictor's close and time models); X itself otherwise (baselines)."""
-    boosters = []
-    for model in models:
-        if model is None:
-            continue
-        if list(getattr(model, "feature_names_in_", [])) != list(X.columns):
-            return X
-        found = [getattr(model, "booster_", None)] if hasattr(model, "booster_") else getattr(model, "boosters_", [None])
-        if any(b is None for b in found):
-            return X
-        boosters.extend(found)
-    if not boosters or any(b.pandas_categorical != boosters[0].pandas_categorical for b in boosters[1:]) \
-            or not matrix_ready(X):
-        return X
-    return lgb_matrix(X, boosters[0].pandas_categorical)
 
 
 class PlattCalibrator:
@@ -226,7 +140,7 @@ class CloseProbabilityModel:
     def predict_raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Uncalibrated log-odds from the booster (X: a frame, or its `lgb_matrix`)."""
         _check_fitted(self, "booster_")
-        return _predict(self.booster_, X, self.feature_names_in_, raw_score=True, num_iteration=self.best_iteration_)
+        return predict_booster(self.booster_, X, self.feature_names_in_, raw_score=True, num_iteration=self.best_iteration_)
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Calibrated P(won) per row (1-D)."""
@@ -238,50 +152,47 @@ class CloseProbabilityModel:
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         return np.clip(self.calibrator_.predict(raw), 1e-4, 1 - 1e-4)
 
-    def predict_proba_and_contributions(self, X: pd.DataFrame | np.ndarray, method: str = "path"
-                                        ) -> tuple[np.ndarray, np.ndarray]:
-        """(`predict_proba(X)`, `contributions(X, method)`). With path attribution both come
-        from one walk of the trees: the raw score is summed from the leaves reached exactly as
-        LightGBM's predict sums it (bitwise equal, tested), which saves a predict (~9 ms for
-        1,000 rows)."""
+    def predict_proba_and_contributions(self, X: pd.DataFrame | np.ndarray, method: str = "path",
+                                        attribution: PathAttribution | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(`predict_proba(X)`, `contributions(X, method, attribution)`). With path attribution
+        both come from one walk of the trees: the raw score is summed from the leaves reached
+        exactly as LightGBM's predict sums it (bitwise equal, tested), which saves a predict
+        (~9 ms for 1,000 rows)."""
         _check_fitted(self, "calibrator_")
-        if method != "path" or self.fallback_ or len(X) == 0 or not self.warm().sums_like_predict_:
-            return self.predict_proba(X), self.contributions(X, method)
-        leaves = _predict(self.booster_, X, self.feature_names_in_, pred_leaf=True, num_iteration=self.best_iteration_)
-        attribution = self.warm()
+        if method != "path" or self.fallback_ or len(X) == 0:
+            return self.predict_proba(X), self.contributions(X, method, attribution)
+        attribution = attribution or self.path_attribution()
+        if not attribution.sums_like_predict_:
+            return self.predict_proba(X), self.contributions(X, method, attribution)
+        leaves = predict_booster(self.booster_, X, self.feature_names_in_, pred_leaf=True,
+                                 num_iteration=self.best_iteration_)
         return self._calibrated(attribution.raw_from_leaves(leaves)), attribution.from_leaves(leaves)
 
     CONTRIBUTION_METHODS = ("path", "shap")
 
-    def contributions(self, X: pd.DataFrame | np.ndarray, method: str = "path") -> np.ndarray:
+    def contributions(self, X: pd.DataFrame | np.ndarray, method: str = "path",
+                      attribution: PathAttribution | None = None) -> np.ndarray:
         """Per-feature log-odds contributions, last column the bias; each row sums to the raw
         score. method "path": path attribution (training.attribution; as cheap as a predict,
-        the scoring default); "shap": LightGBM's exact TreeSHAP (~100x slower, for analysis)."""
+        the scoring default; `attribution`: the table of `path_attribution()`, built here when
+        not given); "shap": LightGBM's exact TreeSHAP (~100x slower, for analysis)."""
         _check_fitted(self, "booster_")
         if method not in self.CONTRIBUTION_METHODS:
             raise ValueError(f"unknown contribution method {method!r}; use one of {list(self.CONTRIBUTION_METHODS)}")
         if len(X) == 0:  # LightGBM's predict fails on no rows
             return np.zeros((0, len(self.feature_names_in_) + 1))
         if method == "shap":
-            return _predict(self.booster_, X, self.feature_names_in_, pred_contrib=True,
-                            num_iteration=self.best_iteration_)
-        leaves = _predict(self.booster_, X, self.feature_names_in_, pred_leaf=True, num_iteration=self.best_iteration_)
-        return self.warm().from_leaves(leaves)
+            return predict_booster(self.booster_, X, self.feature_names_in_, pred_contrib=True,
+                                   num_iteration=self.best_iteration_)
+        leaves = predict_booster(self.booster_, X, self.feature_names_in_, pred_leaf=True,
+                                 num_iteration=self.best_iteration_)
+        return (attribution or self.path_attribution()).from_leaves(leaves)
 
-    def warm(self) -> "PathAttribution":
-        """The path attribution table, built on first use (~0.1 s for a few hundred trees):
-        call at service start-up so the first request does not pay for it. A cache, not
-        pickled (see __getstate__)."""
+    def path_attribution(self) -> PathAttribution:
+        """The path attribution table of the booster (~0.1 s for a few hundred trees). Built
+        per call: the serving object (`training.compiled.CompiledPredictor`) keeps one."""
         _check_fitted(self, "booster_")
-        found = self.__dict__.get("_path_attribution")
-        if found is None:
-            from training.attribution import PathAttribution
-
-            found = self._path_attribution = PathAttribution().fit(self.booster_, self.best_iteration_)
-        return found
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_path_attribution"}  # a cache, not model state
+        return PathAttribution().fit(self.booster_, self.best_iteration_)
 
     def feature_importance(self) -> pd.Series:
         _check_fitted(self, "booster_")
@@ -334,7 +245,7 @@ class TimeToCloseModel:
     def _raw_quantiles(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         if isinstance(X, pd.DataFrame) and self.boosters_ and matrix_ready(X[self.feature_names_in_]):
             X = lgb_matrix(X[self.feature_names_in_], self.boosters_[0].pandas_categorical)  # once for the three
-        return np.column_stack([_predict(b, X, self.feature_names_in_, num_iteration=b.best_iteration or None)
+        return np.column_stack([predict_booster(b, X, self.feature_names_in_, num_iteration=b.best_iteration or None)
                                 for b in self.boosters_])
 
     def predict_log_quantiles(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -343,10 +254,6 @@ class TimeToCloseModel:
         q = self._raw_quantiles(X) + self.shifts_
         q = np.sort(q, axis=1)
         return np.maximum(q, 0.0)
-
-    def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
-        """(n, 3) days to a won close at P10/P50/P90."""
-        return np.expm1(self.predict_log_quantiles(X))
 
 
 def lognormal_params(log_quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -387,5 +294,3 @@ class StageTimeBaseline:
         return np.vstack([self.by_stage_.get(s, self.overall_) if isinstance(s, str) else self.overall_
                           for s in stages.tolist()]) if len(X) else np.empty((0, 3))
 
-    def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
-        return np.expm1(self.predict_log_quantiles(X))

@@ -1,7 +1,8 @@
 """The predictor as ONE MLflow pyfunc model: feature code + stored aggregates + both
 models + calibrator, with a signature. Input: one row per open deal (canonical deal
 columns plus `stage`, optional `stage_entered_at`, `expected_close_date`); optional
-param `as_of`. Output: one row per deal with the scores."""
+param `as_of`. Output: one row per deal with the scores. Rows are checked and scored by
+the service's request path (`training.request.score_request`)."""
 from __future__ import annotations
 
 import pickle
@@ -13,7 +14,9 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from features.errors import LeadscoreError
-from features.payload import canonical_from_frame
+from features.snapshots import deals_at
+from training.compiled import CompiledPredictor
+from training.request import score_request
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_COLUMNS = ["deal_id", "close_probability", "score", "tier", "p_close_within_30d", "p_close_within_60d",
@@ -27,17 +30,26 @@ class LeadScoreModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         with open(context.artifacts["predictor"], "rb") as fh:
-            self.predictor = pickle.load(fh)
+            self.use(pickle.load(fh))
+
+    def use(self, predictor) -> None:
+        """Serve `predictor` (a `LeadScorePredictor`), compiled for requests."""
+        self.predictor = predictor
+        self.model = CompiledPredictor.compile(predictor)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         as_of = (params or {}).get("as_of") or None
-        result = canonical_from_frame(model_input, self.predictor.meta)
-        if len(result.rejects):
-            first = result.rejects.iloc[0]
-            raise LeadscoreError(f"{len(result.rejects)} invalid input row(s); first: deal {first['deal_id']}: "
-                                 f"{first['reason']} ({first['detail']})")
-        scored = self.predictor.score(result.data, as_of)
-        return scored[[c for c in OUTPUT_COLUMNS if c in scored.columns]]
+        scored = score_request(self.model, frame_records(model_input), as_of)
+        if scored.checked.errors:
+            raise LeadscoreError(scored.checked.summary())
+        return pd.DataFrame({c: v for c, v in scored.scores.items() if c in OUTPUT_COLUMNS})[
+            [c for c in OUTPUT_COLUMNS if c in scored.scores]]
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict]:
+    """Input rows as payload deals: missing values dropped, deal ids as text."""
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return [{k: str(v) if k == "deal_id" else v for k, v in rec.items() if v is not None} for rec in records]
 
 
 def example_input(data, n: int = 3) -> pd.DataFrame:
@@ -50,8 +62,8 @@ def example_input(data, n: int = 3) -> pd.DataFrame:
     if "stage" not in sample and not data.meta.static:
         sample["stage"] = data.meta.stages[0]
         if data.stage_events is not None and len(data.stage_events):
-            last = data.stage_events.groupby("deal_id")["stage"].last()
-            sample["stage"] = sample["deal_id"].map(last).fillna(data.meta.stages[0]).to_numpy()
+            state = deals_at(data, data.data_end).set_index("deal_id")["stage"]
+            sample["stage"] = sample["deal_id"].map(state).fillna(data.meta.stages[0]).to_numpy()
     for col in sample.columns:
         if pd.api.types.is_datetime64_any_dtype(sample[col]):
             sample[col] = sample[col].dt.strftime("%Y-%m-%dT%H:%M:%S")
@@ -68,7 +80,7 @@ def log_predictor(predictor, data, name: str = "model") -> mlflow.models.model.M
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "predictor.pkl"
         path.write_bytes(pickle.dumps(predictor))
-        wrapper.predictor = predictor
+        wrapper.use(predictor)
         as_of = None if predictor.static else data.data_end.isoformat()
         y = wrapper.predict(None, x, {"as_of": as_of})
         signature = infer_signature(x, y, params={"as_of": ""})

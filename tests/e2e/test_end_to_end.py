@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features.dataset import read_dataset
-from features.payload import payload_records
+from payloads import payload_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 API_KEY = "e2e-key-" + "y" * 24

@@ -1,4 +1,4 @@
-"""History lookups (numpy, with each table's half of the as-of search kept) against a
+"""History lookups (numpy, with each table's half of the as-of search in its `TableIndex`) against a
 brute-force scan, and the small-table helpers of validation against pandas."""
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_lookup_matches_a_brute_force_scan(seed, strict):
     table = _table(rng)
     codes = rng.integers(-1, 7, 80)  # unseen (-1) and out-of-range codes have no history
     at = pd.Timestamp("2023-12-25").to_datetime64() + rng.integers(0, 55, 80).astype("timedelta64[D]")
-    found = hist.lookup(table, codes, at.astype("datetime64[us]"), strict=strict)
+    found = hist.lookup(table.search_index(), codes, at.astype("datetime64[us]"), strict=strict)
     for i, (code, t) in enumerate(zip(codes, at)):
         want = _brute(table, code, t, strict)
         for name in ("won", "lost"):
@@ -45,18 +45,15 @@ def test_lookup_matches_a_brute_force_scan(seed, strict):
 def test_lookup_on_an_empty_table_finds_nothing():
     empty = hist._cumulative(pd.Index(["a"], dtype="string"), np.zeros(0, "int64"),
                              np.zeros(0, "datetime64[us]"), {"won": np.zeros(0)})
-    found = hist.lookup(empty, np.array([0, -1]), np.array(["2024-01-01"] * 2, dtype="datetime64[us]"), strict=True)
+    found = hist.lookup(empty.search_index(), np.array([0, -1]), np.array(["2024-01-01"] * 2, dtype="datetime64[us]"), strict=True)
     assert np.isnan(found["won"]).all()
 
 
-def test_cached_arrays_are_not_pickled():
+def test_a_pickled_table_looks_up_the_same():
     table = _table(np.random.default_rng(0))
     query = (np.array([0, 1, 4]), np.array(["2024-01-20"] * 3, dtype="datetime64[us]"))
-    before = hist.lookup(table, *query, strict=False)
-    assert "_arrays" in table.__dict__
-    again = pickle.loads(pickle.dumps(table))
-    assert "_arrays" not in again.__dict__
-    after = hist.lookup(again, *query, strict=False)
+    before = hist.lookup(table.search_index(), *query, strict=False)
+    after = hist.lookup(pickle.loads(pickle.dumps(table)).search_index(), *query, strict=False)
     for name in before:
         np.testing.assert_array_equal(after[name], before[name])
 
@@ -88,12 +85,11 @@ def test_one_search_over_stacked_tables_equals_a_search_per_table():
     at = (data.data_end - pd.to_timedelta(rng.integers(0, 800, n), unit="D")).to_numpy().astype("datetime64[us]")
     at[:5] = np.datetime64("1990-01-01")  # before any history
     codes = [rng.integers(-1, len(h.groups[c].levels), n) for c in columns]
-    outcomes, groups = hist.lookup_groups(h, columns, codes, at)
-    want = hist.lookup(h.outcomes, np.zeros(n, "int64"), at, strict=True)
+    outcomes, groups = hist.lookup_groups(hist.StackedIndex.of(h, columns), codes, at)
+    want = hist.lookup(h.outcomes.search_index(), np.zeros(n, "int64"), at, strict=True)
     for name in ("won", "lost"):
         np.testing.assert_array_equal(outcomes[name], want[name])
     for i, (col, c) in enumerate(zip(columns, codes)):
-        want = hist.lookup(h.groups[col], c, at, strict=True)
+        want = hist.lookup(h.groups[col].search_index(), c, at, strict=True)
         for name in ("won", "lost", "won_amount"):
             np.testing.assert_array_equal(groups[name][i], want[name], err_msg=f"{col}.{name}")
-    assert "_stacked" not in pickle.loads(pickle.dumps(h)).__dict__

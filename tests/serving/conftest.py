@@ -97,7 +97,7 @@ def client(served):
 @pytest.fixture(scope="session")
 def open_deals():
     """Deals open at AS_OF as request payloads (only what was known then)."""
-    from features.payload import payload_records
+    from payloads import payload_records
 
     data, _truth = models_cache.small_data()
     return payload_records(data, pd.Timestamp(AS_OF))

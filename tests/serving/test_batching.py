@@ -9,14 +9,17 @@ import pandas as pd
 import pytest
 
 from features.arrays import DealArrays
-from features.payload import payload_arrays, payload_records
+from features.payload import payload_arrays
+from payloads import payload_records
 from serving.batching import ScoreBatcher
 from serving.schemas import ScoreRequest
+from training.compiled import CompiledPredictor
 
 
 @pytest.fixture(scope="module")
 def predictor():
-    return models_cache.small_train_result().predictor
+    """The small predictor compiled as the service compiles it."""
+    return CompiledPredictor.compile(models_cache.small_train_result().predictor)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def requests_(predictor):
             raw = [{key: v for key, v in r.items() if key != "activities"} for r in raw]
         records = list(ScoreRequest.model_validate({"deals": raw}).deals)
         checked = payload_arrays(records, predictor.meta)
-        assert checked.rejects is None
+        assert checked.rejects == []
         at = np.full(len(records), np.datetime64(as_of), dtype="datetime64[us]")
         out.append((checked.arrays, at))
     return out
@@ -57,7 +60,7 @@ def test_merged_arrays_score_like_each_request_alone(predictor, requests_):
 
 
 def test_concurrent_requests_share_a_batch_and_get_their_own_scores(predictor, requests_):
-    batcher = ScoreBatcher(predictor.score_arrays, max_deals=1000, inline_deals=0)
+    batcher = ScoreBatcher(predictor, max_deals=1000, inline_deals=0)
 
     async def burst():
         return await asyncio.gather(*[batcher.score(arrays, at, True) for arrays, at in requests_])
@@ -69,7 +72,7 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_scores(predictor, r
 
 
 def test_batches_respect_the_deal_cap_and_the_explain_flag(predictor, requests_):
-    batcher = ScoreBatcher(predictor.score_arrays, max_deals=50, inline_deals=0)
+    batcher = ScoreBatcher(predictor, max_deals=50, inline_deals=0)
 
     async def burst():
         return await asyncio.gather(*[batcher.score(arrays, at, k % 2 == 0) for k, (arrays, at) in enumerate(requests_)])
@@ -83,12 +86,13 @@ def test_batches_respect_the_deal_cap_and_the_explain_flag(predictor, requests_)
 def test_a_failing_request_fails_alone(predictor, requests_):
     bad_ids = set(requests_[3][0].deal_id)
 
-    def score(arrays, at, explain):
-        if bad_ids & set(arrays.deal_id):
-            raise RuntimeError("boom")
-        return predictor.score_arrays(arrays, at, explain)
+    class FailsOnOneRequest:
+        def score_arrays(self, arrays, at, explain=False):
+            if bad_ids & set(arrays.deal_id):
+                raise RuntimeError("boom")
+            return predictor.score_arrays(arrays, at, explain)
 
-    batcher = ScoreBatcher(score, inline_deals=0)
+    batcher = ScoreBatcher(FailsOnOneRequest(), inline_deals=0)
 
     async def burst():
         return await asyncio.gather(*[batcher.score(arrays, at, False) for arrays, at in requests_],
@@ -100,7 +104,7 @@ def test_a_failing_request_fails_alone(predictor, requests_):
 
 
 def test_small_requests_on_an_idle_batcher_skip_the_thread(predictor, requests_):
-    batcher = ScoreBatcher(predictor.score_arrays, inline_deals=20)
+    batcher = ScoreBatcher(predictor, inline_deals=20)
     one, at = requests_[0]  # 1 deal
     big, big_at = requests_[1]  # 40 deals
 

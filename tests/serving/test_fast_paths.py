@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.payload import canonical_from_records, payload_arrays, payload_records
-from serving.errors import unknown_category_warnings
+from payloads import canonical_from_records, payload_records
+from serving.request import shape_scores
 from serving.schemas import ScoreRequest, ScoreResponse, score_response_json
-from serving.service import _shape_scores
-from training.models import lgb_matrix, shared_matrix
+from training.compiled import CompiledPredictor
+from training.lightgbm_fast import lgb_matrix, shared_matrix
+from training.request import score_request
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,19 @@ def test_matrix_refuses_a_frame_with_other_categorical_columns(predictor, scorin
         lgb_matrix(X, predictor.close_model.booster_.pandas_categorical[:-1])
 
 
+def test_the_request_path_scores_like_the_canonical_path(predictor, scoring):
+    model = CompiledPredictor.compile(predictor)
+    for as_of, records, data, _ in scoring:
+        want = predictor.score(data, as_of, explain=True)
+        got = score_request(model, records, as_of, explain=True).scores
+        assert list(got["deal_id"]) == list(want["deal_id"])
+        for name in want.columns:
+            if name == "top_factors":
+                assert list(got[name]) == list(want[name])
+            else:
+                np.testing.assert_array_equal(np.asarray(got[name]), want[name].to_numpy(), err_msg=name)
+
+
 def test_a_batch_scores_like_single_requests(predictor, scoring):
     as_of, records, data, _ = scoring[1]
     batch = predictor.score(data, as_of, explain=True).set_index("deal_id")
@@ -105,12 +119,9 @@ def test_expected_close_dates_are_as_of_plus_rounded_days_at_midnight(predictor,
 def _both_json(predictor, as_of, records, data, version=7):
     """The service's path (payload arrays, no frames) rendered both ways; `data` is unused
     by it and kept for the callers' symmetry with the canonical-table path."""
-    checked = payload_arrays(records, predictor.meta)
-    assert checked.rejects is None
-    scored = predictor.score_arrays(checked.arrays, as_of, explain=True)
-    warnings = unknown_category_warnings(checked.arrays.fields, predictor.builder.categories_,
-                                         predictor.builder.attribute_features_)
-    rows = _shape_scores(scored, records, warnings, version)
+    scored = score_request(CompiledPredictor.compile(predictor), records, as_of, explain=True)
+    assert scored.checked.errors == []
+    rows = shape_scores(scored.scores, records, scored.warnings, version)
     fast = json.loads(score_response_json(version, as_of, rows))
     slow = json.loads(ScoreResponse(model_version=version, as_of=as_of, deals=rows).model_dump_json())
     return fast, slow, rows

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.payload import canonical_from_records
+from payloads import canonical_from_records
 
 AS_OF = "2024-10-01T00:00:00"
 OPEN_PATHS = ["/healthz", "/livez", "/readyz", "/metrics", "/docs.json"]

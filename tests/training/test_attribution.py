@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from training.attribution import PathAttribution
-from training.models import CloseProbabilityModel, lgb_matrix
+from training.lightgbm_fast import lgb_matrix
+from training.models import CloseProbabilityModel
 
 
 def _frame(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
@@ -194,21 +195,22 @@ def test_close_model_methods(close_model, data):
         close_model.contributions(M, method="treeshap")
 
 
-def test_attribution_cache_is_not_pickled(close_model, data):
+def test_a_given_attribution_table_gives_the_same_contributions(close_model, data):
     X, _ = data
-    assert close_model.warm() is close_model.warm()  # built once
-    before = close_model.contributions(X.iloc[:50])
+    before = set(close_model.__dict__)
+    table = close_model.path_attribution()
+    np.testing.assert_array_equal(close_model.contributions(X.iloc[:50], attribution=table),
+                                  close_model.contributions(X.iloc[:50]))
+    assert set(close_model.__dict__) == before  # no cache: the model pickles as it was fitted
     restored = pickle.loads(pickle.dumps(close_model))
-    assert "_path_attribution" in close_model.__dict__ and "_path_attribution" not in restored.__dict__
-    np.testing.assert_array_equal(restored.contributions(X.iloc[:50]), before)
-    assert "_path_attribution" in restored.__dict__
+    np.testing.assert_array_equal(restored.contributions(X.iloc[:50]), close_model.contributions(X.iloc[:50]))
 
 
 def test_one_walk_gives_predict_bitwise_and_the_same_contributions():
     """`predict_proba_and_contributions` sums the leaves as LightGBM does: bitwise the same scores."""
     import models_cache
 
-    from training.models import shared_matrix
+    from training.lightgbm_fast import shared_matrix
 
     predictor = models_cache.small_predictor()
     data, _ = models_cache.small_data()
@@ -216,9 +218,10 @@ def test_one_walk_gives_predict_bitwise_and_the_same_contributions():
     X = feats[predictor.feature_names]
     M = shared_matrix(X, predictor.close_model, predictor.time_model)
     model = predictor.close_model
+    table = model.path_attribution()
     for rows in (M, M[:3], *(M[i:i + 1] for i in range(40))):  # single rows too: no pairwise summing
-        p, contrib = model.predict_proba_and_contributions(rows)
+        p, contrib = model.predict_proba_and_contributions(rows, attribution=table)
         np.testing.assert_array_equal(p, model.predict_proba(rows))
-        np.testing.assert_array_equal(contrib, model.contributions(rows))
-    raw = model.warm().raw_from_leaves(model.booster_.predict(M, pred_leaf=True, num_iteration=model.best_iteration_))
+        np.testing.assert_array_equal(contrib, model.contributions(rows, attribution=table))
+    raw = table.raw_from_leaves(model.booster_.predict(M, pred_leaf=True, num_iteration=model.best_iteration_))
     np.testing.assert_array_equal(raw, model.predict_raw(M))

@@ -1,0 +1,75 @@
+"""`/score`: the request path of `training.request` plus the HTTP shape.
+
+The checks, the scoring and the warnings are `training.request`'s (the MLflow pyfunc model
+runs the same steps); here the deals are scored through the batcher (concurrent requests
+together), field errors become a 422, and the scores become the `ScoreResponse` JSON.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from starlette.background import BackgroundTask
+from starlette.responses import JSONResponse, Response
+
+from serving.batching import ScoreBatcher
+from serving.errors import problem
+from serving.schemas import score_response_json
+from training.compiled import CompiledPredictor, Explain, Scores
+from training.request import category_warnings, check_request
+
+log = logging.getLogger("leadscore.serving")
+SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_close_within_30d",
+                 "p_close_within_60d", "p_close_within_90d", "expected_close_date_p10", "expected_close_date_p50",
+                 "expected_close_date_p90", "close_days_p10", "close_days_p50", "close_days_p90", "top_factors"]
+
+
+async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,
+                        version: int) -> Response | JSONResponse:
+    """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response."""
+    checked = check_request(model, deals, as_of)
+    if checked.errors:
+        return problem(422, checked.summary(), [e.as_dict() for e in checked.errors])
+    scored = await batcher.score(checked.arrays, checked.at, explain)  # with concurrent requests, if any
+    warnings = category_warnings(model, checked.arrays)
+    ids = scored["deal_id"]
+    # logged once the response is sent (a background task): the client does not wait for the log
+    logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),
+                            ",..." if len(ids) > 5 else "")
+    # written as the ScoreResponse JSON directly: validating our own output per deal cost more than scoring
+    body = score_response_json(version, checked.as_of, shape_scores(scored, deals, warnings, version))
+    return Response(body, media_type="application/json", background=logged)
+
+
+def shape_scores(scored: Scores | pd.DataFrame, records: list[dict], warnings: dict[int, list[str]],
+                 version: int) -> list[dict]:
+    """Scored rows (a frame or {column: values}) in request order, NaN/NaT as null, plus model
+    version and warnings. Built from plain column lists: pandas' object conversions cost
+    more than the scoring of a deal."""
+    columns = {c: _plain_values(scored[c], day=c.startswith("expected_close_date_")) for c in SCORE_COLUMNS if c in scored}
+    position = {deal_id: i for i, deal_id in enumerate(columns["deal_id"])}
+    rows = []
+    for i, rec in enumerate(records):
+        k = position.get(rec["deal_id"])
+        row = {c: (None if k is None else values[k]) for c, values in columns.items()}
+        row["deal_id"] = rec["deal_id"]
+        row["model_version"] = version
+        row["warnings"] = warnings.get(i, [])
+        rows.append(row)
+    return rows
+
+
+def _plain_values(column, day: bool = False) -> list:
+    """A column as Python values with None for missing (datetimes as datetime.datetime, or
+    datetime.date with `day`)."""
+    if isinstance(column, list):
+        return column
+    values = np.asarray(column)
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[D]" if day else "datetime64[us]").tolist()  # NaT -> None
+    if values.dtype.kind == "f":
+        return [None if v != v else v for v in values.tolist()]
+    if values.dtype.kind in "iub":
+        return values.tolist()
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in values.tolist()]
