@@ -94,7 +94,8 @@ def compare_brier(candidate: float | None, champion: float | None, champion_vers
         return False, (f"champion v{champion_version} has no brier on this holdout to compare with "
                        f"(not counted as a loss for it)")
     if champion - candidate >= -tolerance:
-        return True, f"brier {candidate:.6g} vs champion v{champion_version} {champion:.6g} (lower is better): not worse"
+        return True, (f"brier {candidate:.6g} vs champion v{champion_version} {champion:.6g} "
+                      f"(lower is better): not worse")
     return False, (f"brier {candidate:.6g} is worse than champion v{champion_version} {champion:.6g} "
                    f"on the same holdout (lower is better, tolerance {tolerance:g})")
 
@@ -155,7 +156,8 @@ def _verdict(client, model_name: str, candidate: HoldoutScore, skill: dict | Non
     """(promote?, why, the champion's Brier on the holdout)."""
     no_skill = lacks_skill(skill) if skill else None
     if no_skill:
-        return False, f"{no_skill}; not compared with the champion (`leadscore promote VERSION --force` overrides)", None
+        return False, (f"{no_skill}; not compared with the champion "
+                       f"(`leadscore promote VERSION --force` overrides)"), None
     if champion_version is None:
         return True, "no champion yet", None
     champion_tags = client.get_model_version(model_name, str(champion_version)).tags or {}

@@ -74,7 +74,8 @@ def dataset_difference(model: DatasetMeta, data: DatasetMeta) -> str | None:
     if dict(model.attributes) != dict(data.attributes):
         gone = sorted(set(model.attributes) - set(data.attributes))
         new = sorted(set(data.attributes) - set(model.attributes))
-        kinds = sorted(k for k in set(model.attributes) & set(data.attributes) if model.attributes[k] != data.attributes[k])
+        shared = set(model.attributes) & set(data.attributes)
+        kinds = sorted(k for k in shared if model.attributes[k] != data.attributes[k])
         parts = [f"{label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
                  for label, names in (("missing", gone), ("not in the model", new), ("other kind", kinds)) if names]
         return "attributes differ (" + "; ".join(parts) + ")"
