@@ -88,10 +88,16 @@ def _float(env, name: str) -> float | None:
 
 def load_predictor(config: ServingConfig, from_bento: bool = False):
     """(predictor, model version) with the configured tier thresholds applied: the
-    champion of the Bento's model store, or of the MLflow registry."""
+    champion of the Bento's model store, or of the MLflow registry. With a data folder
+    for /forecast and /pipeline, refuses (ModelDataMismatch) a model trained on another
+    dataset."""
+    from training.registry import check_model_data
     from training.registry import load_predictor as load_registered
 
     predictor, version = _from_bento_store() if from_bento else load_registered(config.model_name)
+    if config.data_dir is not None:
+        check_model_data(config.model_name, version, _dataset_meta(config.data_dir), config.data_dir,
+                         recorded=predictor.meta)
     tiers = predictor.tiers
     tiers.hot = tiers.hot if config.tier_hot is None else config.tier_hot
     tiers.warm = tiers.warm if config.tier_warm is None else config.tier_warm
@@ -101,11 +107,28 @@ def load_predictor(config: ServingConfig, from_bento: bool = False):
     return predictor, version
 
 
-def check_champion(model_name: str) -> None:
-    """Raise NoChampion (one line, says what to run) when the registry has no champion."""
-    from training.registry import require_champion
+def _dataset_meta(data_dir: str):
+    """The stage order and attributes of the canonical tables in `data_dir` (meta.json)."""
+    import json
+    from pathlib import Path
 
-    require_champion(model_name)
+    from features.schema import DatasetMeta
+
+    path = Path(data_dir) / "meta.json"
+    if not path.exists():
+        raise ConfigError(f"LEADSCORE_DATA={data_dir}: {path} not found; run `leadscore ingest` for this folder")
+    return DatasetMeta.from_dict(json.loads(path.read_text()))
+
+
+def check_champion(model_name: str) -> None:
+    """Raise NoChampion (one line, says what to run) when the registry has no champion, and
+    ModelDataMismatch when LEADSCORE_DATA holds another dataset than the champion's."""
+    from training.registry import check_model_data, require_champion
+
+    version = require_champion(model_name)
+    data_dir = ServingConfig.from_env().data_dir
+    if data_dir is not None:
+        check_model_data(model_name, version, _dataset_meta(data_dir), data_dir)
 
 
 def _from_bento_store():

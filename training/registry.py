@@ -1,28 +1,38 @@
-"""The model registry: the promotion gate, promote, rollback, and loading a version.
+"""The model registry: aliases, promote, rollback, loading a version, and the check that
+a model and a dataset belong together.
 
 A registered model has two aliases: `champion` (what serving loads) and `challenger`
-(the last version the gate refused). The order in which versions held `champion` is
-kept in a registered-model tag, so `rollback` knows what came before. `load_predictor`
-is the one way a registered predictor is loaded (CLI, evaluate, score, forecast, the
-service and the gate's re-scoring of the champion).
+(the last version the gate refused). Every move of `champion` happens under the registry
+lock (`tracking.registry_lock`) after re-reading the alias, and is logged with both
+versions, the time and the reason (`leadscore.champion_log`); the order in which versions
+held it is kept for `rollback`. Each version records the dataset it was trained on
+(name, stages, attributes, fingerprint); `check_model_data` refuses a model and data that
+do not belong together. `load_predictor` is the one way a registered predictor is loaded.
+The promotion gate (register a version, judge it, move the alias) is `training.gate`.
 """
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from features.errors import LeadscoreError
-from training.tracking import mlflow_client, tracking_uri
+from features.schema import DatasetMeta
+from training.tracking import mlflow_client, registry_lock, tracking_uri
 
 if TYPE_CHECKING:
     from training.predictor import LeadScorePredictor
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-HISTORY_TAG = "leadscore.champion_history"  # JSON list of versions, oldest first
-HISTORY_LIMIT = 100  # MLflow tag values are capped at a few kB
+GATE_TAG = "leadscore.gate"  # on a version: the gate's alias; absent when no gate decision was made
+HISTORY_TAG = "leadscore.champion_history"  # JSON list of versions, oldest first (for rollback)
+LOG_TAG = "leadscore.champion_log"  # JSON list of {version, replaced, at, by, reason}, oldest first
+PROMOTION_TAG = "leadscore.promotion"  # on a version: its latest log entry
+HISTORY_LIMIT = 100
+LOG_MAX_CHARS = 8000  # the oldest entries go first; each version keeps its own entry
+DATASET_TAGS = ("leadscore.dataset", "leadscore.stages", "leadscore.attributes", "leadscore.static")
 NO_CHAMPION = "no champion model registered; run `leadscore train`"
 
 
@@ -34,20 +44,106 @@ class RegistryError(LeadscoreError, ValueError):
     """A version, promotion or rollback that the registry state does not allow."""
 
 
-@dataclass
-class GateDecision:
-    """Outcome of the promotion gate for one registered version."""
+class ModelDataMismatch(RegistryError):
+    """A model and a dataset that do not belong together (other stages or attributes)."""
 
-    version: int
-    alias: str  # "champion" or "challenger"
-    reason: str
-    candidate: float | None
-    champion: float | None
-    champion_version: int | None = None
-    metric: str = "brier"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+# --- model-data identity ----------------------------------------------------------------
+
+def dataset_tags(meta: DatasetMeta, data_sha256: str = "") -> dict[str, str]:
+    """What a version records about its training data (registered with the version)."""
+    return {"leadscore.dataset": meta.name, "leadscore.stages": json.dumps(list(meta.stages)),
+            "leadscore.attributes": json.dumps(dict(sorted(meta.attributes.items()))),
+            "leadscore.static": str(bool(meta.static)).lower(), "leadscore.data_sha256": data_sha256}
+
+
+def recorded_dataset(tags: dict) -> DatasetMeta | None:
+    """The dataset a version's tags (`dataset_tags`) describe; None when not recorded."""
+    if not all(key in tags for key in DATASET_TAGS):
+        return None  # registered before versions recorded their dataset: nothing to compare
+    return DatasetMeta(stages=json.loads(tags["leadscore.stages"]), attributes=json.loads(tags["leadscore.attributes"]),
+                       static=tags["leadscore.static"] == "true", name=tags["leadscore.dataset"])
+
+
+def dataset_difference(model: DatasetMeta, data: DatasetMeta) -> str | None:
+    """How two datasets differ in what a model depends on (None: the same dataset)."""
+    if model.static != data.static:
+        return "one is a static lead export, the other has dates"
+    if list(model.stages) != list(data.stages):
+        return f"stages {list(model.stages)} vs {list(data.stages)}"
+    if dict(model.attributes) != dict(data.attributes):
+        gone = sorted(set(model.attributes) - set(data.attributes))
+        new = sorted(set(data.attributes) - set(model.attributes))
+        shared = set(model.attributes) & set(data.attributes)
+        kinds = sorted(k for k in shared if model.attributes[k] != data.attributes[k])
+        parts = [f"{label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+                 for label, names in (("missing", gone), ("not in the model", new), ("other kind", kinds)) if names]
+        return "attributes differ (" + "; ".join(parts) + ")"
+    return None
+
+
+def check_model_data(model_name: str, version: int | None, data: DatasetMeta, data_label: str,
+                     recorded: DatasetMeta | None = None) -> int | None:
+    """Refuse (ModelDataMismatch, one line naming both) a model and data that do not
+    belong together: other stage order, attribute set or kind. A new fingerprint of the
+    same dataset is fine (new data). `recorded`: the model's own dataset meta (a loaded
+    predictor's); by default read from the version's tags (`version` None: the champion).
+    Returns the version checked (None when only `recorded` was given)."""
+    if recorded is None:
+        client = mlflow_client()
+        version = version if version is not None else require_champion(model_name)
+        _check_version(client, model_name, int(version))
+        recorded = recorded_dataset(client.get_model_version(model_name, str(version)).tags or {})
+    differs = None if recorded is None else dataset_difference(recorded, data)
+    if differs:
+        label = f"{model_name} v{version}" if version is not None else model_name
+        raise ModelDataMismatch(
+            f"model '{label}' was trained on dataset '{recorded.name}' and {data_label} holds dataset "
+            f"'{data.name}': they do not belong together ({differs}); use a model trained on this data "
+            f"(`--model-name`)")
+    return version
+
+
+def check_training_target(model_name: str, data: DatasetMeta, data_label: str, new_dataset: bool = False) -> None:
+    """Refuse training `data` into a model name whose champion (or, without one, latest
+    version) was trained on another dataset, unless `new_dataset`."""
+    client = mlflow_client()
+    version = _alias_version(client, model_name, CHAMPION) or max(_versions_or_empty(client, model_name), default=None)
+    if version is None or new_dataset:
+        return
+    try:
+        check_model_data(model_name, version, data, data_label)
+    except ModelDataMismatch as exc:
+        raise ModelDataMismatch(f"{exc}; to train it into '{model_name}' anyway pass --new-dataset") from None
+
+
+# --- moving the champion --------------------------------------------------------------------
+
+def move_champion(client, model_name: str, version: int, expected: int | None, by: str, reason: str) -> None:
+    """Compare-and-set `champion` (caller holds the registry lock): refuse when it no longer
+    holds `expected`; log who replaced whom, when and why."""
+    current = _alias_version(client, model_name, CHAMPION)
+    if current != expected:
+        raise RegistryError(f"champion of '{model_name}' moved from v{expected} to v{current} meanwhile; "
+                            f"nothing changed: run the promotion again")
+    client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    entry = {"version": version, "replaced": current, "at": pd.Timestamp.now(tz="UTC").isoformat(),
+             "by": by, "reason": reason[:300]}
+    client.set_model_version_tag(model_name, str(version), PROMOTION_TAG, json.dumps(entry))
+    if by != "rollback":
+        history = _history(client, model_name)
+        history = history if history and history[-1] == version else [*history, version]
+        client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:]))
+    log = [*champion_log(model_name, client), entry]
+    while len(json.dumps(log)) > LOG_MAX_CHARS and len(log) > 1:
+        log.pop(0)
+    client.set_registered_model_tag(model_name, LOG_TAG, json.dumps(log))
+
+
+def champion_log(model_name: str, client=None) -> list[dict]:
+    """Every move of `champion` still in the log, oldest first: {version, replaced, at, by, reason}."""
+    tags = (client or mlflow_client()).get_registered_model(model_name).tags or {}
+    return json.loads(tags.get(LOG_TAG, "[]"))
 
 
 def _alias_version(client, model_name: str, alias: str) -> int | None:
@@ -64,133 +160,46 @@ def _history(client, model_name: str) -> list[int]:
     return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
 
 
-def _set_champion(client, model_name: str, version: int) -> None:
-    client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    history = _history(client, model_name)
-    if not history or history[-1] != version:
-        history.append(version)
-    client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:]))
-
-
-def _finite(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _judge(candidate: float | None, champion: float | None, champion_version: int | None,
-           metric: str, higher_is_better: bool, tolerance: float,
-           promote_if_incomparable: bool) -> tuple[bool, str]:
-    """(promote?, why) for the candidate against the champion on the same holdout."""
-    if champion_version is None:
-        return True, "no champion yet"
-    if candidate is None:
-        return False, f"candidate has no {metric} on the holdout"
-    if champion is None:
-        if promote_if_incomparable:
-            return True, f"champion v{champion_version} has no {metric} on this holdout: not comparable"
-        return False, (f"champion v{champion_version} has no {metric} on this holdout to compare with; "
-                       f"promote by hand with `leadscore promote VERSION` if the candidate is better")
-    better = "higher" if higher_is_better else "lower"
-    gap = (candidate - champion) if higher_is_better else (champion - candidate)
-    if gap >= -tolerance:
-        return True, (f"{metric} {candidate:.6g} vs champion v{champion_version} {champion:.6g} "
-                      f"({better} is better): not worse")
-    return False, (f"{metric} {candidate:.6g} is worse than champion v{champion_version} {champion:.6g} "
-                   f"on the same holdout ({better} is better, tolerance {tolerance:g})")
-
-
-def register_and_gate(run_id: str, artifact_path: str, model_name: str, *, candidate_score: float | None,
-                      metric: str = "brier", higher_is_better: bool = False,
-                      compare_fn: Callable[[int], float | None] | None = None, tolerance: float = 0.0,
-                      model_uri: str | None = None, promote_if_incomparable: bool = False) -> GateDecision:
-    """Register the model logged by `run_id` at `artifact_path` as a new version of
-    `model_name`, then decide its alias.
-
-    It becomes `champion` when there is none, or when `candidate_score` is not worse than
-    the champion's score on the same holdout, which `compare_fn(champion_version)`
-    computes (without `compare_fn`, the score recorded when the champion was registered
-    is used). Otherwise it becomes `challenger`. When the champion has no score on this
-    holdout (`compare_fn` raised or returned None, e.g. it cannot build features from the
-    new data), the gate keeps the champion unless `promote_if_incomparable`. Tolerance is
-    in metric units: "not worse" means at most `tolerance` worse. The reason is tagged on
-    the version and on the run and returned. Pass `model_uri` (the `ModelInfo.model_uri` of `log_model`)
-    to skip MLflow's lookup of the run's artifact path.
-    """
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow_client()
-    uri = model_uri or _logged_model_uri(client, run_id, artifact_path)
-    version = int(mlflow.register_model(uri, model_name, tags={"leadscore.run_id": run_id}).version)
-    candidate = _finite(candidate_score)
-    champion_version = _alias_version(client, model_name, CHAMPION)
-    champion, note = None, ""
-    if champion_version is not None:
-        champion, note = _score_champion(client, model_name, champion_version, metric, compare_fn)
-    promote_it, reason = _judge(candidate, champion, champion_version, metric, higher_is_better,
-                                tolerance, promote_if_incomparable)
-    if note and not promote_it:
-        reason = f"{reason} ({note})"
-    elif note:
-        reason = f"{reason}; {note}"
-    decision = GateDecision(version=version, alias=CHAMPION if promote_it else CHALLENGER, reason=reason,
-                            candidate=candidate, champion=champion, champion_version=champion_version,
-                            metric=metric)
-    _record_decision(client, model_name, run_id, decision)
-    return decision
-
-
-def _logged_model_uri(client, run_id: str, artifact_path: str) -> str:
-    """`models:/<model_id>` of the model the run logged under `artifact_path` (MLflow 3
-    keeps logged models outside the run's artifacts); `runs:/` for older layouts."""
-    experiment_id = client.get_run(run_id).info.experiment_id
-    found = client.search_logged_models(
-        experiment_ids=[experiment_id],
-        filter_string=f"source_run_id = '{run_id}' AND name = '{artifact_path}'", max_results=1)
-    return found[0].model_uri if found else f"runs:/{run_id}/{artifact_path}"
-
-
-def _score_champion(client, model_name: str, version: int, metric: str,
-                    compare_fn: Callable[[int], float | None] | None) -> tuple[float | None, str]:
-    """The champion's score on the candidate's holdout, plus a note when it is not that."""
-    if compare_fn is None:
-        tags = client.get_model_version(model_name, str(version)).tags or {}
-        recorded = _finite(tags.get(f"leadscore.holdout.{metric}"))
-        return recorded, "champion score as recorded at its own registration, not re-scored"
-    try:
-        return _finite(compare_fn(version)), ""
-    except Exception as exc:  # noqa: BLE001 - an old champion that cannot score new data
-        return None, f"champion v{version} could not be scored on this holdout: {type(exc).__name__}: {exc}"
-
-
-def _record_decision(client, model_name: str, run_id: str, decision: GateDecision) -> None:
-    version = str(decision.version)
-    if decision.candidate is not None:
-        client.set_model_version_tag(model_name, version, f"leadscore.holdout.{decision.metric}",
-                                     repr(decision.candidate))
-    client.set_model_version_tag(model_name, version, "leadscore.gate", decision.alias)
-    client.set_model_version_tag(model_name, version, "leadscore.gate_reason", decision.reason[:4000])
-    client.set_tag(run_id, "leadscore.model_version", version)
-    client.set_tag(run_id, "leadscore.gate", decision.alias)
-    client.set_tag(run_id, "leadscore.gate_reason", decision.reason[:4000])
-    if decision.alias == CHAMPION:
-        _set_champion(client, model_name, decision.version)
-    else:
-        client.set_registered_model_alias(model_name, CHALLENGER, version)
-
-
 def _versions(client, model_name: str) -> list[int]:
     return sorted(int(v.version) for v in client.search_model_versions(f"name = '{model_name}'"))
 
 
-def promote(model_name: str, version: int) -> int:
-    """Make `version` the champion by hand (it joins the rollback history)."""
+def promote(model_name: str, version: int, force: bool = False) -> int:
+    """Make `version` the champion by hand (logged, and it joins the rollback history).
+    Refused, unless `force` (which is logged), when the version has not passed the gate
+    (no gate decision, e.g. its run was killed after registration, or the gate refused it)
+    or was trained on another dataset than the current champion."""
     client = mlflow_client()
-    _check_version(client, model_name, int(version))
-    _set_champion(client, model_name, int(version))
-    return int(version)
+    version = int(version)
+    _check_version(client, model_name, version)
+    with registry_lock():
+        current = _alias_version(client, model_name, CHAMPION)
+        if current == version:
+            return version
+        problems = _promotion_problems(client, model_name, version, current)
+        if problems and not force:
+            raise RegistryError(f"{model_name} v{version} cannot be promoted: {'; '.join(problems)}; "
+                                f"promote it anyway with `leadscore promote {version} --force`")
+        reason = f"by hand with --force ({'; '.join(problems)})" if problems else "by hand"
+        move_champion(client, model_name, version, current, "promote --force" if force else "promote", reason)
+    return version
+
+
+def _promotion_problems(client, model_name: str, version: int, current: int | None) -> list[str]:
+    tags = client.get_model_version(model_name, str(version)).tags or {}
+    problems = []
+    if GATE_TAG not in tags:
+        problems.append("it has no gate decision (its run stopped after registration)")
+    elif tags[GATE_TAG] != CHAMPION:
+        problems.append(f"the gate refused it ({tags.get('leadscore.gate_reason', tags[GATE_TAG])[:300]})")
+    if current is not None:
+        ours = recorded_dataset(tags)
+        theirs = recorded_dataset(client.get_model_version(model_name, str(current)).tags or {})
+        differs = None if ours is None or theirs is None else dataset_difference(theirs, ours)
+        if differs:
+            problems.append(f"it was trained on dataset '{ours.name}', champion v{current} on '{theirs.name}' "
+                            f"({differs})")
+    return problems
 
 
 def _check_version(client, model_name: str, version: int) -> None:
@@ -230,8 +239,9 @@ def rollback(model_name: str) -> int:
         raise RegistryError(f"model '{model_name}' has no earlier champion than v{current} to roll "
                             f"back to; promote a version by hand with `leadscore promote VERSION`")
     previous = history[-1]
-    client.set_registered_model_alias(model_name, CHAMPION, str(previous))
-    client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history))
+    with registry_lock():
+        move_champion(client, model_name, previous, current, "rollback", f"rolled back from v{current}")
+        client.set_registered_model_tag(model_name, HISTORY_TAG, json.dumps(history))
     return previous
 
 

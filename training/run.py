@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from features.build import FeatureBuilder
 from features.schema import CanonicalData
 from training import evaluate as ev
-from training import plots, registry, tracking
+from training import gate, plots, registry, tracking
 from training.oracle_eval import creation_time_metrics, oracle_test_metrics
 from training.pyfunc import log_predictor
 from training.train import TrainConfig, TrainResult, fit_predictor
@@ -26,9 +27,11 @@ BASELINES = ("stage_rate", "naive_bayes", "logistic")
 
 def train(data: CanonicalData, truth: pd.DataFrame | None = None, experiment: str = "leadscore",
           model_name: str = MODEL_NAME, config: TrainConfig | None = None,
-          step: Callable[[str], None] = lambda _s: None, data_dir: str | Path = "") -> dict:
+          step: Callable[[str], None] = lambda _s: None, data_dir: str | Path = "", new_dataset: bool = False) -> dict:
     """Train on the canonical tables, log one MLflow run (`data_dir`: where they were read,
-    logged as a parameter), register the predictor and run the promotion gate."""
+    logged as a parameter), register the predictor and run the promotion gate. Training
+    another dataset into an existing `model_name` is refused unless `new_dataset`."""
+    registry.check_training_target(model_name, data.meta, str(data_dir or data.meta.name), new_dataset)
     result = fit_predictor(data, config, step)
     step("ground-truth comparison")
     add_truth_metrics(result, data, truth)
@@ -51,21 +54,37 @@ def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_nam
     """One MLflow run: params, data fingerprint, metrics with baselines, plots, the model."""
     predictor = result.predictor
     with tracking.start_run(experiment, run_name=f"{predictor.kind}-{data.meta.name}") as run:
-        _log_params(result, data, data_dir)
+        fingerprint = _log_params(result, data, data_dir)
+        skill = candidate_skill(result)
+        result.metrics["close_probability"]["skill"] = skill
         tracking.log_metrics_nested(result.metrics)
         _log_plots(result)
         info = log_predictor(predictor, data)
-        candidate = result.metrics["close_probability"]["brier"]
-        decision = registry.register_and_gate(
-            run.info.run_id, "model", model_name, candidate_score=candidate, metric="brier",
-            compare_fn=lambda version: champion_brier(model_name, version, data, result.test),
-            model_uri=info.model_uri)
+        decision = gate.register_and_gate(
+            run.info.run_id, "model", model_name, candidate=candidate_score(result), skill=skill,
+            compare_fn=lambda version: champion_score(model_name, version, data, result.test),
+            tags=registry.dataset_tags(data.meta, str(fingerprint["data_sha256"])), model_uri=info.model_uri)
     return {"run_id": run.info.run_id, "model_name": model_name, "model_version": decision.version,
             "alias": decision.alias, "gate_reason": decision.reason, "model_kind": predictor.kind,
             "messages": result.messages, **result.metrics}
 
 
-def _log_params(result: TrainResult, data: CanonicalData, data_dir) -> None:
+def candidate_score(result: TrainResult) -> gate.HoldoutScore:
+    """The candidate's Brier, AUC and won rate on its own test fold."""
+    cp = result.metrics["close_probability"]
+    return gate.HoldoutScore(cp.get("brier"), cp.get("auc"), float(result.test["won"].mean()))
+
+
+def candidate_skill(result: TrainResult) -> dict:
+    """Paired skill of the model on its test fold against the base rate and the stage
+    baseline (not against itself when the registered model is the stage baseline)."""
+    test = result.test
+    stage = test["stage_rate"].to_numpy() if "stage_rate" in test and result.predictor.kind == "lightgbm" else None
+    return gate.skill_report(test["won"].to_numpy(), test["model"].to_numpy(),
+                             result.metrics["close_probability"]["base_rate"], stage)
+
+
+def _log_params(result: TrainResult, data: CanonicalData, data_dir) -> dict:
     import mlflow
 
     fingerprint = tracking.data_fingerprint({"deals": data.deals, "stage_events": data.stage_events,
@@ -79,6 +98,7 @@ def _log_params(result: TrainResult, data: CanonicalData, data_dir) -> None:
                     "features_and_folds.json")
     for msg in result.messages:
         mlflow.set_tag("leadscore.message", msg[:4000])
+    return fingerprint
 
 
 def _log_plots(result: TrainResult) -> None:
@@ -104,9 +124,13 @@ def _log_plots(result: TrainResult) -> None:
         mlflow.log_artifact(str(Path(tmp) / "test_predictions.parquet"), artifact_path="evaluation")
 
 
-def champion_brier(model_name: str, version: int, data: CanonicalData, test: pd.DataFrame) -> float | None:
-    """Brier of a registered version on the candidate's test rows (same holdout)."""
+def champion_score(model_name: str, version: int, data: CanonicalData, test: pd.DataFrame) -> gate.HoldoutScore | None:
+    """A registered version's scores on the candidate's test rows, built from the raw
+    canonical tables by its own feature builder. None when it cannot score them: inputs it
+    was trained on are missing from the data, or some rows cannot be built."""
     predictor, _version = registry.load_predictor(model_name, version)
+    if missing_inputs(predictor.builder, data):
+        return None
     if predictor.static:
         feats = predictor.features(data)
         merged = test[["deal_id", "won"]].merge(feats, on="deal_id", how="inner")
@@ -115,8 +139,17 @@ def champion_brier(model_name: str, version: int, data: CanonicalData, test: pd.
         merged = test[["deal_id", "as_of", "won"]].merge(feats, on=["deal_id", "as_of"], how="inner")
     if len(merged) < len(test):
         return None
-    p = predictor.score_features(merged)["close_probability"].to_numpy()
-    return ev.brier(merged["won"].to_numpy(), p)
+    y, p = merged["won"].to_numpy(), predictor.score_features(merged)["close_probability"].to_numpy()
+    auc = ev.roc_auc(y, p)
+    return gate.HoldoutScore(ev.brier(y, p), None if np.isnan(auc) else auc, float(y.mean()))
+
+
+def missing_inputs(builder: FeatureBuilder, data: CanonicalData) -> list[str]:
+    """Deal columns a model was trained on (categoricals, attributes) that the data lacks
+    or never fills: scoring it there would be scoring it on blanks."""
+    deals = data.deals
+    used = [*builder.raw_categoricals_, *builder.attributes_]
+    return [name for name in used if name not in deals or deals[name].isna().all()]
 
 
 def evaluate(data: CanonicalData, model_name: str = MODEL_NAME, version: int | None = None, as_of=None) -> dict:

@@ -7,11 +7,13 @@ Registered models, the promotion gate and loading a version are in `training.reg
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 EMBEDDED_DIR = ".leadscore"
+LOCK_TIMEOUT_S = 600.0  # a gate scoring the champion holds the registry lock for a while
 METRIC_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -76,6 +79,39 @@ def start_run(experiment: str, run_name: str | None = None,
     mlflow.set_experiment(experiment_id=experiment_id)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})) as run:
         yield run
+
+
+def registry_lock_path(uri: str) -> Path:
+    """The lock file of a registry: `<db>.lock` beside an embedded SQLite store; for a
+    server, one per URI under ./.leadscore (it serialises this machine's writers only, so
+    the registry also re-reads an alias before it moves it)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):] + ".lock")
+    folder = Path.cwd() / EMBEDDED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+
+
+@contextlib.contextmanager
+def registry_lock(timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
+    """Hold the registry's exclusive lock (threads and processes alike; the system drops
+    it when a holder dies, even by kill -9). TimeoutError after `timeout_s`."""
+    path = registry_lock_path(tracking_uri())
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the model registry is locked by another promotion ({path}); "
+                                       f"try again when it has finished") from None
+                time.sleep(0.05)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- what a run logs -------------------------------------------------------------------

@@ -32,11 +32,11 @@ def forecast(
     from training.forecast.config import ForecastConfig
     from training.forecast.outlook import outlook
     from training.forecast.report import forecast_dict, log_forecast
-    from training.registry import load_predictor
+    from training.registry import check_model_data, load_predictor
 
     check_suffix(out, FORECAST_FORMATS)
     dataset = read_dataset(data)
-    predictor, version = load_predictor(model_name)
+    predictor, version = load_predictor(model_name, check_model_data(model_name, None, dataset.meta, str(data)))
     result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
                      group_by=group_by, targets=read_targets(targets) if targets else None,
                      config=ForecastConfig(n_sims=sims, seed=seed))

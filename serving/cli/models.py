@@ -20,6 +20,9 @@ def train(
     experiment: str = typer.Option("leadscore", "--experiment", help="MLflow experiment name."),
     metrics_out: Optional[Path] = typer.Option(None, "--metrics-out", help="Write the metrics JSON here."),
     model_name: str = typer.Option("leadscore", "--model-name", help="Registered model name."),
+    new_dataset: bool = typer.Option(False, "--new-dataset",
+                                     help="Allow training another dataset (other stages or attributes) into "
+                                          "an existing --model-name."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
     from features.dataset import read_dataset, read_truth
@@ -32,7 +35,7 @@ def train(
             step("ingest")
             ingest(mapping_path=mapping, out_dir=data)
         summary = train_model(read_dataset(data), read_truth(data), experiment=experiment, model_name=model_name,
-                              step=step, data_dir=data)
+                              step=step, data_dir=data, new_dataset=new_dataset)
     if metrics_out is not None:
         write_output(summary, metrics_out)
     print_train_summary(summary)
@@ -73,21 +76,26 @@ def evaluate(
 ) -> None:
     """Re-score a registered version on new data and report its metrics."""
     from features.dataset import read_dataset
+    from training.registry import check_model_data
     from training.run import evaluate as evaluate_model
 
-    out = evaluate_model(read_dataset(data), model_name=model_name, version=version, as_of=as_of)
+    dataset = read_dataset(data)
+    version = check_model_data(model_name, version, dataset.meta, str(data))
+    out = evaluate_model(dataset, model_name=model_name, version=version, as_of=as_of)
     if metrics_out is not None:
         write_output(out, metrics_out)
     console.print_json(json.dumps(out, default=str))
 
 
 def promote(version: int = typer.Argument(..., help="Version to make champion."),
-            model_name: str = typer.Option("leadscore", "--model-name")) -> None:
-    """Move the `champion` alias to VERSION by hand."""
+            model_name: str = typer.Option("leadscore", "--model-name"),
+            force: bool = typer.Option(False, "--force", help="Promote a version that has not passed the gate "
+                                                              "or was trained on another dataset (recorded).")) -> None:
+    """Move the `champion` alias to VERSION by hand (logged with who it replaced)."""
     from training.registry import promote as promote_version
 
-    promote_version(model_name, version)
-    console.print(f"{model_name} v{version} is now champion")
+    promote_version(model_name, version, force=force)
+    console.print(f"{model_name} v{version} is now champion" + (" (forced)" if force else ""))
 
 
 def rollback(model_name: str = typer.Option("leadscore", "--model-name")) -> None:
@@ -107,9 +115,12 @@ def score(
 ) -> None:
     """Score every open deal with the champion model."""
     from features.dataset import read_dataset
+    from training.registry import check_model_data
     from training.scoring import score as score_deals
 
     check_suffix(out, FRAME_SUFFIXES)
-    frame = score_deals(read_dataset(data), as_of=as_of, explain=explain, model_name=model_name)
+    dataset = read_dataset(data)
+    version = check_model_data(model_name, None, dataset.meta, str(data))
+    frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
     write_output(frame, out)
     console.print(f"{len(frame):,} deals scored -> {out}")

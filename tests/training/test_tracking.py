@@ -4,49 +4,31 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from registry_helpers import HOLDOUT_X, log_constant_model
 
-from training import registry, tracking
+from training import gate, registry, tracking
 from training.evaluate import brier
 
-HOLDOUT_X = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
 HOLDOUT_Y = np.array([1, 0, 1, 1])
-
-
-def log_constant_model(value: float, run_name: str) -> str:
-    """One run holding a pyfunc model that always predicts `value`; returns the run id."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    class Constant(mlflow.pyfunc.PythonModel):
-        def __init__(self, p: float):
-            self.p = p
-
-        def predict(self, context, model_input: pd.DataFrame, params=None):
-            return np.full(len(model_input), self.p)
-
-    signature = infer_signature(HOLDOUT_X, np.array([value]))
-    with tracking.start_run("gate-tests", run_name=run_name) as run, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no input example: the signature is given
-        # explicit requirements: inferring them starts a subprocess that takes seconds
-        mlflow.pyfunc.log_model(name="model", python_model=Constant(value), signature=signature,
-                                pip_requirements=["mlflow"])
-    return run.info.run_id
 
 
 def score_version(model_name: str):
     """compare_fn: Brier of a registered version on the holdout."""
     import mlflow
 
-    def score(version: int) -> float:
+    def score(version: int) -> gate.HoldoutScore:
         model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-        return brier(HOLDOUT_Y, model.predict(HOLDOUT_X))
+        return gate.HoldoutScore(brier(HOLDOUT_Y, model.predict(HOLDOUT_X)))
 
     return score
+
+
+def scored(value: float) -> gate.HoldoutScore:
+    return gate.HoldoutScore(value)
 
 
 @pytest.fixture(scope="module")
@@ -135,17 +117,17 @@ def test_gate_promotes_better_and_refuses_worse(store):
 
     name, score = "gate", score_version("gate")
     holdout = {v: brier(HOLDOUT_Y, np.full(4, v)) for v in (0.7, 0.2)}
-    first = registry.register_and_gate(store["bad"], "model", name, candidate_score=holdout[0.2],
-                                       compare_fn=score)
+    first = gate.register_and_gate(store["bad"], "model", name, candidate=scored(holdout[0.2]),
+                                   compare_fn=score)
     assert (first.version, first.alias, first.reason) == (1, "champion", "no champion yet")
 
-    better = registry.register_and_gate(store["good"], "model", name, candidate_score=holdout[0.7],
-                                        compare_fn=score)
+    better = gate.register_and_gate(store["good"], "model", name, candidate=scored(holdout[0.7]),
+                                    compare_fn=score)
     assert (better.version, better.alias, better.champion_version) == (2, "champion", 1)
     assert better.champion == pytest.approx(holdout[0.2])
 
-    worse = registry.register_and_gate(store["bad"], "model", name, candidate_score=holdout[0.2],
-                                       compare_fn=score)
+    worse = gate.register_and_gate(store["bad"], "model", name, candidate=scored(holdout[0.2]),
+                                   compare_fn=score)
     assert (worse.version, worse.alias, worse.champion_version) == (3, "challenger", 2)
     assert "worse than champion v2" in worse.reason
     assert worse.to_dict()["candidate"] == pytest.approx(holdout[0.2])
@@ -164,37 +146,34 @@ def test_gate_promotes_better_and_refuses_worse(store):
 def test_gate_without_or_with_broken_compare_fn(store):
     name = "gate-fallback"
     good, bad = brier(HOLDOUT_Y, np.full(4, 0.7)), brier(HOLDOUT_Y, np.full(4, 0.2))
-    registry.register_and_gate(store["good"], "model", name, candidate_score=good)
+    gate.register_and_gate(store["good"], "model", name, candidate=scored(good))
     # no compare_fn: the champion's score recorded at its registration is used, and said so
-    recorded = registry.register_and_gate(store["bad"], "model", name, candidate_score=bad)
+    recorded = gate.register_and_gate(store["bad"], "model", name, candidate=scored(bad))
     assert recorded.alias == "challenger" and recorded.champion == pytest.approx(good)
     assert "recorded at its own registration" in recorded.reason
 
     def broken(version: int) -> float:
         raise KeyError("feature 'days_in_stage' missing")
 
-    refused = registry.register_and_gate(store["good"], "model", name, candidate_score=good,
-                                         compare_fn=broken)
-    assert refused.alias == "challenger" and "could not be scored" in refused.reason
+    refused = gate.register_and_gate(store["good"], "model", name, candidate=scored(good),
+                                     compare_fn=broken)
+    assert refused.alias == "challenger" and "cannot be scored" in refused.reason
     assert "leadscore promote" in refused.reason
-    forced = registry.register_and_gate(store["good"], "model", name, candidate_score=good,
-                                        compare_fn=lambda v: None, promote_if_incomparable=True)
+    forced = gate.register_and_gate(store["good"], "model", name, candidate=scored(good),
+                                    compare_fn=lambda v: None, promote_if_incomparable=True)
     assert forced.alias == "champion" and "not comparable" in forced.reason
-    strict = registry.register_and_gate(store["good"], "model", name, candidate_score=0.195,
-                                        compare_fn=lambda v: 0.19)
-    tolerant = registry.register_and_gate(store["good"], "model", name, candidate_score=0.195,
-                                          compare_fn=lambda v: 0.19, tolerance=0.01)
+    strict = gate.register_and_gate(store["good"], "model", name, candidate=scored(0.195),
+                                    compare_fn=lambda v: scored(0.19))
+    tolerant = gate.register_and_gate(store["good"], "model", name, candidate=scored(0.195),
+                                      compare_fn=lambda v: scored(0.19), tolerance=0.01)
     assert (strict.alias, tolerant.alias) == ("challenger", "champion")
-    higher = registry.register_and_gate(store["good"], "model", name, candidate_score=0.9, metric="auc",
-                                        higher_is_better=True, compare_fn=lambda v: 0.85)
-    assert higher.alias == "champion"
 
 
 def test_promote_and_rollback_move_the_alias(store):
     name = "history"
     for run in ("good", "bad", "good"):
-        registry.register_and_gate(store[run], "model", name, candidate_score=0.5,
-                                   compare_fn=lambda v: 0.5)  # ties are "not worse": v1, v2, v3
+        gate.register_and_gate(store[run], "model", name, candidate=scored(0.5),
+                               compare_fn=lambda v: scored(0.5))  # ties are "not worse": v1, v2, v3
     assert registry.champion_version(name) == 3
     assert registry.rollback(name) == 2
     assert registry.rollback(name) == 1
@@ -214,7 +193,7 @@ def test_run_on_a_real_server_loads_back_by_alias(mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     try:
         run_id = log_constant_model(0.3, "served")
-        decision = registry.register_and_gate(run_id, "model", "served", candidate_score=0.2)
+        decision = gate.register_and_gate(run_id, "model", "served", candidate=scored(0.2))
         assert decision.alias == "champion"
         assert mlflow.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
         assert registry.champion_version("served") == decision.version

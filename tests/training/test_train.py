@@ -120,7 +120,7 @@ def test_train_cli_logs_a_run_and_the_gate_refuses_a_worse_model(local_mlflow_ur
     # a deliberately weak model on the same data and holdout is not promoted
     weak = train(data, truth, experiment="weak", config=TrainConfig(close_params={"n_estimators": 1}))
     assert weak["alias"] == "challenger"
-    assert "worse than champion" in weak["gate_reason"]
+    assert "worse than champion" in weak["gate_reason"] or "no skill" in weak["gate_reason"]
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("leadscore", "champion").version) == str(m["model_version"])
     assert client.get_run(weak["run_id"]).data.tags["leadscore.gate"] == "challenger"
@@ -133,8 +133,9 @@ def test_train_cli_logs_a_run_and_the_gate_refuses_a_worse_model(local_mlflow_ur
     assert ev["model_version"] == m["model_version"] and ev["n_with_outcome"] > 100
     assert ev["close_probability"]["auc"] > 0.7
 
-    # by hand: promote the weak one, then roll back
-    assert CliRunner().invoke(app, ["promote", str(weak["model_version"])]).exit_code == 0
+    # by hand: the gate refused the weak one, so promoting it needs --force; then roll back
+    assert CliRunner().invoke(app, ["promote", str(weak["model_version"])]).exit_code == 2
+    assert CliRunner().invoke(app, ["promote", str(weak["model_version"]), "--force"]).exit_code == 0
     assert str(client.get_model_version_by_alias("leadscore", "champion").version) == str(weak["model_version"])
     assert CliRunner().invoke(app, ["rollback"]).exit_code == 0
     assert str(client.get_model_version_by_alias("leadscore", "champion").version) == str(m["model_version"])
