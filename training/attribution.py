@@ -18,6 +18,8 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from training.lightgbm_fast import SINGLE_THREAD_ROWS
 # A leaf table up to this size is also kept dense: sparse indicator @ dense table is ~2x
@@ -25,7 +27,7 @@ from training.lightgbm_fast import SINGLE_THREAD_ROWS
 DENSE_BYTES = 64 * 2**20
 
 
-class PathAttribution:
+class PathAttribution(BaseEstimator):
     """Path attribution of a single-output LightGBM booster (binary, regression, quantile...).
 
     Node expected values are the leaf values weighted by their training counts, as in
@@ -74,7 +76,7 @@ class PathAttribution:
         """(n, n_features + 1) contributions of the rows of X (anything `booster.predict`
         takes: an `lgb_matrix`, a frame...), last column the bias, like `pred_contrib`.
         num_threads None: one thread up to SINGLE_THREAD_ROWS rows, LightGBM's default above."""
-        self._check_fitted()
+        check_is_fitted(self, "leaf_matrix_")
         if X.shape[0] == 0:  # LightGBM's predict fails on no rows
             return np.zeros((0, self.n_features_in_ + 1))
         if num_threads is None and X.shape[0] <= SINGLE_THREAD_ROWS:
@@ -86,7 +88,7 @@ class PathAttribution:
     def from_leaves(self, leaves: np.ndarray) -> np.ndarray:
         """Contributions from `pred_leaf` output of the same booster and num_iteration:
         (n, n_trees) leaf index within each tree."""
-        self._check_fitted()
+        check_is_fitted(self, "leaf_matrix_")
         leaves = np.atleast_2d(leaves)
         n, n_trees = leaves.shape
         if n_trees != len(self.tree_offsets_):
@@ -103,15 +105,11 @@ class PathAttribution:
         """The raw score from `pred_leaf` output, summed as LightGBM's predict sums it (tree by
         tree, in double), so a caller that needs both leaves and scores walks the trees once.
         Bitwise equal to `predict(raw_score=True)` when `sums_like_predict_` (tested)."""
-        self._check_fitted()
+        check_is_fitted(self, "leaf_matrix_")
         leaves = np.atleast_2d(leaves)
         # a running sum over trees, in tree order, rounds exactly as LightGBM's loop does (a plain
         # sum may add pairwise, which rounds differently)
         return self.leaf_values_[(leaves + self.tree_offsets_).T].cumsum(axis=0)[-1]
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "leaf_matrix_"):
-            raise RuntimeError("PathAttribution is not fitted: call fit() first")
 
 
 def _tree_entries(root: dict, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

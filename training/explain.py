@@ -18,6 +18,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 GRID = np.linspace(0, 1, 101)
 
@@ -43,7 +45,7 @@ def _whole(feature: str) -> bool:
 FeatureRows = pd.DataFrame | Mapping[str, np.ndarray]
 
 
-class FactorExplainer:
+class FactorExplainer(BaseEstimator):
     """Turns contribution rows into the top `top_k` positive and negative factors."""
 
     def __init__(self, top_k: int = 3, stage_column: str = "stage", days_in_stage_column: str = "days_in_stage"):
@@ -102,6 +104,7 @@ class FactorExplainer:
         categorical ones as object arrays of the category strings or None.
         contributions: (n, >= n_features) per-feature contributions in X's column order
         (a trailing bias column is ignored)."""
+        check_is_fitted(self, "labels_")
         rows = _Rows(X, self.stage_column)
         contrib = np.asarray(contributions)
         if contrib.ndim != 2 or contrib.shape[0] != rows.n or contrib.shape[1] < len(rows.names):

@@ -9,6 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from training.attribution import PathAttribution
 from training.lightgbm_fast import lgb_matrix
@@ -176,7 +177,7 @@ def test_refuses_multiclass_linear_and_unfitted():
                        lgb.Dataset(X, X[:, 0] * 2 + rng.normal(size=300)), num_boost_round=2)
     with pytest.raises(ValueError, match="linear trees"):
         PathAttribution().fit(linear)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         PathAttribution().contributions(X)
 
 
