@@ -43,7 +43,6 @@ class Reason:
     INVALID_OUTCOME = "invalid_outcome"
     UNKNOWN_STAGE = "unknown_stage"
     DEAL_REJECTED = "parent_deal_rejected"
-    MALFORMED_ROW = "malformed_row"  # a CSV line whose quoting or field count is wrong
     DATE_OUT_OF_RANGE = "date_out_of_range"
     NUMBER_OUT_OF_RANGE = "number_out_of_range"
     CONTRADICTS_OUTCOME = "contradicts_outcome"  # a won/lost history row the deal's outcome denies
