@@ -3,11 +3,12 @@ declares `multiline_values: true`), and a line whose quoting or field count is w
 rejected with its line number instead of swallowing the lines after it or shifting values
 into another row's columns.
 
-Lines without a quote character are split by counting separators (vectorised); lines with
-one are parsed one by one with the `csv` module in strict mode, so a quote left open fails
-on its own line. The good lines then go to pandas' C parser, restricted to the wanted
-columns. A reject carries the line number, the reason and the field counts, never the
-line's text (it may hold declared PII).
+Fields per line are counted over the file's bytes at once: separators, minus those inside
+quotes (the quote parity, reset at the end of a line that leaves a quote open). Lines whose
+quoting is unusual (a quote inside an unquoted field), or that hold a stray CR or the escape
+character, are parsed one by one with the `csv` module in strict mode. The good lines then
+go to pandas' C parser, restricted to the wanted columns. A reject carries the line number,
+the reason and the field counts, never the line's text (it may hold declared PII).
 """
 from __future__ import annotations
 
@@ -25,13 +26,9 @@ import pyarrow.compute as pc
 
 from features.errors import MappingError
 
-DIALECT_OPTIONS = ("sep", "delimiter", "quotechar", "escapechar", "doublequote", "skipinitialspace")
 # options that change which lines are rows: the line checks below could not follow them
 LINE_OPTIONS = ("header", "names", "skiprows", "skipfooter", "nrows", "comment", "lineterminator",
                 "engine", "on_bad_lines", "index_col", "usecols", "dtype", "chunksize", "iterator")
-
-
-
 MALFORMED_ROW = "malformed_row"  # the reject reason of a line whose quoting or field count is wrong
 
 
@@ -176,7 +173,7 @@ def _parsed_one_by_one(data: bytes, starts: np.ndarray, ends: np.ndarray, which:
 
 
 def _details(line_no: np.ndarray, fields: np.ndarray, open_quote: np.ndarray, expected: int) -> pd.Series:
-    why = np.where(open_quote, "a quote is left open on this line",
+    why = np.where(open_quote, "a quote is left open or misplaced",
                    fields.astype(str).astype(object) + f" fields, the header has {expected}")
     return ("line " + pd.Series(line_no.astype(str), dtype=object) + ": " + pd.Series(why, dtype=object))
 
@@ -194,24 +191,24 @@ def _records(lines: list[str], columns: list[str], dialect: dict, options: dict,
     reader = csv.reader((line + "\n" for line in lines), strict=True, **dialect)
     rows, starts, bad = [], [], []
     header: list[str] | None = None
-    try:
-        while True:
-            start = reader.line_num + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            if not record or record == [""]:
-                continue
-            if header is None:
-                header = record
-            elif len(record) == len(header):
-                rows.append(record)
-                starts.append(start)
-            else:
-                bad.append((start - 2, MALFORMED_ROW, f"line {start}: {len(record)} fields, the header has {len(header)}"))
-    except csv.Error as exc:
-        bad.append((reader.line_num - 2, MALFORMED_ROW, f"line {reader.line_num}: {exc} (the rest of the file is not read)"))
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the reader goes on with the next line
+            bad.append((start - 2, MALFORMED_ROW, f"line {start}: {str(exc).splitlines()[0]}"))
+            continue
+        if not record or record == [""]:
+            continue
+        if header is None:
+            header = record
+        elif len(record) == len(header):
+            rows.append(record)
+            starts.append(start)
+        else:
+            bad.append((start - 2, MALFORMED_ROW, f"line {start}: {len(record)} fields, the header has {len(header)}"))
     if header is None:
         raise MappingError(f"{where}: the file is empty (no header line)")
     buffer = io.StringIO()

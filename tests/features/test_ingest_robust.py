@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.csv_rows import MALFORMED_ROW
+from features.csv_rows import MALFORMED_ROW, read_csv_rows
 from features.dataset import read_dataset, write_dataset
 from features.errors import MappingError
 from features.schema import Reason
@@ -83,7 +83,7 @@ def test_a_stray_quote_rejects_its_line_and_swallows_nothing(tmp_path, monkeypat
     report = ingested(tmp_path, monkeypatch, GOOD[:2] + [stray] + GOOD[2:] + [quoted])
     counts = report.counts.set_index("table")
     assert counts.loc["deals"].tolist() == [6, 5, 1]  # every line is a row or a reject
-    assert reasons(report, "deals") == {f"{MALFORMED_ROW}@2": "line 4: a quote is left open on this line"}
+    assert reasons(report, "deals") == {f"{MALFORMED_ROW}@2": "line 4: a quote is left open or misplaced"}
     deals = read_dataset(tmp_path / "out").deals.set_index("deal_id")
     assert sorted(deals.index) == ["D1", "D2", "D3", "D4", "D6"]
     assert deals.loc["D6", "owner"] == "dan, jr" and deals.loc["D4", "owner"] == "ben"
@@ -111,7 +111,7 @@ def test_rows_after_a_malformed_line_keep_their_line_numbers(tmp_path, monkeypat
 def test_a_malformed_history_line_is_a_stage_events_reject(tmp_path, monkeypatch):
     history = HISTORY + ['D4,Proposal,"2024-01-20 10:00,300,']
     report = ingested(tmp_path, monkeypatch, GOOD, history=history)
-    assert reasons(report, "stage_events") == {f"{MALFORMED_ROW}@6": "line 8: a quote is left open on this line"}
+    assert reasons(report, "stage_events") == {f"{MALFORMED_ROW}@6": "line 8: a quote is left open or misplaced"}
 
 
 def test_multiline_values_when_the_source_declares_them(tmp_path, monkeypatch):
@@ -248,3 +248,41 @@ def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
     before = read_dataset(out)
     out.rename(tmp_path / ".out.previous")  # the old folder moved aside, the new one not yet in place
     pd.testing.assert_frame_equal(read_dataset(out).deals, before.deals)
+
+
+# ----------------------------------------------------------------------------- the reader itself
+
+def random_rows(rng, n: int) -> list[list[str]]:
+    alphabet = list('ab ,"xyz;é') + ["", "''"]
+    return [[f"R{i}"] + ["".join(rng.choice(alphabet, size=rng.integers(0, 6))) for _ in range(3)]
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_well_formed_files_read_as_pandas_reads_them(tmp_path, seed):
+    import csv
+    import numpy as np
+
+    rows = random_rows(np.random.default_rng(seed), 300)
+    path = tmp_path / "f.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\r\n" if seed % 2 else "\n").writerows([["id", "a", "b", "c"], *rows])
+    got = read_csv_rows(path, ["id", "a", "c"], {}, "sources.f")
+    expected = pd.read_csv(path, usecols=["id", "a", "c"], dtype=str, keep_default_na=False, na_values=[""])
+    assert got.rejects.empty
+    pd.testing.assert_frame_equal(got.frame.reset_index(drop=True), expected)
+    assert got.frame.index.tolist() == list(range(300))
+
+
+def test_only_the_broken_lines_are_left_out(tmp_path):
+    lines = ["id,a,b", "R0,1,2", 'R1,"open,3', "R2,x\"y,4", 'R3,"q, ""r""",5', "R4,1,2,3", "R5,1", 'R6,"a"b,1',
+             "R7,z,9"]
+    path = tmp_path / "f.csv"
+    path.write_text("\n".join(lines))
+    got = read_csv_rows(path, ["id", "a", "b"], {}, "sources.f")
+    assert got.frame["id"].tolist() == ["R0", "R2", "R3", "R7"]  # x"y is text, as csv and pandas read it
+    assert got.frame.loc[3, "a"] == 'q, "r"' and got.frame.index.tolist() == [0, 2, 3, 7]
+    assert got.rejects["row"].tolist() == [1, 4, 5, 6]
+    assert got.rejects["detail"].tolist() == ["line 3: a quote is left open or misplaced",
+                                              "line 6: 4 fields, the header has 3", "line 7: 2 fields, the header has 3",
+                                              "line 8: a quote is left open or misplaced"]
