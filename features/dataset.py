@@ -7,6 +7,9 @@ attribute kinds, static flag, data end) so that every later command reads one fo
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -15,28 +18,103 @@ from features.errors import DatasetNotFound
 from features.schema import CanonicalData, DatasetMeta, empty_rejects
 
 OPTIONAL_TABLES = ("stage_events", "activities", "accounts")
+DATASET_FILES = {"deals.parquet", *(f"{name}.parquet" for name in OPTIONAL_TABLES), "meta.json", "rejects.csv"}
 
 
 def write_dataset(data: CanonicalData, out_dir: str | Path, rejects: pd.DataFrame | None = None) -> Path:
-    """Write canonical tables, meta.json and rejects.csv; returns the folder."""
+    """Write canonical tables, meta.json and rejects.csv; returns the folder.
+
+    Atomic: everything is written (and fsynced) into a sibling temporary folder that then
+    replaces DIR, so a failure half-way leaves the old dataset as it was. Other entries of
+    DIR (e.g. the generator's `truth/`) are carried over as hard links."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data.deals.to_parquet(out / "deals.parquet", index=False)
+    _recover(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()  # not mkdtemp: the folder keeps the usual permissions (umask), not 0700
+    try:
+        _write_tables(data, staging, rejects)
+        if out.exists():
+            _carry_over(out, staging)
+        _sync(staging)
+        _swap(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _write_tables(data: CanonicalData, folder: Path, rejects: pd.DataFrame | None) -> None:
+    data.deals.to_parquet(folder / "deals.parquet", index=False)
     for name in OPTIONAL_TABLES:
         table = getattr(data, name)
-        path = out / f"{name}.parquet"
-        if table is not None:
-            table.to_parquet(path, index=False)
-        elif path.exists():
-            path.unlink()  # a stale table from an earlier run would be read back as current
-    (out / "meta.json").write_text(json.dumps(data.meta.to_dict(), indent=2))
-    (empty_rejects() if rejects is None else rejects).to_csv(out / "rejects.csv", index=False)
-    return out
+        if table is not None:  # absent: no file, so no stale table of an earlier run is read back
+            table.to_parquet(folder / f"{name}.parquet", index=False)
+    (folder / "meta.json").write_text(json.dumps(data.meta.to_dict(), indent=2))
+    (empty_rejects() if rejects is None else rejects).to_csv(folder / "rejects.csv", index=False)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Entries of the old folder that are not dataset files, hard-linked into the new one."""
+    for entry in old.iterdir():
+        if entry.name in DATASET_FILES or (new / entry.name).exists():
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, new / entry.name, copy_function=_link)
+        else:
+            _link(entry, new / entry.name)
+
+
+def _link(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """staging becomes out; the old folder is kept as `.NAME.previous` until the new one is
+    in place (`_recover` puts it back if a crash came in between)."""
+    previous = _previous(out)
+    if previous.exists():
+        shutil.rmtree(previous)
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(staging, out)
+    _fsync_dir(out.parent)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _recover(out: Path) -> None:
+    """A crash between the two renames of `_swap` left only `.NAME.previous`: restore it."""
+    previous = _previous(out)
+    if previous.exists() and not out.exists():
+        os.replace(previous, out)
+
+
+def _previous(out: Path) -> Path:
+    return out.parent / f".{out.name}.previous"
+
+
+def _sync(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_dataset(data_dir: str | Path) -> CanonicalData:
     """Read a folder written by `write_dataset` (or `leadscore ingest` / `generate`)."""
     d = Path(data_dir)
+    _recover(d)
     if not (d / "deals.parquet").exists():
         raise DatasetNotFound(f"{d}/deals.parquet not found: point --data at a folder written by "
                               f"`leadscore ingest` or `leadscore generate`")

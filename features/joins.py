@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from features.mapping_spec import JoinSpec
@@ -40,7 +39,7 @@ def left_join(rows: pd.DataFrame, join: JoinSpec, right: pd.DataFrame, table_sou
               outcome_join: bool) -> JoinResult:
     """Left join at most one right row per key onto `rows`; report the unmatched left keys."""
     key = _key_text(right[join.right_key])
-    right = right.assign(_key=key, _right_row=np.arange(len(right)))
+    right = right.assign(_key=key, _right_row=right.index.to_numpy(dtype="int64"))  # the source row
     left_keys = _key_text(rows[join.key])
     missing, dup = key.isna(), key.duplicated(keep="first") & key.notna()
     unused = ~missing & ~dup & ~key.isin(left_keys.dropna())

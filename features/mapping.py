@@ -93,6 +93,7 @@ def check_mapping(m: Mapping) -> None:
     _check_outcome(m)
     _check_recode(m)
     _check_export_dates(m)
+    _check_plausible(m)
 
 
 def _check_joins(m: Mapping, table: str, spec: TableSpec) -> None:
@@ -140,6 +141,19 @@ def _check_export_dates(m: Mapping) -> None:
     if len(dates) == 2 and dates["data_end"] < dates["exported_at"]:
         raise MappingError(f"data_end {m.data_end} is before exported_at {m.exported_at}: the export "
                            f"knows facts up to its own date; drop data_end or move it later")
+
+
+def _check_plausible(m: Mapping) -> None:
+    for key in ("earliest", "latest"):
+        value = getattr(m.plausible, key)
+        try:
+            pd.Timestamp(value) if value is not None else None
+        except (ValueError, TypeError):
+            raise MappingError(f"plausible.{key}: '{value}' is not a date: write YYYY-MM-DD") from None
+    bounds = m.plausible.bounds()
+    if bounds.earliest >= bounds.latest:
+        raise MappingError(f"plausible: earliest {bounds.earliest:%Y-%m-%d} is not before latest "
+                           f"{bounds.latest:%Y-%m-%d}: widen the window")
 
 
 def _check_source_name(m: Mapping, name: str, where: str) -> None:

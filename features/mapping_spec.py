@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from features.schema import ACTIVITY_COLUMNS, DEAL_OPTIONAL, DEAL_REQUIRED, EVENT_COLUMNS
+from features.schema import ACTIVITY_COLUMNS, DEAL_OPTIONAL, DEAL_REQUIRED, EVENT_COLUMNS, Plausible
 
 CANONICAL_COLUMNS = {
     "deals": DEAL_REQUIRED + DEAL_OPTIONAL + ["expected_close_date"],
@@ -51,6 +52,7 @@ class SourceSpec(_Strict):
     query: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # passed to pandas' reader
     recode: dict[str, RecodeSpec] = Field(default_factory=dict)  # source column -> normalisation
+    multiline_values: bool = False  # csv: quoted values may span lines (else a row is one line)
 
     @model_validator(mode="after")
     def _complete(self) -> "SourceSpec":
@@ -135,6 +137,21 @@ class StageSpec(_Strict):
     lost: list[str] = Field(default_factory=list)
 
 
+class PlausibleSpec(_Strict):
+    """Values outside these bounds are rejects (`date_out_of_range`, `number_out_of_range`),
+    never data: a typo dated 9999-12-31 must not become the data end."""
+
+    earliest: str = "1990-01-01"
+    latest: str | None = None  # default: today + 5 years (expected close dates lie ahead)
+    max_amount: float = Field(default=1e12, gt=0)
+    max_number: float = Field(default=1e15, gt=0)  # absolute bound of numeric attributes
+
+    def bounds(self) -> Plausible:
+        latest = pd.Timestamp(self.latest) if self.latest else pd.Timestamp.today().normalize() + pd.DateOffset(years=5)
+        return Plausible(earliest=pd.Timestamp(self.earliest), latest=latest, max_amount=self.max_amount,
+                         max_number=self.max_number)
+
+
 class Mapping(_Strict):
     """A validated mapping file."""
 
@@ -146,4 +163,5 @@ class Mapping(_Strict):
     pii: list[str] = Field(default_factory=list)  # source columns never read into any output
     data_end: str | None = None  # censoring time; default: exported_at, else the latest timestamp
     exported_at: str | None = None  # when the export was taken: the date of its current-state facts
+    plausible: PlausibleSpec = Field(default_factory=PlausibleSpec)
     tables: dict[Literal["deals", "stage_events", "activities", "accounts"], TableSpec]

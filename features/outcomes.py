@@ -70,15 +70,18 @@ def _close_date_is_expected_while_open(out: pd.DataFrame, dates: dict, notes: li
 
 def data_end_of(m: Mapping, dates: dict, tables: dict[str, pd.DataFrame],
                 exported_at: pd.Timestamp | None) -> pd.Timestamp | None:
-    """The declared data_end, else the export date, else the latest time that happened."""
+    """The declared data_end, else the export date, else the latest plausible time that
+    happened (an estimate before validation: ingestion takes the final one from clean rows)."""
     if m.data_end:
         return pd.Timestamp(m.data_end)
     if exported_at is not None:
         return exported_at
-    stamps = [p.max() for col, (p, _bad, _fmt) in dates.items() if col not in NOT_DATA_TIMES]
+    times = [p for col, (p, _bad, _fmt) in dates.items() if col not in NOT_DATA_TIMES]
     for table, col in (("stage_events", "entered_at"), ("activities", "occurred_at")):
         if table in tables and col in tables[table]:
-            stamps.append(parse_timestamps(tables[table][col], "ISO8601")[0].max())
+            times.append(parse_timestamps(tables[table][col], "ISO8601")[0])
+    bounds = m.plausible.bounds()
+    stamps = [t[(t >= bounds.earliest) & (t <= bounds.latest)].max() for t in times]
     stamps = [s for s in stamps if pd.notna(s)]
     return max(stamps) if stamps else None
 
@@ -117,26 +120,29 @@ def _outcome_from_stage(out: pd.DataFrame, dates: dict, m: Mapping, events: pd.D
         where = "the deals' stage column" + (" or stage_events" if events is not None else "")
         raise MappingError(f"stages.won: none of {sorted(won)} occurs in {where} "
                            f"(values seen: {', '.join(sorted(seen)[:12])})")
-    last = _last_closing_event(events, won, lost) if events is not None else None
-    if "stage" not in out:
-        ids = out["deal_id"].astype("string").str.strip()
-        outcome = pd.Series(ids.map(last["outcome"]) if last is not None else pd.NA, dtype="string")
+    last = _last_closing_events(events, won, lost, m) if events is not None else None
+    ids = out["deal_id"].astype("string").str.strip()
+    if "stage" not in out:  # the history alone decides: its latest won/lost row
+        latest = last.sort_values("entered_at", kind="stable").drop_duplicates("deal_id", keep="last")
+        outcome = pd.Series(ids.map(latest.set_index("deal_id")["outcome"]), dtype="string")
     out["outcome"] = outcome.to_numpy()
     if "closed_at" not in dates and last is not None:
-        ids = out["deal_id"].astype("string").str.strip()
-        closed = pd.Series(ids.map(last["entered_at"]).to_numpy(), index=out.index).astype("datetime64[us]")
-        closed = closed.where(outcome.notna().to_numpy())
+        # dated by the latest history row that agrees with the outcome (others are rejects)
+        when = last.set_index(last["deal_id"] + "|" + last["outcome"])["entered_at"]
+        closed = pd.Series((ids + "|" + outcome.fillna("")).map(when).to_numpy(), index=out.index)
+        closed = closed.astype("datetime64[us]").where(outcome.notna().to_numpy())
         out["closed_at"] = closed
         dates["closed_at"] = (closed, pd.Series(False, index=out.index), None)
 
 
-def _last_closing_event(events: pd.DataFrame, won: set, lost: set) -> pd.DataFrame:
-    """Per deal, the last won/lost row of its stage history: outcome and when it happened."""
+def _last_closing_events(events: pd.DataFrame, won: set, lost: set, m: Mapping) -> pd.DataFrame:
+    """Per deal and outcome, the last plausible won/lost row of its stage history: deal_id,
+    outcome and when it happened (a row dated outside `plausible` is a reject, not a close)."""
     stage = events["stage"].astype("string").str.strip()
     entered = parse_timestamps(events["entered_at"], "ISO8601")[0]
-    rows = pd.DataFrame({"deal_id": events["deal_id"].astype("string").str.strip(), "stage": stage,
-                         "entered_at": entered})
-    rows = rows[stage.isin(won | lost) & entered.notna()].sort_values("entered_at", kind="stable")
-    last = rows.drop_duplicates("deal_id", keep="last").set_index("deal_id")
-    return pd.DataFrame({"outcome": last["stage"].isin(won).map({True: "won", False: "lost"}),
-                         "entered_at": last["entered_at"]})
+    bounds = m.plausible.bounds()
+    rows = pd.DataFrame({"deal_id": events["deal_id"].astype("string").str.strip(),
+                         "outcome": stage.isin(won).map({True: "won", False: "lost"}), "entered_at": entered})
+    usable = stage.isin(won | lost) & (entered >= bounds.earliest) & (entered <= bounds.latest)
+    rows = rows[usable.to_numpy(dtype=bool)].sort_values("entered_at", kind="stable")
+    return rows.drop_duplicates(["deal_id", "outcome"], keep="last").reset_index(drop=True)

@@ -1,20 +1,28 @@
 """Reading the sources a mapping names (CSV, Parquet, a SQL query through SQLAlchemy),
-restricted to the columns the mapping uses, so PII columns never enter memory, and
-normalised as each source's `recode` says (before any join)."""
+restricted to the columns the mapping uses, so PII columns never reach a table, and
+normalised as each source's `recode` says (before any join).
+
+Each frame's index is the source row (for CSV: physical line - 2, see `features.csv_rows`);
+malformed CSV lines are rejects of their source, never rows."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from features.csv_rows import csv_header, read_csv_rows
 from features.errors import MappingError
 from features.mapping import suggest
 from features.mapping_spec import Mapping, RecodeSpec
+from features.schema import REJECT_COLUMNS, empty_rejects
 
 
-def read_sources(mapping: Mapping) -> dict[str, pd.DataFrame]:
-    """Each used source, restricted to the columns the mapping names (never PII)."""
-    frames = {}
+def read_sources(mapping: Mapping) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Each used source, restricted to the columns the mapping names (never PII), and the
+    rejects of each source's malformed lines (table = the source's name)."""
+    frames, rejects = {}, {}
     try:
         for name, columns in _wanted_columns(mapping).items():
             spec = mapping.sources[name]
@@ -23,10 +31,11 @@ def read_sources(mapping: Mapping) -> dict[str, pd.DataFrame]:
             for col, where in {**recode, **columns}.items():
                 if col not in header:
                     raise MappingError(f"{where}: source '{name}' has no column '{col}'{suggest(col, header)}")
-            frames[name] = recoded(_read(name, spec, list(columns)), spec.recode)
+            frame, rejects[name] = _read(name, spec, list(columns))
+            frames[name] = recoded(frame, spec.recode)
     finally:
         _SQL_CACHE.clear()  # a query result is shared by the header check and the read, no longer
-    return frames
+    return frames, rejects
 
 
 def recoded(frame: pd.DataFrame, rules: dict[str, RecodeSpec]) -> pd.DataFrame:
@@ -71,11 +80,12 @@ def _wanted_columns(m: Mapping) -> dict[str, dict[str, str]]:
 
 def _header(name: str, spec) -> list[str]:
     if spec.type == "sql":
-        return list(_read(name, spec, None).columns)
+        with _one_line_errors(name):
+            return list(_query(spec.url, spec.query).columns)
     path = _existing(name, spec.path)
+    if spec.type == "csv":
+        return csv_header(path, spec.options, f"sources.{name}")
     try:
-        if spec.type == "csv":
-            return list(pd.read_csv(path, nrows=0, **_csv_options(spec)).columns)
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
@@ -86,14 +96,25 @@ def _header(name: str, spec) -> list[str]:
 _SQL_CACHE: dict[tuple[str, str], pd.DataFrame] = {}
 
 
-def _read(name: str, spec, columns: list[str] | None) -> pd.DataFrame:
-    try:
+def _read(name: str, spec, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The source's rows (wanted columns only) and the rejects of its malformed lines."""
+    with _one_line_errors(name):
         if spec.type == "csv":
-            return pd.read_csv(_existing(name, spec.path), usecols=columns, **_csv_options(spec))
+            rows = read_csv_rows(_existing(name, spec.path), columns, spec.options, f"sources.{name}",
+                                 multiline_values=spec.multiline_values)
+            return rows.frame, rows.rejects.assign(table=name, deal_id=pd.NA)[REJECT_COLUMNS]
         if spec.type == "parquet":
-            return pd.read_parquet(_existing(name, spec.path), columns=columns, **spec.options)
-        frame = _query(spec.url, spec.query)
-        return frame if columns is None else frame[columns]  # PII and unused columns go here
+            frame = pd.read_parquet(_existing(name, spec.path), columns=columns, **spec.options)
+        else:
+            frame = _query(spec.url, spec.query)[columns]  # PII and unused columns go here
+        return frame, empty_rejects()
+
+
+@contextmanager
+def _one_line_errors(name: str) -> Iterator[None]:
+    """Any reader or driver error as one `MappingError` line naming the source."""
+    try:
+        yield
     except MappingError:
         raise
     except Exception as exc:  # noqa: BLE001 - drivers raise their own types; the user needs one line
@@ -114,12 +135,6 @@ def _query(url: str, query: str) -> pd.DataFrame:
         finally:
             engine.dispose()
     return _SQL_CACHE[key]
-
-
-def _csv_options(spec) -> dict:
-    # strings throughout, so ids keep leading zeros and bad cells reach the rejects as written;
-    # only empty cells are missing ("NA" may be a region, "None" a real value)
-    return {"dtype": str, "keep_default_na": False, "na_values": [""], **spec.options}
 
 
 def _existing(name: str, path: str) -> Path:

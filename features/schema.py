@@ -43,6 +43,31 @@ class Reason:
     INVALID_OUTCOME = "invalid_outcome"
     UNKNOWN_STAGE = "unknown_stage"
     DEAL_REJECTED = "parent_deal_rejected"
+    DATE_OUT_OF_RANGE = "date_out_of_range"
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"
+    CONTRADICTS_OUTCOME = "contradicts_outcome"  # a won/lost history row the deal's outcome denies
+
+
+@dataclass(frozen=True)
+class Plausible:
+    """Bounds of believable values (ingestion checks them; see the mapping's `plausible`):
+    dates within [earliest, latest]; amounts and numeric attributes finite and at most
+    max_amount / max_number in size."""
+
+    earliest: pd.Timestamp
+    latest: pd.Timestamp
+    max_amount: float
+    max_number: float
+
+    def reject_dates(self, r: "_Rejector", **dates: pd.Series) -> None:
+        for col, parsed in dates.items():
+            outside = (parsed < self.earliest) | (parsed > self.latest)
+            r.reject(outside, Reason.DATE_OUT_OF_RANGE, lambda col=col, parsed=parsed: f"{col}=" + parsed.astype(
+                "string") + f" (plausible: {self.earliest:%Y-%m-%d} .. {self.latest:%Y-%m-%d})")
+
+    def reject_numbers(self, r: "_Rejector", col: str, parsed: pd.Series, bound: float) -> None:
+        r.reject(parsed.abs() > bound, Reason.NUMBER_OUT_OF_RANGE,
+                 lambda: f"{col}=" + parsed.astype("string") + f" (plausible: at most {bound:g} in size)")
 
 
 @dataclass
@@ -203,24 +228,28 @@ def _require_columns(df: pd.DataFrame, required: list[str], table: str) -> None:
 
 def validate(deals: pd.DataFrame, meta: DatasetMeta, stage_events: pd.DataFrame | None = None,
              activities: pd.DataFrame | None = None, accounts: pd.DataFrame | None = None,
-             date_format: str | None = None, dayfirst: bool = False) -> ValidationResult:
+             date_format: str | None = None, dayfirst: bool = False, plausible: Plausible | None = None,
+             closing: dict[str, str] | None = None) -> ValidationResult:
     """Split raw canonical-named tables into clean typed tables and a rejects table.
 
     Raw tables may hold strings; dates are parsed with `date_format` (or inferred, with
     `dayfirst`). A deal that is rejected takes its events and activities with it, each
-    reported with reason `parent_deal_rejected`.
+    reported with reason `parent_deal_rejected`. With `plausible`, implausible dates and
+    numbers are rejects; with `closing` (stage -> won/lost), a history row of a closing
+    stage must agree with its deal's outcome.
     """
-    deals_v, deal_rej = _validate_deals(deals, meta, date_format, dayfirst)
+    deals_v, deal_rej = _validate_deals(deals, meta, date_format, dayfirst, plausible)
     parts = [deal_rej]
     events_v = acts_v = None
     known = deals_v.set_index("deal_id")
     # a duplicate id keeps its first row, so only ids with no clean row take children along
     rejected_ids = set(deal_rej["deal_id"].dropna()) - set(deals_v["deal_id"])
     if stage_events is not None:
-        events_v, rej = _validate_events(stage_events, meta, known, rejected_ids, date_format, dayfirst)
+        events_v, rej = _validate_events(stage_events, meta, known, rejected_ids, date_format, dayfirst,
+                                         plausible, closing or {})
         parts.append(rej)
     if activities is not None:
-        acts_v, rej = _validate_activities(activities, known, rejected_ids, date_format, dayfirst)
+        acts_v, rej = _validate_activities(activities, known, rejected_ids, date_format, dayfirst, plausible)
         parts.append(rej)
     accounts_v = None
     if accounts is not None:
@@ -233,8 +262,8 @@ def validate(deals: pd.DataFrame, meta: DatasetMeta, stage_events: pd.DataFrame 
     return ValidationResult(data=data, rejects=rejects)
 
 
-def _validate_deals(raw: pd.DataFrame, meta: DatasetMeta, fmt: str | None, dayfirst: bool
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _validate_deals(raw: pd.DataFrame, meta: DatasetMeta, fmt: str | None, dayfirst: bool,
+                    plausible: Plausible | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     required = ["deal_id"] if meta.static else DEAL_REQUIRED
     _require_columns(raw, required, "deals")
     df = _with_row_numbers(raw)
@@ -253,6 +282,12 @@ def _validate_deals(raw: pd.DataFrame, meta: DatasetMeta, fmt: str | None, dayfi
     amount, bad_amount = parse_numbers(df["amount"])
     r.reject(bad_amount, Reason.UNPARSEABLE_NUMBER, lambda: "amount=" + df["amount"].astype("string"))
     r.reject(amount < 0, Reason.NEGATIVE_AMOUNT, lambda: "amount=" + amount.astype("string"))
+    if plausible is not None:
+        dates = {"created_at": created, "closed_at": closed}
+        if "expected_close_date" in df:
+            dates["expected_close_date"] = parse_timestamps(df["expected_close_date"], fmt, dayfirst)[0]
+        plausible.reject_dates(r, **dates)
+        plausible.reject_numbers(r, "amount", amount, plausible.max_amount)
     outcome = _outcomes(df["outcome"])
     has_outcome, has_close = outcome.notna().to_numpy(dtype=bool), closed.notna().to_numpy(dtype=bool)
     if has_outcome.any():  # open deals (a scoring payload) have none to check
@@ -267,7 +302,7 @@ def _validate_deals(raw: pd.DataFrame, meta: DatasetMeta, fmt: str | None, dayfi
     if "stage" in df:
         st = df["stage"].astype("string").str.strip()
         r.reject(st.notna() & ~st.isin(meta.stages), Reason.UNKNOWN_STAGE, lambda: "stage=" + st.fillna(""))
-    _reject_bad_numeric_attributes(r, df, meta)
+    _reject_bad_numeric_attributes(r, df, meta, plausible)
     # duplicates last, among rows still clean: the first valid row of an id is kept
     if len(df) > 1:
         dup = df["deal_id"].where(~r.rejected).duplicated(keep="first") & ~r.rejected
@@ -286,16 +321,19 @@ def _outcomes(values: pd.Series) -> pd.Series:
     return outcome.mask(outcome == "")
 
 
-def _reject_bad_numeric_attributes(r: _Rejector, df: pd.DataFrame, meta: DatasetMeta) -> None:
+def _reject_bad_numeric_attributes(r: _Rejector, df: pd.DataFrame, meta: DatasetMeta,
+                                   plausible: Plausible | None) -> None:
     """A numeric attribute cell that is not a number (a spreadsheet's '01-May') rejects its row
-    rather than silently becoming empty."""
+    rather than silently becoming empty; so does an implausible one (inf, 1e400)."""
     for name, kind in meta.attributes.items():
         if name not in df:
             raise SchemaError(f"declared attribute '{name}' is not a column of deals: check "
                               f"the mapping's 'attributes' section")
         if kind == "numeric":
-            bad = parse_numbers(df[name])[1]
+            parsed, bad = parse_numbers(df[name])
             r.reject(bad, Reason.UNPARSEABLE_NUMBER, lambda name=name: f"{name}=" + df[name].astype("string"))
+            if plausible is not None:
+                plausible.reject_numbers(r, name, parsed, plausible.max_number)
 
 
 def _type_deals(df: pd.DataFrame, meta: DatasetMeta) -> pd.DataFrame:
@@ -334,7 +372,8 @@ def _parent_times(times: pd.Series, parent: np.ndarray, index: pd.Index) -> pd.S
 
 
 def _validate_events(raw: pd.DataFrame, meta: DatasetMeta, known: pd.DataFrame, rejected_ids: set,
-                     fmt: str | None, dayfirst: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     fmt: str | None, dayfirst: bool, plausible: Plausible | None = None,
+                     closing: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     _require_columns(raw, ["deal_id", "stage", "entered_at"], "stage_events")
     df = _with_row_numbers(raw)
     r = _Rejector("stage_events", df)
@@ -346,15 +385,23 @@ def _validate_events(raw: pd.DataFrame, meta: DatasetMeta, known: pd.DataFrame, 
     r.reject(~stage.isin(meta.stages), Reason.UNKNOWN_STAGE, lambda: "stage=" + stage.fillna(""))
     r.reject(entered < created, Reason.EVENT_BEFORE_CREATE, lambda: "entered_at " + entered.astype("string"))
     r.reject(entered > closed, Reason.EVENT_AFTER_CLOSE, lambda: "entered_at " + entered.astype("string"))
+    if plausible is not None:
+        plausible.reject_dates(r, entered_at=entered)
+    if closing:
+        _reject_contradicting_closes(r, stage, known, closing)
     out = pd.DataFrame({"deal_id": df["deal_id"], "stage": stage, "entered_at": entered}, index=df.index)
     amount = parse_numbers(df["amount"]) if "amount" in df else (pd.Series(np.nan, index=df.index), None)
     if "amount" in df:
         r.reject(amount[1], Reason.UNPARSEABLE_NUMBER, lambda: "amount=" + df["amount"].astype("string"))
         r.reject(amount[0] < 0, Reason.NEGATIVE_AMOUNT, lambda: "amount=" + amount[0].astype("string"))
+        if plausible is not None:
+            plausible.reject_numbers(r, "amount", amount[0], plausible.max_amount)
     out["amount"] = amount[0]
     if "expected_close_date" in df:
         ecd, bad_ecd = parse_timestamps(df["expected_close_date"], fmt, dayfirst)
         r.reject(bad_ecd, Reason.UNPARSEABLE_DATE, lambda: "expected_close_date=" + df["expected_close_date"].astype("string"))
+        if plausible is not None:
+            plausible.reject_dates(r, expected_close_date=ecd)
         out["expected_close_date"] = ecd
     else:
         out["expected_close_date"] = pd.Series(pd.NaT, index=df.index, dtype=TIMESTAMP_DTYPE)
@@ -362,8 +409,18 @@ def _validate_events(raw: pd.DataFrame, meta: DatasetMeta, known: pd.DataFrame, 
     return clean, r.rejects()
 
 
+def _reject_contradicting_closes(r: _Rejector, stage: pd.Series, known: pd.DataFrame,
+                                 closing: dict[str, str]) -> None:
+    """A won/lost row of the history whose deal is open, or has the other outcome."""
+    closes = stage.map(closing)
+    outcome = r.frame["deal_id"].map(known["outcome"]).astype("string").fillna("open")
+    r.reject(closes.notna() & (closes != outcome), Reason.CONTRADICTS_OUTCOME,
+             lambda: "stage=" + stage.fillna("") + ", the deal's outcome is " + outcome)
+
+
 def _validate_activities(raw: pd.DataFrame, known: pd.DataFrame, rejected_ids: set,
-                         fmt: str | None, dayfirst: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         fmt: str | None, dayfirst: bool, plausible: Plausible | None = None
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     _require_columns(raw, ["deal_id", "occurred_at"], "activities")
     df = _with_row_numbers(raw)
     r = _Rejector("activities", df)
@@ -372,6 +429,8 @@ def _validate_activities(raw: pd.DataFrame, known: pd.DataFrame, rejected_ids: s
     r.reject(bad, Reason.UNPARSEABLE_DATE, lambda: "occurred_at=" + df["occurred_at"].astype("string"))
     r.reject(occurred.isna(), Reason.MISSING_REQUIRED, "occurred_at")
     r.reject(occurred < created, Reason.EVENT_BEFORE_CREATE, lambda: "occurred_at " + occurred.astype("string"))
+    if plausible is not None:
+        plausible.reject_dates(r, occurred_at=occurred)
     kind = df["type"].astype("string") if "type" in df else pd.Series("activity", index=df.index, dtype="string")
     out = pd.DataFrame({"deal_id": df["deal_id"], "occurred_at": occurred, "type": kind}, index=df.index)
     clean = _sorted_by_deal(out.loc[~r.rejected], "occurred_at")

@@ -79,13 +79,18 @@ def canonical_data(mapping: Mapping, raw: "RawTables") -> tuple[CanonicalData, p
     """Validate the raw tables; won/lost rows of the history become outcomes, not stages.
     Returns (data, rejects, clean rows per table, notes)."""
     stages = mapping.stages
+    declared_end = mapping.static or mapping.data_end is not None or raw.exported_at is not None
     meta = DatasetMeta(stages=stages.order + stages.won + stages.lost,
                        attributes={n: a.kind for n, a in mapping.tables["deals"].attributes.items()},
-                       static=mapping.static, data_end=raw.data_end, name=mapping.name)
+                       static=mapping.static, data_end=raw.data_end if declared_end else None,
+                       name=mapping.name)
+    closing = {**{s: "won" for s in stages.won}, **{s: "lost" for s in stages.lost}}
     result = validate(raw.tables["deals"], meta, stage_events=raw.tables.get("stage_events"),
                       activities=raw.tables.get("activities"), accounts=raw.tables.get("accounts"),
-                      date_format="ISO8601")
+                      date_format="ISO8601", plausible=mapping.plausible.bounds(), closing=closing)
     data, notes = result.data, list(raw.notes)
+    if not declared_end:
+        data.meta.data_end = _clean_data_end(data)
     clean = {n: len(getattr(data, n)) for n in raw.tables}  # before won/lost rows are folded away
     data.meta.stages = list(stages.order)  # won/lost were accepted only to validate history
     if data.stage_events is not None:
@@ -94,7 +99,16 @@ def canonical_data(mapping: Mapping, raw: "RawTables") -> tuple[CanonicalData, p
             notes.append(f"{int(closing.sum()):,} won/lost rows of stage_events became deals.outcome "
                          f"and closed_at; they are not kept as stage rows")
         data.stage_events = data.stage_events.loc[~closing].reset_index(drop=True)
-    return data, pd.concat([result.rejects, *raw.join_rejects], ignore_index=True), clean, notes
+    rejects = pd.concat([*raw.read_rejects.values(), result.rejects, *raw.join_rejects], ignore_index=True)
+    return data, rejects, clean, notes
+
+
+def _clean_data_end(data: CanonicalData) -> pd.Timestamp | None:
+    """The latest time of a clean row (a rejected row, e.g. one dated 9999, never sets it)."""
+    try:
+        return data.data_end
+    except ValueError:  # no clean row has a time
+        return None
 
 
 def _current_state(data: CanonicalData, raw: "RawTables", notes: list[str]) -> pd.DataFrame | None:
@@ -133,7 +147,8 @@ def _appended(out_dir: str | Path, data: CanonicalData, state: pd.DataFrame | No
 
 def _counts(raw: "RawTables", clean: dict[str, int], rejects: pd.DataFrame) -> pd.DataFrame:
     rejected = rejects.groupby("table").size() if len(rejects) else pd.Series(dtype="int64")
-    rows = [(name, len(table), clean[name], int(rejected.get(name, 0))) for name, table in raw.tables.items()]
+    rows = [(name, len(table) + len(raw.read_rejects.get(name, ())), clean[name], int(rejected.get(name, 0)))
+            for name, table in raw.tables.items()]
     for name, (rows_in, kept) in raw.join_counts.items():
         rows.append((f"{name} (joined into deals)", rows_in, kept, rows_in - kept))
     return pd.DataFrame(rows, columns=["table", "rows_in", "clean", "rejected"])
@@ -150,19 +165,22 @@ class RawTables:
     join_rejects: list[pd.DataFrame] = field(default_factory=list)
     join_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # source -> (rows, clean)
     joins: list[dict] = field(default_factory=list)  # one report row per join (features.joins)
+    malformed: dict[str, pd.DataFrame] = field(default_factory=dict)  # source -> its malformed lines
+    read_rejects: dict[str, pd.DataFrame] = field(default_factory=dict)  # table -> its source's malformed lines
     data_end: pd.Timestamp | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def build_tables(mapping: Mapping, exported_at: pd.Timestamp | None = None) -> RawTables:
     """Read every source the mapping uses and shape it into canonical-named tables."""
-    frames = read_sources(mapping)
-    raw = RawTables(tables={}, exported_at=exported_at)
+    frames, malformed = read_sources(mapping)
+    raw = RawTables(tables={}, exported_at=exported_at, malformed=malformed)
     # stage history first: an outcome "from stage" may take its close date from it
     for name in ("stage_events", "activities", "accounts", "deals"):
         spec = mapping.tables.get(name)
         if spec is not None:
             raw.tables[name] = _build_table(name, spec, mapping, frames, raw)
+            raw.read_rejects[name] = malformed[spec.source].assign(table=name)
     raw.tables = {n: raw.tables[n] for n in TABLE_ORDER if n in raw.tables}
     if mapping.static:
         return raw
@@ -177,7 +195,7 @@ def build_tables(mapping: Mapping, exported_at: pd.Timestamp | None = None) -> R
 def _build_table(table: str, spec: TableSpec, m: Mapping, frames: dict, raw: RawTables) -> pd.DataFrame:
     nulls = m.null_values + spec.null_values
     rows = _blank_placeholders(frames[spec.source], nulls)
-    rows["_row"] = range(len(rows))
+    rows = rows.assign(_row=rows.index.to_numpy(dtype="int64")).reset_index(drop=True)  # the source row
     rows, joined = _joined(rows, spec, m, frames, nulls, raw)
     out = pd.DataFrame({"_row": rows["_row"].to_numpy()})
     for canonical, col in spec.columns.items():
@@ -203,8 +221,9 @@ def _joined(rows: pd.DataFrame, spec: TableSpec, m: Mapping, frames: dict, nulls
         result = left_join(rows, join, _blank_placeholders(frames[join.source], nulls), spec.source,
                            outcome_join=join is won_join)
         rows = result.rows
-        raw.join_rejects.append(result.rejects)
-        raw.join_counts[join.source] = (result.rows_in, result.clean)
+        bad_lines = raw.malformed.get(join.source, empty_rejects())
+        raw.join_rejects.extend([bad_lines, result.rejects])
+        raw.join_counts[join.source] = (result.rows_in + len(bad_lines), result.clean)
         raw.joins.append(result.report)
         if join is won_join:
             matched = result.matched

@@ -6,12 +6,14 @@ import pandas as pd
 import pytest
 
 from features.errors import SchemaError
-from features.schema import TIMESTAMP_DTYPE, DatasetMeta, Reason, validate
+from features.schema import TIMESTAMP_DTYPE, DatasetMeta, Plausible, Reason, validate
 
 META = DatasetMeta(stages=["lead", "proposal"], attributes={"employees": "numeric", "industry": "categorical"})
 GOOD_DEAL = {"deal_id": "G", "created_at": "2024-01-01", "closed_at": "2024-02-01", "outcome": "won",
              "amount": "100", "stage": "proposal", "employees": "10", "industry": "saas"}
 GOOD_EVENT = {"deal_id": "G", "stage": "lead", "entered_at": "2024-01-02"}
+PLAUSIBLE = Plausible(earliest=pd.Timestamp("1990-01-01"), latest=pd.Timestamp("2030-01-01"), max_amount=1e12,
+                      max_number=1e15)
 GOOD_ACTIVITY = {"deal_id": "G", "occurred_at": "2024-01-03", "type": "call"}
 
 
@@ -22,11 +24,11 @@ def deals(*overrides: dict) -> pd.DataFrame:
 
 
 def run(deal_rows: pd.DataFrame, events: list[dict] | None = None, activities: list[dict] | None = None,
-        accounts: list[dict] | None = None, meta: DatasetMeta = META):
+        accounts: list[dict] | None = None, meta: DatasetMeta = META, **checks):
     return validate(deal_rows, meta,
                     stage_events=None if events is None else pd.DataFrame([GOOD_EVENT, *events]),
                     activities=None if activities is None else pd.DataFrame([GOOD_ACTIVITY, *activities]),
-                    accounts=None if accounts is None else pd.DataFrame(accounts))
+                    accounts=None if accounts is None else pd.DataFrame(accounts), **checks)
 
 
 # (case id, expected table, expected reason, arguments for run())
@@ -73,6 +75,15 @@ CASES = [
      dict(deal_rows=deals({"amount": "-1"}), events=[{**GOOD_EVENT, "deal_id": "B"}])),
     ("parent deal rejected (activity)", "activities", Reason.DEAL_REJECTED,
      dict(deal_rows=deals({"amount": "-1"}), activities=[{**GOOD_ACTIVITY, "deal_id": "B"}])),
+    ("date out of range", "deals", Reason.DATE_OUT_OF_RANGE,
+     dict(deal_rows=deals({"created_at": "1970-01-01"}), plausible=PLAUSIBLE)),
+    ("activity date out of range", "activities", Reason.DATE_OUT_OF_RANGE,
+     dict(deal_rows=deals(), activities=[{**GOOD_ACTIVITY, "occurred_at": "9999-12-31"}], plausible=PLAUSIBLE)),
+    ("infinite amount", "deals", Reason.NUMBER_OUT_OF_RANGE, dict(deal_rows=deals({"amount": "inf"}), plausible=PLAUSIBLE)),
+    ("absurd numeric attribute", "deals", Reason.NUMBER_OUT_OF_RANGE,
+     dict(deal_rows=deals({"employees": "1e400"}), plausible=PLAUSIBLE)),
+    ("history row contradicting the outcome", "stage_events", Reason.CONTRADICTS_OUTCOME,
+     dict(deal_rows=deals(), events=[{**GOOD_EVENT, "stage": "proposal"}], closing={"proposal": "lost"})),
 ]
 
 
