@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from benchmarks.results import peak_rss_mib, record
-from features.jsonsafe import json_safe
 from features.errors import NotEnoughData
+from features.jsonsafe import json_safe
 from training.forecast.backtest import backtest
 from training.forecast.config import ForecastConfig
 

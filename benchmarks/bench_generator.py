@@ -68,7 +68,7 @@ def main() -> None:
     from benchmarks.results import record
 
     body = table(rows) + ("\n\nOne fresh process per size (peak RSS is per size). `validate` is "
-                          "`features.schema.validate` on every table, as `generate` runs it. Load average "
+                          "`features.validation.validate` on every table, as `generate` runs it. Load average "
                           f"at the end: {os.getloadavg()[0]:.1f} (the machine is shared).")
     record("Generator", body, "python -m benchmarks.bench_generator")
     print(table(rows))

@@ -109,7 +109,7 @@ def event_arrays(ids: pd.Series, stage_events: pd.DataFrame | None, stages: list
     if (stage < 0).any():
         bad = sorted(set(se["stage"][stage < 0].astype("string").fillna("<empty>")))[:5]
         raise SchemaError(f"stage_events has stages {bad} not in the stage order {stages}: add them to "
-                          f"the mapping's 'stages' list, or run the tables through features.schema.validate")
+                          f"the mapping's 'stages' list, or run the tables through features.validation.validate")
     n = len(se)
     return {"deal": deal_positions(ids, se["deal_id"]), "stage_index": stage.astype("int64"),
             "entered_at": se["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE),

@@ -10,7 +10,6 @@ import numpy as np
 from features.schema import TIMESTAMP_DTYPE
 
 
-
 def run_starts(keys: np.ndarray) -> np.ndarray:
     """True where a run of equal keys starts (and on the first row)."""
     out = np.empty(len(keys), dtype=bool)

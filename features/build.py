@@ -19,13 +19,7 @@ from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.lookups import FeatureLookups
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
-from features.snapshots import (
-    activity_counts,
-    as_of_grid,
-    event_state,
-    snapshot_positions,
-    state_at,
-)
+from features.snapshots import activity_counts, as_of_grid, event_state, snapshot_positions, state_at
 from features.winrates import laplace_win_rate, smoothed_group_rate
 
 RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
@@ -322,7 +316,7 @@ def _checked_deals(deals: pd.DataFrame, static: bool) -> pd.DataFrame:
     if missing:
         raise SchemaError(f"deals has no column {missing}: map a source column onto it in the mapping")
     if deals["deal_id"].duplicated().any():
-        raise SchemaError("deals has duplicate deal_id values: run the tables through features.schema.validate")
+        raise SchemaError("deals has duplicate deal_id values: run the tables through features.validation.validate")
     deals = deals.reset_index(drop=True)
     for col in ["created_at", "closed_at"]:
         deals[col] = deals[col].astype(TIMESTAMP_DTYPE) if col in deals else \

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.asof import asof_index, asof_search, group_cumsum, group_starts, run_ends
 from features.schema import TIMESTAMP_DTYPE
 from features.snapshots import stage_spells
-from features.asof import asof_index, asof_search, group_cumsum, group_starts, run_ends
 
 
 @dataclass

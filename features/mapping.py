@@ -16,15 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from features.errors import MappingError
-from features.mapping_spec import (
-    CANONICAL_COLUMNS,
-    CASES,
-    DATE_COLUMNS,
-    SNAKE,
-    JoinSpec,
-    Mapping,
-    TableSpec,
-)
+from features.mapping_spec import CANONICAL_COLUMNS, CASES, DATE_COLUMNS, SNAKE, JoinSpec, Mapping, TableSpec
 
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 

@@ -9,7 +9,8 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from features.schema import ACTIVITY_COLUMNS, DEAL_OPTIONAL, DEAL_REQUIRED, EVENT_COLUMNS, Plausible
+from features.schema import ACTIVITY_COLUMNS, DEAL_OPTIONAL, DEAL_REQUIRED, EVENT_COLUMNS
+from features.validation import Plausible
 
 CANONICAL_COLUMNS = {
     "deals": DEAL_REQUIRED + DEAL_OPTIONAL + ["expected_close_date"],

@@ -10,7 +10,7 @@ import pandas as pd
 
 from features.errors import MappingError
 from features.mapping_spec import Mapping, TableSpec
-from features.schema import parse_timestamps
+from features.parsing import parse_timestamps
 
 NOT_DATA_TIMES = {"expected_close_date"}  # a plan, not something that happened: never the data end
 

@@ -9,7 +9,7 @@ and dates, dates that parse (ISO text or datetimes), numbers that parse, non-neg
 amounts, known stages, children dated before their deal, numeric attributes, unique ids.
 Each reject says where in the request it is (`PayloadReject.path`) and which row of the
 canonical tables it would be, with the validator's reason and detail: equivalence with
-`features.schema.validate` on the same deals is tested (tests/features/test_payload_arrays.py).
+`features.validation.validate` on the same deals is tested (tests/features/test_payload_arrays.py).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class PayloadReject:
     the row of the canonical tables it would be, and the validator's reason and detail."""
 
     table: str  # deals, stage_events or activities
-    row: int  # the row in that table, as `features.schema.validate` numbers it
+    row: int  # the row in that table, as `features.validation.validate` numbers it
     deal: int  # position of the deal in the request
     nested: str | None  # "stage_history" or "activities"; None: a field of the deal itself
     index: int | None  # position in that list; None for the stage row of a deal sent without history
@@ -57,7 +57,7 @@ class CheckedPayload:
 
 
 def payload_arrays(records: list[dict], meta: DatasetMeta) -> CheckedPayload:
-    """Payload deals -> arrays, with every check of `features.schema.validate` that applies
+    """Payload deals -> arrays, with every check of `features.validation.validate` that applies
     to open deals, row by row in plain Python (see the module docstring)."""
     stages = {s: i for i, s in enumerate(meta.stages)}
     deals = _DealChecks(records)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import MappingError
-from features.schema import TIMESTAMP_DTYPE, CanonicalData, parse_timestamps
+from features.parsing import parse_timestamps
+from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import deals_at
 
 STATE_FIELDS = ("stage", "amount", "expected_close_date")

@@ -25,8 +25,9 @@ from features.joins import JOIN_COLUMNS, left_join, unmatched_notes
 from features.mapping import load_mapping, outcome_join
 from features.mapping_spec import DATE_COLUMNS, Mapping, TableSpec
 from features.outcomes import derive_outcome
+from features.parsing import parse_timestamps
 from features.readers import read_sources
-from features.schema import REJECT_COLUMNS, CanonicalData, DatasetMeta, empty_rejects, parse_timestamps, validate
+from features.schema import REJECT_COLUMNS, CanonicalData, DatasetMeta, empty_rejects
 from features.snapshot_exports import (
     append_export,
     check_appendable,
@@ -35,6 +36,7 @@ from features.snapshot_exports import (
     snapshot_events,
     with_events,
 )
+from features.validation import validate
 
 TABLE_ORDER = ("deals", "stage_events", "activities", "accounts")
 MOSTLY_BAD = 0.5  # share of unparseable dates above which the format, not the rows, is wrong

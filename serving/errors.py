@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 
 from serving.auth import is_open_path, send_json
 
+
 def problem(status: int, error: str, errors: list[dict] | None = None) -> JSONResponse:
     """The error response every endpoint uses."""
     return JSONResponse({"error": error, "errors": errors or []}, status_code=status)

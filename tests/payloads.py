@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.schema import (
-    ACTIVITY_COLUMNS,
-    DEAL_OPTIONAL,
-    EVENT_COLUMNS,
-    CanonicalData,
-    DatasetMeta,
-    ValidationResult,
-    validate,
-)
+from features.schema import ACTIVITY_COLUMNS, DEAL_OPTIONAL, EVENT_COLUMNS, CanonicalData, DatasetMeta, ValidationResult
+from features.validation import validate
 
 NESTED = ("stage_history", "activities")
 DEAL_FIELDS = ["deal_id", "created_at", *[c for c in DEAL_OPTIONAL if c not in ("closed_at", "outcome", "stage")]]

@@ -25,7 +25,6 @@ SAYS_WHY = re.compile(r"over 300 lines|more than 300 lines|300\+ lines", re.IGNO
 KNOWN_CYCLES: list[set[str]] = [
 ]
 KNOWN_LONG_MODULES: set[str] = {  # issue 11, item 7 and the other slices
-    "features.schema",  # contract vs validation
     "features.build",
 }
 

@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from training.lightgbm_fast import SINGLE_THREAD_ROWS
+
 # A leaf table up to this size is also kept dense: sparse indicator @ dense table is ~2x
 # quicker than sparse @ sparse (2.3 MB for 170 trees of 31 leaves and 53 features).
 DENSE_BYTES = 64 * 2**20

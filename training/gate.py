@@ -17,8 +17,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from training.registry import (CHALLENGER, CHAMPION, GATE_TAG, alias_version, dataset_difference,
-                               move_champion, recorded_dataset)
+from training.registry import (
+    CHALLENGER,
+    CHAMPION,
+    GATE_TAG,
+    alias_version,
+    dataset_difference,
+    move_champion,
+    recorded_dataset,
+)
 from training.tracking import mlflow_client, registry_lock, tracking_uri
 
 MIN_SKILL_Z = 2.0  # one-sided paired z on per-row Brier gains: the candidate must beat each reference by this

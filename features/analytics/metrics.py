@@ -1,7 +1,6 @@
 """`pipeline_metrics`: every pipeline metric at an as-of date, in total and per group, as plain JSON."""
 from __future__ import annotations
 
-
 import pandas as pd
 
 import features.analytics.flow as flow

@@ -12,9 +12,18 @@ import pyarrow as pa
 
 from features.dataset import write_dataset
 from features.errors import LeadscoreError
-from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta, validate
+from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
 from features.synthetic.activities import build_activities
-from features.synthetic.params import ACTIVITY_TYPES, INDUSTRIES, PRODUCTS, REGIONS, SEGMENTS, SOURCES, STAGES, GeneratorParams
+from features.synthetic.params import (
+    ACTIVITY_TYPES,
+    INDUSTRIES,
+    PRODUCTS,
+    REGIONS,
+    SEGMENTS,
+    SOURCES,
+    STAGES,
+    GeneratorParams,
+)
 from features.synthetic.population import (
     creation_intensity,
     make_population,
@@ -25,6 +34,7 @@ from features.synthetic.population import (
 )
 from features.synthetic.process import absorption_probability, simulate
 from features.synthetic.timeline import build_events
+from features.validation import validate
 
 ATTRIBUTES = {"industry": "categorical", "company_size": "numeric"}
 

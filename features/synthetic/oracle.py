@@ -20,12 +20,7 @@ from features.errors import DatasetNotFound
 from features.schema import CanonicalData
 from features.snapshots import deals_at
 from features.synthetic.params import ADVANCE, LOST, N_STAGES, REGRESS, GeneratorParams
-from features.synthetic.process import (
-    absorption_probability,
-    dwell_scale,
-    exit_probabilities,
-    quarter_starts,
-)
+from features.synthetic.process import absorption_probability, dwell_scale, exit_probabilities, quarter_starts
 
 
 def load_truth(data_dir: str | Path) -> pd.DataFrame:

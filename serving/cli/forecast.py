@@ -111,8 +111,8 @@ def backtest(
     log: bool = typer.Option(True, "--log/--no-log", help="Log the backtest and its chart to MLflow."),
 ) -> None:
     """Replay past period starts: model vs baselines (and the oracle on generated data)."""
-    from features.jsonsafe import json_safe
     from features.dataset import read_dataset
+    from features.jsonsafe import json_safe
     from features.synthetic import load_truth
     from training.forecast.backtest import backtest as run_backtest
     from training.forecast.config import ForecastConfig

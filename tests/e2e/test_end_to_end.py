@@ -8,9 +8,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from payloads import payload_records
 
 from features.dataset import read_dataset
-from payloads import payload_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 API_KEY = "e2e-key-" + "y" * 24

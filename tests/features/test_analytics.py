@@ -9,7 +9,8 @@ import pytest
 
 from features.analytics import metrics_table, pipeline_metrics
 from features.errors import LeadscoreError
-from features.schema import CanonicalData, DatasetMeta, validate
+from features.schema import CanonicalData, DatasetMeta
+from features.validation import validate
 
 STAGES = ["lead", "qualified", "proposal", "negotiation"]
 AS_OF = "2024-06-30"

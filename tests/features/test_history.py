@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features import history as hist
-from features.schema import _sorted_by_deal
+from features.validation import _sorted_by_deal
 
 
 def _table(rng, n_codes=5, n_rows=60) -> hist.GroupTable:

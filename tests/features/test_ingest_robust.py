@@ -261,6 +261,7 @@ def random_rows(rng, n: int) -> list[list[str]]:
 @pytest.mark.parametrize("seed", range(5))
 def test_well_formed_files_read_as_pandas_reads_them(tmp_path, seed):
     import csv
+
     import numpy as np
 
     rows = random_rows(np.random.default_rng(seed), 300)

@@ -10,11 +10,11 @@ import models_cache
 import numpy as np
 import pandas as pd
 import pytest
+from payloads import canonical_from_records, payload_records
 
 from features.arrays import encode, level_codes
 from features.build import FeatureBuilder
 from features.payload import payload_arrays
-from payloads import canonical_from_records, payload_records
 from serving.schemas import ScoreRequest
 
 UTC2 = dt.timezone(dt.timedelta(hours=2))

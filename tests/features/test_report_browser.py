@@ -70,7 +70,8 @@ def test_console_errors_are_caught(tmp_path):
 def test_static_report_renders(tmp_path):
     import pandas as pd
 
-    from features.schema import DatasetMeta, validate
+    from features.schema import DatasetMeta
+    from features.validation import validate
 
     deals = pd.DataFrame({"deal_id": [f"L{i}" for i in range(8)], "source": list("aabbccdd"),
                           "outcome": ["won", "lost"] * 4})

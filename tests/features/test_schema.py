@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from features.errors import SchemaError
-from features.schema import TIMESTAMP_DTYPE, DatasetMeta, Plausible, Reason, validate
+from features.schema import TIMESTAMP_DTYPE, DatasetMeta, Reason
+from features.validation import Plausible, validate
 
 META = DatasetMeta(stages=["lead", "proposal"], attributes={"employees": "numeric", "industry": "categorical"})
 GOOD_DEAL = {"deal_id": "G", "created_at": "2024-01-01", "closed_at": "2024-02-01", "outcome": "won",

@@ -4,28 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from histories import (
-    DATA_END,
-    STAGES,
-    make_data,
-    random_as_of,
-    random_history,
-    spells_oracle,
-    state_oracle,
-)
+from histories import DATA_END, STAGES, make_data, random_as_of, random_history, spells_oracle, state_oracle
 
 from features.analytics.state import build_state
 from features.arrays import event_arrays
 from features.dates import as_of_timestamps
 from features.errors import NotEnoughData, SchemaError
 from features.schema import CanonicalData, DatasetMeta
-from features.snapshots import (
-    as_of_grid,
-    deals_at,
-    event_state,
-    snapshot_positions,
-    state_at,
-)
+from features.snapshots import as_of_grid, deals_at, event_state, snapshot_positions, state_at
 
 
 def open_pairs(deals: pd.DataFrame, as_of) -> list[tuple]:

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from features.dataset import read_dataset
 from features.errors import LeadscoreError
-from features.schema import validate
 from features.synthetic import generate, generate_data, load_truth
+from features.validation import validate
 
 STAGE_INDEX = {"lead": 0, "qualified": 1, "proposal": 2, "negotiation": 3}
 

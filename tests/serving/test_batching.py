@@ -7,10 +7,10 @@ import models_cache
 import numpy as np
 import pandas as pd
 import pytest
+from payloads import payload_records
 
 from features.arrays import DealArrays
 from features.payload import payload_arrays
-from payloads import payload_records
 from serving.batching import ScoreBatcher
 from serving.schemas import ScoreRequest
 from training.compiled import CompiledPredictor

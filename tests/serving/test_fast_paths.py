@@ -14,8 +14,8 @@ import models_cache
 import numpy as np
 import pandas as pd
 import pytest
-
 from payloads import canonical_from_records, payload_records
+
 from serving.request import shape_scores
 from serving.schemas import ScoreRequest, ScoreResponse, score_response_json
 from training.compiled import CompiledPredictor

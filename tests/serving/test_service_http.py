@@ -10,7 +10,6 @@ import models_cache
 import numpy as np
 import pandas as pd
 import pytest
-
 from payloads import canonical_from_records
 
 AS_OF = "2024-10-01T00:00:00"

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.jsonsafe import json_safe
 from features.errors import NotEnoughData
+from features.jsonsafe import json_safe
 from features.timetravel import truncate_at
 from training.forecast.backtest import _naive, backtest, backtest_origins, metrics, stage_win_rates, weighted_pipeline
 from training.forecast.bookings import BookingRule

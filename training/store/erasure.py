@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from features.errors import LeadscoreError
 from training.store.connection import Store
-from training.store.schema import erasures as erasures_table, forecasts, scores, utc_now
+from training.store.schema import erasures as erasures_table
+from training.store.schema import forecasts, scores, utc_now
 from training.store.scores import chunks
 from training.store.transactions import writing
 

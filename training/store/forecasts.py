@@ -6,7 +6,8 @@ import sqlalchemy as sa
 
 from features.errors import LeadscoreError
 from training.store.connection import Store
-from training.store.schema import NO_GROUP, forecasts as forecasts_table, naive_utc, utc_now
+from training.store.schema import NO_GROUP, naive_utc, utc_now
+from training.store.schema import forecasts as forecasts_table
 from training.store.transactions import writing
 
 REQUIRED = ("as_of", "period_start", "period_end", "freq", "group_value", "p10", "p50", "p90",

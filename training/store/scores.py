@@ -14,7 +14,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from training.store.connection import Store
-from training.store.schema import naive_utc, scores as scores_table, utc_now
+from training.store.schema import naive_utc, utc_now
+from training.store.schema import scores as scores_table
 from training.store.transactions import writing
 
 FIELDS = ("deal_id", "as_of", "model_name", "model_version", "probability", "score", "tier", "top_factors")

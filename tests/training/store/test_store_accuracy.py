@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from store_rows import forecast_rows
 
 from features.errors import LeadscoreError
 from training.store.accuracy import forecast_accuracy
 from training.store.forecasts import record_forecasts
-
-from store_rows import forecast_rows
 
 MONTHS = {"Jan": ("2024-01-01", "2024-02-01"), "Feb": ("2024-02-01", "2024-03-01"), "Mar": ("2024-03-01", "2024-04-01")}
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from store_rows import forecast_rows, score_row
 
 from features.errors import LeadscoreError
 from training.store.erasure import erase, erasures, record_erasure
 from training.store.forecasts import forecasts, record_forecasts
 from training.store.scores import record_scores, scores
-
-from store_rows import forecast_rows, score_row
 
 SUBJECT_DEALS = ["acct9-deal-1", "acct9-deal-2"]
 ACCOUNT = "acct9"

@@ -7,15 +7,16 @@ import logging
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from processes import free_port
+from store_rows import forecast_rows, score_row
 
 from features.errors import LeadscoreError
-from processes import free_port
 from training.store.connection import Store
-from training.store.forecasts import COLUMNS as FORECAST_COLUMNS, forecasts, record_forecasts
+from training.store.forecasts import COLUMNS as FORECAST_COLUMNS
+from training.store.forecasts import forecasts, record_forecasts
 from training.store.schema import NO_GROUP
-from training.store.scores import COLUMNS as SCORE_COLUMNS, IN_CHUNK, record_scores, scores
-
-from store_rows import forecast_rows, score_row
+from training.store.scores import COLUMNS as SCORE_COLUMNS
+from training.store.scores import IN_CHUNK, record_scores, scores
 
 
 def test_a_forecast_comes_back_as_recorded(store):

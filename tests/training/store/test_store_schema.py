@@ -6,11 +6,12 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-
 from processes import free_port
+
 from training.store.connection import STORE_URL_ENV, StoreUnavailable, open_store, store_url
 from training.store.forecasts import forecasts
 from training.store.schema import LATEST_VERSION, METADATA, MIGRATIONS, current_version, migrate
+
 
 def _columns(engine: sa.Engine) -> dict[str, dict[str, bool]]:
     """{table: {column: nullable}} as the database reports it."""
