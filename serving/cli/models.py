@@ -20,10 +20,23 @@ def train(
     experiment: str = typer.Option("leadscore", "--experiment", help="MLflow experiment name."),
     metrics_out: Optional[Path] = typer.Option(None, "--metrics-out", help="Write the metrics JSON here."),
     model_name: str = typer.Option("leadscore", "--model-name", help="Registered model name."),
+    keep_column: list[str] = typer.Option([], "--keep-column",
+                                          help="Keep this suspected leak in the model (repeatable)."),
+    leak_auc: Optional[float] = typer.Option(None, "--leak-auc", min=0.5, max=1.0,
+                                             help="Single-column AUC from which a column is taken for a leak "
+                                                  "(default: features.leakage.LEAK_AUC, 0.97)."),
+    gap_days: int = typer.Option(45, "--gap-days", min=0,
+                                 help="Days between time folds (shortened on a short export, which says so)."),
+    snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq",
+                                      help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
     from features.dataset import read_dataset, read_truth
     from training.run import train as train_model
+    from training.train import TrainConfig
+
+    config = TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq, keep_columns=tuple(keep_column),
+                         **({} if leak_auc is None else {"leak_auc": leak_auc}))
 
     with progress_steps(total=TRAIN_STEPS) as step:
         if mapping is not None:
@@ -32,7 +45,7 @@ def train(
             step("ingest")
             ingest(mapping_path=mapping, out_dir=data)
         summary = train_model(read_dataset(data), read_truth(data), experiment=experiment, model_name=model_name,
-                              step=step, data_dir=data)
+                              config=config, step=step, data_dir=data)
     if metrics_out is not None:
         write_output(summary, metrics_out)
     print_train_summary(summary)
