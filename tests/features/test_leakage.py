@@ -124,3 +124,23 @@ def test_without_columns_leaves_out_exactly_the_derived_features(generated):
     X = lean.transform(generated, generated.data_end)
     assert list(X.columns) == ["deal_id", "as_of", *lean.feature_names_]
     assert without_columns(builder, []) is builder
+
+
+def test_ingest_reports_a_suspected_leak(tmp_path):
+    import yaml
+
+    from features.sources import ingest
+
+    won = np.arange(200) % 2 == 0
+    pd.DataFrame({"id": [f"l{i}" for i in range(200)], "Converted": won.astype(int),
+                  "Quality": np.where(won, "high", None), "Source": np.resize(["web", "ads", "event"], 200)}
+                 ).to_csv(tmp_path / "leads.csv", index=False)
+    mapping = {"static": True, "stages": {"order": ["lead"]},
+               "sources": {"leads": {"type": "csv", "path": str(tmp_path / "leads.csv")}},
+               "tables": {"deals": {"source": "leads", "columns": {"deal_id": "id", "source": "Source"},
+                                    "outcome": {"from": "column", "column": "Converted", "won": [1], "lost": [0]},
+                                    "attributes": {"quality": {"column": "Quality", "kind": "categorical"}}}}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    report = ingest(tmp_path / "m.yaml", tmp_path / "out")
+    [warning] = [w for w in report.warnings if "suspected leak" in w]
+    assert "'quality' (AUC 1.0000" in warning and "--keep-column quality" in warning
