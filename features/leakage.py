@@ -39,13 +39,13 @@ class SuspectedLeak:
 
     column: str
     auc: float  # the best single-column AUC, in [0.5, 1]
-    test: str  # "values", "levels (out-of-fold win rate)" or "missingness"
+    test: str  # "values", "out-of-fold level win rate" or "missingness"
 
     def to_dict(self) -> dict:
         return {"auc": self.auc, "test": self.test}
 
     def describe(self) -> str:
-        return f"'{self.column}' (AUC {self.auc:.4f} from its {self.test})"
+        return f"'{self.column}' (AUC {self.auc:.4f}, by its {self.test})"
 
 
 def candidate_columns(data: CanonicalData) -> dict[str, str]:
@@ -82,7 +82,7 @@ def column_auc(values: pd.Series, won: np.ndarray, kind: str, seed: int = 0) -> 
             numbers = pd.to_numeric(values[present], errors="coerce").to_numpy(dtype="float64")
             scores["values"] = separation_auc(numbers, won[present])
     else:
-        scores["levels (out-of-fold win rate)"] = separation_auc(out_of_fold_level_rate(values, won, seed), won)
+        scores["out-of-fold level win rate"] = separation_auc(out_of_fold_level_rate(values, won, seed), won)
     test = max(scores, key=lambda k: scores[k])
     return scores[test], test
 

@@ -127,3 +127,10 @@ def test_the_leak_reaches_mlflow_and_keep_column_overrides_it(local_mlflow_uri, 
     run = mlflow.get_run(json.loads((tmp_path / "b.json").read_text())["run_id"])
     assert run.data.params["excluded_columns"] == "-"
     assert run.data.tags["leadscore.kept_suspected_leaks"] == "amount"
+
+
+def test_the_service_schema_accepts_the_baseline_tier():
+    from serving.schemas import ScoredDeal
+
+    deal = ScoredDeal(deal_id="d", close_probability=0.3, score=30, tier="baseline", model_version=1)
+    assert deal.tier == "baseline"
