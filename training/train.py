@@ -34,19 +34,18 @@ from training.folds import (
     stratified_folds,
     won_as_known_at,
 )
-from training.holdout import (
-    evaluate_on_test,
-    model_params,
-    sample_test,
-)
+from training.holdout import evaluate_on_test, model_params, sample_test
 from training.models import CloseProbabilityModel, StageTimeBaseline, TimeToCloseModel
 from training.predictor import LeadScorePredictor, Tiers
 
 MIN_CLASS_COUNT = 200  # fewer won or lost closed deals than this: cold start
+WARM_UP_DAYS = 28  # the as-of grid starts this long after the first deal (history to look back on)
 
 
 @dataclass
 class TrainConfig:
+    """How `fit_predictor` trains; `leadscore train` sets the gap, frequency and leak options."""
+
     gap_days: int = 45
     snapshot_freq: str = "W-MON"
     min_class_count: int = MIN_CLASS_COUNT
@@ -123,7 +122,7 @@ def _training_set(data: CanonicalData, config: TrainConfig, leave_out: list[str]
 
 def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIndex, TimeFolds]:
     """The as-of grid and folds of the first plan of `fold_plans` that fits the export."""
-    start = data.deals["created_at"].min() + pd.Timedelta(days=28)
+    start = data.deals["created_at"].min() + pd.Timedelta(days=WARM_UP_DAYS)
     for names, gap_days, note in fold_plans(config.gap_days):
         end = data.data_end - pd.Timedelta(days=gap_days)
         try:
@@ -136,7 +135,7 @@ def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIn
     raise NotEnoughData(
         f"the history from {data.deals['created_at'].min().date()} to {data.data_end.date()} is too short "
         f"for time folds: three folds need more than {3 * MIN_FOLD_DAYS} days of '{config.snapshot_freq}' "
-        f"as-of dates besides two gaps of at least {MIN_GAP_DAYS} days and the first 28 days")
+        f"as-of dates besides two gaps of at least {MIN_GAP_DAYS} days and the first {WARM_UP_DAYS} days")
 
 
 def _fold_labels(data: CanonicalData, feats: pd.DataFrame, labels: pd.DataFrame, folds: TimeFolds) -> pd.Series:

@@ -13,6 +13,17 @@ from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
 TRAIN_STEPS = 7
 
 
+def pandas_frequency(freq: str) -> str:
+    """Option callback: `freq` if pandas knows it as a frequency, else a usage error."""
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        to_offset(freq)
+    except ValueError:
+        raise typer.BadParameter(f"{freq!r} is not a pandas frequency (e.g. W-MON, D, MS)") from None
+    return freq
+
+
 def train(
     data: Path = typer.Option(..., "--data", help="Canonical tables folder (or the target of --mapping)."),
     mapping: Optional[Path] = typer.Option(None, "--mapping", exists=True, dir_okay=False,
@@ -27,7 +38,7 @@ def train(
                                                   "(default: features.leakage.LEAK_AUC, 0.97)."),
     gap_days: int = typer.Option(45, "--gap-days", min=0,
                                  help="Days between time folds (shortened on a short export, which says so)."),
-    snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq",
+    snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq", callback=pandas_frequency,
                                       help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""

@@ -22,6 +22,9 @@ from training.pyfunc import unwrap
 from training.run import add_truth_metrics
 from training.train import TrainConfig, fit_predictor
 
+# `leadscore train` through the CLI: a cold start, but a whole MLflow run and registration each
+CLI_TRAINING = pytest.mark.slow(reason="trains with the CLI into an MLflow store")
+
 
 def test_a_constant_model_gets_the_baseline_tier_for_every_deal():
     p = np.array([0.9, 0.3, 0.05])
@@ -62,6 +65,7 @@ def tiny_export(tmp_path, n: int = 10):
     return data, write_dataset(data, tmp_path / "tiny")
 
 
+@CLI_TRAINING
 def test_a_ten_deal_export_trains_as_a_cold_start_and_says_so(local_mlflow_uri, tmp_path):
     data, folder = tiny_export(tmp_path)
     metrics_file = tmp_path / "m.json"
@@ -77,6 +81,7 @@ def test_a_ten_deal_export_trains_as_a_cold_start_and_says_so(local_mlflow_uri, 
     assert len(scored) and set(scored["tier"]) == {"baseline"}
 
 
+@CLI_TRAINING
 def test_a_fourteen_month_export_gets_fewer_folds_and_says_so(local_mlflow_uri, tmp_path):
     data, _truth = generate_data(1500, seed=4, months=14)
     folder = write_dataset(data, tmp_path / "short")
@@ -112,6 +117,7 @@ def test_a_planted_leak_is_left_out_named_and_kept_on_request():
     assert {"amount", "log_amount"} <= set(kept.predictor.feature_names)
 
 
+@CLI_TRAINING
 def test_the_leak_reaches_mlflow_and_keep_column_overrides_it(local_mlflow_uri, tmp_path):
     folder = write_dataset(planted_leak(), tmp_path / "leaky")
     out = CliRunner().invoke(app, ["train", "--data", str(folder), "--metrics-out", str(tmp_path / "a.json")])
