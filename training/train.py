@@ -180,19 +180,19 @@ def _fit_close_model(feats, fold_labels, builder: FeatureBuilder, cold: bool, co
                      fold_labels[va].to_numpy(), feats.loc[ca, names], fold_labels[ca].to_numpy())
 
 
-def _wonfold_rows(feats, labels, fold_labels, fold: str) -> np.ndarray:
+def _won_rows(feats, labels, fold_labels, fold: str) -> np.ndarray:
     return fold_rows(feats, fold_labels, fold) & (fold_labels == 1).to_numpy() & labels["days_to_close"].notna().to_numpy()
 
 
 def _fit_time_model(feats, labels, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig,
                     calib_fold: str = "calib"):
     names = builder.feature_names_
-    tr = _wonfold_rows(feats, labels, fold_labels, "train")
+    tr = _won_rows(feats, labels, fold_labels, "train")
     days = labels["days_to_close"]
     if cold:
-        tr = tr | _wonfold_rows(feats, labels, fold_labels, "valid") | _wonfold_rows(feats, labels, fold_labels, "calib")
+        tr = tr | _won_rows(feats, labels, fold_labels, "valid") | _won_rows(feats, labels, fold_labels, "calib")
         return StageTimeBaseline().fit(feats.loc[tr, names], days[tr].to_numpy())
-    va, ca = (_wonfold_rows(feats, labels, fold_labels, f) for f in ("valid", calib_fold))
+    va, ca = (_won_rows(feats, labels, fold_labels, f) for f in ("valid", calib_fold))
     model = TimeToCloseModel(random_state=config.seed, n_jobs=config.n_jobs, **config.time_params)
     return model.fit(feats.loc[tr, names], days[tr].to_numpy(), feats.loc[va, names], days[va].to_numpy(),
                      feats.loc[ca, names], days[ca].to_numpy())
@@ -208,7 +208,8 @@ def _is_fallback(model) -> bool:
     return bool(getattr(model, "fallback_", False))
 
 
-def _recent_rate_fallback(model, feats, fold_labels, folds: TimeFolds, messages: list[str]):
+def _recent_rate_fallback(model, feats: pd.DataFrame, fold_labels: pd.Series, folds: TimeFolds,
+                          messages: list[str]):
     """A close model that fell back to a constant (no signal) serves the win rate of the
     most recent labelled rows, those of the calibration fold (labels as known when the test
     fold starts), not the training fold's: a returned copy, the fitted model is unchanged."""
