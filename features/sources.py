@@ -22,6 +22,7 @@ from features.dataset import read_dataset, write_dataset
 from features.errors import MappingError
 from features.ingest_report import IngestReport
 from features.joins import JOIN_COLUMNS, left_join, unmatched_notes
+from features.leakage import leak_report
 from features.mapping import load_mapping, outcome_join
 from features.mapping_spec import DATE_COLUMNS, Mapping, TableSpec
 from features.outcomes import derive_outcome
@@ -63,7 +64,8 @@ def ingest(mapping_path: str | Path, out_dir: str | Path, append: bool = False,
     joins = pd.DataFrame(raw.joins, columns=JOIN_COLUMNS)
     return IngestReport(name=mapping.name, out_dir=Path(out_dir), counts=_counts(raw, clean, rejects),
                         rejects=rejects, outcomes={k: int(v) for k, v in outcomes.items()}, notes=notes,
-                        seconds=time.perf_counter() - started, joins=joins, warnings=unmatched_notes(joins))
+                        seconds=time.perf_counter() - started, joins=joins,
+                        warnings=unmatched_notes(joins) + leak_report(data))
 
 
 def export_date(mapping: Mapping, option: str | pd.Timestamp | None) -> pd.Timestamp | None:

@@ -187,7 +187,9 @@ class ScoredDeal(BaseModel):
     as_of: Optional[Timestamp] = Field(None, description="Time the deal was scored at.")
     close_probability: float = Field(description="Calibrated P(deal is won).")
     score: int = Field(ge=1, le=99, description="close_probability as a 1-99 score.")
-    tier: Literal["hot", "warm", "cold"] = Field(description="hot/warm/cold by the configured thresholds.")
+    tier: Literal["hot", "warm", "cold", "baseline"] = Field(
+        description="hot/warm/cold by the configured thresholds; baseline for every deal when the model is a "
+                    "cold-start baseline or a constant (no signal), whose probability ranks nothing.")
     p_close_within_30d: Optional[float] = Field(None, description="P(won within 30 days).")
     p_close_within_60d: Optional[float] = Field(None, description="P(won within 60 days).")
     p_close_within_90d: Optional[float] = Field(None, description="P(won within 90 days).")
@@ -233,7 +235,7 @@ def _utc(t: dt.datetime) -> dt.datetime:
 _FIELDS = [(name, info.get_default(call_default_factory=True)) for name, info in ScoredDeal.model_fields.items()]
 _FLOAT_FIELDS = [name for name, info in ScoredDeal.model_fields.items() if info.annotation in (float, Optional[float])]
 _DATE_FIELDS = [name for name in ScoredDeal.model_fields if name.startswith("expected_close_date_")]
-_TIERS = frozenset(("hot", "warm", "cold"))
+_TIERS = frozenset(("hot", "warm", "cold", "baseline"))
 
 
 def score_response_json(model_version: int, as_of, deals: list[dict]) -> bytes:

@@ -28,12 +28,15 @@ def creation_time_metrics(predictor: LeadScorePredictor, data: CanonicalData, tr
                           start: pd.Timestamp, end: pd.Timestamp) -> dict:
     """Model vs creation-time oracle on snapshots taken at each deal's creation.
 
-    Deals created in [start, end) whose outcome is known; the model scores each at its own
+    Deals created in [start, end) whose outcome is known and that were open at creation
+    (same-day closes at the very creation time have no snapshot); the model scores each at its own
     created_at (history aggregates as of that moment), the oracle is the generator's
     P(won | what is recorded at creation) with the latent quality marginalised out.
     """
     deals = data.deals
-    chosen = deals[(deals["created_at"] >= start) & (deals["created_at"] < end) & deals["outcome"].notna()]
+    # a deal closed the moment it was created was never open (open at T: created_at <= T < closed_at)
+    opened = deals["closed_at"].isna() | (deals["closed_at"] > deals["created_at"])
+    chosen = deals[(deals["created_at"] >= start) & (deals["created_at"] < end) & deals["outcome"].notna() & opened]
     if chosen.empty:
         return {"n": 0}
     rows = pd.DataFrame({"deal_id": chosen["deal_id"].to_numpy(), "as_of": chosen["created_at"].to_numpy()})

@@ -30,12 +30,17 @@ HORIZONS = (30, 60, 90)
 
 @dataclass
 class Tiers:
-    """Score tiers: hot at or above `hot`, warm at or above `warm`, else cold."""
+    """Score tiers: hot at or above `hot`, warm at or above `warm`, else cold; "baseline"
+    for every deal when the close model is a constant or a baseline (cold start, or the
+    no-signal fallback), whose probability ranks nothing."""
 
     hot: float = 0.5
     warm: float = 0.2
+    constant: bool = False
 
     def assign(self, p: np.ndarray) -> np.ndarray:
+        if self.constant:
+            return np.full(len(p), "baseline")
         return np.where(p >= self.hot, "hot", np.where(p >= self.warm, "warm", "cold"))
 
 

@@ -43,7 +43,7 @@ def add_truth_metrics(result: TrainResult, data: CanonicalData, truth: pd.DataFr
     """Model at creation time (always) and the generator's oracles (when truth exists)."""
     cp = result.metrics["close_probability"]
     if result.folds is not None:
-        test_start, data_end = result.folds.starts[3], data.data_end
+        test_start, data_end = result.folds.test_start, data.data_end
         # creation-time snapshots of deals created in the test window, labels as of data end
         cp["at_creation"] = creation_time_metrics(result.predictor, data, truth, test_start, data_end)
     if truth is not None and result.folds is not None:
@@ -98,7 +98,18 @@ def _log_params(result: TrainResult, data: CanonicalData, data_dir) -> dict:
                     "features_and_folds.json")
     for msg in result.messages:
         mlflow.set_tag("leadscore.message", msg[:4000])
+    _log_leakage(result.metrics.get("leakage", {}))
     return fingerprint
+
+
+def _log_leakage(leakage: dict) -> None:
+    """The leakage guard's decision as a param and tags (its AUCs are metrics already)."""
+    import mlflow
+
+    excluded, kept = sorted(leakage.get("excluded", {})), sorted(leakage.get("kept", {}))
+    mlflow.log_param("excluded_columns", ",".join(excluded) or "-")
+    mlflow.set_tags({"leadscore.excluded_columns": ",".join(excluded) or "-",
+                     "leadscore.kept_suspected_leaks": ",".join(kept) or "-"})
 
 
 def _log_plots(result: TrainResult) -> None:

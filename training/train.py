@@ -1,12 +1,16 @@
 """From canonical tables to a fitted predictor and its evaluation, in named steps.
 
-`fit_predictor` is pure (no MLflow): build the point-in-time training set, cut time folds,
-fit the close-probability and time-to-close models (or the stage baseline on cold start),
-and evaluate everything on the test fold beside the baselines. `training.run` logs it.
+`fit_predictor` is pure (no MLflow): leave suspected leaks out (`features.leakage`), build
+the point-in-time training set, cut time folds (fewer folds or shorter gaps on a short
+export, `training.folds.fold_plans`), fit the close-probability and time-to-close models
+(or the stage baseline on cold start, fitted without folds when the export is too short
+for any), and evaluate everything on the test fold beside the baselines. `training.run`
+logs it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -14,25 +18,41 @@ import pandas as pd
 
 from features.build import FeatureBuilder, build_training_set
 from features.errors import NotEnoughData
+from features.leakage import LEAK_AUC, LeakDecision, guard_leaks, without_columns
 from features.schema import CanonicalData
 from features.snapshots import as_of_grid
-from training import evaluate as ev
-from training.baselines import LogisticBaseline, NaiveBayesBaseline, StageRateBaseline
+from training.baselines import NaiveBayesBaseline, StageRateBaseline
 from training.explain import FactorExplainer
-from training.folds import FOLDS, TimeFolds, assign_folds, make_time_folds, stratified_folds, won_as_known_at
+from training.folds import (
+    MIN_FOLD_DAYS,
+    MIN_GAP_DAYS,
+    TimeFolds,
+    assign_folds,
+    fold_plans,
+    fold_rows,
+    make_time_folds,
+    stratified_folds,
+    won_as_known_at,
+)
+from training.holdout import evaluate_on_test, model_params, sample_test
 from training.models import CloseProbabilityModel, StageTimeBaseline, TimeToCloseModel
-from training.predictor import LeadScorePredictor
+from training.predictor import LeadScorePredictor, Tiers
 
 MIN_CLASS_COUNT = 200  # fewer won or lost closed deals than this: cold start
+WARM_UP_DAYS = 28  # the as-of grid starts this long after the first deal (history to look back on)
 
 
 @dataclass
 class TrainConfig:
+    """How `fit_predictor` trains; `leadscore train` sets the gap, frequency and leak options."""
+
     gap_days: int = 45
     snapshot_freq: str = "W-MON"
     min_class_count: int = MIN_CLASS_COUNT
     seed: int = 0
     n_jobs: int = 2
+    keep_columns: tuple[str, ...] = ()  # suspected leaks kept in the model anyway, by column name
+    leak_auc: float = LEAK_AUC  # single-column AUC from which a column is taken for a leak
     close_params: dict = field(default_factory=dict)
     time_params: dict = field(default_factory=dict)
 
@@ -51,13 +71,17 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
                   step: Callable[[str], None] = lambda _s: None) -> TrainResult:
     """Fit and evaluate. `step(name)` is called at each stage, for progress bars."""
     config = config or TrainConfig()
+    leaks = guard_leaks(data, tuple(config.keep_columns), config.leak_auc, config.seed)
     if data.meta.static:
-        return _fit_static(data, config, step)
+        return _fit_static(data, config, leaks, step)
     step("point-in-time training set")
-    feats, labels, builder, folds = _training_set(data, config)
-    fold_labels = _fold_labels(data, feats, labels, folds)
-    _check_folds(feats, fold_labels, folds)
-    messages = []
+    try:
+        feats, labels, builder, folds = _training_set(data, config, leaks.excluded_columns)
+        fold_labels = _fold_labels(data, feats, labels, folds)
+        _check_folds(feats, fold_labels, folds)
+    except NotEnoughData as exc:
+        return _fit_without_folds(data, config, leaks, step, reason=str(exc))
+    messages = leaks.messages() + list(folds.notes)
     counts = _class_counts(data, folds.label_cutoffs[0])
     cold = min(counts.values()) < config.min_class_count
     step("close-probability model")
@@ -66,37 +90,59 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
             f"cold start: {counts['won']} won and {counts['lost']} lost deals closed before "
             f"{folds.label_cutoffs[0].date()}; a model needs at least {config.min_class_count} of each. "
             f"Registering the stage-rate baseline instead of a model trained on noise.")
-    close_model = _fit_close_model(feats, fold_labels, builder, cold, config)
+    close_model = _fit_close_model(feats, fold_labels, builder, cold, config, folds.calib_fold)
+    close_model = _recent_rate_fallback(close_model, feats, fold_labels, folds, messages)
     step("time-to-close model")
-    time_model = _fit_time_model(feats, labels, fold_labels, builder, cold, config)
+    time_model = _fit_time_model(feats, labels, fold_labels, builder, cold, config, folds.calib_fold)
     step("explanations")
     explainer = None if cold else _fit_explainer(feats, fold_labels, builder)
     predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=time_model,
                                    explainer=explainer, kind="stage_baseline" if cold else "lightgbm",
+                                   tiers=Tiers(constant=cold or _is_fallback(close_model)),
                                    info={"folds": folds.to_dict(), "class_counts": counts,
                                          "data_end": data.data_end.isoformat()})
     step("baselines and evaluation")
-    test, metrics = _evaluate(predictor, feats, labels, fold_labels, builder)
+    test, metrics = evaluate_on_test(predictor, feats, labels, fold_labels, builder, folds.names)
     metrics["folds"] = folds.to_dict()
-    metrics["model"] = {"kind": predictor.kind, "messages": messages, **_model_params(close_model)}
-    return TrainResult(predictor, metrics, test, folds, messages, _sample_test(feats, fold_labels, builder))
+    metrics["fold_plan"] = folds.plan()
+    metrics["leakage"] = leaks.to_dict()
+    metrics["model"] = {"kind": predictor.kind, "messages": messages, **model_params(close_model)}
+    return TrainResult(predictor, metrics, test, folds, messages, sample_test(feats, fold_labels, builder))
 
 
-def _training_set(data: CanonicalData, config: TrainConfig):
-    end = data.data_end - pd.Timedelta(days=config.gap_days)
-    start = data.deals["created_at"].min() + pd.Timedelta(days=28)
-    grid = as_of_grid(data, freq=config.snapshot_freq, start=start, end=end)
+def _training_set(data: CanonicalData, config: TrainConfig, leave_out: list[str] | tuple = ()):
+    """(features, labels, builder, folds): snapshot rows on the as-of grid of the first
+    fold plan the export is long enough for; the builder leaves out the `leave_out` columns."""
+    grid, folds = _plan_folds(data, config)
     feats, labels, builder = build_training_set(data, grid)
-    folds = make_time_folds(grid[0], grid[-1] + pd.Timedelta(days=1), data.data_end, gap_days=config.gap_days)
+    builder = without_columns(builder, list(leave_out))
     feats = feats.assign(fold=assign_folds(feats["as_of"], folds).to_numpy())
     return feats, labels, builder, folds
+
+
+def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIndex, TimeFolds]:
+    """The as-of grid and folds of the first plan of `fold_plans` that fits the export."""
+    start = data.deals["created_at"].min() + pd.Timedelta(days=WARM_UP_DAYS)
+    for names, gap_days, note in fold_plans(config.gap_days):
+        end = data.data_end - pd.Timedelta(days=gap_days)
+        try:
+            grid = as_of_grid(data, config.snapshot_freq, start, end)
+            folds = make_time_folds(grid[0], grid[-1] + pd.Timedelta(days=1), data.data_end,
+                                    gap_days=gap_days, names=names)
+        except NotEnoughData:
+            continue
+        return grid, replace(folds, notes=(note,)) if note else folds
+    raise NotEnoughData(
+        f"the history from {data.deals['created_at'].min().date()} to {data.data_end.date()} is too short "
+        f"for time folds: three folds need more than {3 * MIN_FOLD_DAYS} days of '{config.snapshot_freq}' "
+        f"as-of dates besides two gaps of at least {MIN_GAP_DAYS} days and the first {WARM_UP_DAYS} days")
 
 
 def _fold_labels(data: CanonicalData, feats: pd.DataFrame, labels: pd.DataFrame, folds: TimeFolds) -> pd.Series:
     """`won` per row as known at its fold's label cutoff (NaN: unknown then, row unused)."""
     closed_at = feats["deal_id"].map(data.deals.set_index("deal_id")["closed_at"])
     out = pd.Series(np.nan, index=feats.index)
-    for name, cutoff in zip(FOLDS, folds.label_cutoffs):
+    for name, cutoff in zip(folds.names, folds.label_cutoffs):
         rows = (feats["fold"] == name).to_numpy()
         out[rows] = won_as_known_at(labels[rows], closed_at[rows], cutoff).to_numpy()
     return out
@@ -104,8 +150,8 @@ def _fold_labels(data: CanonicalData, feats: pd.DataFrame, labels: pd.DataFrame,
 
 def _check_folds(feats: pd.DataFrame, fold_labels: pd.Series, folds: TimeFolds) -> None:
     """Every fold needs resolved rows of both outcomes, or no fold can be evaluated."""
-    for name, start, end in zip(FOLDS, folds.starts, folds.ends):
-        y = fold_labels[_rows(feats, fold_labels, name)]
+    for name, start, end in zip(folds.names, folds.starts, folds.ends):
+        y = fold_labels[fold_rows(feats, fold_labels, name)]
         if y.nunique() < 2:
             raise NotEnoughData(
                 f"the {name} fold ({start.date()} to {end.date()}) has {len(y)} resolved snapshot rows "
@@ -118,137 +164,136 @@ def _class_counts(data: CanonicalData, cutoff: pd.Timestamp) -> dict:
     return {"won": int((closed["outcome"] == "won").sum()), "lost": int((closed["outcome"] == "lost").sum())}
 
 
-def _rows(feats: pd.DataFrame, fold_labels: pd.Series, fold: str) -> np.ndarray:
-    return ((feats["fold"] == fold) & fold_labels.notna()).to_numpy()
-
-
-def _fit_close_model(feats, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig):
+def _fit_close_model(feats, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig,
+                     calib_fold: str = "calib"):
     names = builder.feature_names_
-    tr = _rows(feats, fold_labels, "train")
+    tr = fold_rows(feats, fold_labels, "train")
     if cold:  # nothing is tuned on valid/calib, so the baseline learns from every fold but test
-        tr = tr | _rows(feats, fold_labels, "valid") | _rows(feats, fold_labels, "calib")
+        tr = tr | fold_rows(feats, fold_labels, "valid") | fold_rows(feats, fold_labels, "calib")
     if cold and "stage" in names:
         return StageRateBaseline().fit(feats.loc[tr, names], fold_labels[tr].to_numpy())
     if cold:  # static export: no stage, so the frequency model stands in for the stage rate
         return NaiveBayesBaseline().fit(feats.loc[tr, names], fold_labels[tr].to_numpy())
-    va, ca = _rows(feats, fold_labels, "valid"), _rows(feats, fold_labels, "calib")
+    va, ca = fold_rows(feats, fold_labels, "valid"), fold_rows(feats, fold_labels, calib_fold)
     model = CloseProbabilityModel(random_state=config.seed, n_jobs=config.n_jobs, **config.close_params)
     return model.fit(feats.loc[tr, names], fold_labels[tr].to_numpy(), feats.loc[va, names],
                      fold_labels[va].to_numpy(), feats.loc[ca, names], fold_labels[ca].to_numpy())
 
 
 def _won_rows(feats, labels, fold_labels, fold: str) -> np.ndarray:
-    return _rows(feats, fold_labels, fold) & (fold_labels == 1).to_numpy() & labels["days_to_close"].notna().to_numpy()
+    return fold_rows(feats, fold_labels, fold) & (fold_labels == 1).to_numpy() & labels["days_to_close"].notna().to_numpy()
 
 
-def _fit_time_model(feats, labels, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig):
+def _fit_time_model(feats, labels, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig,
+                    calib_fold: str = "calib"):
     names = builder.feature_names_
     tr = _won_rows(feats, labels, fold_labels, "train")
     days = labels["days_to_close"]
     if cold:
         tr = tr | _won_rows(feats, labels, fold_labels, "valid") | _won_rows(feats, labels, fold_labels, "calib")
         return StageTimeBaseline().fit(feats.loc[tr, names], days[tr].to_numpy())
-    va, ca = (_won_rows(feats, labels, fold_labels, f) for f in ("valid", "calib"))
+    va, ca = (_won_rows(feats, labels, fold_labels, f) for f in ("valid", calib_fold))
     model = TimeToCloseModel(random_state=config.seed, n_jobs=config.n_jobs, **config.time_params)
     return model.fit(feats.loc[tr, names], days[tr].to_numpy(), feats.loc[va, names], days[va].to_numpy(),
                      feats.loc[ca, names], days[ca].to_numpy())
 
 
 def _fit_explainer(feats, fold_labels, builder: FeatureBuilder) -> FactorExplainer:
-    won = feats.loc[_rows(feats, fold_labels, "train") & (fold_labels == 1).to_numpy(), builder.feature_names_]
+    won = feats.loc[fold_rows(feats, fold_labels, "train") & (fold_labels == 1).to_numpy(), builder.feature_names_]
     won = won.sample(n=min(len(won), 20_000), random_state=0)
     return FactorExplainer().fit(won, builder.describe)
 
 
-def _evaluate(predictor: LeadScorePredictor, feats, labels, fold_labels, builder: FeatureBuilder):
-    names = builder.feature_names_
-    tr, te = _rows(feats, fold_labels, "train"), _rows(feats, fold_labels, "test")
-    X_tr, y_tr = feats.loc[tr, names], fold_labels[tr].to_numpy()
-    test = feats.loc[te, ["deal_id", "as_of"]].copy()
-    test["stage"] = feats.loc[te, "stage"].astype("string").to_numpy() if "stage" in feats else None
-    test["segment"] = feats.loc[te, "segment"].astype("string").to_numpy() if "segment" in feats else None
-    test["won"] = fold_labels[te].to_numpy()
-    scored = predictor.score_features(feats.loc[te])
-    test["model"] = scored["close_probability"].to_numpy()
-    baselines = baseline_models(names)
-    for name, model in baselines.items():
-        test[name] = model.fit(X_tr, y_tr).predict_proba(feats.loc[te, names])
-    base_rate = float(y_tr.mean())
-    cp = ev.classification_report(test["won"].to_numpy(), test["model"].to_numpy(), base_rate,
-                                  groups={"stage": test["stage"].to_numpy(), "segment": test["segment"].to_numpy()})
-    cp["baselines"] = {name: ev.classification_report(test["won"].to_numpy(), test[name].to_numpy(), base_rate)
-                       for name in baselines}
-    cp["base_rate"] = base_rate
-    cp.update(_close_model_details(predictor.close_model))
-    metrics = {"close_probability": cp, "n_rows": {f: int(_rows(feats, fold_labels, f).sum()) for f in FOLDS}}
-    if predictor.time_model is not None:
-        metrics["time_to_close"] = _time_metrics(labels.loc[te], scored)
-        for col in ("close_days_p10", "close_days_p50", "close_days_p90"):
-            test[col] = scored[col].to_numpy()
-        test["days_to_close"] = labels.loc[te, "days_to_close"].to_numpy()
-    return test, metrics
+def _is_fallback(model) -> bool:
+    return bool(getattr(model, "fallback_", False))
 
 
-def _sample_test(feats, fold_labels, builder: FeatureBuilder, n: int = 3000) -> pd.DataFrame:
-    X = feats.loc[_rows(feats, fold_labels, "test"), builder.feature_names_]
-    return X.sample(n=min(n, len(X)), random_state=0)
+def _recent_rate_fallback(model, feats: pd.DataFrame, fold_labels: pd.Series, folds: TimeFolds,
+                          messages: list[str]):
+    """A close model that fell back to a constant (no signal) serves the win rate of the
+    most recent labelled rows, those of the calibration fold (labels as known when the test
+    fold starts), not the training fold's: a returned copy, the fitted model is unchanged."""
+    if not _is_fallback(model):
+        return model
+    rows = fold_rows(feats, fold_labels, folds.calib_fold)
+    recent = copy.copy(model)
+    recent.constant_ = float(fold_labels[rows].mean())
+    i = folds.names.index(folds.calib_fold)
+    messages.append(
+        f"no signal: the model does not beat a constant on the {folds.calib_fold} fold, so it serves the win "
+        f"rate of that fold's snapshot rows ({folds.starts[i].date()} to {folds.ends[i].date()}): "
+        f"{recent.constant_:.3f} (the training fold's rate was {model.constant_:.3f}); every tier is 'baseline'")
+    return recent
 
 
-def baseline_models(feature_names: list[str]) -> dict:
-    """The baselines every run reports beside the model, on the same folds. A static
-    lead export has no stage, so its CRM-classic baseline is absent (not faked)."""
-    out = {"stage_rate": StageRateBaseline()} if "stage" in feature_names else {}
-    # naive Bayes over the stage and every categorical attribute, as Odoo does
-    return {**out, "naive_bayes": NaiveBayesBaseline(columns=None), "logistic": LogisticBaseline()}
-
-
-def _time_metrics(labels_te: pd.DataFrame, scored: pd.DataFrame) -> dict:
-    won = (labels_te["won"] == 1).to_numpy() & labels_te["days_to_close"].notna().to_numpy()
-    days = labels_te["days_to_close"].to_numpy()[won]
-    q = scored[["close_days_p10", "close_days_p50", "close_days_p90"]].to_numpy()[won]
-    out = {"n_won": int(won.sum())}
-    if won.sum() == 0:
-        return out
-    out["mae_days"] = ev.mae(days, q[:, 1])
-    for k, a in enumerate((0.1, 0.5, 0.9)):
-        out[f"pinball_p{int(a * 100)}"] = ev.pinball_loss(days, q[:, k], a)
-    out["coverage_p10_p90"] = ev.interval_coverage(days, q[:, 0], q[:, 2])
-    duration = labels_te["duration_days"].to_numpy()
-    event = labels_te["event_observed"].to_numpy().astype(bool)
-    out["concordance"] = ev.concordance_index(duration, event, scored["close_days_p50"].to_numpy())
-    return out
-
-
-def _close_model_details(model) -> dict:
-    if isinstance(model, CloseProbabilityModel):
-        return {"calibration_method": model.calibration_method_, "fallback_to_base_rate": bool(model.fallback_),
-                "best_iteration": model.best_iteration_}
-    return {"calibration_method": None, "fallback_to_base_rate": False}
-
-
-def _model_params(model) -> dict:
-    return {"params": model.lgb_params()} if isinstance(model, CloseProbabilityModel) else {}
-
-
-def _fit_static(data: CanonicalData, config: TrainConfig, step) -> TrainResult:
+def _fit_static(data: CanonicalData, config: TrainConfig, leaks: LeakDecision, step) -> TrainResult:
     """Lead exports without dates: attributes only, stratified random folds, no time model."""
     step("features (static mode)")
     feats, labels, builder = build_training_set(data, None)
+    builder = without_columns(builder, leaks.excluded_columns)
     y = labels["won"]
     known = y.notna().to_numpy()
     feats, labels, y = feats[known].reset_index(drop=True), labels[known].reset_index(drop=True), y[known].reset_index(drop=True)
     feats["fold"] = stratified_folds(y.to_numpy(), seed=config.seed).to_numpy()
     counts = {"won": int((y == 1).sum()), "lost": int((y == 0).sum())}
     cold = min(counts.values()) < config.min_class_count
-    messages = [f"cold start: {counts['won']} won and {counts['lost']} lost leads (a model needs at least "
-                f"{config.min_class_count} of each); the naive-Bayes frequency baseline is registered instead"] if cold else []
+    messages = leaks.messages() + ([
+        (f"cold start: {counts['won']} won and {counts['lost']} lost leads (a model needs at least "
+         f"{config.min_class_count} of each); the naive-Bayes frequency baseline is registered instead")] if cold else [])
     step("close-probability model")
     close_model = _fit_close_model(feats, y, builder, cold, config)
     explainer = None if cold else _fit_explainer(feats, y, builder)
-    predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=None, explainer=explainer,
-                                   kind="naive_bayes_baseline" if cold else "lightgbm", info={"class_counts": counts})
+    predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=None,
+                                   explainer=explainer, kind="naive_bayes_baseline" if cold else "lightgbm",
+                                   tiers=Tiers(constant=cold or _is_fallback(close_model)),
+                                   info={"class_counts": counts})
     step("baselines and evaluation")
-    test, metrics = _evaluate(predictor, feats, labels, y, builder)
+    test, metrics = evaluate_on_test(predictor, feats, labels, y, builder)
     metrics["folds"] = {"static": "stratified random split 60/15/10/15 (no dates)"}
-    metrics["model"] = {"kind": predictor.kind, "messages": messages, **_model_params(close_model)}
-    return TrainResult(predictor, metrics, test, None, messages, _sample_test(feats, y, builder))
+    metrics["leakage"] = leaks.to_dict()
+    metrics["model"] = {"kind": predictor.kind, "messages": messages, **model_params(close_model)}
+    return TrainResult(predictor, metrics, test, None, messages, sample_test(feats, y, builder))
+
+
+def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDecision, step, reason: str
+                       ) -> TrainResult:
+    """Cold start of an export too short (or too small) for time folds: the stage-rate
+    baseline on every snapshot row resolved by the end of the data, evaluated in-sample."""
+    step("cold start without time folds")
+    feats, labels, builder = build_training_set(data, _whole_grid(data, config.snapshot_freq))
+    builder = without_columns(builder, leaks.excluded_columns)
+    y = labels["won"]
+    if y.notna().sum() == 0:
+        raise NotEnoughData(f"{reason}; and none of the {len(data.deals)} deals closed while open at an as-of "
+                            f"date, so there is no win rate to start from: supply an export with closed deals")
+    # the resolved rows twice: fitted as "train", reported as "test" (in-sample: there is no holdout)
+    both = pd.concat([feats.assign(fold="train"), feats.assign(fold="test")], ignore_index=True)
+    labels2, y2 = pd.concat([labels, labels], ignore_index=True), pd.concat([y, y], ignore_index=True)
+    closed = data.deals["outcome"].value_counts()
+    counts = {"won": int(closed.get("won", 0)), "lost": int(closed.get("lost", 0))}
+    messages = [*leaks.messages(), (
+        f"cold start: too little history for time folds ({reason}). Registering the stage-rate baseline fitted "
+        f"on all {int(y.notna().sum())} resolved snapshot rows ({counts['won']} won and {counts['lost']} lost "
+        f"deals); its metrics are in-sample, not a holdout, and every tier is 'baseline'.")]
+    step("close-probability model")
+    close_model = _fit_close_model(both, y2, builder, True, config)
+    time_model = _fit_time_model(both, labels2, y2, builder, True, config)
+    predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=time_model,
+                                   kind="stage_baseline", tiers=Tiers(constant=True),
+                                   info={"folds": None, "class_counts": counts, "data_end": data.data_end.isoformat()})
+    step("in-sample evaluation")
+    test, metrics = evaluate_on_test(predictor, both, labels2, y2, builder, ("train",))
+    metrics["close_probability"]["in_sample"] = True
+    metrics["folds"] = {"none": reason}
+    metrics["fold_plan"] = {"n_folds": 0, "gap_days": None, "notes": [reason]}
+    metrics["leakage"] = leaks.to_dict()
+    metrics["model"] = {"kind": predictor.kind, "messages": messages}
+    return TrainResult(predictor, metrics, test, None, messages, sample_test(both, y2, builder))
+
+
+def _whole_grid(data: CanonicalData, freq: str) -> pd.DatetimeIndex:
+    """As-of dates from the first creation to the end of the data, daily if `freq` has none."""
+    try:
+        return as_of_grid(data, freq)
+    except NotEnoughData:
+        return as_of_grid(data, "D")

@@ -13,6 +13,17 @@ from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
 TRAIN_STEPS = 7
 
 
+def pandas_frequency(freq: str) -> str:
+    """Option callback: `freq` if pandas knows it as a frequency, else a usage error."""
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        to_offset(freq)
+    except ValueError:
+        raise typer.BadParameter(f"{freq!r} is not a pandas frequency (e.g. W-MON, D, MS)") from None
+    return freq
+
+
 def train(
     data: Path = typer.Option(..., "--data", help="Canonical tables folder (or the target of --mapping)."),
     mapping: Optional[Path] = typer.Option(None, "--mapping", exists=True, dir_okay=False,
@@ -23,10 +34,23 @@ def train(
     new_dataset: bool = typer.Option(False, "--new-dataset",
                                      help="Allow training another dataset (other stages or attributes) into "
                                           "an existing --model-name."),
+    keep_column: list[str] = typer.Option([], "--keep-column",
+                                          help="Keep this suspected leak in the model (repeatable)."),
+    leak_auc: Optional[float] = typer.Option(None, "--leak-auc", min=0.5, max=1.0,
+                                             help="Single-column AUC from which a column is taken for a leak "
+                                                  "(default: features.leakage.LEAK_AUC, 0.97)."),
+    gap_days: int = typer.Option(45, "--gap-days", min=0,
+                                 help="Days between time folds (shortened on a short export, which says so)."),
+    snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq", callback=pandas_frequency,
+                                      help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
     from features.dataset import read_dataset, read_truth
     from training.run import train as train_model
+    from training.train import TrainConfig
+
+    config = TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq, keep_columns=tuple(keep_column),
+                         **({} if leak_auc is None else {"leak_auc": leak_auc}))
 
     with progress_steps(total=TRAIN_STEPS) as step:
         if mapping is not None:
@@ -35,7 +59,7 @@ def train(
             step("ingest")
             ingest(mapping_path=mapping, out_dir=data)
         summary = train_model(read_dataset(data), read_truth(data), experiment=experiment, model_name=model_name,
-                              step=step, data_dir=data, new_dataset=new_dataset)
+                              config=config, step=step, data_dir=data, new_dataset=new_dataset)
     if metrics_out is not None:
         write_output(summary, metrics_out)
     print_train_summary(summary)

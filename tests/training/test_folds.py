@@ -16,7 +16,16 @@ from features.errors import NotEnoughData
 from features.labels import make_labels
 from features.synthetic import generate_data
 from features.timetravel import truncate_at
-from training.folds import FOLDS, assign_folds, make_time_folds, stratified_folds, won_as_known_at
+from training.folds import (
+    FOLDS,
+    MIN_GAP_DAYS,
+    THREE_FOLDS,
+    assign_folds,
+    fold_plans,
+    make_time_folds,
+    stratified_folds,
+    won_as_known_at,
+)
 from training.train import TrainConfig, _check_folds, _fold_labels, _training_set
 
 FIRST = pd.Timestamp("2023-01-02")
@@ -231,7 +240,34 @@ def test_a_fold_without_both_outcomes_is_not_enough_data(training_set):
         _check_folds(feats, one_sided, folds)
 
 
-def test_a_short_history_is_not_enough_data():
+def test_a_short_history_gets_three_folds_and_a_shorter_gap_which_it_states():
     data, _truth = generate_data(300, seed=1, months=6)
-    with pytest.raises(NotEnoughData, match="too short"):
+    feats, _labels, _builder, folds = _training_set(data, TrainConfig())
+    assert folds.names == THREE_FOLDS and folds.calib_fold == "valid"
+    assert MIN_GAP_DAYS <= folds.gap_days < 45
+    assert folds.starts[1] - folds.ends[0] == pd.Timedelta(days=folds.gap_days)
+    assert folds.plan()["n_folds"] == 3 and "shortened from 45 to" in folds.plan()["notes"][0]
+    assert set(feats["fold"]) <= {"", *THREE_FOLDS}
+
+
+def test_a_history_too_short_for_any_folds_is_not_enough_data():
+    data, _truth = generate_data(100, seed=1, months=3)
+    with pytest.raises(NotEnoughData, match="too short for time folds"):
         _training_set(data, TrainConfig())
+
+
+def test_fold_plans_go_from_the_asked_plan_to_three_folds_then_shorter_gaps():
+    plans = fold_plans(45)
+    assert plans[0] == (FOLDS, 45, "")
+    assert plans[1][:2] == (THREE_FOLDS, 45) and "three folds" in plans[1][2]
+    assert [gap for _names, gap, _note in plans[2:]] == list(range(44, MIN_GAP_DAYS - 1, -1))
+    assert fold_plans(MIN_GAP_DAYS)[2:] == []
+
+
+def test_three_folds_keep_the_geometry():
+    folds = make_time_folds(FIRST, LAST, DATA_END, gap_days=30, names=THREE_FOLDS)
+    assert folds.names == THREE_FOLDS and folds.test_start == folds.starts[-1]
+    assert folds.label_cutoffs == (folds.starts[1], folds.starts[2], DATA_END)
+    assert list(folds.to_dict()) == list(THREE_FOLDS)
+    with pytest.raises(NotEnoughData, match="too short for three time folds"):
+        make_time_folds(FIRST, FIRST + pd.Timedelta(days=100), DATA_END, gap_days=10, names=THREE_FOLDS)

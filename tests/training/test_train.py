@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from features.dataset import read_dataset, write_dataset
-from features.errors import NotEnoughData
 from features.synthetic import generate
 from serving.cli import app
 from training.pyfunc import unwrap
@@ -50,17 +49,25 @@ def test_time_to_close_is_consistent_with_close_probability(result):
     assert tc["concordance"] > 0.6
 
 
-def test_no_signal_falls_back_to_the_base_rate():
+def test_no_signal_falls_back_to_the_most_recent_base_rate():
     data, _ = models_cache.small_data()
     rng = np.random.default_rng(0)
     deals = data.deals.copy()
-    closed = deals["outcome"].notna()
-    deals.loc[closed, "outcome"] = np.where(rng.random(int(closed.sum())) < 0.3, "won", "lost")
+    closed = deals["outcome"].notna().to_numpy()
+    # coin flips, at 0.75 for the older closes and 0.55 for the last 300 days (the drift)
+    recent = (deals["closed_at"] > data.data_end - pd.Timedelta(days=300)).to_numpy()
+    flips = np.where(rng.random(len(deals)) < np.where(recent, 0.55, 0.75), "won", "lost")
+    deals.loc[closed, "outcome"] = flips[closed]
     noise = type(data)(deals=deals, meta=data.meta, stage_events=data.stage_events, activities=None)
     # stage paths were generated with the true outcomes: keep only the first event so nothing predicts the label
     noise.stage_events = data.stage_events.groupby("deal_id", as_index=False).head(1)
     out = fit_predictor(noise, TrainConfig(close_params={"learning_rate": 0.1}, time_params={"learning_rate": 0.1}))
-    assert out.metrics["close_probability"]["brier_skill"] >= 0
+    cp = out.metrics["close_probability"]
+    assert cp["fallback_to_base_rate"] and cp["brier_skill"] >= 0
+    assert cp["base_rate"] > 0.7 and 0.5 < cp["fallback_rate"] < 0.6  # the calib fold's rate, not the train fold's
+    assert abs(cp["fallback_rate"] - out.test["won"].mean()) < 0.05 and cp["ece"] < 0.05
+    assert any("no signal" in m and "every tier is 'baseline'" in m for m in out.messages)
+    assert set(out.predictor.score(noise, noise.data_end)["tier"]) == {"baseline"}
 
 
 def test_cold_start_registers_the_stage_baseline(local_mlflow_uri, tmp_path):
@@ -74,12 +81,16 @@ def test_cold_start_registers_the_stage_baseline(local_mlflow_uri, tmp_path):
     assert run.data.params["model_kind"] == "stage_baseline"
 
 
-def test_too_little_history_is_a_clear_error(tmp_path):
+def test_too_little_history_for_folds_is_a_cold_start_without_folds():
     data, _ = models_cache.small_data()
     short = data.deals[data.deals["created_at"] < data.deals["created_at"].min() + pd.Timedelta(days=60)]
-    tiny = type(data)(deals=short, meta=data.meta)
-    with pytest.raises(NotEnoughData, match="too short|too few"):
-        fit_predictor(tiny)
+    ids = set(short["deal_id"])
+    tiny = type(data)(deals=short, meta=data.meta,
+                      stage_events=data.stage_events[data.stage_events["deal_id"].isin(ids)])
+    out = fit_predictor(tiny)
+    assert out.predictor.kind == "stage_baseline" and out.folds is None
+    assert out.metrics["fold_plan"]["n_folds"] == 0 and out.metrics["close_probability"]["in_sample"]
+    assert any("cold start: too little history for time folds" in m for m in out.messages)
 
 
 def test_train_cli_logs_a_run_and_the_gate_refuses_a_worse_model(local_mlflow_uri, tmp_path):

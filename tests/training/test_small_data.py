@@ -1,0 +1,142 @@
+"""Small, short and odd exports train without crashing and say what they did: same-day
+closes, a 10-deal export (cold start without folds), a 14-month export with fewer folds
+(`--gap-days`), the leakage guard on a planted leak and its `--keep-column` override, and
+the "baseline" tier of a model that ranks nothing. Small data, so most runs are cold starts."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.dataset import write_dataset
+from features.synthetic import generate_data
+from serving.cli import app
+from training.folds import THREE_FOLDS
+from training.predictor import Tiers
+from training.pyfunc import unwrap
+from training.run import add_truth_metrics
+from training.train import TrainConfig, fit_predictor
+
+# `leadscore train` through the CLI: a cold start, but a whole MLflow run and registration each
+CLI_TRAINING = pytest.mark.slow(reason="trains with the CLI into an MLflow store")
+
+
+def test_a_constant_model_gets_the_baseline_tier_for_every_deal():
+    p = np.array([0.9, 0.3, 0.05])
+    assert Tiers().assign(p).tolist() == ["hot", "warm", "cold"]
+    assert Tiers(constant=True).assign(p).tolist() == ["baseline"] * 3
+
+
+def with_same_day_closes(data, n: int = 40):
+    """Closed deals created late in the history (the test window) made to close at their
+    creation: half at the very same timestamp, half three hours later; their events after
+    the first are dropped (they never left the first stage)."""
+    deals = data.deals.copy()
+    recent = deals["created_at"] >= data.data_end - pd.Timedelta(days=120)
+    late = deals.index[deals["outcome"].notna() & recent][:n]
+    deals.loc[late[: n // 2], "closed_at"] = deals.loc[late[: n // 2], "created_at"]
+    deals.loc[late[n // 2:], "closed_at"] = deals.loc[late[n // 2:], "created_at"] + pd.Timedelta(hours=3)
+    ids = set(deals.loc[late, "deal_id"])
+    events = data.stage_events
+    first = events.groupby("deal_id").cumcount() == 0
+    return replace(data, deals=deals, stage_events=events[~events["deal_id"].isin(ids) | first]), ids
+
+
+def test_same_day_closes_train_and_evaluate():
+    data, truth = generate_data(1500, seed=2)
+    odd, ids = with_same_day_closes(data)
+    result = fit_predictor(odd)
+    add_truth_metrics(result, odd, truth)  # creation-time snapshots: no deal asked for when it was not open
+    at_creation = result.metrics["close_probability"]["at_creation"]
+    assert at_creation["n"] > 0
+    same_instant = odd.deals[odd.deals["closed_at"] == odd.deals["created_at"]]
+    assert len(same_instant) == 20 and not set(same_instant["deal_id"]) & set(result.test["deal_id"])
+    # a deal closed three hours after creation is open for three hours, on no Monday midnight
+    assert not ids & set(result.test["deal_id"])
+
+
+def tiny_export(tmp_path, n: int = 10):
+    data, _truth = generate_data(n, seed=1, months=2)
+    return data, write_dataset(data, tmp_path / "tiny")
+
+
+@CLI_TRAINING
+def test_a_ten_deal_export_trains_as_a_cold_start_and_says_so(local_mlflow_uri, tmp_path):
+    data, folder = tiny_export(tmp_path)
+    metrics_file = tmp_path / "m.json"
+    out = CliRunner().invoke(app, ["train", "--data", str(folder), "--metrics-out", str(metrics_file)])
+    assert out.exit_code == 0, out.output
+    assert "cold start: too little history for time folds" in out.output
+    assert "as-of date between" not in out.output
+    m = json.loads(metrics_file.read_text())
+    assert m["model_kind"] == "stage_baseline" and m["fold_plan"]["n_folds"] == 0
+    assert m["close_probability"]["in_sample"] is True
+    predictor = unwrap(mlflow.pyfunc.load_model("models:/leadscore@champion"))
+    scored = predictor.score(data, data.data_end)
+    assert len(scored) and set(scored["tier"]) == {"baseline"}
+
+
+@CLI_TRAINING
+def test_a_fourteen_month_export_gets_fewer_folds_and_says_so(local_mlflow_uri, tmp_path):
+    data, _truth = generate_data(1500, seed=4, months=14)
+    folder = write_dataset(data, tmp_path / "short")
+    metrics_file = tmp_path / "m.json"
+    out = CliRunner().invoke(app, ["train", "--data", str(folder), "--gap-days", "90", "--snapshot-freq", "W-MON",
+                                   "--metrics-out", str(metrics_file)])
+    assert out.exit_code == 0, out.output
+    m = json.loads(metrics_file.read_text())
+    assert m["fold_plan"]["n_folds"] == 3 and m["fold_plan"]["gap_days"] == 90
+    assert list(m["folds"]) == list(THREE_FOLDS)
+    assert "too short for four time folds with 90-day gaps" in m["fold_plan"]["notes"][0]
+    assert "three folds" in " ".join(out.output.split())
+    assert mlflow.get_run(m["run_id"]).data.metrics["fold_plan.n_folds"] == 3
+
+
+def planted_leak(n: int = 1500):
+    """Generated deals whose amount is 0 for every lost deal (as in the issue)."""
+    data, _truth = generate_data(n, seed=5)
+    deals = data.deals.copy()
+    deals.loc[deals["outcome"] == "lost", "amount"] = 0.0
+    return replace(data, deals=deals)
+
+
+def test_a_planted_leak_is_left_out_named_and_kept_on_request():
+    data = planted_leak()
+    result = fit_predictor(data)
+    leakage = result.metrics["leakage"]
+    assert list(leakage["excluded"]) == ["amount"] and leakage["excluded"]["amount"]["auc"] == pytest.approx(1.0)
+    assert not {"amount", "log_amount"} & set(result.predictor.feature_names)
+    assert any("'amount' (AUC 1.0000" in m and "left out of the model" in m for m in result.messages)
+    kept = fit_predictor(data, TrainConfig(keep_columns=("amount",)))
+    assert list(kept.metrics["leakage"]["kept"]) == ["amount"] and not kept.metrics["leakage"]["excluded"]
+    assert {"amount", "log_amount"} <= set(kept.predictor.feature_names)
+
+
+@CLI_TRAINING
+def test_the_leak_reaches_mlflow_and_keep_column_overrides_it(local_mlflow_uri, tmp_path):
+    folder = write_dataset(planted_leak(), tmp_path / "leaky")
+    out = CliRunner().invoke(app, ["train", "--data", str(folder), "--metrics-out", str(tmp_path / "a.json")])
+    assert out.exit_code == 0, out.output
+    assert "leakage guard: 'amount'" in " ".join(out.output.split())
+    run = mlflow.get_run(json.loads((tmp_path / "a.json").read_text())["run_id"])
+    assert run.data.params["excluded_columns"] == "amount"
+    assert run.data.tags["leadscore.excluded_columns"] == "amount"
+    assert run.data.metrics["leakage.excluded.amount.auc"] == pytest.approx(1.0)
+    out = CliRunner().invoke(app, ["train", "--data", str(folder), "--keep-column", "amount",
+                                   "--metrics-out", str(tmp_path / "b.json")])
+    assert out.exit_code == 0, out.output
+    run = mlflow.get_run(json.loads((tmp_path / "b.json").read_text())["run_id"])
+    assert run.data.params["excluded_columns"] == "-"
+    assert run.data.tags["leadscore.kept_suspected_leaks"] == "amount"
+
+
+def test_the_service_schema_accepts_the_baseline_tier():
+    from serving.schemas import ScoredDeal
+
+    deal = ScoredDeal(deal_id="d", close_probability=0.3, score=30, tier="baseline", model_version=1)
+    assert deal.tier == "baseline"
