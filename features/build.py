@@ -10,11 +10,28 @@ import re
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from features import history as hist
 from features.arrays import DealArrays, deal_positions
 from features.dates import as_of_timestamps
+from features.definitions import (
+    AMOUNT_FEATURES,
+    CALENDAR_FEATURES,
+    CLOSE_DATE_FEATURES,
+    DESCRIPTIONS,
+    GROUP_LABELS,
+    RAW_CATEGORICAL,
+    STAGE_FEATURES,
+    amount_features,
+    calendar_features,
+    close_date_features,
+    days,
+    group_name,
+    known_only,
+    reserved_names,
+)
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.lookups import FeatureLookups
@@ -22,41 +39,8 @@ from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import activity_counts, as_of_grid, event_state, snapshot_positions, state_at
 from features.winrates import laplace_win_rate, smoothed_group_rate
 
-RAW_CATEGORICAL = ["owner", "source", "segment", "product", "region", "team"]
-STAGE_FEATURES = ["stage_index", "furthest_stage_index", "days_in_stage", "deal_age_days",
-                  "stage_changes", "stage_regressions", "stage_mean_dwell_days", "stage_velocity"]
-AMOUNT_FEATURES = ["amount", "log_amount", "amount_change_ratio", "amount_changes"]
-CLOSE_DATE_FEATURES = ["days_to_expected_close", "expected_close_overdue", "close_date_pushes",
-                       "close_date_days_pushed"]
-CALENDAR_FEATURES = ["days_to_month_end", "days_to_quarter_end", "month_of_quarter", "quarter_end_month"]
-DESCRIPTIONS = {
-    "stage": "current stage", "stage_index": "position of the current stage",
-    "furthest_stage_index": "furthest stage reached", "days_in_stage": "days in current stage",
-    "deal_age_days": "deal age in days", "stage_changes": "number of stage changes",
-    "stage_regressions": "times the deal went back a stage",
-    "stage_mean_dwell_days": "usual days spent in this stage",
-    "stage_velocity": "time in stage versus the usual time", "amount": "deal amount",
-    "log_amount": "deal amount (log)", "amount_change_ratio": "amount versus the first amount",
-    "amount_changes": "number of amount changes", "days_to_expected_close": "days until expected close",
-    "expected_close_overdue": "expected close date has passed",
-    "close_date_pushes": "times the close date was pushed", "close_date_days_pushed": "days the close date was pushed",
-    "days_since_last_activity": "days since the last activity",
-    "activity_trend": "recent activity versus earlier activity",
-    "global_win_rate": "overall win rate", "owner_open_deals": "owner's open deals",
-    "owner_avg_won_amount": "owner's average won amount",
-    "account_prior_wins": "account's earlier wins", "account_prior_losses": "account's earlier losses",
-    "days_to_month_end": "days to month end", "days_to_quarter_end": "days to quarter end",
-    "month_of_quarter": "month of the quarter", "quarter_end_month": "last month of a quarter",
-}
-GROUP_LABELS = {"owner": "owner", "account": "account", "source": "lead source", "product": "product",
-                "segment": "segment", "region": "region", "team": "team"}
 
-
-def _group_name(column: str) -> str:
-    return "account" if column == "account_id" else column
-
-
-class FeatureBuilder:
+class FeatureBuilder(BaseEstimator):
     """Point-in-time features for (deal, as-of) rows, scikit-learn style and picklable."""
 
     def __init__(self, smoothing: float = 20.0, activity_windows=(7, 30, 90),
@@ -75,7 +59,7 @@ class FeatureBuilder:
         self.stages_ = list(data.meta.stages)
         self.attributes_ = dict(data.meta.attributes)
         self.raw_categoricals_ = [c for c in RAW_CATEGORICAL if c in deals and deals[c].notna().any()]
-        self.attribute_features_ = {a: (f"attr_{a}" if a in _reserved_names() else a) for a in self.attributes_}
+        self.attribute_features_ = {a: (f"attr_{a}" if a in reserved_names() else a) for a in self.attributes_}
         categorical_attrs = [a for a, kind in self.attributes_.items() if kind != "numeric"]
         self.categories_ = {"stage": pd.Index(self.stages_)}
         for col in self.raw_categoricals_ + categorical_attrs:
@@ -101,7 +85,7 @@ class FeatureBuilder:
     def _history_names(self) -> list[str]:
         names = ["global_win_rate"]
         for col in self.group_columns_:
-            g = _group_name(col)
+            g = group_name(col)
             names += [f"{g}_win_rate", f"{g}_closed_deals"]
             if col == "account_id":
                 names += ["account_prior_wins", "account_prior_losses"]
@@ -112,7 +96,7 @@ class FeatureBuilder:
     # ---- transform ----------------------------------------------------------------
     def transform(self, data: CanonicalData, as_of) -> pd.DataFrame:
         """One row per (deal open at T, T), ordered by as_of: deal_id, as_of, feature_names_."""
-        self._check_fitted()
+        check_is_fitted(self, "feature_names_")
         if self.static_:
             raise ValueError("this builder was fitted on a static lead export: use transform_static")
         deals = _checked_deals(data.deals, static=False)
@@ -122,7 +106,7 @@ class FeatureBuilder:
     def transform_rows(self, data: CanonicalData, rows: pd.DataFrame) -> pd.DataFrame:
         """Features for explicit (deal_id, as_of) pairs, e.g. each deal at its creation.
         Rows whose deal is unknown or not open at its as_of are refused."""
-        self._check_fitted()
+        check_is_fitted(self, "feature_names_")
         deals = _checked_deals(data.deals, static=False)
         pos = deal_positions(deals["deal_id"], rows["deal_id"])
         at = pd.to_datetime(rows["as_of"]).to_numpy().astype(TIMESTAMP_DTYPE)
@@ -137,7 +121,7 @@ class FeatureBuilder:
 
     def transform_static(self, data: CanonicalData) -> pd.DataFrame:
         """Static mode: one row per lead, raw categoricals and attributes only (as_of = NaT)."""
-        self._check_fitted()
+        check_is_fitted(self, "feature_names_")
         deals = _checked_deals(data.deals, static=True)
         at = np.full(len(deals), np.datetime64("NaT"), dtype=TIMESTAMP_DTYPE)
         return self._frame(self.arrays(data, deals), np.arange(len(deals)), at)
@@ -155,7 +139,7 @@ class FeatureBuilder:
 
     def lookups(self, with_codes: bool = True) -> FeatureLookups:
         """The search structures `columns` reads (see features/lookups.py)."""
-        self._check_fitted()
+        check_is_fitted(self, "feature_names_")
         return FeatureLookups.of(self.categories_, self.history_, self.group_columns_, with_codes)
 
     def columns(self, arrays: DealArrays, pos: np.ndarray, at: np.ndarray,
@@ -168,9 +152,9 @@ class FeatureBuilder:
         if self.static_:
             return self._deal_columns(arrays, pos, lookups)
         state = state_at(pos, at, event_state(arrays.created_at, arrays.events, len(self.stages_)))
-        cols = {**self._stage_features(state, arrays, pos, at, lookups), **_amount_features(state, arrays, pos),
-                **_close_date_features(state, at), **self._activity_features(arrays, pos, at),
-                **self._history_features(arrays, pos, at, lookups), **_calendar_features(at),
+        cols = {**self._stage_features(state, arrays, pos, at, lookups), **amount_features(state, arrays, pos),
+                **close_date_features(state, at), **self._activity_features(arrays, pos, at),
+                **self._history_features(arrays, pos, at, lookups), **calendar_features(at),
                 **self._deal_columns(arrays, pos, lookups)}
         return {name: cols[name] for name in self.feature_names_}
 
@@ -195,19 +179,15 @@ class FeatureBuilder:
         attrs = {v: k for k, v in getattr(self, "attribute_features_", {}).items()}
         return attrs.get(name, name).replace("_", " ")
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "feature_names_"):
-            raise NotFittedError("FeatureBuilder is not fitted: call fit(data) first")
-
     # ---- feature groups -----------------------------------------------------------
     def _stage_features(self, state: dict, arrays: DealArrays, pos, at, lookups: FeatureLookups) -> dict:
         stage = state["stage_index"]
-        days_in_stage = _days(at - state["stage_entered_at"])
+        days_in_stage = days(at - state["stage_entered_at"])
         dwell = hist.lookup(lookups.dwell, stage.astype("int64"), at, strict=True)
         mean_dwell = dwell["dwell_days"] / dwell["spells"]
         return {"stage": stage.astype("int64"), "stage_index": stage,
                 "furthest_stage_index": state["furthest_stage_index"],
-                "days_in_stage": days_in_stage, "deal_age_days": _days(at - arrays.created_at[pos]),
+                "days_in_stage": days_in_stage, "deal_age_days": days(at - arrays.created_at[pos]),
                 "stage_changes": state["stage_changes"], "stage_regressions": state["stage_regressions"],
                 "stage_mean_dwell_days": mean_dwell,
                 "stage_velocity": days_in_stage / np.where(mean_dwell > 0, mean_dwell, np.nan)}
@@ -231,23 +211,23 @@ class FeatureBuilder:
         codes = np.array([lookups.groups[col].encode(arrays.fields.get(col), len(arrays))[pos]
                           for col in self.group_columns_], dtype="int64").reshape(len(self.group_columns_), n)
         outcomes, found = hist.lookup_groups(lookups.outcomes, list(codes), at)
-        total = _known_only(outcomes, np.zeros(n, "int64"))
+        total = known_only(outcomes, np.zeros(n, "int64"))
         prior = laplace_win_rate(total["won"], total["lost"])
-        past = _known_only(found, codes)
+        past = known_only(found, codes)
         won, lost, known = past["won"], past["lost"], codes >= 0  # NaN exactly where unknown
         # an unseen value has no history: its rate is the prior, its counts are unknown
         rate = smoothed_group_rate(np.where(known, won, 0.0), np.where(known, lost, 0.0), prior, s)
         closed = won + lost
         out = {"global_win_rate": prior}
         for i, col in enumerate(self.group_columns_):
-            g = _group_name(col)
+            g = group_name(col)
             out[f"{g}_win_rate"], out[f"{g}_closed_deals"] = rate[i], closed[i]
             if col == "account_id":
                 out["account_prior_wins"], out["account_prior_losses"] = won[i], lost[i]
             if col == "owner":
                 out["owner_avg_won_amount"] = past["won_amount"][i] / np.where(won[i] > 0, won[i], np.nan)
                 load = hist.lookup(lookups.open_load, codes[i], at, strict=False)
-                out["owner_open_deals"] = _known_only(load, codes[i])["open_deals"]
+                out["owner_open_deals"] = known_only(load, codes[i])["open_deals"]
         return out
 
     def _deal_columns(self, arrays: DealArrays, pos, lookups: FeatureLookups) -> dict:
@@ -262,52 +242,6 @@ class FeatureBuilder:
             else:
                 out[name] = lookups.categories[name].encode(values, len(arrays))[pos]
         return out
-
-
-def _amount_features(state: dict, arrays: DealArrays, pos) -> dict:
-    """Latest amount known at T; deals.amount only for deals whose events carry none."""
-    event_amount = state["event_amount"]
-    amount = np.where(state["has_event_amount"], event_amount, arrays.amount[pos])
-    first = state["first_amount"]
-    return {"amount": amount, "log_amount": np.log1p(amount),
-            "amount_change_ratio": event_amount / np.where(first > 0, first, np.nan),
-            "amount_changes": state["amount_changes"]}
-
-
-def _close_date_features(state: dict, at: np.ndarray) -> dict:
-    days_to = _days(state["expected_close_date"] - at)
-    return {"days_to_expected_close": days_to,
-            "expected_close_overdue": np.where(np.isnan(days_to), np.nan, (days_to < 0).astype("float64")),
-            "close_date_pushes": state["close_date_pushes"],
-            "close_date_days_pushed": state["close_date_days_pushed"]}
-
-
-def _calendar_features(at: np.ndarray) -> dict:
-    day = at.astype("datetime64[D]")
-    month = at.astype("datetime64[M]")
-    month_in_quarter = month.astype("int64") % 3  # month 0 of the epoch is a January
-    month_end = (month + 1).astype("datetime64[D]") - 1
-    quarter_end = (month - month_in_quarter + 3).astype("datetime64[D]") - 1
-    return {"days_to_month_end": (month_end - day).astype("float64"),
-            "days_to_quarter_end": (quarter_end - day).astype("float64"),
-            "month_of_quarter": (month_in_quarter + 1).astype("float64"),
-            "quarter_end_month": (month_in_quarter == 2).astype("float64")}
-
-
-def _days(delta: np.ndarray) -> np.ndarray:
-    return delta / np.timedelta64(1, "D")
-
-
-def _known_only(found: dict[str, np.ndarray], codes: np.ndarray) -> dict[str, np.ndarray]:
-    """A known group with nothing before T has zero history; an unseen one has none (NaN)."""
-    known = codes >= 0
-    return {name: np.where(known & ~np.isnan(values), values, np.where(known, 0.0, np.nan))
-            for name, values in found.items()}
-
-
-def _reserved_names() -> set[str]:
-    return set(STAGE_FEATURES + AMOUNT_FEATURES + CLOSE_DATE_FEATURES + CALENDAR_FEATURES + RAW_CATEGORICAL
-               + ["stage", "deal_id", "as_of", "account_id"] + list(DESCRIPTIONS))
 
 
 def _checked_deals(deals: pd.DataFrame, static: bool) -> pd.DataFrame:

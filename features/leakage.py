@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.build import AMOUNT_FEATURES, RAW_CATEGORICAL, FeatureBuilder
+from features.build import FeatureBuilder
+from features.definitions import AMOUNT_FEATURES, RAW_CATEGORICAL
 from features.schema import CanonicalData
 
 LEAK_AUC = 0.97  # a single column this good on its own is taken for a leak, not a signal

@@ -21,12 +21,6 @@ LAYERS = ("features", "training", "serving")  # each may import only the ones be
 MAX_LINES = 300
 SAYS_WHY = re.compile(r"over 300 lines|more than 300 lines|300\+ lines", re.IGNORECASE)
 
-# Known offenders that other slices of issue 11 fix: the integrator empties these lists.
-KNOWN_CYCLES: list[set[str]] = [
-]
-KNOWN_LONG_MODULES: set[str] = {  # issue 11, item 7 and the other slices
-    "features.build",
-}
 
 
 def module_name(path: Path) -> str:
@@ -121,16 +115,8 @@ def test_no_import_runs_up_the_layers():
 
 
 def test_no_two_modules_import_each_other():
-    found = [c for c in cycles(import_graph()) if c not in KNOWN_CYCLES]
-    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(sorted(c)) for c in found)
-
-
-def test_the_known_offenders_are_still_offenders():
-    """So the allow-lists shrink as the other slices land: drop an entry once it passes."""
     found = cycles(import_graph())
-    assert all(c in found for c in KNOWN_CYCLES), "a known cycle is gone: remove it from KNOWN_CYCLES"
-    fixed = sorted(m for m in KNOWN_LONG_MODULES if m not in modules() or not too_long(m))
-    assert not fixed, f"no longer too long: remove from KNOWN_LONG_MODULES: {fixed}"
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(sorted(c)) for c in found)
 
 
 def too_long(name: str) -> bool:
@@ -141,7 +127,6 @@ def too_long(name: str) -> bool:
 
 @pytest.mark.parametrize("layer_name", LAYERS)
 def test_long_modules_say_why(layer_name):
-    long = sorted(m for m in modules() if m.split(".")[0] == layer_name and too_long(m)
-                  and m not in KNOWN_LONG_MODULES)
+    long = sorted(m for m in modules() if m.split(".")[0] == layer_name and too_long(m))
     assert not long, (f"over {MAX_LINES} lines without a docstring line saying why "
                       f"('... over 300 lines because ...'): {long}")

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import AMOUNT_FEATURES, FeatureBuilder
+from features.build import FeatureBuilder
+from features.definitions import AMOUNT_FEATURES
 from features.leakage import (
     LEAK_AUC,
     derived_features,
