@@ -26,7 +26,7 @@ from scipy.stats import rankdata
 
 from benchmarks.results import record
 from features.dataset import read_dataset
-from serving.loader import ServingConfig, load_predictor
+from serving.loader import ServingConfig, load_served_predictor
 from training.lightgbm_fast import shared_matrix
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-rows", type=int, default=2000, help="Feature rows for the agreement figures.")
     args = parser.parse_args(argv)
 
-    predictor, version = load_predictor(ServingConfig.from_env(), from_bento=False)
+    predictor, version = load_served_predictor(ServingConfig.from_env(), from_bento=False)
     data = read_dataset(args.data)
     X = feature_rows(predictor, data, args.min_rows)
     model = predictor.close_model

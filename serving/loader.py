@@ -86,7 +86,7 @@ def _float(env, name: str) -> float | None:
     return value
 
 
-def load_predictor(config: ServingConfig, from_bento: bool = False):
+def load_served_predictor(config: ServingConfig, from_bento: bool = False):
     """(predictor, model version) with the configured tier thresholds applied: the
     champion of the Bento's model store, or of the MLflow registry. With a data folder
     for /forecast and /pipeline, refuses (ModelDataMismatch) a model trained on another

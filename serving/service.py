@@ -19,7 +19,7 @@ from features.errors import LeadscoreError
 from serving import errors
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.batching import ScoreBatcher
-from serving.loader import ServingConfig, check_champion, load_predictor
+from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
 from training.compiled import CompiledPredictor
@@ -48,7 +48,7 @@ class LeadScoreService:
     def __init__(self) -> None:
         self.config = ServingConfig.from_env()
         log.setLevel(self.config.log_level)
-        self.predictor, self.version = load_predictor(self.config, from_bento=LeadScoreService.bento is not None)
+        self.predictor, self.version = load_served_predictor(self.config, from_bento=LeadScoreService.bento is not None)
         self._data = None
         self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
         self.model.warm()

@@ -34,12 +34,12 @@ from training.forecast.bookings import BookingRule, realised_bookings
 from training.forecast.config import ForecastConfig
 from training.forecast.core import forecast
 from training.forecast.periods import FREQS, period_end
+from training.models import Z90
 
 STRATEGY = ("reuse: one model trained on the data as known at the first origin, FeatureBuilder history tables "
             "refitted on the data as known at each origin (point in time); retraining at every origin would "
             "cost one full training per origin, and the reused model sees no outcome after the first origin")
 QUANTILES = (0.1, 0.5, 0.9)
-Z90 = 1.2815515655446004
 MIN_NAIVE_ERRORS = 4
 
 
