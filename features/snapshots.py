@@ -67,32 +67,39 @@ def snapshot_positions(deals: pd.DataFrame, as_of: pd.DatetimeIndex) -> tuple[np
     return rows, t[t_index]
 
 
-def deals_at(data: CanonicalData, as_of) -> pd.DataFrame:
+def running_state(data: CanonicalData) -> dict[str, np.ndarray]:
+    """`event_state` of every deal of `data` over all its events. Every running column is
+    cumulative, so its value at a deal's latest event at or before T uses nothing dated
+    after T: compute it once and ask `deals_at` for as many dates as needed."""
+    stages = _stage_names(data)
+    deals = data.deals
+    return event_state(deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE),
+                       event_arrays(deals["deal_id"], data.stage_events, stages), len(stages))
+
+
+def deals_at(data: CanonicalData, as_of, running: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """What each deal looked like at T: one row per deal open at T (created at or before
     T, not closed by T), from events dated at or before T only.
 
     The one place outside the feature matrix that answers "which stage was this deal in
     at T, since when, for what amount": pipeline analytics, the forecast's risk list, the
-    backtest's weighted pipeline and the pyfunc example all read it. Columns: deal_id,
-    stage (name), stage_index, stage_entered_at, days_in_stage, furthest_stage_index,
-    stage_changes, stage_regressions, amount (latest known at T; deals.amount for deals
-    whose events carry none), expected_close_date (latest known at T),
-    close_date_pushes, close_date_days_pushed, deal_age_days.
+    backtest's weighted pipeline, the oracle and the pyfunc example all read it. Columns:
+    deal_id, stage (name), stage_index, stage_entered_at, days_in_stage,
+    furthest_stage_index, stage_changes, stage_regressions, amount (latest known at T;
+    deals.amount for deals with no amount on an event dated at or before T),
+    expected_close_date (latest known at T), close_date_pushes, close_date_days_pushed,
+    deal_age_days. `running`: `running_state(data)`, when the caller asks for many dates.
     """
     t = as_of_timestamps(as_of)
     if len(t) != 1:
         raise ValueError("deals_at takes one as-of date")
     deals = data.deals.reset_index(drop=True)
     pos, at = snapshot_positions(deals, t)
-    stages = list(data.meta.stages) if data.meta.stages else ["(none)"]
-    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
-    events = event_arrays(deals["deal_id"], data.stage_events, stages)
-    # rows dated after T are not known at T: drop them before the running state
-    events = {name: values[events["entered_at"] <= t[0]] if len(values) else values
-              for name, values in events.items()}
-    state = state_at(pos, at, event_state(created, events, len(stages)))
+    stages = _stage_names(data)
+    state = state_at(pos, at, running_state(data) if running is None else running)
     stage_index = state["stage_index"].astype("int64")
     amount = deals["amount"].to_numpy(dtype="float64", na_value=np.nan)[pos]
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     day = np.timedelta64(1, "D")
     return pd.DataFrame({
         "deal_id": deals["deal_id"].to_numpy()[pos],
@@ -103,12 +110,16 @@ def deals_at(data: CanonicalData, as_of) -> pd.DataFrame:
         "furthest_stage_index": state["furthest_stage_index"].astype("int64"),
         "stage_changes": state["stage_changes"],
         "stage_regressions": state["stage_regressions"],
-        "amount": np.where(state["has_event_amount"], state["event_amount"], amount),
+        "amount": np.where(state["amount_seen"], state["event_amount"], amount),
         "expected_close_date": state["expected_close_date"],
         "close_date_pushes": state["close_date_pushes"],
         "close_date_days_pushed": state["close_date_days_pushed"],
         "deal_age_days": (at - created[pos]) / day,
     })
+
+
+def _stage_names(data: CanonicalData) -> list[str]:
+    return list(data.meta.stages) if data.meta.stages else ["(none)"]
 
 
 def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: int) -> dict[str, np.ndarray]:
@@ -205,6 +216,7 @@ def _running_state(ev: dict[str, np.ndarray], n_stages: int) -> dict[str, np.nda
     out["amount_changes"] = group_cumsum((has_amount & ~np.isnan(prev_amount)
                                           & (amount != prev_amount)).astype("float64"), start)
     out["has_event_amount"] = _any_in_run(has_amount, first)
+    out["amount_seen"] = seen > 0  # an amount on this event or an earlier one of the deal
 
     ecd = ev["expected_close_date"]
     known, prev_known = _known_and_previous(~np.isnat(ecd), start)
@@ -242,7 +254,7 @@ def state_at(snap_deal: np.ndarray, snap_at: np.ndarray, prepared: dict[str, np.
     pos = asof_search(index, deal, snap_deal, snap_at)
     if (pos < 0).any():  # cannot happen: every deal has an entry at created_at <= T
         raise AssertionError("a snapshot row has no stage state: deal created after its as-of date")
-    return {c: np.asarray(prepared[c])[pos] for c in ["has_event_amount"] + STATE_COLUMNS}
+    return {c: np.asarray(prepared[c])[pos] for c in ["has_event_amount", "amount_seen"] + STATE_COLUMNS}
 
 
 def activity_counts(snap_deal: np.ndarray, snap_at: np.ndarray, activities: dict[str, np.ndarray],

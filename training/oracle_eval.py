@@ -14,9 +14,12 @@ from training.predictor import LeadScorePredictor
 
 def oracle_test_metrics(data: CanonicalData, truth: pd.DataFrame, test: pd.DataFrame, base_rate: float) -> dict:
     """Full oracle (true P(won | true state at T)) on the same test rows as the model."""
+    from features.snapshots import running_state
     from features.synthetic import oracle_close_probability
 
-    parts = [oracle_close_probability(data, truth, t).assign(as_of=t) for t in test["as_of"].unique()]
+    running = running_state(data)  # the deals' event state once, asked at every test date
+    parts = [oracle_close_probability(data, truth, t, running=running).assign(as_of=t)
+             for t in test["as_of"].unique()]
     oracle = pd.concat(parts, ignore_index=True)
     merged = test[["deal_id", "as_of", "won"]].merge(oracle, on=["deal_id", "as_of"], how="left")
     if merged["p_won_oracle"].isna().any():

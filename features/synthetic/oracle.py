@@ -46,11 +46,13 @@ def days_since_start(ts, p: GeneratorParams) -> np.ndarray:
     return np.asarray((pd.to_datetime(ts) - pd.Timestamp(p.start)) / DAY, dtype="float64")
 
 
-def open_deal_states(data: CanonicalData, truth: pd.DataFrame, as_of) -> pd.DataFrame:
+def open_deal_states(data: CanonicalData, truth: pd.DataFrame, as_of,
+                     running: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per deal open at `as_of` (`features.snapshots.deals_at`): deal_id, stage
     (index), regressions, entered_at of the current spell, amount as last recorded, and
-    the deal's truth columns."""
-    st = deals_at(data, as_of)
+    the deal's truth columns. `running`: `snapshots.running_state(data)`, computed once
+    by a caller that asks for many dates."""
+    st = deals_at(data, as_of, running)
     states = pd.DataFrame({"deal_id": st["deal_id"], "stage": st["stage_index"],
                            "spell_entered_at": st["stage_entered_at"],
                            "regressions": st["stage_regressions"].astype("int64"), "amount": st["amount"]})
@@ -105,13 +107,14 @@ def spell_posterior(z, stage, regs, multiplier, t0, as_of: float, p: GeneratorPa
 
 
 def oracle_close_probability(data: CanonicalData, truth: pd.DataFrame, as_of,
-                             params: GeneratorParams | None = None) -> pd.DataFrame:
+                             params: GeneratorParams | None = None,
+                             running: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """For every deal open at `as_of`: p_won_oracle = P(eventually won | stage s, time in
     the spell e, regressions k, latent quality, true parameters)
       = post_advance * W(s + 1, k) + post_regress * W(s - 1, k + 1),
     with the exit posterior of `spell_posterior` and W from `absorption_probability`."""
     p = params or truth_params(truth)
-    st = open_deal_states(data, truth, as_of)
+    st = open_deal_states(data, truth, as_of, running)
     z, s, k = st["logit"].to_numpy(), st["stage"].to_numpy(), st["regressions"].to_numpy()
     post = spell_posterior(z, s, k, st["dwell_multiplier"].to_numpy(), days_since_start(st["spell_entered_at"], p),
                            float(days_since_start(pd.Timestamp(as_of), p)), p)
