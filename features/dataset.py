@@ -126,6 +126,16 @@ def read_dataset(data_dir: str | Path) -> CanonicalData:
     return CanonicalData(deals=pd.read_parquet(d / "deals.parquet"), meta=meta, **tables)
 
 
+def write_truth(out_dir: str | Path, truth: pd.DataFrame, params: dict) -> Path:
+    """The generator's ground truth beside a dataset: truth/truth.parquet and the
+    generator parameters as truth/params.json (benchmarks only; training never reads it)."""
+    folder = Path(out_dir) / "truth"
+    folder.mkdir(parents=True, exist_ok=True)
+    truth.to_parquet(folder / "truth.parquet", index=False)
+    (folder / "params.json").write_text(json.dumps(params, indent=2))
+    return folder
+
+
 def read_truth(data_dir: str | Path) -> pd.DataFrame | None:
     """Generator ground truth (benchmarks only; training never calls this)."""
     path = Path(data_dir) / "truth" / "truth.parquet"

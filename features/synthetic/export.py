@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from features.dataset import write_truth
 from features.schema import CanonicalData
 from features.snapshots import deals_at
 from features.synthetic.generator import generate_data
@@ -190,8 +191,7 @@ def write_export(export: DirtyExport, out_dir: str | Path, params: ExportParams)
     header = ("# Mapping of a dirty export written by `leadscore generate --export` (see docs/mapping.md).\n"
               "# signed_value is filled in only for won deals: a leak the leakage guard must catch.\n")
     (out / "mapping.yaml").write_text(header + yaml.safe_dump(export.mapping, sort_keys=False))
-    export.truth.to_parquet(out / "truth" / "truth.parquet", index=False)
-    (out / "truth" / "params.json").write_text(json.dumps(export.truth.attrs["params"], indent=2))
+    write_truth(out, export.truth, export.truth.attrs["params"])
     export.export_truth.to_parquet(out / "truth" / "export_truth.parquet", index=False)
     (out / "truth" / "export_params.json").write_text(json.dumps(params.to_dict(), indent=2))
     return out

@@ -2,7 +2,6 @@
 activities -> canonical tables (validated) + the truth table; `generate` writes them."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.dataset import write_dataset
+from features.dataset import write_dataset, write_truth
 from features.errors import LeadscoreError
 from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
 from features.synthetic.activities import build_activities
@@ -106,9 +105,7 @@ def generate(out_dir: str | Path, n_deals: int, seed: int = 0, start: str = "202
     data, truth = generate_data(n_deals, seed=seed, start=start, months=months)
     out = Path(out_dir)
     write_dataset(data, out)
-    (out / "truth").mkdir(parents=True, exist_ok=True)
-    truth.to_parquet(out / "truth" / "truth.parquet", index=False)
-    (out / "truth" / "params.json").write_text(json.dumps(truth.attrs["params"], indent=2))
+    write_truth(out, truth, truth.attrs["params"])
     return summarize(data)
 
 
