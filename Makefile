@@ -16,7 +16,7 @@ else
 API_KEY := $(LEADSCORE_API_KEYS)
 endif
 
-.PHONY: setup demo demo-data train bento serve serve-source test test-fast browser postgres bench clean
+.PHONY: setup check-port demo demo-data train bento serve serve-source test test-fast browser postgres bench clean
 
 $(BIN)/leadscore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ bento: setup
 	$(BIN)/python -m serving.loader export
 	$(BIN)/bentoml build --output tag
 
+# a busy port is one line and exit code 2 before any long step (stdlib only: runs before setup)
+check-port:
+	@env -u LEADSCORE_DATA $(PYTHON) -m serving.server --port $(PORT)
+
 # serve the built Bento (what `make demo` ends with)
 serve:
+	@LEADSCORE_DATA=$(abspath $(DEMO_DATA)) $(PYTHON) -m serving.server --port $(PORT)
 	@echo "API key for this run: $(API_KEY)"
 	@echo "  curl -s -H 'Authorization: Bearer $(API_KEY)' -H 'Content-Type: application/json' \\"
 	@echo "       -d @docs/score_request.json http://127.0.0.1:$(PORT)/score"
@@ -47,10 +52,10 @@ serve:
 	  $(BIN)/bentoml serve leadscore:latest --host 127.0.0.1 --port $(PORT)
 
 # serve from the source tree and the MLflow registry instead of a built Bento
-serve-source: setup
+serve-source: check-port setup
 	LEADSCORE_API_KEYS=$(API_KEY) LEADSCORE_DATA=$(DEMO_DATA) $(BIN)/leadscore serve --port $(PORT)
 
-demo: train bento serve
+demo: check-port train bento serve
 
 # Debian's chromium renders the HTML reports in the browser tests
 # (a failed install is reported loudly; the browser tests then skip and say why)

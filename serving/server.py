@@ -1,13 +1,21 @@
 """`leadscore serve`: run `bentoml serve serving.service:LeadScoreService` from the
-project root, forwarding SIGINT/SIGTERM to it and returning its exit code."""
+project root, forwarding SIGINT/SIGTERM to it and returning its exit code.
+
+Before anything long starts, `startup_problem` refuses a busy port or an unreadable
+LEADSCORE_DATA in one line (exit code 2); the Makefile's serve targets run the same
+check first: `python -m serving.server --port PORT`."""
 from __future__ import annotations
 
+import argparse
+import errno
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Mapping, Optional
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "serving.service:LeadScoreService"
@@ -18,10 +26,49 @@ def serve_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [str(bentoml_cli), "serve", SERVICE, "--host", host, "--port", str(int(port))]
 
 
+def port_problem(port: int, host: str = "127.0.0.1") -> Optional[str]:
+    """Why the server could not listen on host:port (in use, not allowed), or None."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn sets: TIME_WAIT is fine
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use; stop what listens there or pick another (--port / PORT=)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def data_problem(env: Mapping[str, str]) -> Optional[str]:
+    """Why LEADSCORE_DATA (when set) cannot be read as a canonical tables folder, or None."""
+    value = env.get("LEADSCORE_DATA", "").strip()
+    if not value:
+        return None
+    folder = Path(value)
+    if not folder.is_dir():
+        return f"LEADSCORE_DATA={value}: no such folder"
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return f"LEADSCORE_DATA={value}: folder not readable"
+    meta = folder / "meta.json"
+    if not meta.is_file() or not os.access(meta, os.R_OK):
+        return f"LEADSCORE_DATA={value}: {meta.name} missing or unreadable; run `leadscore ingest` for this folder"
+    return None
+
+
+def startup_problem(port: int, host: str, env: Mapping[str, str]) -> Optional[str]:
+    """The first reason the service would not start (busy port, unreadable data), or None."""
+    return port_problem(port, host) or data_problem(env)
+
+
 def serve(port: int = 3000, host: str = "127.0.0.1") -> int:
-    """Serve until interrupted; returns the server's exit code. Without a configured API
-    key, one is generated for this run and printed (never logged by the service)."""
+    """Serve until interrupted; returns the server's exit code (2 with one line on stderr
+    when the port is busy or LEADSCORE_DATA is unreadable). Without a configured API key,
+    one is generated for this run and printed (never logged by the service)."""
     env = dict(os.environ)
+    problem = startup_problem(port, host, env)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     # the embedded tracking store lives under the caller's cwd: pin it before changing dir
     if not env.get("MLFLOW_TRACKING_URI", "").strip():
         from training.tracking import tracking_uri
@@ -45,3 +92,20 @@ def serve(port: int = 3000, host: str = "127.0.0.1") -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m serving.server --port 3000`: exit 2 with one line if serving could not start."""
+    parser = argparse.ArgumentParser(description="Check that the service could start (port, LEADSCORE_DATA).")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    problem = startup_problem(args.port, args.host, os.environ)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

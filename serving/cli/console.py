@@ -13,6 +13,25 @@ from features.errors import LeadscoreError
 
 console = Console(stderr=True)
 
+THIRD_PARTY = ("mlflow", "bentoml", "lightgbm", "sklearn", "pydantic", "cloudpickle")
+
+
+def quiet_third_party() -> None:
+    """Keep third-party warnings off the console (MLflow's schema hints and CloudPickle notes,
+    library deprecations); called where the CLI starts, never in library code.
+    LEADSCORE_DEBUG=1 shows them."""
+    if os.environ.get("LEADSCORE_DEBUG"):
+        return
+    import logging
+    import warnings
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow configures its loggers
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"(?s).*(Hint: Inferred schema|CloudPickle|cloudpickle)")
+    for module in THIRD_PARTY:
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+
 
 def readable_errors(fn: Callable) -> Callable:
     """Turn exceptions into a one-line message and a non-zero exit code."""

@@ -11,6 +11,8 @@ from serving.cli.console import console, fmt, progress_steps
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
 
 TRAIN_STEPS = 7
+EVALUATE_STEPS = 4
+SCORE_STEPS = 4
 
 
 def pandas_frequency(freq: str) -> str:
@@ -103,11 +105,16 @@ def evaluate(
     from training.registry import check_model_data
     from training.run import evaluate as evaluate_model
 
-    dataset = read_dataset(data)
-    version = check_model_data(model_name, version, dataset.meta, str(data))
-    out = evaluate_model(dataset, model_name=model_name, version=version, as_of=as_of)
-    if metrics_out is not None:
-        write_output(out, metrics_out)
+    with progress_steps(total=EVALUATE_STEPS) as step:
+        step("read data")
+        dataset = read_dataset(data)
+        step("check the model against the data")
+        version = check_model_data(model_name, version, dataset.meta, str(data))
+        step("score and measure")
+        out = evaluate_model(dataset, model_name=model_name, version=version, as_of=as_of)
+        if metrics_out is not None:
+            step("write metrics")
+            write_output(out, metrics_out)
     console.print_json(json.dumps(out, default=str))
 
 
@@ -143,8 +150,13 @@ def score(
     from training.scoring import score as score_deals
 
     check_suffix(out, FRAME_SUFFIXES)
-    dataset = read_dataset(data)
-    version = check_model_data(model_name, None, dataset.meta, str(data))
-    frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
-    write_output(frame, out)
+    with progress_steps(total=SCORE_STEPS) as step:
+        step("read data")
+        dataset = read_dataset(data)
+        step("check the model against the data")
+        version = check_model_data(model_name, None, dataset.meta, str(data))
+        step("score open deals")
+        frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
+        step("write scores")
+        write_output(frame, out)
     console.print(f"{len(frame):,} deals scored -> {out}")

@@ -77,3 +77,92 @@ def test_write_output_by_suffix(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())[0]["top_factors"] == [{"feature": "x", "impact": 0.1}]
     write_output({"auc": 0.8, "at": pd.Timestamp("2024-01-01")}, tmp_path / "m" / "metrics.json")
     assert json.loads((tmp_path / "m" / "metrics.json").read_text()) == {"auc": 0.8, "at": "2024-01-01 00:00:00"}
+
+
+def test_version_matches_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    version = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["version"]
+    assert invoke("--version").strip() == f"leadscore {version}"
+
+
+def test_license_file_matches_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
+    text = (root / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+
+
+def test_every_command_help_ends_with_an_example():
+    from serving.cli import EXAMPLES
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert names == set(EXAMPLES)
+    for name in names:
+        assert f"Example: leadscore {name}" in invoke(name, "--help").replace("LEADSCORE_DATA=data/demo ", "")
+
+
+@pytest.fixture
+def busy_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_busy_port_is_one_line_and_exit_2(busy_port, monkeypatch):
+    monkeypatch.delenv("LEADSCORE_DATA", raising=False)
+    out = CliRunner().invoke(app, ["serve", "--port", str(busy_port)])
+    assert out.exit_code == 2, out.output
+    assert out.output.strip().count("\n") == 0 and "already in use" in out.output and "PORT=" in out.output
+
+
+def test_an_unreadable_data_folder_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    import socket
+
+    from serving.server import startup_problem
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free_port = sock.getsockname()[1]
+    monkeypatch.setenv("LEADSCORE_DATA", str(tmp_path / "nowhere"))
+    out = CliRunner().invoke(app, ["serve", "--port", str(free_port)])
+    assert out.exit_code == 2 and "LEADSCORE_DATA=" in out.output and out.output.strip().count("\n") == 0
+    assert "meta.json" in startup_problem(0, "127.0.0.1", {"LEADSCORE_DATA": str(tmp_path)})
+    assert startup_problem(0, "127.0.0.1", {}) is None
+
+
+def test_the_makefile_check_is_the_same_check(busy_port, capsys):
+    from serving.server import main
+
+    assert main(["--port", str(busy_port)]) == 2
+    assert "already in use" in capsys.readouterr().err
+    assert main(["--port", "0"]) == 0
+
+
+def test_third_party_warnings_stay_off_the_console(monkeypatch):
+    import logging
+    import warnings
+
+    from serving.cli.console import quiet_third_party
+
+    monkeypatch.delenv("LEADSCORE_DEBUG", raising=False)
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "INFO")  # restored after the test
+    level = logging.getLogger("mlflow").level
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_third_party()
+            warnings.warn("Hint: Inferred schema contains integer column(s).", UserWarning)
+            warnings.warn("serialized using CloudPickle", UserWarning)
+            warnings.warn("our own warning", UserWarning)
+        assert [str(w.message) for w in caught] == ["our own warning"]
+        assert logging.getLogger("mlflow").level == logging.ERROR
+    finally:
+        logging.getLogger("mlflow").setLevel(level)
