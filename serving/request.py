@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 
 from serving.batching import ScoreBatcher
 from serving.errors import problem
-from serving.schemas import score_response_json
+from serving.schemas import DEAL_FIELDS, score_response_json
+from serving.unknown_fields import unknown_deal_keys
 from training.compiled import CompiledPredictor, Explain, Scores
 from training.request import category_warnings, check_request
 
@@ -33,6 +34,8 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
         return problem(422, checked.summary(), [e.as_dict() for e in checked.errors])
     scored = await batcher.score(checked.arrays, checked.at, explain)  # with concurrent requests, if any
     warnings = category_warnings(model, checked.arrays)
+    for pos, unknown in unknown_deal_keys(deals, DEAL_FIELDS | set(model.meta.attributes)).items():
+        warnings.setdefault(pos, []).extend(unknown)
     ids = scored["deal_id"]
     # logged once the response is sent (a background task): the client does not wait for the log
     logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),

@@ -18,9 +18,19 @@ from operator import itemgetter, le
 from typing import Annotated, Any, Literal, Optional
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, field_validator
-from pydantic_core import PydanticSerializationError, core_schema, to_json
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, PydanticSerializationError, core_schema, to_json
 from typing_extensions import NotRequired, TypedDict
+
+from serving.unknown_fields import unknown_key_message
 
 Timestamp = dt.datetime  # ISO 8601; a timezone offset is kept (compared as UTC)
 
@@ -29,7 +39,20 @@ STRICT = ConfigDict(allow_inf_nan=False, str_strip_whitespace=True, hide_input_i
 
 
 class _Strict(BaseModel):
-    model_config = STRICT
+    """A request body: an unknown top-level field is a 422 at its own path, naming the close
+    match (`asof` -> "did you mean 'as_of'?"), never silently ignored."""
+
+    model_config = ConfigDict(STRICT, extra="forbid")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any, handler) -> Any:
+        if isinstance(data, dict) and (unknown := sorted(data.keys() - cls.model_fields.keys())):
+            raise ValidationError.from_exception_data(cls.__name__, [
+                {"type": PydanticCustomError("unknown_field", "{message}",
+                                             {"message": unknown_key_message(name, cls.model_fields)}),
+                 "loc": (name,), "input": None} for name in unknown])
+        return handler(data)
 
 
 class StageEntry(TypedDict):
@@ -202,7 +225,8 @@ class ScoredDeal(BaseModel):
     top_factors: Optional[Factors] = Field(None, description="Why: top positive and negative factors.")
     model_version: int = Field(description="Registered model version that produced the score.")
     warnings: list[str] = Field(default_factory=list,
-                                description="Values the model has never seen (scored as unknown).")
+                                description="Values the model has never seen (scored as unknown) and deal "
+                                            "fields that are neither a deal field nor a model attribute (ignored).")
 
 
 class ScoreResponse(BaseModel):

@@ -1,0 +1,22 @@
+"""Names the client sent that the API does not know, with the close match: a 422 for a
+top-level field (`schemas._Strict`), a per-deal warning for a deal key (`request.score_request`)."""
+from __future__ import annotations
+
+from difflib import get_close_matches
+from typing import Collection
+
+
+def unknown_key_message(name: str, known: Collection[str]) -> str:
+    """"unknown field 'asof'; did you mean 'as_of'?" (or the known names when nothing is close)."""
+    close = get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return (f"unknown field '{name}'; did you mean '{close[0]}'?" if close
+            else f"unknown field '{name}'; known fields: {', '.join(sorted(known))}")
+
+
+def unknown_deal_keys(deals: list[dict], known: set[str]) -> dict[int, list[str]]:
+    """{deal position: ["unknown field 'industy'; did you mean 'industry'? (ignored)"]} for the
+    keys outside `known` (the deal fields and the model's attributes)."""
+    if not set().union(*map(dict.keys, deals)) - known:  # the usual case, checked at C speed
+        return {}
+    return {i: [f"{unknown_key_message(k, known)} (ignored)" for k in sorted(deal.keys() - known)]
+            for i, deal in enumerate(deals) if deal.keys() - known}
