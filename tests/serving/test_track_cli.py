@@ -33,10 +33,11 @@ def outlooks():
     return [outlook(predictor, data, origin, PERIODS, "month", config=FAST) for origin in ORIGINS]
 
 
-@pytest.fixture
-def stored(tmp_path, outlooks, monkeypatch):
-    """A SQLite store holding the 12 forecasts; LEADSCORE_STORE_URL points at it."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def stored(request, tmp_path, outlooks, monkeypatch):
+    """A store (SQLite file, or a database on the test PostgreSQL server) holding the 12
+    forecasts; LEADSCORE_STORE_URL points at it."""
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     monkeypatch.setenv(STORE_URL_ENV, url)
     store = open_store(url)
     fingerprint = dataset_fingerprint(models_cache.small_data()[0])
