@@ -23,6 +23,7 @@ from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
 from training.compiled import CompiledPredictor
+from training.forecast.track_record import ForecastRecorder
 
 log = logging.getLogger("leadscore.serving")
 TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)
@@ -50,6 +51,7 @@ class LeadScoreService:
         log.setLevel(self.config.log_level)
         self.predictor, self.version = load_served_predictor(self.config, from_bento=LeadScoreService.bento is not None)
         self._data = None
+        self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
         self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
         self.model.warm()
         self.batcher = ScoreBatcher(self.model, max_deals=self.config.batch_deals)
@@ -83,6 +85,7 @@ class LeadScoreService:
             result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by, targets=goals)
         except LeadscoreError as exc:
             return errors.problem(422, str(exc))
+        self.track_record.record(result, self.config.model_name, self.version, data)
         return {"model_version": self.version, **forecast_dict(result)}
 
     @bentoml.api(route="/pipeline", input_spec=PipelineRequest)

@@ -1,6 +1,6 @@
 """`leadscore`: one typer app; each command is a thin wrapper over a package function.
 
-The commands live by subject (`data`, `models`, `forecast`, `service`); they read the
+The commands live by subject (`data`, `models`, `forecast`, `track`, `service`); they read the
 --data folder, call plain functions of `features` / `training`, and write --out
 (`output.write_output`). User errors (bad data, bad mapping, bad option) print one line
 and exit 2; an unexpected error prints one line too, with the traceback only under
@@ -20,6 +20,7 @@ from serving.cli.data import features, generate, ingest, pipeline
 from serving.cli.forecast import backtest, forecast
 from serving.cli.models import evaluate, promote, rollback, score, train
 from serving.cli.service import serve
+from serving.cli.track import forecast_accuracy
 
 EXAMPLES = {
     "generate": "leadscore generate --deals 20000 --seed 0 --out data/demo",
@@ -33,6 +34,7 @@ EXAMPLES = {
     "pipeline": "leadscore pipeline --data data/demo --group-by team --out pipeline.html",
     "forecast": "leadscore forecast --data data/demo --periods 3 --freq month --out forecast.html",
     "backtest": "leadscore backtest --data data/demo --freq quarter --origins 8 --out backtest.json",
+    "forecast_accuracy": "leadscore forecast-accuracy --data data/demo --freq month --out accuracy.html",
     "serve": "LEADSCORE_DATA=data/demo leadscore serve --port 3000",
 }
 
@@ -54,5 +56,5 @@ def main(_version: Optional[bool] = typer.Option(None, "--version", callback=sho
 
 
 for command in (generate, ingest, features, train, evaluate, promote, rollback, score, pipeline, forecast,
-                backtest, serve):
+                backtest, forecast_accuracy, serve):
     app.command(epilog=f"Example: {EXAMPLES[command.__name__]}")(readable_errors(command))

@@ -32,6 +32,7 @@ def forecast(
     from training.forecast.config import ForecastConfig
     from training.forecast.outlook import outlook
     from training.forecast.report import forecast_dict, log_forecast
+    from training.forecast.track_record import ForecastRecorder
     from training.registry import check_model_data, load_predictor
 
     check_suffix(out, FORECAST_FORMATS)
@@ -41,6 +42,7 @@ def forecast(
                      group_by=group_by, targets=read_targets(targets) if targets else None,
                      config=ForecastConfig(n_sims=sims, seed=seed))
     result.forecast.notes.append(f"model {model_name} v{version}")
+    ForecastRecorder().record(result, model_name, version, dataset)
     write_forecast(result, out)
     summary = {**forecast_dict(result), "out": str(out)}
     if log:

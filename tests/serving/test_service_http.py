@@ -140,7 +140,10 @@ def test_timezone_offsets_are_utc(client, deal):
     assert plain["close_probability"] == shifted["close_probability"]
 
 
-def test_pipeline_and_forecast(client):
+def test_pipeline_and_forecast(client, served):
+    from training.store.connection import open_store
+    from training.store.forecasts import forecasts
+
     pipe = post(client, "/pipeline", {"as_of": AS_OF, "group_by": "team"})
     assert pipe.status_code == 200, pipe.text
     assert pipe.json()["as_of"].startswith("2024-10-01") and pipe.json()["groups"]
@@ -149,6 +152,12 @@ def test_pipeline_and_forecast(client):
     totals = [row for row in fc.json()["forecast"] if row["group"] == "(all)"]
     assert len(totals) == 2 and all(row["p10"] <= row["p50"] <= row["p90"] for row in totals)
     assert "risk" in fc.json()
+    assert not [note for note in fc.json()["notes"] if "track record" in note]
+    store = open_store(f"sqlite:///{served['data_dir'].parent / 'store.db'}")  # beside the service's MLflow db
+    stored = forecasts(store)
+    store.close()
+    assert (stored["as_of"] == pd.Timestamp(AS_OF)).sum() >= 2
+    assert set(stored["model_version"]) == {str(served["version"])}
 
 
 @pytest.mark.parametrize("path,body,field", [

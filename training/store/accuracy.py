@@ -98,4 +98,5 @@ def _abs_pct_error(error: pd.Series, booked: pd.Series) -> pd.Series:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     """JSON-ready rows: ISO dates, None for missing or infinite values."""
-    return json.loads(frame.replace([np.inf, -np.inf], np.nan).to_json(orient="records", date_format="iso"))
+    return json.loads(frame.replace([np.inf, -np.inf], np.nan).to_json(orient="records", date_format="iso",
+                                     double_precision=15))

@@ -1,9 +1,10 @@
 """Opening the store: which database, and an engine tuned for it.
 
 `LEADSCORE_STORE_URL` (any SQLAlchemy URL, e.g. `postgresql+psycopg://user@host/db`) when
-set, else an embedded SQLite file `<cwd>/.leadscore/store.db`, next to the embedded MLflow
-store (`training.tracking.tracking_uri`). Opening migrates the database to the latest
-schema version, so the CLI, the service and the tests never see an old schema.
+set, else an embedded SQLite file `store.db` next to the embedded MLflow database
+(`training.tracking.tracking_uri`; by default both in `<cwd>/.leadscore/`). Opening
+migrates the database to the latest schema version, so the CLI, the service and the
+tests never see an old schema.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import sqlalchemy as sa
 from features.errors import LeadscoreError
 from training.store.schema import migrate
 from training.store.transactions import WRITE
-from training.tracking import EMBEDDED_DIR
+from training.tracking import EMBEDDED_DIR, tracking_uri
 
 STORE_URL_ENV = "LEADSCORE_STORE_URL"
+SQLITE_PREFIX = "sqlite:///"
 SQLITE_BUSY_TIMEOUT_MS = 5000  # the CLI and the service may write to one file at once
 
 
@@ -45,14 +47,20 @@ class Store:
 
 
 def store_url() -> str:
-    """`LEADSCORE_STORE_URL` if set, else the embedded `sqlite:///<cwd>/.leadscore/store.db`
-    (its folder is created here, on first use)."""
+    """`LEADSCORE_STORE_URL` if set, else an embedded SQLite file `store.db` next to the
+    embedded MLflow database (`tracking.tracking_uri()`: `MLFLOW_TRACKING_URI`'s
+    `sqlite:///` file, by default `<cwd>/.leadscore/mlflow.db`); with an MLflow server,
+    `<cwd>/.leadscore/store.db`. Its folder is created here, on first use."""
     url = os.environ.get(STORE_URL_ENV, "").strip()
     if url:
         return url
-    folder = Path.cwd() / EMBEDDED_DIR
+    mlflow_uri = tracking_uri()
+    if mlflow_uri.startswith(SQLITE_PREFIX) and mlflow_uri != SQLITE_PREFIX:
+        folder = Path(mlflow_uri[len(SQLITE_PREFIX):]).parent
+    else:
+        folder = Path.cwd() / EMBEDDED_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'store.db'}"
+    return f"{SQLITE_PREFIX}{folder / 'store.db'}"
 
 
 def open_store(url: str | None = None) -> Store:

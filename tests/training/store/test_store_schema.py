@@ -65,6 +65,11 @@ def test_opening_twice_migrates_once(store_url):
 def test_the_default_store_is_a_sqlite_file_next_to_the_mlflow_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(STORE_URL_ENV, raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert store_url() == f"sqlite:///{tmp_path / '.leadscore' / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    assert store_url() == f"sqlite:///{tmp_path / 'runs' / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert store_url() == f"sqlite:///{tmp_path / '.leadscore' / 'store.db'}"
     monkeypatch.setenv(STORE_URL_ENV, "postgresql+psycopg://u@db.example/leadscore")
     assert store_url() == "postgresql+psycopg://u@db.example/leadscore"
