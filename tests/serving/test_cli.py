@@ -103,7 +103,8 @@ def test_every_command_help_ends_with_an_example():
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert names == set(EXAMPLES)
     for name in names:
-        assert f"Example: leadscore {name}" in invoke(name, "--help").replace("LEADSCORE_DATA=data/demo ", "")
+        command = name.replace("_", "-")  # typer's command name for a function name
+        assert f"Example: leadscore {command}" in invoke(command, "--help").replace("LEADSCORE_DATA=data/demo ", "")
 
 
 @pytest.fixture
