@@ -21,7 +21,7 @@ def forecast(
     freq: str = typer.Option("month", "--freq", help="month or quarter."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="owner, team, region, product, segment, ..."),
     targets: Optional[Path] = typer.Option(None, "--targets", exists=True, dir_okay=False,
-                                           help="CSV: period[,group],target."),
+                                           help="CSV: period[,<group-by column>],target."),
     sims: int = typer.Option(2000, "--sims", min=100, help="Monte Carlo simulations."),
     seed: int = typer.Option(0, "--seed"),
     model_name: str = typer.Option("leadscore", "--model-name"),
@@ -42,7 +42,7 @@ def forecast(
                      group_by=group_by, targets=read_targets(targets) if targets else None,
                      config=ForecastConfig(n_sims=sims, seed=seed))
     result.forecast.notes.append(f"model {model_name} v{version}")
-    ForecastRecorder().record(result, model_name, version, dataset)
+    ForecastRecorder().record(result, model_name, version, dataset)  # the track record, before any output
     write_forecast(result, out)
     summary = {**forecast_dict(result), "out": str(out)}
     if log:
@@ -53,7 +53,9 @@ def forecast(
 
 
 def read_targets(path: Path):
-    """Targets CSV: period (e.g. 2024-07 or 2024Q3), optional group column, target."""
+    """Targets CSV as text: period (e.g. 2024-07 or 2024Q3), an optional group column named
+    like --group-by (per-group targets; without it, company targets), target. Its contents
+    are checked by `training.forecast.targets.checked_targets`, before any simulation."""
     import pandas as pd
 
     try:
@@ -81,13 +83,13 @@ def print_forecast_summary(result: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"forecast as of {result.get('as_of')} ({result.get('value_unit')})")
-    for col in ("period", "expected", "open pipeline", "new deals", "P10", "P50", "P90"):
+    for col in ("period", "closed so far", "rest P50", "landing P10", "landing P50", "landing P90"):
         table.add_column(col)
     from training.forecast.newdeals import ALL
 
     for row in [r for r in result.get("forecast", []) if r.get("group") == ALL]:
         table.add_row(str(row.get("period")), *[_fmt_amount(row.get(k)) for k in
-                                                ("expected", "open_pipeline", "new_deals", "p10", "p50", "p90")])
+                                                ("closed_so_far", "p50", "landing_p10", "landing_p50", "landing_p90")])
     console.print(table)
     for note in result.get("notes", []):
         console.print(f"[dim]{note}[/]")

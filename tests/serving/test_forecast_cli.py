@@ -57,3 +57,10 @@ def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_ur
     local = forecast_dict(outlook(models_cache.small_predictor(), data, AS_OF, periods=2, config=FAST))
     assert written["notes"][-1].startswith("model leadscore v")
     assert {k: v for k, v in written.items() if k != "notes"} == {k: v for k, v in local.items() if k != "notes"}
+    assert written["headline"]["period"] == "2024-06" and written["headline"]["closed_so_far"] > 0
+    # a targets file with a group column needs the matching --group-by: one line, nothing written
+    (tmp_path / "t.csv").write_text("period,region,target\n2024-06,NA,500000\n")
+    bad = CliRunner().invoke(app, ["forecast", "--data", str(folder), "--as-of", AS_OF, "--targets",
+                                   str(tmp_path / "t.csv"), "--no-log", "--out", str(tmp_path / "g.json")])
+    assert bad.exit_code != 0 and "--group-by region" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "g.json").exists()

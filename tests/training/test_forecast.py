@@ -165,6 +165,17 @@ def test_outputs_are_values(by_region):
     assert len(doc["risk"]) == len(by_region.risk)
 
 
+def test_fan_chart_plots_landings_and_one_period_is_a_band(small_data, small_predictor):
+    from training.forecast.report import fan_figure
+
+    result = outlook(small_predictor, small_data[0], AS_OF, periods=1, config=FAST)
+    ax = fan_figure(result.forecast).axes[0]
+    p50 = [line for line in ax.get_lines() if line.get_label() == "P50"][0].get_ydata()
+    assert p50[-1] == pytest.approx(result.forecast.totals()["landing_p50"].iloc[0])
+    widths = [np.ptp(c.get_paths()[0].vertices[:, 0]) for c in ax.collections if c.get_paths()]
+    assert max(widths) > 0
+
+
 def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
     import mlflow
 

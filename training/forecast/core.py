@@ -6,7 +6,9 @@ For each period (the first is the remainder of the period containing the as-of d
 - new deals (`newdeals.NewDealModel`): creation rate x cohort win curve x won-amount
   pool, estimated from data before T only;
 - calibration (`calibration`): bias factors and a common shock from past periods;
-- ranges (`simulation`): a seeded Monte Carlo.
+- ranges (`simulation`): a seeded Monte Carlo;
+- landing: what each period lands at, closed-won so far in it (the bookings rule) + the
+  simulated rest, so a period in progress is comparable with whole past periods.
 Every part values a win with one `bookings.BookingRule`. The risk list and the target
 report are steps after `forecast()` (`outlook.outlook` runs all three).
 """
@@ -23,8 +25,8 @@ from training.forecast.bookings import BookingRule, realised_history
 from training.forecast.calibration import estimate_shock, period_factors
 from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import ALL, NewDealModel
-from training.forecast.periods import check_as_of, make_periods
-from training.forecast.simulation import simulate, summarise
+from training.forecast.periods import FREQS, check_as_of, make_periods
+from training.forecast.simulation import Simulation, simulate, summarise
 from training.forecast.valuation import OpenPipeline, open_pipeline, with_expectations
 
 MAX_GROUPS = 500
@@ -36,7 +38,7 @@ class Forecast:
     as_of: pd.Timestamp
     freq: str
     periods: pd.DataFrame  # period, start, end, partial
-    table: pd.DataFrame  # one row per (period, group): expected, open_pipeline, new_deals, p10, p50, p90
+    table: pd.DataFrame  # per (period, group): expected, open_pipeline, new_deals, p10/50/90, closed_so_far, landing_*
     deals: pd.DataFrame  # open deals: amount, probability, bias-corrected expected value per period (exp_k)
     shock: dict
     new_deals: NewDealModel  # fitted, new-win values bias-corrected
@@ -44,6 +46,7 @@ class Forecast:
     known: CanonicalData = field(repr=False)  # the tables as known at as_of: the steps after the forecast read them
     group_by: str | None = None
     history: pd.DataFrame | None = None  # realised bookings of past periods (for the chart)
+    sims: Simulation | None = field(default=None, repr=False)  # the draws behind every range (and the targets)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -69,12 +72,31 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
     factors = period_factors(shock, per, freq)
     deals = with_expectations(pipe.deals, factors)
     new_deals = fitted.scaled(shock["new_factor"])
-    sims = simulate(deals, new_deals, per, factors, config, shock["relative_sd"])
+    closed = closed_so_far(known, as_of, per, freq, group_by, pipe.rule)
+    groups = sorted(set(deals["group"]) | set(new_deals.pool_["group"]) | set(closed.index))
+    sims = simulate(deals, new_deals, per, factors, config, shock["relative_sd"], groups, closed)
     return Forecast(as_of=as_of, freq=freq, periods=per, table=summarise(deals, new_deals, per, sims, group_by),
                     deals=deals, shock=shock, new_deals=new_deals, booking_rule=pipe.rule, known=known,
-                    group_by=group_by,
+                    group_by=group_by, sims=sims,
                     history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, pipe.rule),
                     notes=_notes(per, predictor, as_of, pipe))
+
+
+def closed_so_far(known: CanonicalData, as_of: pd.Timestamp, per: pd.DataFrame, freq: str,
+                  group_by: str | None, rule: BookingRule) -> pd.DataFrame:
+    """Booked value (the bookings rule) of the deals won in each period up to `as_of`,
+    one row per group and one column per period: non-zero only in a period in progress."""
+    deals = known.deals
+    start = pd.Period(per["period"].iloc[0], FREQS[freq]).start_time
+    won = ((deals["outcome"] == "won") & (deals["closed_at"] >= start) & (deals["closed_at"] <= as_of)).fillna(False)
+    won = won.to_numpy(dtype=bool)
+    group = deals.loc[won, group_by].astype("string").fillna("(none)").astype(str) if group_by else \
+        pd.Series(ALL, index=deals.index[won])
+    amount = deals.loc[won, "amount"] if "amount" in deals else pd.Series(float("nan"), index=group.index)
+    first = rule.booked(amount).groupby(group).sum()
+    out = pd.DataFrame(0.0, index=first.index, columns=range(len(per)))
+    out[0] = first
+    return out
 
 
 def check_group(data: CanonicalData, group_by: str | None) -> None:
@@ -94,7 +116,8 @@ def _notes(per: pd.DataFrame, predictor, as_of: pd.Timestamp, pipe: OpenPipeline
     notes = []
     if per["partial"].iloc[0]:
         notes.append(f"the first period {per['period'].iloc[0]} is the remainder of the current period: from "
-                     f"{as_of} to {per['end'].iloc[0]} (wins closed earlier in it are not forecast; see targets)")
+                     f"{as_of} to {per['end'].iloc[0]}; its landing (landing_p10/p50/p90) adds the wins closed "
+                     f"earlier in it (closed_so_far)")
     if pipe.rule.counts_deals:
         notes.append("no deal amounts in the data: the forecast counts won deals, not money")
     elif pipe.amount_imputed:

@@ -8,9 +8,10 @@ import pandas as pd
 
 from features.schema import CanonicalData
 from training.forecast.config import ForecastConfig
-from training.forecast.core import Forecast, forecast
+from training.forecast.core import Forecast, check_group, forecast
+from training.forecast.periods import check_as_of, make_periods
 from training.forecast.risk import risk_list
-from training.forecast.targets import TargetReport, target_report
+from training.forecast.targets import TargetReport, checked_targets, target_report
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,13 @@ class Outlook:
 def outlook(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str = "month",
             group_by: str | None = None, targets: pd.DataFrame | None = None,
             config: ForecastConfig | None = None) -> Outlook:
-    """The forecast from `as_of`, its risk list and, given `targets` (period[, group], target), the target report."""
+    """The forecast from `as_of`, its risk list and, given `targets` (period[, group], target), the target report.
+    A bad targets frame is an error raised before anything is simulated."""
     config = config or ForecastConfig()
+    if targets is not None:
+        check_group(data, group_by)
+        per = make_periods(check_as_of(data, as_of), periods, freq)
+        targets = checked_targets(targets, per, freq, group_by, data.deals[group_by] if group_by else None)
     fc = forecast(predictor, data, as_of, periods, freq, group_by=group_by, config=config)
     risk = risk_list(fc.deals, fc.known, fc.as_of, fc.periods.iloc[0], config.low_probability, config.quiet_days)
     report = None if targets is None else target_report(targets, fc)

@@ -14,11 +14,15 @@ import pandas as pd
 
 from features.jsonsafe import json_safe
 from training.forecast.core import Forecast
+from training.forecast.newdeals import ALL
 from training.forecast.outlook import Outlook
 
 PARTS = ("open_pipeline = deals open at the as-of date; new_deals = deals not created yet that are created and won "
          "inside the period; expected = their sum (analytic expectation); p10/p50/p90 = Monte Carlo quantiles of "
-         "the total")
+         "that rest of the period; closed_so_far = closed-won in the period up to the as-of date; landing_expected "
+         "and landing_p10/p50/p90 = closed_so_far + the rest (quantiles of the simulated landings)")
+HEADLINE_COLUMNS = ("period", "partial", "closed_so_far", "expected", "landing_expected", "landing_p10",
+                    "landing_p50", "landing_p90")
 RANGES = ("Monte Carlo over deal outcomes, close timing (log-normal time to a won close) and Poisson new-win counts, "
           "plus one common shock per simulation")
 
@@ -29,7 +33,7 @@ def forecast_dict(result: Outlook) -> dict:
     """Everything in the forecast, its risk list and target report as JSON-ready data."""
     fc = result.forecast
     out = {"as_of": fc.as_of, "freq": fc.freq, "value_unit": fc.value_unit, "group_by": fc.group_by,
-           "notes": fc.notes, "periods": fc.periods.to_dict("records"),
+           "headline": headline(result), "notes": fc.notes, "periods": fc.periods.to_dict("records"),
            "forecast": fc.table.to_dict("records"), "parts": PARTS,
            "ranges": {"method": RANGES, **{k: v for k, v in fc.shock.items() if k != "history"},
                       "history": fc.shock.get("history")},
@@ -40,6 +44,19 @@ def forecast_dict(result: Outlook) -> dict:
     if result.targets is not None:
         out["target_definitions"] = result.targets.definitions()
     return json_safe(out)
+
+
+def headline(result: Outlook) -> dict:
+    """Where the first period (the one in progress, when partial) lands: closed so far +
+    the rest, with its range, and P(hit target) when there is a company target for it."""
+    first = result.forecast.totals().iloc[0]
+    out = {k: first[k] for k in HEADLINE_COLUMNS}
+    if result.targets is not None:
+        t = result.targets.table
+        hit = t.loc[(t["period"] == first["period"]) & (t["group"] == ALL)]
+        if len(hit):
+            out.update(target=hit["target"].iloc[0], p_hit_target=hit["p_hit_target"].iloc[0])
+    return out
 
 
 def forecast_table(result: Outlook) -> pd.DataFrame:
@@ -53,7 +70,9 @@ def forecast_table(result: Outlook) -> pd.DataFrame:
 # ---- chart and HTML -------------------------------------------------------------------------
 
 def fan_figure(fc: Forecast):
-    """Actuals of past periods, then the P10-P90 band and P50 of the forecast periods."""
+    """Whole-period actuals of past periods, then the landing's P10-P90 band and P50 of the
+    forecast periods (a period in progress lands at closed so far + the rest). With one
+    forecast period the band is drawn as a bar around its point."""
     from training.plots import forecast_fan
 
     hist = fc.history if fc.history is not None else pd.DataFrame(columns=["period", "actual", "so_far"])
@@ -62,10 +81,15 @@ def fan_figure(fc: Forecast):
     periods = list(past["period"]) + list(totals["period"])
     freq = "M" if fc.freq == "month" else "Q"
     nan = [np.nan] * len(past)
-    fig = forecast_fan(pd.PeriodIndex(periods, freq=freq), nan + list(totals["p10"]), nan + list(totals["p50"]),
-                       nan + list(totals["p90"]), actuals=list(past["actual"]) + [np.nan] * len(totals),
-                       title=f"Bookings forecast as of {fc.as_of.date()}",
+    index = pd.PeriodIndex(periods, freq=freq)
+    low, mid, high = (nan + list(totals[f"landing_{q}"]) for q in ("p10", "p50", "p90"))
+    fig = forecast_fan(index, low, mid, high, actuals=list(past["actual"]) + [np.nan] * len(totals),
+                       title=f"Bookings forecast as of {fc.as_of.date()} (landing per period)",
                        ylabel="won deals" if fc.value_unit == "won deals" else "bookings")
+    if len(totals) == 1:  # fill_between over one x is invisible: draw the band as a bar
+        x = index.to_timestamp()[-1]
+        half = pd.Timedelta(days=8 if fc.freq == "month" else 20)
+        fig.axes[0].fill_between([x - half, x + half], [low[-1]] * 2, [high[-1]] * 2, alpha=0.25, color="C0")
     return fig
 
 
@@ -89,19 +113,21 @@ def forecast_html(result: Outlook) -> str:
     fc = result.forecast
     chart = png_base64(fan_figure(fc))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in fc.notes)
-    cols = ["period", "start", "end", "partial", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90"]
+    cols = ["period", "start", "end", "partial", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90",
+            "closed_so_far", "landing_p10", "landing_p50", "landing_p90"]
     targets = ""
     if result.targets is not None:
         defs = result.targets.definitions()
-        targets = (f"<h2>Targets and coverage</h2><p>{html.escape(str(defs['pipeline_coverage']))}</p>"
-                   f"<p>{html.escape(str(defs['leads_needed']))}</p>{_table_html(result.targets.table)}")
+        said = "".join(f"<li>{html.escape(v)}</li>" for v in defs.values() if isinstance(v, str))
+        targets = f"<h2>Targets and coverage</h2><ul>{said}</ul>{_table_html(result.targets.table)}"
     shock = fc.shock
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Revenue forecast {fc.as_of.date()}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
 <h1>Revenue forecast as of {fc.as_of.date()}</h1>
 <p>Value: {html.escape(fc.value_unit)}. Open pipeline = deals open at the as-of date; new deals = deals not created yet
-that will be created and won inside the period. P10/P50/P90 from {html.escape(str(shock.get('method')))} Monte Carlo
+that will be created and won inside the period. Landing = closed-won so far in the period + that rest; the chart
+compares landings with whole-period actuals. P10/P50/P90 from {html.escape(str(shock.get('method')))} Monte Carlo
 (common shock {shock.get('relative_sd', 0):.3f}, bias factors open {shock.get('open_factor', 1):.3f},
 new {shock.get('new_factor', 1):.3f}).</p><ul>{notes}</ul>
 <img alt="fan chart" src="data:image/png;base64,{chart}">
@@ -125,7 +151,8 @@ def log_forecast(result: Outlook, params: dict) -> str:
     with start_run(EXPERIMENT, run_name=f"forecast {fc.as_of.date()}", tags={"leadscore.kind": "forecast"}) as run:
         mlflow.log_params({k: str(v) for k, v in params.items()})
         for _, r in fc.totals().iterrows():
-            for col in ("expected", "open_pipeline", "new_deals", "p10", "p50", "p90"):
+            for col in ("expected", "open_pipeline", "new_deals", "p10", "p50", "p90", "closed_so_far", "landing_p10",
+                        "landing_p50", "landing_p90"):
                 mlflow.log_metric(f"{col}_{r['period'].replace('-', '_')}", float(r[col]))
         mlflow.log_figure(fan_figure(fc), "plots/forecast_fan.png")
         mlflow.log_dict(forecast_dict(result), "forecast.json")

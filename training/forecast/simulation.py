@@ -5,9 +5,15 @@ new-win counts, plus a common shock per simulation (see `training.forecast.calib
 deals are not independent in real life (a slow quarter hits every deal), and intervals
 that assume they are come out too narrow. The expectation reported is the analytic one
 (no shock), so roll-ups add up to it exactly.
+
+A period's landing is what was closed-won in it up to the as-of date (the same in every
+simulation) plus the simulated rest; its quantiles are quantiles of the simulated
+landings, never sums of quantiles. `Simulation` keeps the draws so that the target
+report reads the very simulation the forecast summarises.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -21,20 +27,51 @@ from training.forecast.valuation import LOGQ
 from training.models import lognormal_params
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """Simulated bookings per (simulation, group, period) and what was closed so far."""
+
+    groups: list[str]
+    open: np.ndarray  # (n_sims, n_groups, n_periods): the open pipeline's wins
+    new: np.ndarray  # (n_sims, n_groups, n_periods): wins of deals not created yet
+    closed: np.ndarray  # (n_groups, n_periods): closed-won so far (bookings rule), the same in every simulation
+
+    def _mask(self, group: str) -> np.ndarray:
+        return np.ones(len(self.groups), bool) if group == ALL else np.asarray(self.groups) == group
+
+    def rest(self, group: str = ALL) -> np.ndarray:
+        """(n_sims, n_periods): bookings still to come, for one group or all (`ALL`)."""
+        m = self._mask(group)
+        return (self.open[:, m] + self.new[:, m]).sum(axis=1)
+
+    def open_pipeline(self, group: str = ALL) -> np.ndarray:
+        """(n_sims, n_periods): the open pipeline's part of the rest."""
+        return self.open[:, self._mask(group)].sum(axis=1)
+
+    def closed_so_far(self, group: str = ALL) -> np.ndarray:
+        """(n_periods,): closed-won so far."""
+        return self.closed[self._mask(group)].sum(axis=0)
+
+    def landing(self, group: str = ALL) -> np.ndarray:
+        """(n_sims, n_periods): closed so far + the simulated rest."""
+        return self.closed_so_far(group)[None, :] + self.rest(group)
+
+
 def simulate(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, period_factors: Sequence[float],
-             config: ForecastConfig, relative_sd: float) -> dict:
+             config: ForecastConfig, relative_sd: float, groups: list[str], closed: pd.DataFrame) -> Simulation:
     """Simulated bookings (n_sims, n_groups, n_periods) for the open pipeline and new deals.
 
     One standard-normal draw z per simulation moves both parts together: a logit shift
     of every open deal's P(won) of size relative_sd / mean(1 - p) (so the expected
     open-pipeline bookings move by about relative_sd x z) and a creation multiplier
-    exp(relative_sd z - relative_sd^2 / 2) (mean 1) on the new-win counts."""
+    exp(relative_sd z - relative_sd^2 / 2) (mean 1) on the new-win counts. `groups` must
+    hold every group of `pipe`, of the new-deal pool and of `closed` (group x period)."""
     rng = np.random.default_rng([int(config.seed), 11])
-    groups = sorted(set(pipe["group"]) | set(newm.pool_["group"]))
     z = rng.standard_normal(config.n_sims)
     open_sims = _simulate_open(pipe, per, period_factors, groups, z, relative_sd, config, rng)
     new_sims = _simulate_new(newm, per, groups, z, relative_sd, config, rng)
-    return {"groups": groups, "open": open_sims, "new": new_sims}
+    closed_so_far = closed.reindex(index=groups, columns=range(len(per))).fillna(0.0).to_numpy()
+    return Simulation(groups=list(groups), open=open_sims, new=new_sims, closed=closed_so_far)
 
 
 def _logit_shift_scale(pipe: pd.DataFrame, relative_sd: float) -> float:
@@ -91,11 +128,12 @@ def _simulate_new(newm: NewDealModel, per: pd.DataFrame, groups: list[str], z: n
     return out
 
 
-def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: dict,
+def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: Simulation,
               group_by: str | None) -> pd.DataFrame:
     """Rows per (period, group) plus the total (group "(all)"): analytic expectations
-    (open pipeline, new deals, their sum) and simulated P10/P50/P90."""
-    groups = sims["groups"]
+    (open pipeline, new deals, their sum), simulated P10/P50/P90 of the rest of the
+    period, closed-won so far and the simulated landing's P10/P50/P90."""
+    groups = sims.groups
     n_per = len(per)
     exp_open = pipe.groupby("group")[[f"exp_{k}" for k in range(n_per)]].sum().reindex(groups).fillna(0.0).to_numpy()
     expected = newm.expected_wins(pd.DatetimeIndex(per["start"]), pd.DatetimeIndex(per["end"]))
@@ -103,19 +141,19 @@ def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: d
     for s_idx, segment in enumerate(newm.segments_):
         share = newm.value_by_group(segment).reindex(groups).fillna(0.0).to_numpy()
         exp_new += share[:, None] * expected[s_idx][None, :]
-    total = sims["open"] + sims["new"]
-    rows = []
-    for k, prow in per.iterrows():
-        def row(group, e_open, e_new, draws):
-            q = np.quantile(draws, [0.1, 0.5, 0.9])
-            return {"period": prow["period"], "start": prow["start"], "end": prow["end"],
-                    "partial": bool(prow["partial"]), "group": group, "expected": e_open + e_new,
-                    "open_pipeline": e_open, "new_deals": e_new, "p10": q[0], "p50": q[1], "p90": q[2],
-                    "open_pipeline_p10": np.quantile(draws_open, 0.1), "open_pipeline_p90": np.quantile(draws_open, 0.9)}
-        draws_open = sims["open"][:, :, k].sum(axis=1)
-        rows.append(row(ALL, float(exp_open[:, k].sum()), float(exp_new[:, k].sum()), total[:, :, k].sum(axis=1)))
-        if group_by:
-            for g_idx, group in enumerate(groups):
-                draws_open = sims["open"][:, g_idx, k]
-                rows.append(row(group, float(exp_open[g_idx, k]), float(exp_new[g_idx, k]), total[:, g_idx, k]))
-    return pd.DataFrame(rows)
+    shown = [ALL] + (list(groups) if group_by else [])
+    frames = []
+    for group in shown:
+        mask = np.ones(len(groups), bool) if group == ALL else np.asarray(groups) == group
+        rest, landing = sims.rest(group), sims.landing(group)
+        q, lq = np.quantile(rest, [0.1, 0.5, 0.9], axis=0), np.quantile(landing, [0.1, 0.5, 0.9], axis=0)
+        oq = np.quantile(sims.open_pipeline(group), [0.1, 0.9], axis=0)
+        e_open, e_new, closed = exp_open[mask].sum(axis=0), exp_new[mask].sum(axis=0), sims.closed_so_far(group)
+        frames.append(pd.DataFrame({
+            "period": per["period"], "start": per["start"], "end": per["end"], "partial": per["partial"].astype(bool),
+            "group": group, "expected": e_open + e_new, "open_pipeline": e_open, "new_deals": e_new,
+            "p10": q[0], "p50": q[1], "p90": q[2], "open_pipeline_p10": oq[0], "open_pipeline_p90": oq[1],
+            "closed_so_far": closed, "landing_expected": closed + e_open + e_new,
+            "landing_p10": lq[0], "landing_p50": lq[1], "landing_p90": lq[2], "_k": np.arange(n_per)}))
+    table = pd.concat(frames, ignore_index=True)  # group-major: reorder period-major, the total first
+    return table.sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
