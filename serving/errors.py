@@ -54,6 +54,35 @@ class SchemaErrorLogFilter(logging.Filter):
         return True
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+ESCAPED_LOGGERS = ("leadscore.serving", "bentoml.access", BENTOML_APP_LOGGER)
+
+
+def escape_control(text: str) -> str:
+    """Control characters as visible escapes: a deal id or path with a newline cannot start
+    a forged log line."""
+    return text.translate(_CONTROL)
+
+
+class ControlCharLogFilter(logging.Filter):
+    """Formats the record's message once and escapes its control characters (the message
+    only: a traceback's own newlines stay)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = escape_control(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
+def escape_log_lines() -> None:
+    """Installs `ControlCharLogFilter` on the service's loggers and BentoML's request loggers
+    (a logger's filter sees only its own records, so each is named)."""
+    for name in ESCAPED_LOGGERS:
+        logging.getLogger(name).addFilter(ControlCharLogFilter())
+
+
 # --- ASGI: body limit and schema-error reshaping -------------------------------------
 
 class RequestGuardMiddleware:
