@@ -48,6 +48,11 @@ def _parse_time(value):
             return _BAD
     if not isinstance(value, dt.datetime):
         return _BAD
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:  # an offset crossing year 1 or 9999: no datetime holds it in UTC
+            return _BAD
     return pd.Timestamp(value).to_pydatetime() if isinstance(value, pd.Timestamp) else value
 
 

@@ -86,7 +86,8 @@ def escape_log_lines() -> None:
 # --- ASGI: body limit and schema-error reshaping -------------------------------------
 
 class RequestGuardMiddleware:
-    """413 for bodies over `max_body_bytes` (declared or streamed); BentoML's 400 for a
+    """415 for multipart bodies (BentoML would try to read them as files: a 500), 413 for
+    bodies over `max_body_bytes` (declared or streamed); BentoML's 400 for a
     schema error becomes 422 with field paths (400 stays for JSON that does not parse)."""
 
     def __init__(self, app, max_body_bytes: int):
@@ -96,7 +97,11 @@ class RequestGuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or is_open_path(scope["path"]):
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+            return await send_json(send, 415, {"error": "the body must be JSON (Content-Type: application/json), "
+                                                        "not multipart form data", "errors": []})
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             return await self._too_large(send)
         chunks, size, more = [], 0, True

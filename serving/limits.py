@@ -7,7 +7,8 @@ a short queue, a timeout, and a size budget, so one API key cannot run the host 
   killed, so its slot stays taken until the work ends: abandoned work still counts against the
   limit, which is what bounds the memory (the 16-requests-at-8-GB case).
 - `forecast_size_error`: groups x periods x simulations over the budget is a 413 naming the limit.
-- `as_of_error`: an as-of outside the dataset is a 422 naming `as_of`.
+- `as_of_error`: an as-of outside the dataset is a 422 naming `as_of` (`score_as_of_error`: one
+  too late for close-date estimates).
 """
 from __future__ import annotations
 
@@ -73,6 +74,18 @@ def forecast_size_error(data, group_by: str | None, periods: int, n_sims: int, b
     return problem(413, f"forecast of {groups} groups x {periods} periods x {n_sims} simulations = {size:,} cells; "
                         f"the limit is {budget:,} (LEADSCORE_FORECAST_BUDGET): ask for fewer periods or a coarser "
                         f"group_by", [{"field": "periods", "message": f"{size:,} cells over the limit of {budget:,}"}])
+
+
+LATEST_SCORE_AS_OF = pd.Timestamp("9899-12-31")  # leaves a century for close-date estimates
+
+
+def score_as_of_error(at: pd.Timestamp) -> JSONResponse | None:
+    """422 naming `as_of` when its close-date estimates could pass year 9999 (they would fail
+    the response schema, a field the server produced)."""
+    if at <= LATEST_SCORE_AS_OF:
+        return None
+    message = f"as_of {at.date()} leaves no room for close-date estimates: at most {LATEST_SCORE_AS_OF.date()}"
+    return problem(422, message, [{"field": "as_of", "message": message}])
 
 
 def as_of_error(at: pd.Timestamp, data_start: pd.Timestamp, data_end: pd.Timestamp) -> JSONResponse | None:

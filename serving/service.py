@@ -82,6 +82,8 @@ class LeadScoreService:
             at = None if as_of is None else parse_as_of(as_of)
         except InvalidDate as exc:
             return errors.problem(422, str(exc), [{"field": "as_of", "message": str(exc)}])
+        if at is not None and (late := limits.score_as_of_error(at)) is not None:
+            return late
         # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
         return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version)
 

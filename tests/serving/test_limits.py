@@ -195,3 +195,74 @@ def test_a_connection_without_complete_headers_is_closed():
         return protocol.transport.closed
 
     assert asyncio.run(run())
+
+
+# --- the other 500 cases, now 4xx ----------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["created_at", "expected_close_date"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00"])
+def test_deal_dates_crossing_year_one_or_9999_are_field_errors(data, records, field, value):
+    from serving.schemas import ScoreRequest
+
+    deal = dict(records[0], **{field: value})
+    deal.pop("stage_history", None)
+    parsed = list(ScoreRequest.model_validate({"deals": [deal]}).deals)
+    paths = [r.path for r in payload_arrays(parsed, data.meta).rejects]
+    assert f"deals[0].{field}" in paths
+
+
+def test_stage_entered_at_crossing_year_one_is_a_schema_error(records):
+    from pydantic import ValidationError
+
+    from serving.schemas import ScoreRequest
+
+    deal = dict(records[0], stage_entered_at="0001-01-01T00:30:00+01:00")
+    with pytest.raises(ValidationError, match="out of range in UTC"):
+        ScoreRequest.model_validate({"deals": [deal]})
+
+
+def test_score_as_of_too_late_for_close_dates_is_422(service):
+    r = asyncio.run(service.score(deals=[{"deal_id": "a"}], as_of="9999-12-31"))
+    assert r.status_code == 422 and _body(r)["errors"][0]["field"] == "as_of"
+
+
+def test_multipart_bodies_are_415():
+    from serving.errors import RequestGuardMiddleware
+
+    sent = []
+
+    async def app(scope, receive, send):
+        raise AssertionError("not reached")
+
+    async def receive():
+        return {"type": "http.request", "body": b"--x--", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/score", "headers": [(b"content-type", b"multipart/form-data; boundary=x")]}
+    asyncio.run(RequestGuardMiddleware(app, max_body_bytes=1000)(scope, receive, send))
+    assert sent[0]["status"] == 415
+
+
+def test_a_few_deals_with_huge_histories_are_scored_off_the_loop():
+    from serving.batching import INLINE_CHILD_ROWS, ScoreBatcher, child_rows
+
+    class Scorer:
+        def score_arrays(self, arrays, at, explain):
+            return {"thread": threading.get_ident()}
+
+    class Arrays:
+        events = {"deal": np.zeros(INLINE_CHILD_ROWS + 1, "int64")}
+        activities = None
+
+        def __len__(self):
+            return 1
+
+    async def run():
+        batcher = ScoreBatcher(Scorer())
+        return threading.get_ident(), await batcher.score(Arrays(), np.zeros(1), False)
+
+    assert child_rows(Arrays()) == INLINE_CHILD_ROWS + 1
+    loop_thread, scored = asyncio.run(run())
+    assert scored["thread"] != loop_thread
