@@ -44,7 +44,11 @@ class EndpointLimiter:
             return self._busy(f"{self.name}: {self.running} running and {self.queued} queued requests "
                               f"(LEADSCORE_HEAVY_CONCURRENCY, LEADSCORE_HEAVY_QUEUE); retry later")
         self._admitted += 1
-        await self._slots.acquire()
+        try:
+            await self._slots.acquire()
+        except BaseException:  # the client went away while queued: its place is free again
+            self._admitted -= 1
+            raise
         done = asyncio.get_running_loop().run_in_executor(self._threads, work)
         done.add_done_callback(self._release)  # when the work really ends, not when the client gives up
         try:

@@ -266,3 +266,21 @@ def test_a_few_deals_with_huge_histories_are_scored_off_the_loop():
     assert child_rows(Arrays()) == INLINE_CHILD_ROWS + 1
     loop_thread, scored = asyncio.run(run())
     assert scored["thread"] != loop_thread
+
+
+def test_a_request_cancelled_while_queued_frees_its_place():
+    async def run():
+        limiter = limits.EndpointLimiter("forecast", running=1, queued=1, timeout_s=5)
+        release = threading.Event()
+        first = asyncio.create_task(limiter.run(lambda: release.wait(5) and "first"))
+        await asyncio.sleep(0.02)
+        queued = asyncio.create_task(limiter.run(lambda: "never"))
+        await asyncio.sleep(0.02)
+        queued.cancel()
+        await asyncio.sleep(0.02)
+        again = asyncio.create_task(limiter.run(lambda: "again"))  # not refused: the cancelled one left
+        await asyncio.sleep(0.02)
+        release.set()
+        return await first, await again
+
+    assert asyncio.run(run()) == ("first", "again")
