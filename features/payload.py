@@ -67,7 +67,8 @@ def payload_arrays(records: list[dict], meta: DatasetMeta) -> CheckedPayload:
         else (empty_events(), (np.zeros(0, "int64"), np.zeros(0, TIMESTAMP_DTYPE)))
     activities = _payload_activities(records, created, deals.rejected, rejects) if not meta.static else None
     arrays = DealArrays(deal_id=np.array(deals.ids, dtype=object), created_at=created, amount=amount,
-                        fields=fields, events=events, activities=activities)
+                        fields=fields, events=events, activities=activities,
+                        activity_known=None if activities is None else _activity_known(records))
     facts = {"created_at": (np.arange(len(records)), created), "stage_history": event_facts}
     if activities is not None:
         facts["activities"] = (activities["deal"], activities["occurred_at"])
@@ -205,6 +206,13 @@ def _implied_entry(rec: dict) -> list[dict]:
         return []
     return [{"stage": rec.get("stage"), "entered_at": rec.get("stage_entered_at") or rec.get("created_at"),
              "amount": rec.get("amount"), "expected_close_date": rec.get("expected_close_date")}]
+
+
+def _activity_known(records: list[dict]) -> np.ndarray | None:
+    """Per deal, whether it sent its activities (a list, maybe empty): a deal without the key
+    has unknown activities whatever the other deals of the request sent. None: all known."""
+    known = np.fromiter(("activities" in rec for rec in records), dtype=bool, count=len(records))
+    return None if known.all() else known
 
 
 def _payload_activities(records: list[dict], created: np.ndarray, rejected: np.ndarray,

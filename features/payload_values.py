@@ -48,6 +48,11 @@ def _parse_time(value):
             return _BAD
     if not isinstance(value, dt.datetime):
         return _BAD
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:  # an offset crossing year 1 or 9999: no datetime holds it in UTC
+            return _BAD
     return pd.Timestamp(value).to_pydatetime() if isinstance(value, pd.Timestamp) else value
 
 
@@ -71,7 +76,7 @@ def child_numbers(values: list) -> tuple[np.ndarray, np.ndarray]:
     checked with the deal."""
     try:
         return np.array(values, dtype="float64"), np.zeros(len(values), dtype=bool)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return numbers(values)
 
 
@@ -80,7 +85,7 @@ def numbers(values: list) -> tuple[np.ndarray, np.ndarray]:
     if str not in set(map(type, values)):  # the usual case: numbers and None
         try:
             return np.array(values, dtype="float64"), np.zeros(len(values), dtype=bool)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float64
             pass
     out = np.full(len(values), np.nan)
     bad = np.zeros(len(values), dtype=bool)
@@ -88,7 +93,10 @@ def numbers(values: list) -> tuple[np.ndarray, np.ndarray]:
         if v is None:
             continue
         if isinstance(v, (bool, int, float)):
-            out[i] = float(v)
+            try:
+                out[i] = float(v)
+            except OverflowError:  # a 401-digit integer: no float holds it
+                bad[i] = True
             continue
         text = str(v).strip()
         if not text:

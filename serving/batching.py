@@ -1,7 +1,7 @@
 """Concurrent `/score` requests scored together.
 
-A small request that finds nothing queued or being scored is scored at once on the event
-loop: handing it to a worker thread and back costs more (~1.8 ms measured) than scoring one
+A small request (few deals, short histories) that finds nothing queued or being scored is
+scored at once on the event loop: handing it to a worker thread and back costs more (~1.8 ms measured) than scoring one
 deal (~1 ms). Anything else goes to a worker thread, so the loop keeps parsing requests;
 those that arrive meanwhile queue up and become the next batch. Nothing waits on a timer;
 a burst pays the model's fixed per-call cost (feature lookups, four LightGBM calls) once
@@ -20,6 +20,18 @@ from features.arrays import DealArrays
 from training.compiled import DealScorer, Explain, Scores
 
 log = logging.getLogger("leadscore.serving")
+INLINE_CHILD_ROWS = 2_000  # a few deals with huge histories are scored in a thread, not on the loop
+LARGE_REQUEST_ROWS = 50_000  # deals + history and activity rows above which a request is checked in a thread
+
+
+def child_rows(arrays: DealArrays) -> int:
+    """Stage history and activity rows of `arrays`."""
+    return len(arrays.events["deal"]) + (0 if arrays.activities is None else len(arrays.activities["deal"]))
+
+
+def request_rows(deals: list[dict]) -> int:
+    """Deals plus their stage history and activity entries, as sent."""
+    return len(deals) + sum(len(d.get("stage_history", ())) + len(d.get("activities", ())) for d in deals)
 
 
 @dataclass
@@ -51,7 +63,8 @@ class ScoreBatcher:
         self.inline = 0
 
     async def score(self, arrays: DealArrays, at: np.ndarray, explain: Explain) -> Scores:
-        if not self._draining and not self._queue and len(arrays) <= self.inline_deals:
+        if not self._draining and not self._queue and len(arrays) <= self.inline_deals \
+                and child_rows(arrays) <= INLINE_CHILD_ROWS:
             self.inline += 1
             return self.scorer.score_arrays(arrays, at, explain)
         future = asyncio.get_running_loop().create_future()

@@ -54,10 +54,40 @@ class SchemaErrorLogFilter(logging.Filter):
         return True
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+ESCAPED_LOGGERS = ("leadscore.serving", "bentoml.access", BENTOML_APP_LOGGER)
+
+
+def escape_control(text: str) -> str:
+    """Control characters as visible escapes: a deal id or path with a newline cannot start
+    a forged log line."""
+    return text.translate(_CONTROL)
+
+
+class ControlCharLogFilter(logging.Filter):
+    """Formats the record's message once and escapes its control characters (the message
+    only: a traceback's own newlines stay)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = escape_control(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
+def escape_log_lines() -> None:
+    """Installs `ControlCharLogFilter` on the service's loggers and BentoML's request loggers
+    (a logger's filter sees only its own records, so each is named)."""
+    for name in ESCAPED_LOGGERS:
+        logging.getLogger(name).addFilter(ControlCharLogFilter())
+
+
 # --- ASGI: body limit and schema-error reshaping -------------------------------------
 
 class RequestGuardMiddleware:
-    """413 for bodies over `max_body_bytes` (declared or streamed); BentoML's 400 for a
+    """415 for multipart bodies (BentoML would try to read them as files: a 500), 413 for
+    bodies over `max_body_bytes` (declared or streamed); BentoML's 400 for a
     schema error becomes 422 with field paths (400 stays for JSON that does not parse)."""
 
     def __init__(self, app, max_body_bytes: int):
@@ -67,7 +97,11 @@ class RequestGuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or is_open_path(scope["path"]):
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+            return await send_json(send, 415, {"error": "the body must be JSON (Content-Type: application/json), "
+                                                        "not multipart form data", "errors": []})
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             return await self._too_large(send)
         chunks, size, more = [], 0, True

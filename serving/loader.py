@@ -33,6 +33,11 @@ class ServingConfig:
     tier_hot: float | None = None  # None: keep the thresholds the model was trained with
     tier_warm: float | None = None
     data_dir: str | None = None  # canonical tables for /forecast and /pipeline
+    timeout_s: int = 30  # a /forecast or /pipeline answer after this is a 503 with Retry-After
+    heavy_concurrency: int = 2  # /forecast and /pipeline computed at once (each endpoint)
+    heavy_queue: int = 4  # more of them waiting; beyond: 503 at once with Retry-After
+    forecast_budget: int = 4_000_000  # groups x periods x simulations of one /forecast
+    header_timeout_s: int = 10  # a connection that has not sent its request headers by then is closed
 
     @classmethod
     def from_env(cls, env=None) -> "ServingConfig":
@@ -43,7 +48,12 @@ class ServingConfig:
                   log_level=_log_level(env),
                   max_body_bytes=_int(env, "LEADSCORE_MAX_BODY_BYTES", 16 * 2**20),
                   tier_hot=_float(env, "LEADSCORE_TIER_HOT"), tier_warm=_float(env, "LEADSCORE_TIER_WARM"),
-                  data_dir=env.get("LEADSCORE_DATA", "").strip() or None)
+                  data_dir=env.get("LEADSCORE_DATA", "").strip() or None,
+                  timeout_s=_int(env, "LEADSCORE_TIMEOUT_S", 30),
+                  heavy_concurrency=_int(env, "LEADSCORE_HEAVY_CONCURRENCY", 2),
+                  heavy_queue=_int(env, "LEADSCORE_HEAVY_QUEUE", 4),
+                  forecast_budget=_int(env, "LEADSCORE_FORECAST_BUDGET", 4_000_000),
+                  header_timeout_s=_int(env, "LEADSCORE_HEADER_TIMEOUT_S", 10))
         hot, warm = cfg.tier_hot, cfg.tier_warm
         if hot is not None and warm is not None and warm > hot:
             raise ConfigError(f"LEADSCORE_TIER_WARM ({warm}) is above LEADSCORE_TIER_HOT ({hot}): warm must be lower")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 
+import anyio.to_thread
 import numpy as np
 import pandas as pd
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response
 
-from serving.batching import ScoreBatcher
+from serving.batching import LARGE_REQUEST_ROWS, ScoreBatcher, request_rows
 from serving.errors import problem
 from serving.schemas import DEAL_FIELDS, score_response_json
 from serving.unknown_fields import unknown_deal_keys
@@ -29,7 +30,10 @@ SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_cl
 async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,
                         version: int) -> Response | JSONResponse:
     """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response."""
-    checked = check_request(model, deals, as_of)
+    if request_rows(deals) > LARGE_REQUEST_ROWS:  # a big request is checked off the event loop
+        checked = await anyio.to_thread.run_sync(check_request, model, deals, as_of)
+    else:
+        checked = check_request(model, deals, as_of)
     if checked.errors:
         return problem(422, checked.summary(), [e.as_dict() for e in checked.errors])
     scored = await batcher.score(checked.arrays, checked.at, explain)  # with concurrent requests, if any

@@ -251,7 +251,10 @@ class PipelineRequest(_Strict):
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
-    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t
+    try:
+        return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t
+    except OverflowError:  # an offset crossing year 1 or 9999
+        raise ValueError(f"{t.isoformat()} is out of range in UTC") from None
 
 
 # --- fast response rendering ------------------------------------------------------

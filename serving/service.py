@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
+from typing import Callable
 
 import bentoml
 import pandas as pd
 
+from features.dates import InvalidDate, parse_as_of
 from features.errors import LeadscoreError
-from serving import errors
+from serving import errors, limits
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.batching import ScoreBatcher
 from serving.loader import ServingConfig, check_champion, load_served_predictor
@@ -26,10 +27,20 @@ from training.compiled import CompiledPredictor
 from training.forecast.track_record import ForecastRecorder
 
 log = logging.getLogger("leadscore.serving")
-TIMEOUT_S = int(os.environ.get("LEADSCORE_TIMEOUT_S", "30") or 30)
 
 
-@bentoml.service(name="leadscore", traffic={"timeout": TIMEOUT_S}, workers=1)
+def _settings() -> ServingConfig:
+    """The settings, read when the module is imported (BentoML's decorator and middleware
+    need them). A bad setting must not raise here (a traceback): `refuse_to_start_misconfigured`
+    reports it in one line and stops the server."""
+    try:
+        return ServingConfig.from_env()
+    except LeadscoreError:
+        return ServingConfig()
+
+
+# BentoML's own timeout a little after the service's: the service answers 503 + Retry-After first
+@bentoml.service(name="leadscore", traffic={"timeout": _settings().timeout_s + 5}, workers=1)
 class LeadScoreService:
     """Lead scoring, revenue forecast and pipeline metrics for a CRM."""
 
@@ -55,6 +66,8 @@ class LeadScoreService:
         self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
         self.model.warm()
         self.batcher = ScoreBatcher(self.model, max_deals=self.config.batch_deals)
+        self.heavy = {name: limits.EndpointLimiter(name, self.config.heavy_concurrency, self.config.heavy_queue,
+                                                   self.config.timeout_s) for name in ("forecast", "pipeline")}
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
         # scans makes the full collections that a 1,000-deal request triggers ~4x cheaper
@@ -67,39 +80,55 @@ class LeadScoreService:
         if len(deals) > self.config.max_batch:
             return errors.problem(413, f"{len(deals):,} deals in one request; the limit is {self.config.max_batch:,} "
                                        f"(LEADSCORE_MAX_BATCH): split the batch")
+        try:
+            at = None if as_of is None else parse_as_of(as_of)
+        except InvalidDate as exc:
+            return errors.problem(422, str(exc), [{"field": "as_of", "message": str(exc)}])
+        if at is not None and (late := limits.score_as_of_error(at)) is not None:
+            return late
         # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
-        return await score_request(self.model, self.batcher, deals, as_of, explain and explain_method, self.version)
+        return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
-    def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None) -> dict:
+    async def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None):
         """Expected bookings per period with P10/P50/P90, open pipeline vs new deals, risk list."""
+        from training.forecast.config import ForecastConfig
         from training.forecast.outlook import outlook
         from training.forecast.report import forecast_dict
 
         data = self._dataset()
         if isinstance(data, errors.JSONResponse):
             return data
-        at = _as_of(as_of) if as_of is not None else data.data_end
+        at = self._as_of(data, as_of)
+        if isinstance(at, errors.JSONResponse):
+            return at
+        config = ForecastConfig()
+        too_big = limits.forecast_size_error(data, group_by, periods, config.n_sims, self.config.forecast_budget)
+        if too_big is not None:
+            return too_big
         goals = None if not targets else pd.DataFrame({"period": list(targets), "target": list(targets.values())})
-        try:
-            result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by, targets=goals)
-        except LeadscoreError as exc:
-            return errors.problem(422, str(exc))
-        self.track_record.record(result, self.config.model_name, self.version, data)
-        return {"model_version": self.version, **forecast_dict(result)}
+
+        def work() -> dict:
+            result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by,
+                             targets=goals, config=config)
+            self.track_record.record(result, self.config.model_name, self.version, data)
+            return {"model_version": self.version, **forecast_dict(result)}
+
+        return await self.heavy["forecast"].run(_unprocessable_on_error(work))
 
     @bentoml.api(route="/pipeline", input_spec=PipelineRequest)
-    def pipeline(self, as_of=None, group_by=None, target=None) -> dict:
+    async def pipeline(self, as_of=None, group_by=None, target=None):
         """Funnel, conversion, time in stage, velocity, coverage, stalled deals, cohorts."""
         from features.analytics import pipeline_metrics
 
         data = self._dataset()
         if isinstance(data, errors.JSONResponse):
             return data
-        try:
-            return pipeline_metrics(data, None if as_of is None else _as_of(as_of), group_by=group_by, target=target)
-        except LeadscoreError as exc:
-            return errors.problem(422, str(exc))
+        at = None if as_of is None else self._as_of(data, as_of)
+        if isinstance(at, errors.JSONResponse):
+            return at
+        return await self.heavy["pipeline"].run(
+            _unprocessable_on_error(lambda: pipeline_metrics(data, at, group_by=group_by, target=target)))
 
     @bentoml.api(route="/ping")
     async def ping(self) -> dict:
@@ -121,24 +150,34 @@ class LeadScoreService:
                 return errors.problem(409, f"LEADSCORE_DATA: {exc}")
         return self._data
 
+    @staticmethod
+    def _as_of(data, as_of) -> pd.Timestamp | errors.JSONResponse:
+        """The request's as-of (the data end by default), or a 422 naming `as_of` when it is
+        not a representable date or falls outside the data."""
+        if as_of is None:
+            return data.data_end
+        try:
+            at = parse_as_of(as_of)
+        except InvalidDate as exc:
+            return errors.problem(422, str(exc), [{"field": "as_of", "message": str(exc)}])
+        return limits.as_of_error(at, data.deals["created_at"].min(), data.data_end) or at
+
 
 logging.getLogger(errors.BENTOML_APP_LOGGER).addFilter(errors.SchemaErrorLogFilter())
-def _body_limit() -> int:
-    """The body limit, read when the module is imported. A bad setting must not raise here (a
-    traceback): `refuse_to_start_misconfigured` reports it in one line and stops the server."""
-    try:
-        return ServingConfig.from_env().max_body_bytes
-    except LeadscoreError:
-        return ServingConfig.max_body_bytes
-
-
+errors.escape_log_lines()
+limits.install_header_timeout(_settings().header_timeout_s)
 # the first added is the outer one: a request without a key is refused before its body is read
 LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
 LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,
-                                     max_body_bytes=_body_limit())
+                                     max_body_bytes=_settings().max_body_bytes)
 
 
-def _as_of(value) -> pd.Timestamp:
-    from training.predictor import default_as_of
+def _unprocessable_on_error(work: Callable[[], dict]) -> Callable[[], dict | errors.JSONResponse]:
+    """`work` with its LeadscoreError (a bad option: group column, period, target) as a 422."""
+    def checked() -> dict | errors.JSONResponse:
+        try:
+            return work()
+        except LeadscoreError as exc:
+            return errors.problem(422, str(exc))
 
-    return default_as_of(value)
+    return checked
