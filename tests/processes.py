@@ -24,3 +24,16 @@ def stop_process_group(proc: subprocess.Popen, timeout_s: float = 20) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+
+
+def log_text_once(path, needle: str, timeout_s: float = 5.0) -> str:
+    """A server's log file once `needle` is in it (or at the timeout): its worker writes
+    log lines shortly after the response."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = path.read_text(errors="replace")
+        if needle in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)

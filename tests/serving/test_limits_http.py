@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import httpx
 import models_cache
 import pytest
+from processes import log_text_once
 
 AS_OF = "2024-10-01T00:00:00"
 
@@ -78,11 +79,7 @@ def test_multipart_body_is_415(client):
 def test_a_deal_id_with_a_newline_cannot_forge_a_log_line(served, client, deal):
     deal["deal_id"] = "forged-1\nERROR forged line"
     assert client.post("/score", json={"deals": [deal], "as_of": AS_OF}).status_code == 200
-    for _ in range(50):
-        text = served["log"].read_text(errors="replace")
-        if "forged-1" in text:
-            break
-        time.sleep(0.1)
+    text = log_text_once(served["log"], "forged-1")
     assert "forged-1\\nERROR forged line" in text
     assert not any(line.startswith("ERROR forged line") for line in text.splitlines())
 

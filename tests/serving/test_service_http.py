@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 import httpx
 import models_cache
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from payloads import canonical_from_records
+from processes import log_text_once
 
 AS_OF = "2024-10-01T00:00:00"
 OPEN_PATHS = ["/healthz", "/livez", "/readyz", "/metrics", "/docs.json"]
@@ -281,11 +281,7 @@ def test_a_schema_error_is_one_warning_line_not_a_traceback(served, client, deal
     deal["amount"] = -5
     deal["created_at"] = "not a date"
     assert post(client, "/score", {"deals": [deal], "as_of": AS_OF}).status_code == 422
-    for _ in range(50):
-        text = served["log"].read_text(errors="replace")
-        if "fails the schema" in text:
-            break
-        time.sleep(0.1)
+    text = log_text_once(served["log"], "fails the schema")
     assert "/score [POST]: request body fails the schema (2 field error(s)), answered 422" in text
     assert "Traceback" not in text and "ValidationError" not in text
 
@@ -294,11 +290,7 @@ def test_scored_deal_ids_are_logged_without_their_values(served, client, deal):
     deal["deal_id"] = "logged-deal-7"
     deal["owner"] = "private.rep@example.com"
     assert post(client, "/score", {"deals": [deal], "as_of": AS_OF}).status_code == 200
-    for _ in range(50):  # the worker's log lines reach the file shortly after the response
-        text = served["log"].read_text(errors="replace")
-        if "logged-deal-7" in text:
-            break
-        time.sleep(0.1)
+    text = log_text_once(served["log"], "logged-deal-7")
     assert "scored 1 deals (ids logged-deal-7)" in text and "private.rep" not in text
 
 

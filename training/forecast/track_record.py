@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from features.schema import CanonicalData
-from training.forecast.bookings import AMOUNT, BookingRule, booking_rule
+from training.forecast.bookings import AMOUNT, booking_rule
 from training.forecast.newdeals import ALL
 from training.forecast.periods import FREQS, check_as_of
 from training.store.accuracy import forecast_accuracy
@@ -45,27 +45,21 @@ def dataset_fingerprint(data: CanonicalData) -> str:
 def forecast_rows(result: Outlook, model_name: str, model_version: str | int,
                   fingerprint: str | None) -> pd.DataFrame:
     """The store rows of one forecast (`training.store.forecasts.REQUIRED` + landing):
-    period_start is the calendar start; closed_so_far is what the period booked up to the
-    as-of date (0 for a period not yet begun); landing = closed so far + the rest."""
+    period_start is the calendar start; closed_so_far and the landing are the forecast
+    table's own (`core.closed_so_far`, the simulation's landing quantiles)."""
     fc = result.forecast
     table = fc.table
-    code = FREQS[fc.freq]
-    starts = pd.PeriodIndex(table["period"], freq=code)
-    closed = _closed_so_far(fc.known.deals, fc.as_of, fc.freq, fc.group_by, fc.booking_rule)
-    first = starts == fc.as_of.to_period(code)
-    so_far = np.where(first, table["group"].astype(str).map(closed).fillna(0.0).to_numpy(), 0.0)
-    if "closed_so_far" in table:
-        so_far = table["closed_so_far"].to_numpy(dtype="float64")
+    starts = pd.PeriodIndex(table["period"], freq=FREQS[fc.freq])
     rows = pd.DataFrame({"as_of": fc.as_of, "period_start": starts.start_time, "period_end": (starts + 1).start_time,
                          "freq": fc.freq, "group_column": fc.group_by or NO_GROUP,
                          "group_value": table["group"].astype(str).to_numpy(),
                          "p10": table["p10"].to_numpy(), "p50": table["p50"].to_numpy(),
-                         "p90": table["p90"].to_numpy(), "closed_so_far": so_far,
+                         "p90": table["p90"].to_numpy(),
+                         "closed_so_far": table["closed_so_far"].to_numpy(dtype="float64"),
                          "model_name": model_name, "model_version": str(model_version),
                          "data_fingerprint": fingerprint})
     for q in ("p10", "p50", "p90"):
-        landing = f"landing_{q}"
-        rows[landing] = table[landing].to_numpy() if landing in table else rows[q] + rows["closed_so_far"]
+        rows[f"landing_{q}"] = table[f"landing_{q}"].to_numpy()
     return rows
 
 
@@ -152,18 +146,6 @@ def log_accuracy(report: dict, params: dict) -> str:
         mlflow.log_metrics(flatten_metrics(nested))
         mlflow.log_dict(report, "forecast_accuracy.json")
         return run.info.run_id
-
-
-def _closed_so_far(deals: pd.DataFrame, as_of: pd.Timestamp, freq: str, group_by: str | None,
-                   rule: BookingRule) -> pd.Series:
-    """Booked value of the wins in the calendar period containing `as_of`, up to as_of,
-    by group label (and "(all)")."""
-    start = as_of.to_period(FREQS[freq]).start_time
-    won = deals.loc[((deals["outcome"] == "won") & (deals["closed_at"] >= start)
-                     & (deals["closed_at"] <= as_of)).fillna(False).to_numpy(dtype=bool)]
-    value = rule.booked(_amounts(won))
-    by_group = value.groupby(_group_labels(won, group_by)).sum() if group_by else pd.Series(dtype="float64")
-    return pd.concat([pd.Series({ALL: float(value.sum())}), by_group])
 
 
 def _group_labels(deals: pd.DataFrame, group_by: str) -> pd.Series:
