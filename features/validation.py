@@ -256,9 +256,10 @@ def _validate_events(raw: pd.DataFrame, meta: DatasetMeta, known: pd.DataFrame, 
     df = _with_row_numbers(raw)
     r = Rejector("stage_events", df)
     created, closed = _validate_children(r, known, rejected_ids)
-    entered = _child_time(r, df, "entered_at", created, fmt, dayfirst)
+    entered = _child_time(r, df, "entered_at", fmt, dayfirst)
     stage = df["stage"].astype("string").str.strip()
     r.reject(~stage.isin(meta.stages), Reason.UNKNOWN_STAGE, lambda: "stage=" + stage.fillna(""))
+    r.reject(entered < created, Reason.EVENT_BEFORE_CREATE, lambda: "entered_at " + entered.astype("string"))
     r.reject(entered > closed, Reason.EVENT_AFTER_CLOSE, lambda: "entered_at " + entered.astype("string"))
     if plausible is not None:
         plausible.reject_dates(r, entered_at=entered)
@@ -293,14 +294,13 @@ def _reject_contradicting_closes(r: Rejector, stage: pd.Series, known: pd.DataFr
              lambda: "stage=" + stage.fillna("") + ", the deal's outcome is " + outcome)
 
 
-def _child_time(r: Rejector, df: pd.DataFrame, col: str, created: pd.Series, fmt: str | None,
-                dayfirst: bool) -> pd.Series:
-    """A child row's time, parsed; unparseable, missing and before-the-deal's-creation
-    rows rejected (the checks every child table makes on its time)."""
+def _child_time(r: Rejector, df: pd.DataFrame, col: str, fmt: str | None, dayfirst: bool) -> pd.Series:
+    """A child row's time, parsed; unparseable and missing times rejected (the first checks
+    every child table makes on its time; before-creation comes later, after the table's own
+    checks, so the first reason stays the one `features.payload` reports too)."""
     at, bad = parse_timestamps(df[col], fmt, dayfirst)
     r.reject(bad, Reason.UNPARSEABLE_DATE, lambda: f"{col}=" + df[col].astype("string"))
     r.reject(at.isna(), Reason.MISSING_REQUIRED, col)
-    r.reject(at < created, Reason.EVENT_BEFORE_CREATE, lambda: f"{col} " + at.astype("string"))
     return at
 
 
@@ -311,7 +311,8 @@ def _validate_activities(raw: pd.DataFrame, known: pd.DataFrame, rejected_ids: s
     df = _with_row_numbers(raw)
     r = Rejector("activities", df)
     created, _closed = _validate_children(r, known, rejected_ids)
-    occurred = _child_time(r, df, "occurred_at", created, fmt, dayfirst)
+    occurred = _child_time(r, df, "occurred_at", fmt, dayfirst)
+    r.reject(occurred < created, Reason.EVENT_BEFORE_CREATE, lambda: "occurred_at " + occurred.astype("string"))
     if plausible is not None:
         plausible.reject_dates(r, occurred_at=occurred)
     kind = df["type"].astype("string") if "type" in df else pd.Series("activity", index=df.index, dtype="string")
