@@ -34,7 +34,7 @@ section h2{font-size:15px;margin:0 0 8px}.note{font-size:12px;color:#6b7280;marg
 .callout{border-left:4px solid #d97706;background:#fffbeb}.callout.ok{border-color:#059669;background:#ecfdf5}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%;font-size:12px}th,td{padding:4px 6px;text-align:right;border-bottom:1px solid #e5e7eb}
-th:first-child,td:first-child{text-align:left}th{color:#6b7280;font-weight:600}td.text{text-align:left}
+th:first-child,td:first-child{text-align:left}th{color:#6b7280;font-weight:600}td.text,th.text{text-align:left}
 td.heat{text-align:center;color:#111827}td.na{color:#9ca3af;background:#f9fafb;text-align:center}
 tr.sum td{font-weight:600;border-top:2px solid #1f2937}
 svg{display:block;max-width:100%;height:auto}svg text{font-family:inherit}
@@ -172,9 +172,20 @@ def svg(w: int, h: int, inner: str, label: str = "chart") -> str:
             f"xmlns='http://www.w3.org/2000/svg'>{inner}</svg>")
 
 
-def text(x, y, s, anchor: str = "start", size: int = 12, color: str = PALETTE["ink"], weight: str = "normal") -> str:
+def text(x, y, s, anchor: str = "start", size: int = 12, color: str = PALETTE["ink"], weight: str = "normal",
+         halo: bool = False) -> str:
+    """A label; `halo` draws a white outline under it so it stays readable over lines."""
+    outline = " paint-order='stroke' stroke='#fff' stroke-width='4' stroke-linejoin='round'" if halo else ""
     return (f"<text x='{x:.1f}' y='{y:.1f}' text-anchor='{anchor}' font-size='{size}' fill='{color}' "
-            f"font-weight='{weight}'>{escape(str(s))}</text>")
+            f"font-weight='{weight}'{outline}>{escape(str(s))}</text>")
+
+
+def nice_ceiling(x: float) -> float:
+    """The smallest 1, 2, 2.5 or 5 x 10^k at or above `x` (a round axis top); 1 for x <= 0."""
+    if _missing(x) or x <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(x))
+    return next(step * power for step in (1, 2, 2.5, 5, 10) if step * power >= x * (1 - 1e-12))
 
 
 def rect(x, y, w, h, color: str, opacity: float = 1.0, rx: int = 2) -> str:

@@ -14,6 +14,7 @@ from html import escape
 from typing import Callable
 
 from features.htmlkit import (
+    DASH,
     PALETTE,
     change_words,
     count,
@@ -44,8 +45,10 @@ def render_html(metrics: dict, currency: str | None = None) -> str:
     sub = ("static dataset (no dates)" if metrics.get("static") else f"as of {metrics['as_of'][:10]}") + \
           (f" · grouped by {metrics['group_by']}" if metrics.get("group_by") else "") + \
           (f" · amounts in {currency.upper()}" if currency else "")
-    money = partial(kit_money, currency=currency)
-    body = _static_body(metrics) if metrics.get("static") else _dynamic_body(metrics, money)
+    static = metrics.get("static")
+    # no amount known anywhere: every amount shows as unknown, never as a zero
+    money = partial(kit_money, currency=currency) if static or has_amounts(metrics["total"]) else _unknown
+    body = _static_body(metrics) if static else _dynamic_body(metrics, money)
     return page(title, sub, body)
 
 
@@ -53,6 +56,10 @@ def defined(m: dict, key: str, label: str = "Win rate") -> str:
     """A caption saying which definition a figure shows (the metrics' `definitions`)."""
     said = (m.get("definitions") or {}).get(key)
     return f"{label}: {escape(said)}" if said else ""
+
+
+def _unknown(_x) -> str:
+    return DASH
 
 
 def has_amounts(t: dict) -> bool:
@@ -244,9 +251,11 @@ def _moves_note(c: dict, money: _Fmt) -> str:
     counts = ", ".join(f"{words(k)} {count(c[k]['count'])}" for k in ("new", "won", "lost", "amount_up", "amount_down"))
     moves = ""
     if c.get("pushed_out") is not None:
-        moves = (f" Close dates: pushed out {count(c['pushed_out']['count'])} ({money(c['pushed_out']['amount'])}), "
-                 f"pulled in {count(c['pulled_in']['count'])} ({money(c['pulled_in']['amount'])}) — moves, "
-                 f"not in the total.")
+        out, into = c["pushed_out"], c["pulled_in"]
+        known = money is not _unknown
+        moves = (f" Close dates: pushed out {count(out['count'])}" + (f" ({money(out['amount'])})" if known else "")
+                 + f", pulled in {count(into['count'])}" + (f" ({money(into['amount'])})" if known else "")
+                 + " — moves, not in the total.")
     return f"Deals: {counts}.{moves} Adds up: residual {num(c['residual'], 2)}."
 
 

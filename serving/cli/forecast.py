@@ -11,11 +11,13 @@ from serving.cli.console import console, fmt, progress_steps
 from serving.cli.output import check_suffix, write_output
 
 FORECAST_FORMATS = (".csv", ".json", ".html")
+CURRENCY_ENV = "LEADSCORE_CURRENCY"
 
 
 def forecast(
     data: Path = typer.Option(..., "--data", help="Canonical tables folder."),
-    out: Path = typer.Option(..., "--out", help="Output .csv, .json or .html (fan chart + risk list)."),
+    out: Path = typer.Option(..., "--out", help="Output .csv, .json or .html (the report for finance; the full "
+                                                "risk list beside it as <name>.risk.csv)."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Forecast from this date (default: data end)."),
     periods: int = typer.Option(3, "--periods", min=1, max=24, help="Number of periods."),
     freq: str = typer.Option("month", "--freq", help="month or quarter."),
@@ -26,6 +28,9 @@ def forecast(
     seed: int = typer.Option(0, "--seed"),
     model_name: str = typer.Option("leadscore", "--model-name"),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the forecast and its chart to MLflow."),
+    currency: Optional[str] = typer.Option(None, "--currency", envvar=CURRENCY_ENV,
+                                           help="Currency of the amounts in the HTML report (ISO code: USD, EUR, "
+                                                "GBP, CHF, ...; default: plain numbers)."),
 ) -> None:
     """Bookings per period with P10/P50/P90: open pipeline + deals not yet created."""
     from features.dataset import read_dataset
@@ -36,6 +41,7 @@ def forecast(
     from training.registry import check_model_data, load_predictor
 
     check_suffix(out, FORECAST_FORMATS)
+    currency = checked_currency(currency)
     dataset = read_dataset(data)
     predictor, version = load_predictor(model_name, check_model_data(model_name, None, dataset.meta, str(data)))
     result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
@@ -43,7 +49,7 @@ def forecast(
                      config=ForecastConfig(n_sims=sims, seed=seed))
     result.forecast.notes.append(f"model {model_name} v{version}")
     ForecastRecorder().record(result, model_name, version, dataset)  # the track record, before any output
-    write_forecast(result, out)
+    write_forecast(result, out, dataset, currency)
     summary = {**forecast_dict(result), "out": str(out)}
     if log:
         summary["run_id"] = log_forecast(result, {"as_of": result.forecast.as_of, "periods": periods, "freq": freq,
@@ -65,18 +71,53 @@ def read_targets(path: Path):
         raise LeadscoreError(f"cannot read targets file {path}: {exc}") from None
 
 
-def write_forecast(result, out: Path) -> Path:
-    """By suffix: .csv (the table; the risk list beside it as <name>.risk.csv), .json, .html."""
-    from training.forecast.report import forecast_dict, forecast_html, forecast_table
+def checked_currency(currency: str | None) -> str | None:
+    """An ISO-like currency code (3 letters), upper-cased; a one-line error otherwise."""
+    if currency is None or not currency.strip():
+        return None
+    code = currency.strip().upper()
+    if not (len(code) == 3 and code.isalpha() and code.isascii()):
+        raise LeadscoreError(f"--currency: '{currency}' is not a currency code; give three letters such as USD, EUR, "
+                             f"GBP or CHF (or set {CURRENCY_ENV})")
+    return code
 
-    if out.suffix.lower() == ".csv":
-        write_output(forecast_table(result), out)
-        write_output(result.risk, out.with_suffix(".risk.csv"))
-    elif out.suffix.lower() == ".json":
+
+def write_forecast(result, out: Path, dataset=None, currency: str | None = None) -> Path:
+    """By suffix: .csv (the table), .json, .html (the report for finance, with what changed
+    since the previous stored forecast and the track record when the store can be read);
+    with .csv and .html the risk list ranked by value at risk goes beside as <name>.risk.csv."""
+    from training.forecast.briefing import ranked_risk
+    from training.forecast.report import forecast_dict, forecast_table
+
+    suffix = out.suffix.lower()
+    if suffix == ".json":
         write_output(forecast_dict(result), out)
+        return out
+    if suffix == ".csv":
+        write_output(forecast_table(result), out)
     else:
-        write_output(forecast_html(result), out)
+        write_output(forecast_page(result, dataset, currency), out)
+    write_output(ranked_risk(result), out.with_suffix(".risk.csv"))
     return out
+
+
+def forecast_page(result, dataset, currency: str | None) -> str:
+    """The HTML report; the store (track record, previous forecast) is optional: when it
+    cannot be opened the page says so."""
+    from training.forecast.briefing import STORE_ERRORS, briefing
+    from training.forecast.html_report import forecast_html
+    from training.store.connection import open_store
+
+    store, note = None, None
+    try:
+        store = open_store()
+    except STORE_ERRORS as exc:
+        note = f"the track-record store is unavailable: {str(exc).splitlines()[0][:300]}"
+    try:
+        return forecast_html(briefing(result, result.forecast.known if dataset is None else dataset, store, currency, note))
+    finally:
+        if store is not None:
+            store.close()
 
 
 def print_forecast_summary(result: dict) -> None:

@@ -1,13 +1,9 @@
 """Forecast and backtest outputs as values: the one forecast JSON (the CLI, MLflow and
-the service's /forecast all use `forecast_dict`), the CSV table, a self-contained HTML
-page (its fan chart embedded as a base64 PNG: no network, no external files) and MLflow
-logging. Writing files is the CLI's job.
+the service's /forecast all use `forecast_dict`), the CSV table, the fan chart for MLflow
+and MLflow logging. The HTML report is `html_report.forecast_html` (over `briefing`).
+Writing files is the CLI's job.
 """
 from __future__ import annotations
-
-import base64
-import html
-import io
 
 import numpy as np
 import pandas as pd
@@ -67,7 +63,7 @@ def forecast_table(result: Outlook) -> pd.DataFrame:
     return table
 
 
-# ---- chart and HTML -------------------------------------------------------------------------
+# ---- chart for MLflow -------------------------------------------------------------------------
 
 def fan_figure(fc: Forecast):
     """Whole-period actuals of past periods, then the landing's P10-P90 band and P50 of the
@@ -91,49 +87,6 @@ def fan_figure(fc: Forecast):
         half = pd.Timedelta(days=8 if fc.freq == "month" else 20)
         fig.axes[0].fill_between([x - half, x + half], [low[-1]] * 2, [high[-1]] * 2, alpha=0.25, color="C0")
     return fig
-
-
-def png_base64(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _table_html(frame: pd.DataFrame, max_rows: int = 500) -> str:
-    if frame is None or frame.empty:
-        return "<p>none</p>"
-    shown = frame.head(max_rows)
-    fmt = {c: (lambda v: f"{v:,.2f}" if isinstance(v, float) and abs(v) < 1 else f"{v:,.0f}")
-           for c in shown.columns if pd.api.types.is_float_dtype(shown[c])}
-    return shown.to_html(index=False, escape=True, formatters=fmt, na_rep="")
-
-
-def forecast_html(result: Outlook) -> str:
-    """A self-contained HTML page: notes, fan chart, forecast table, targets, risk list."""
-    fc = result.forecast
-    chart = png_base64(fan_figure(fc))
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in fc.notes)
-    cols = ["period", "start", "end", "partial", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90",
-            "closed_so_far", "landing_p10", "landing_p50", "landing_p90"]
-    targets = ""
-    if result.targets is not None:
-        defs = result.targets.definitions()
-        said = "".join(f"<li>{html.escape(v)}</li>" for v in defs.values() if isinstance(v, str))
-        targets = f"<h2>Targets and coverage</h2><ul>{said}</ul>{_table_html(result.targets.table)}"
-    shock = fc.shock
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Revenue forecast {fc.as_of.date()}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
-<h1>Revenue forecast as of {fc.as_of.date()}</h1>
-<p>Value: {html.escape(fc.value_unit)}. Open pipeline = deals open at the as-of date; new deals = deals not created yet
-that will be created and won inside the period. Landing = closed-won so far in the period + that rest; the chart
-compares landings with whole-period actuals. P10/P50/P90 from {html.escape(str(shock.get('method')))} Monte Carlo
-(common shock {shock.get('relative_sd', 0):.3f}, bias factors open {shock.get('open_factor', 1):.3f},
-new {shock.get('new_factor', 1):.3f}).</p><ul>{notes}</ul>
-<img alt="fan chart" src="data:image/png;base64,{chart}">
-<h2>Forecast</h2>{_table_html(fc.table[cols])}{targets}
-<h2>Deals at risk in {html.escape(str(fc.periods['period'].iloc[0]))}</h2>{_table_html(result.risk)}
-</body></html>"""
 
 
 # ---- MLflow ---------------------------------------------------------------------------------
