@@ -9,7 +9,7 @@ import typer
 
 from features.dates import as_of_timestamps
 from serving.cli.console import console
-from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
+from serving.cli.output import CURRENCY_ENV, FRAME_SUFFIXES, check_suffix, checked_currency, write_output
 
 PIPELINE_SUFFIXES = (".json", ".csv", ".html", ".htm")
 
@@ -84,19 +84,22 @@ def pipeline(
     target: Optional[float] = typer.Option(None, "--target", help="Bookings target of the current quarter."),
     stall_days: int = typer.Option(21, "--stall-days", min=1, help="Days without activity that count as stalled."),
     window_days: int = typer.Option(30, "--window-days", min=1, help="Window of the pipeline-changes waterfall."),
+    currency: Optional[str] = typer.Option(None, "--currency", envvar=CURRENCY_ENV,
+                                           help="Currency of the amounts in the HTML report (USD, EUR, ...)."),
 ) -> None:
     """Pipeline analytics at an as-of date -> JSON, CSV or HTML (by the --out suffix)."""
     from features.analytics import pipeline_metrics
     from features.dataset import read_dataset
 
     suffix = check_suffix(out, PIPELINE_SUFFIXES)
+    currency = checked_currency(currency)
     metrics = pipeline_metrics(read_dataset(data), as_of, group_by=group_by, target=target,
                                stall_days_without_activity=stall_days, window_days=window_days)
-    write_output(pipeline_report(metrics, suffix), out)
+    write_output(pipeline_report(metrics, suffix, currency), out)
     console.print(f"wrote {out}")
 
 
-def pipeline_report(metrics: dict, suffix: str) -> dict | pd.DataFrame | str:
+def pipeline_report(metrics: dict, suffix: str, currency: str | None = None) -> dict | pd.DataFrame | str:
     """What a pipeline file holds: the metrics (.json), their long table (.csv) or the HTML page."""
     if suffix == ".csv":
         from features.analytics import metrics_table
@@ -105,5 +108,5 @@ def pipeline_report(metrics: dict, suffix: str) -> dict | pd.DataFrame | str:
     if suffix in (".html", ".htm"):
         from features.report import render_html
 
-        return render_html(metrics)
+        return render_html(metrics, currency)
     return metrics

@@ -8,10 +8,9 @@ import typer
 
 from features.errors import LeadscoreError
 from serving.cli.console import console, fmt, progress_steps
-from serving.cli.output import check_suffix, write_output
+from serving.cli.output import CURRENCY_ENV, check_suffix, checked_currency, write_output
 
 FORECAST_FORMATS = (".csv", ".json", ".html")
-CURRENCY_ENV = "LEADSCORE_CURRENCY"
 
 
 def forecast(
@@ -69,17 +68,6 @@ def read_targets(path: Path):
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise LeadscoreError(f"cannot read targets file {path}: {exc}") from None
-
-
-def checked_currency(currency: str | None) -> str | None:
-    """An ISO-like currency code (3 letters), upper-cased; a one-line error otherwise."""
-    if currency is None or not currency.strip():
-        return None
-    code = currency.strip().upper()
-    if not (len(code) == 3 and code.isalpha() and code.isascii()):
-        raise LeadscoreError(f"--currency: '{currency}' is not a currency code; give three letters such as USD, EUR, "
-                             f"GBP or CHF (or set {CURRENCY_ENV})")
-    return code
 
 
 def write_forecast(result, out: Path, dataset=None, currency: str | None = None) -> Path:

@@ -1,5 +1,6 @@
 """Writing a command's result by the suffix of --out: a frame to .csv/.parquet/.json, a
-dict to .json, a rendered page (str) to .html."""
+dict to .json, a rendered page (str) to .html; the checks of the options that shape it
+(`--out` suffix, `--currency`)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import pandas as pd
 from features.errors import LeadscoreError
 
 FRAME_SUFFIXES = (".csv", ".json", ".parquet")
+CURRENCY_ENV = "LEADSCORE_CURRENCY"  # the default of --currency (the HTML reports' amounts)
 
 
 def check_suffix(out: Path, allowed: Sequence[str]) -> str:
@@ -20,6 +22,17 @@ def check_suffix(out: Path, allowed: Sequence[str]) -> str:
     if suffix not in allowed:
         raise LeadscoreError(f"--out: cannot write '{out}': the file suffix must be one of {', '.join(allowed)}")
     return suffix
+
+
+def checked_currency(currency: str | None) -> str | None:
+    """An ISO-like currency code (3 letters), upper-cased; a one-line error otherwise."""
+    if currency is None or not currency.strip():
+        return None
+    code = currency.strip().upper()
+    if not (len(code) == 3 and code.isalpha() and code.isascii()):
+        raise LeadscoreError(f"--currency: '{currency}' is not a currency code; give three letters such as USD, EUR, "
+                             f"GBP or CHF (or set {CURRENCY_ENV})")
+    return code
 
 
 def write_output(value: pd.DataFrame | Mapping | str, out: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from serving.cli.console import console, fmt
-from serving.cli.output import check_suffix, write_output
+from serving.cli.output import CURRENCY_ENV, check_suffix, checked_currency, write_output
 
 ACCURACY_FORMATS = (".json", ".html")
 
@@ -17,6 +17,8 @@ def forecast_accuracy(
     freq: str = typer.Option("month", "--freq", help="month or quarter."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="The grouping column of the forecasts to check."),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the metrics per horizon to MLflow."),
+    currency: Optional[str] = typer.Option(None, "--currency", envvar=CURRENCY_ENV,
+                                           help="Currency of the amounts in the HTML page (USD, EUR, ...)."),
 ) -> None:
     """Stored forecasts vs bookings of closed periods: first-forecast error, bias, +-5/15 % shares, P10-P90 hits."""
     from features.dataset import read_dataset
@@ -24,6 +26,7 @@ def forecast_accuracy(
     from training.store.connection import open_store
 
     check_suffix(out, ACCURACY_FORMATS)
+    currency = checked_currency(currency)
     dataset = read_dataset(data)
     store = open_store()
     try:
@@ -32,25 +35,13 @@ def forecast_accuracy(
         store.close()
     if log:
         report["run_id"] = log_accuracy(report, {"data_dir": data, "freq": freq, "group_by": group_by})
-    write_output(report if out.suffix.lower() == ".json" else accuracy_html(report), out)
+    if out.suffix.lower() == ".json":
+        write_output(report, out)
+    else:
+        from training.forecast.html_report import accuracy_html
+
+        write_output(accuracy_html(report, currency), out)
     print_accuracy_summary(report, out)
-
-
-def accuracy_html(report: dict) -> str:
-    """A self-contained page: the per-horizon table and the compared periods."""
-    import html
-
-    import pandas as pd
-
-    def table(rows: list[dict]) -> str:
-        return pd.DataFrame(rows).to_html(index=False, na_rep="-", float_format=lambda v: f"{v:,.2f}") if rows \
-            else "<p>no stored forecast of a closed period yet</p>"
-
-    title = html.escape(f"Forecast track record ({report['freq']}, {report['group_column'] or 'company total'})")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-            f"<h1>{title}</h1><p>The first forecast made for each period and horizon (periods ahead) against what "
-            f"was booked; bias &gt; 0 = over-forecast.</p><h2>By horizon</h2>{table(report['by_horizon'])}"
-            f"<h2>Periods</h2>{table(report['periods'])}</body></html>")
 
 
 def print_accuracy_summary(report: dict, out: Path) -> None:

@@ -33,7 +33,8 @@ def test_bad_out_suffix_is_one_line(tmp_path, args):
     assert "--out" in out.output and "Traceback" not in out.output
 
 
-def test_write_forecast_by_suffix(tmp_path):
+def test_write_forecast_by_suffix(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEADSCORE_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     data, _truth = models_cache.small_data()
     result = outlook(models_cache.small_predictor(), data, AS_OF, periods=2, config=FAST)
     write_forecast(result, tmp_path / "f.csv")
@@ -41,7 +42,19 @@ def test_write_forecast_by_suffix(tmp_path):
     assert {"period", "group", "expected", "open_pipeline", "new_deals", "p10", "p50", "p90"} <= set(table.columns)
     assert len(pd.read_csv(tmp_path / "f.risk.csv")) == len(result.risk)
     assert json.loads(write_forecast(result, tmp_path / "f.json").read_text()) == forecast_dict(result)
-    assert "data:image/png;base64," in write_forecast(result, tmp_path / "f.html").read_text()
+    page = write_forecast(result, tmp_path / "f.html", data, "EUR").read_text()
+    assert "Revenue forecast as of 2024-06-10" in page and "<svg" in page and "€" in page
+    assert "Nothing to compare with" in page  # an empty store: no previous forecast
+    risk = pd.read_csv(tmp_path / "f.risk.csv")  # beside the page: every deal at risk, largest value at risk first
+    assert len(risk) == len(result.risk) and risk["value_at_risk"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("currency", ["euro", "E1", "€"])
+def test_bad_currency_is_one_line(tmp_path, currency):
+    out = CliRunner().invoke(app, ["forecast", "--out", str(tmp_path / "f.html"), "--data", str(tmp_path),
+                                   "--currency", currency])
+    assert out.exit_code == 2, out.output
+    assert "--currency" in out.output and "Traceback" not in out.output
 
 
 def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_uri):

@@ -128,7 +128,7 @@ def _changes(c: dict | None, fmt: Fmt, store_note: str | None) -> str:
             f"Deal movements between {escape(since)} and this forecast's as-of date, over all deals, from the deal "
             f"history at both dates; pushed = expected close inside the period then, after it now."
             + (f" {d['without_amount']:,} moved deals had no amount (value 0)." if d.get("without_amount") else ""))
-    return section(title, table(headers, rows) + "<h3 style='font-size:13px;margin:12px 0 4px'>Deal movements</h3>"
+    return section(title, table(headers, rows) + _h3("Deal movements")
                    + table(["Movement", "Deals", "Value"], moves), note)
 
 
@@ -167,7 +167,16 @@ def _risk(b: dict, fmt: Fmt) -> str:
     return section(f"Deals at risk in {period}", table(headers, body, text_columns=(0, 1, 5)), note)
 
 
-def _track_record(tr: dict | None, fmt: Fmt, store_note: str | None) -> str:
+def accuracy_html(report: dict, currency: str | None = None) -> str:
+    """The track record alone (`leadscore forecast-accuracy --out x.html`): every compared period."""
+    grouping = words(report["group_column"]) if report.get("group_column") else "company total"
+    title = f"Forecast track record ({report['freq']}ly, {grouping})"
+    fmt = partial(kit_money, currency=currency)
+    return page(title, "the first forecast made for each period and horizon against what was booked",
+                _track_record(report, fmt, None, periods_shown=None))
+
+
+def _track_record(tr: dict | None, fmt: Fmt, store_note: str | None, periods_shown: int | None = 12) -> str:
     title = "Track record"
     if tr is None:
         return section(title, f"<p>{escape(store_note or 'The track-record store was not given.')}</p>")
@@ -177,14 +186,15 @@ def _track_record(tr: dict | None, fmt: Fmt, store_note: str | None) -> str:
     headers = ["Group", "Periods ahead", "Periods", "Booked", "WAPE", "Bias", "Within ±5%", "Within ±15%",
                "P10–P90 hit rate"]
     rows = [[r["group_value"], count(r["horizon"]), count(r["periods"]), fmt(r["booked"]), pct(r["wape"], 1),
-             (pct(r["bias"], 1) if r["bias"] is None or r["bias"] <= 0 else "+" + pct(r["bias"], 1)),
+             signed(r["bias"], partial(pct, digits=1)),
              pct(r["within_5pct"]), pct(r["within_15pct"]), pct(r["p10_p90_hit_rate"])] for r in tr["by_horizon"]]
     periods = [[p["period_start"][:10], p["group_value"], count(p["horizon"]), p["as_of"][:10], fmt(p["landing_p50"]),
                 fmt(p["booked"]), signed(p["error"], fmt), "yes" if p["in_p10_p90"] else "no"]
-               for p in tr["periods"][-12:]]
+               for p in tr["periods"][-(periods_shown or len(tr["periods"])):]]
     note = ("The first forecast stored for each closed period and horizon against what was booked. WAPE = sum of "
             "|landing P50 − booked| / sum booked; bias > 0 = over-forecast; periods ahead 0 = made inside the period.")
-    return section(title, table(headers, rows) + "<h3 style='font-size:13px;margin:12px 0 4px'>Latest periods</h3>"
+    shown = "Latest periods" if periods_shown and len(tr["periods"]) > periods_shown else "Periods"
+    return section(title, _h3("By horizon") + table(headers, rows) + _h3(shown)
                    + table(["Period start", "Group", "Periods ahead", "Forecast made", "Landing P50", "Booked",
                             "Error", "In P10–P90"], periods, text_columns=(0, 1)), note)
 
@@ -196,3 +206,7 @@ def _notes(doc: dict) -> str:
               f"{ratio(r.get('new_factor'), '')}, from {count(r.get('periods_used'))} past periods.")
     items = "".join(f"<li>{escape(n)}</li>" for n in doc.get("notes", []))
     return section("Notes and method", f"<ul>{items}</ul><p class='note'>{escape(method)}</p>")
+
+
+def _h3(title: str) -> str:
+    return f"<h3 style='font-size:13px;margin:12px 0 4px'>{escape(title)}</h3>"

@@ -1,0 +1,63 @@
+"""The finance report's data from a real forecast and a real store: the math adds up to
+the forecast's own numbers, the risk list is ranked by value at risk, the previous stored
+forecast is found and the deal movements between the two as-of dates are counted."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.forecast.briefing import RISK_SHOWN, briefing, ranked_risk
+from training.forecast.config import ForecastConfig
+from training.forecast.html_report import forecast_html
+from training.forecast.outlook import outlook
+from training.forecast.track_record import store_forecast
+from training.store.connection import open_store
+
+FAST = ForecastConfig(n_sims=300, seed=2)
+EARLIER, AS_OF = pd.Timestamp("2024-04-20"), pd.Timestamp("2024-05-20")
+
+
+@pytest.fixture(scope="module")
+def made(small_data, small_predictor, tmp_path_factory):
+    data = small_data[0]
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'store.db'}")
+    earlier = outlook(small_predictor, data, EARLIER, periods=2, freq="quarter", config=FAST)
+    now = outlook(small_predictor, data, AS_OF, periods=2, freq="quarter", config=FAST)
+    store_forecast(store, earlier, "leadscore", 1, "fp")
+    store_forecast(store, now, "leadscore", 2, "fp")
+    yield data, now, briefing(now, data, store, "EUR")
+    store.close()
+
+
+def test_the_math_adds_up_to_the_forecast(made):
+    _data, now, b = made
+    totals = now.forecast.totals()
+    for row, (_, t) in zip(b["math"], totals.iterrows()):
+        assert row["open_pipeline_value"] * row["p_won_in_period"] == pytest.approx(t["open_pipeline"])
+        assert row["open_pipeline"] + row["new_deals"] + row["closed_so_far"] == pytest.approx(t["landing_expected"])
+        assert row["landing_p50"] == pytest.approx(t["landing_p50"])
+    assert b["math"][0]["open_deals"] == len(now.forecast.deals)
+
+
+def test_risk_is_ranked_by_value_at_risk(made):
+    _data, now, b = made
+    ranked = ranked_risk(now)
+    assert len(ranked) == len(now.risk) and ranked["value_at_risk"].is_monotonic_decreasing
+    assert [r["deal_id"] for r in b["risk_ranked"]] == ranked["deal_id"].head(RISK_SHOWN).tolist()
+    assert b["risk_total"]["value_at_risk"] == pytest.approx(ranked["expected_in_period"].sum())
+
+
+def test_changes_compare_with_the_previous_stored_forecast(made):
+    data, now, b = made
+    c = b["changes"]
+    assert pd.Timestamp(c["previous_as_of"]) == EARLIER and c["period"] == "2024Q2"
+    closed = data.deals["closed_at"]
+    won = (data.deals["outcome"] == "won") & (closed > EARLIER) & (closed <= AS_OF)
+    assert c["deals"]["won"]["count"] == int(won.sum())
+    assert c["deals"]["won"]["value"] == pytest.approx(float(np.nansum(data.deals.loc[won, "amount"])))
+    g = c["groups"][0]
+    # what was won in between moved from the pipeline into closed so far
+    assert g["now_closed_so_far"] - g["previous_closed_so_far"] == pytest.approx(c["deals"]["won"]["value"])
+    html = forecast_html(b)
+    assert f"as of {EARLIER.date()}" in html and "What changed since the previous forecast" in html
