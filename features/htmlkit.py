@@ -12,11 +12,13 @@ percentages, changes with their sign and a word ("−89 %, worse").
 from __future__ import annotations
 
 import math
+import re
 from html import escape
 
 PALETTE = {"ink": "#1f2937", "muted": "#6b7280", "bar": "#2563eb", "bar2": "#93c5fd", "good": "#059669",
            "bad": "#dc2626", "warn": "#d97706", "grid": "#e5e7eb", "band": "#bfdbfe", "target": "#7c3aed"}
 DASH = "–"
+AXIS_STEPS = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)  # round axis tops: a quarter of each is round too
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
 
 CSS = """
@@ -30,7 +32,7 @@ header p{margin:4px 0 0;color:#9ca3af;font-size:13px}main{padding:20px 32px;max-
 .kpi small{display:block;font-size:12px;color:#6b7280;margin-top:2px}
 .grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
 section{background:#fff;border-radius:8px;padding:14px 18px;box-shadow:0 1px 2px #0001;margin-bottom:16px;min-width:0}
-section h2{font-size:15px;margin:0 0 8px}.note{font-size:12px;color:#6b7280;margin:6px 0 0}
+section h2{font-size:15px;margin:0 0 8px}section ul{font-size:13px;margin:6px 0;padding-left:20px}.note{font-size:12px;color:#6b7280;margin:6px 0 0}
 .callout{border-left:4px solid #d97706;background:#fffbeb}.callout.ok{border-color:#059669;background:#ecfdf5}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%;font-size:12px}th,td{padding:4px 6px;text-align:right;border-bottom:1px solid #e5e7eb}
@@ -122,8 +124,11 @@ def signed(x, formatter=num) -> str:
 
 
 def words(name: str) -> str:
-    """A snake_case key as words for a caption or header ("amount_up" -> "amount up")."""
-    return str(name).replace("_", " ").strip()
+    """A snake_case key as words for a caption or header ("amount_up" -> "amount up",
+    "landing_p10/p50/p90" -> "landing P10/P50/P90", "p_hit_target" -> "P(hit target)")."""
+    said = re.sub(r"\bp_([a-z]+(?:_[a-z]+)*)", lambda m: f"P({m.group(1)})", str(name))
+    said = re.sub(r"\bp(10|50|90)\b", r"P\1", said.replace("_", " "))
+    return said.strip()
 
 
 # ---- page pieces --------------------------------------------------------------------------
@@ -181,11 +186,11 @@ def text(x, y, s, anchor: str = "start", size: int = 12, color: str = PALETTE["i
 
 
 def nice_ceiling(x: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 x 10^k at or above `x` (a round axis top); 1 for x <= 0."""
+    """The smallest `AXIS_STEPS` x 10^k at or above `x` (a round axis top); 1 for x <= 0."""
     if _missing(x) or x <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(x))
-    return next(step * power for step in (1, 2, 2.5, 5, 10) if step * power >= x * (1 - 1e-12))
+    return next(step * power for step in AXIS_STEPS if step * power >= x * (1 - 1e-12))
 
 
 def rect(x, y, w, h, color: str, opacity: float = 1.0, rx: int = 2) -> str:

@@ -50,11 +50,13 @@ def test_signed_and_words():
     assert kit.signed(927, kit.count) == "+927"
     assert kit.signed(-1200, lambda x: kit.money(x, "EUR")) == "−€1.2k"
     assert kit.signed(0, kit.count) == "±0"
-    assert kit.words("amount_up") == "amount up" and kit.words("p10_p90_hit_rate") == "p10 p90 hit rate"
+    assert kit.words("amount_up") == "amount up" and kit.words("p10_p90_hit_rate") == "P10 P90 hit rate"
+    assert kit.words("landing_p10/p50/p90 = closed_so_far + the rest") == "landing P10/P50/P90 = closed so far + the rest"
+    assert kit.words("p_hit_target = share") == "P(hit target) = share"
 
 
 def test_nice_axis_tops():
-    assert [kit.nice_ceiling(x) for x in (0.7, 1.0, 1.3, 2.2, 4.1, 7.0, 6.1e6)] == [1.0, 1.0, 2.0, 2.5, 5.0, 10.0, 1e7]
+    assert [kit.nice_ceiling(x) for x in (0.7, 1.0, 1.3, 2.2, 4.1, 7.0, 5.8e6)] == [0.8, 1.0, 1.5, 2.5, 5.0, 8.0, 6e6]
     assert kit.nice_ceiling(0) == 1.0
 
 

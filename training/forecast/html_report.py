@@ -40,7 +40,7 @@ def forecast_html(b: dict) -> str:
             section("Landing per period", fan_svg(doc, fmt),
                     "Past periods: whole-period bookings. Forecast periods: where the period lands, closed-won so far "
                     "+ the forecast of the rest (a period in progress is its whole landing, not the rest only)."),
-            section("Forecast", _forecast_table(doc, fmt), escape(doc.get("parts", ""))),
+            section("Forecast", _forecast_table(doc, fmt), escape(words(doc.get("parts", "")))),
             _targets(doc, fmt), _changes(b.get("changes"), fmt, b.get("store_note")), _math(b["math"], fmt),
             _risk(b, fmt), _track_record(b.get("track_record"), fmt, b.get("store_note")), _notes(doc)]
     return page(title, sub, "".join(body))
@@ -97,7 +97,7 @@ def _targets(doc: dict, fmt: Fmt) -> str:
              pct(t["p_hit_target"]), signed(t["gap_to_target"], fmt), fmt(t["open_pipeline_due"]),
              ratio(t["pipeline_coverage"]), count(t["leads_needed"])] for t in doc["targets"]]
     defs = doc.get("target_definitions") or {}
-    said = "".join(f"<li>{escape(v)}</li>" for k, v in defs.items() if isinstance(v, str))
+    said = "".join(f"<li>{escape(words(v))}</li>" for k, v in defs.items() if isinstance(v, str))
     return section("Targets", table(headers, rows, text_columns=(0, 1)), f"<ul>{said}</ul>")
 
 
