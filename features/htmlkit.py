@@ -26,7 +26,7 @@ CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;background:#f3f4f6;color:#1f2937}
 header{background:#111827;color:#f9fafb;padding:18px 32px}header h1{margin:0;font-size:22px}
 header p{margin:4px 0 0;color:#9ca3af;font-size:13px}main{padding:20px 32px;max-width:1280px}
-.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;margin-bottom:16px}
+.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(132px,1fr));gap:12px;margin-bottom:16px}
 .kpi{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 2px #0001;min-width:0}
 .kpi b{display:block;font-size:22px;margin-top:4px}.kpi span{font-size:12px;color:#6b7280;text-transform:uppercase}
 .kpi small{display:block;font-size:12px;color:#6b7280;margin-top:2px}

@@ -19,6 +19,7 @@ from features.htmlkit import (
     change_words,
     count,
     kpis,
+    nice_ceiling,
     num,
     page,
     pct,
@@ -55,7 +56,7 @@ def render_html(metrics: dict, currency: str | None = None) -> str:
 def defined(m: dict, key: str, label: str = "Win rate") -> str:
     """A caption saying which definition a figure shows (the metrics' `definitions`)."""
     said = (m.get("definitions") or {}).get(key)
-    return f"{label}: {escape(said)}" if said else ""
+    return f"{label}: {escape(words(said))}" if said else ""
 
 
 def _unknown(_x) -> str:
@@ -178,7 +179,7 @@ def _line_svg(points: list[dict], money: _Fmt) -> str:
     known = [v for v in values if v is not None]
     if not known or not any(known):
         return "<p class='note'>Not enough closed deals with amounts for a velocity yet.</p>"
-    top = max(known) * 1.15 or 1
+    top = nice_ceiling(max(known) * 1.1)
     step = (w - left - 20) / max(1, len(points) - 1)
     xy = [(left + i * step, bottom - (v / top) * (bottom - 20)) for i, v in enumerate(values) if v is not None]
     out = [f"<line x1='{left}' x2='{w - 10}' y1='{bottom}' y2='{bottom}' stroke='{PALETTE['grid']}'/>"]
