@@ -98,6 +98,7 @@ def test_won_deals_forecasts_count_and_stale_data_is_said():
     html = forecast_html(doc)
     assert "won deals (no amounts known)" in html and "€" not in html
     assert "How current the data is" in html and "days old: 19" in html
+    assert "<td>Won</td><td>76</td><td>–</td>" in html and "<td>Amount raised</td><td>49</td><td>–</td>" in html
 
 
 @pytest.mark.parametrize("store_note", [None, "the track-record store is unavailable: disk full"])

@@ -41,7 +41,8 @@ def forecast_html(b: dict) -> str:
                     "Past periods: whole-period bookings. Forecast periods: where the period lands, closed-won so far "
                     "+ the forecast of the rest (a period in progress is its whole landing, not the rest only)."),
             section("Forecast", _forecast_table(doc, fmt), escape(words(doc.get("parts", "")))),
-            _targets(doc, fmt), _changes(b.get("changes"), fmt, b.get("store_note")), _math(b["math"], fmt),
+            _targets(doc, fmt), _changes(b.get("changes"), fmt, b.get("store_note"),
+                                              valued=doc["value_unit"] == "amount"), _math(b["math"], fmt),
             _risk(b, fmt), _track_record(b.get("track_record"), fmt, b.get("store_note")), _notes(doc)]
     return page(title, sub, "".join(body))
 
@@ -101,7 +102,9 @@ def _targets(doc: dict, fmt: Fmt) -> str:
     return section("Targets", table(headers, rows, text_columns=(0, 1)), f"<ul>{said}</ul>")
 
 
-def _changes(c: dict | None, fmt: Fmt, store_note: str | None) -> str:
+def _changes(c: dict | None, fmt: Fmt, store_note: str | None, valued: bool = True) -> str:
+    """The previous forecast against this one, and the deal movements between them (by
+    count, and by value unless the data has no amounts)."""
     title = "What changed since the previous forecast"
     if c is None:
         return section(title, f"<p>{escape(store_note or 'The track-record store was not given.')}</p>")
@@ -116,13 +119,19 @@ def _changes(c: dict | None, fmt: Fmt, store_note: str | None) -> str:
              f"{fmt(g['now_landing_p10'])} – {fmt(g['now_landing_p90'])}",
              fmt(g["previous_closed_so_far"]), fmt(g["now_closed_so_far"])] for g in c["groups"]]
     d = c["deals"]
-    moves = [["New deals", count(d["new"]["count"]), fmt(d["new"]["value"])],
-             ["Won", count(d["won"]["count"]), fmt(d["won"]["value"])],
-             ["Lost", count(d["lost"]["count"]), fmt(d["lost"]["value"])],
-             [f"Pushed out of {c['period']}", count(d["pushed"]["count"]), fmt(d["pushed"]["value"])],
-             [f"Pulled into {c['period']}", count(d["pulled_in"]["count"]), fmt(d["pulled_in"]["value"])],
-             ["Amount raised", count(d["amount_up"]["count"]), signed(d["amount_up"]["value"], fmt)],
-             ["Amount lowered", count(d["amount_down"]["count"]), signed(-d["amount_down"]["value"], fmt)]]
+    def money(x) -> str:
+        return fmt(x) if valued else "–"
+
+    def change(x) -> str:
+        return signed(x, fmt) if valued else "–"
+
+    moves = [["New deals", count(d["new"]["count"]), money(d["new"]["value"])],
+             ["Won", count(d["won"]["count"]), money(d["won"]["value"])],
+             ["Lost", count(d["lost"]["count"]), money(d["lost"]["value"])],
+             [f"Pushed out of {c['period']}", count(d["pushed"]["count"]), money(d["pushed"]["value"])],
+             [f"Pulled into {c['period']}", count(d["pulled_in"]["count"]), money(d["pulled_in"]["value"])],
+             ["Amount raised", count(d["amount_up"]["count"]), change(d["amount_up"]["value"])],
+             ["Amount lowered", count(d["amount_down"]["count"]), change(-d["amount_down"]["value"])]]
     since = c["previous_as_of"][:10]
     note = (f"Previous forecast of {escape(c['period'])}: as of {escape(since)} (model v{escape(str(c['model_version']))}). "
             f"Deal movements between {escape(since)} and this forecast's as-of date, over all deals, from the deal "
