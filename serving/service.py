@@ -87,7 +87,8 @@ class LeadScoreService:
         if at is not None and (late := limits.score_as_of_error(at)) is not None:
             return late
         # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
-        return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version)
+        return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version,
+                                   strict_keys=self.config.strict_keys)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     async def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None):
