@@ -4,7 +4,8 @@ models (not BentoML's generated one: that has no security scheme, no response mo
 
 `build_spec` adds what only the loaded champion knows: its stages (an enum on `stage`)
 and its attributes (documented deal fields), and a ready-to-send `/score` example.
-Every route the service serves must be in `ENDPOINTS` or `INTERNAL` (a test checks it).
+Every route the service serves belongs in `ENDPOINTS` or `INTERNAL`: one in neither is
+listed as UNDOCUMENTED (tests/serving/test_service_http.py fails on it).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, Scor
 REF = "#/components/schemas/{model}"
 INTERNAL = frozenset({"/ping"})  # benchmark floor: served, not published
 SECURITY_SCHEME = "apiKey"
+UNDOCUMENTED = "not documented yet: add it to serving.docs.spec.ENDPOINTS"
 ERROR_TEXT = {
     400: "The body is not valid JSON.",
     401: "Missing or invalid API key (`Authorization: Bearer KEY`).",
@@ -68,18 +70,20 @@ def build_spec(routes: list[str], meta: DatasetMeta, model_version: int, strict_
                title: str = "leadscore", version: str = "1") -> dict:
     """The OpenAPI document for the service's `routes` (those in INTERNAL left out), with
     the champion's stages and attributes."""
-    public = [r for r in routes if r not in INTERNAL]
-    undocumented = sorted(set(public) - ENDPOINTS.keys())
-    if undocumented:
-        raise ValueError(f"routes {undocumented} have no entry in serving.docs.spec.ENDPOINTS: document them "
-                         f"(or list them in INTERNAL)")
-    models = [(ENDPOINTS[r].request, "validation") for r in public] + \
-             [(ENDPOINTS[r].response, "serialization") for r in public] + [(ErrorBody, "serialization")]
+    public = sorted((r for r in routes if r not in INTERNAL),
+                    key=lambda r: (r not in ENDPOINTS, list(ENDPOINTS).index(r) if r in ENDPOINTS else 0, r))
+    documented = [r for r in public if r in ENDPOINTS]
+    models = [(ENDPOINTS[r].request, "validation") for r in documented] + \
+             [(ENDPOINTS[r].response, "serialization") for r in documented] + [(ErrorBody, "serialization")]
     names, top = models_json_schema(models, ref_template=REF)
     schemas = top.get("$defs", {})
     paths: dict[str, dict] = {}
     for route in public:
-        ep = ENDPOINTS[route]
+        ep = ENDPOINTS.get(route)
+        if ep is None:  # a new endpoint nobody documented yet: listed, and said so (a test fails on it)
+            paths[route] = {"post": {"summary": UNDOCUMENTED, "operationId": route.strip("/"), "tags": ["API"],
+                                     "responses": {"200": {"description": "OK"}}}}
+            continue
         responses = {"200": {"description": "OK", "content": _json(names[(ep.response, "serialization")])}}
         for status in ep.errors:
             responses[str(status)] = {"description": ERROR_TEXT[status],
