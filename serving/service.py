@@ -24,6 +24,7 @@ from serving.batching import ScoreBatcher
 from serving.data_source import DataSnapshot, DataSource
 from serving.docs.site import site as docs_site
 from serving.docs.spec import build_spec
+from serving.forecast_targets import targets_error, targets_frame
 from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
@@ -111,11 +112,16 @@ class LeadScoreService:
         at = self._as_of(data, as_of)
         if isinstance(at, errors.JSONResponse):
             return at
+        if (bad := _group_by_error(data, group_by, data.deals.columns)) is not None:
+            return bad
         config = ForecastConfig()
         too_big = limits.forecast_size_error(data, group_by, periods, config.n_sims, self.config.forecast_budget)
         if too_big is not None:
             return too_big
-        goals = None if not targets else pd.DataFrame({"period": list(targets), "target": list(targets.values())})
+        rows = None if targets is None else [t.model_dump() for t in targets]
+        if rows and (bad := targets_error(rows, data, at, periods, freq, group_by)) is not None:
+            return bad
+        goals = targets_frame(rows) if rows else None
 
         def work() -> dict:
             result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by,
@@ -129,6 +135,7 @@ class LeadScoreService:
     async def pipeline(self, as_of=None, group_by=None, target=None):
         """Funnel, conversion, time in stage, velocity, coverage, stalled deals, cohorts."""
         from features.analytics import pipeline_metrics
+        from features.analytics.metrics import group_columns
 
         snapshot = await self._snapshot()
         if isinstance(snapshot, errors.JSONResponse):
@@ -136,6 +143,8 @@ class LeadScoreService:
         at = None if as_of is None else self._as_of(snapshot.data, as_of)
         if isinstance(at, errors.JSONResponse):
             return at
+        if (bad := _group_by_error(snapshot.data, group_by, group_columns(snapshot.data))) is not None:
+            return bad
         return await self.heavy["pipeline"].run(_unprocessable_on_error(
             lambda: {**pipeline_metrics(snapshot.data, at, group_by=group_by, target=target), "data": snapshot.used()}))
 
@@ -183,6 +192,16 @@ LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
 LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,
                                      max_body_bytes=_settings().max_body_bytes)
 LeadScoreService.mount_asgi_app(docs_site.app, path="/", name="docs")  # /docs, /openapi.json (serving/docs)
+
+
+def _group_by_error(data, group_by: str | None, allowed) -> errors.JSONResponse | None:
+    """A 422 naming `group_by` when it is not a column the deals can be grouped by."""
+    if group_by is None or group_by in allowed:
+        return None
+    from features.analytics.metrics import group_columns
+
+    message = f"cannot group by '{group_by}': choose one of {', '.join(group_columns(data)) or '(none)'}"
+    return errors.problem(422, f"group_by: {message}", [{"field": "group_by", "message": message}])
 
 
 def _unprocessable_on_error(work: Callable[[], dict]) -> Callable[[], dict | errors.JSONResponse]:
