@@ -75,8 +75,7 @@ class LeadScoreService:
         self.heavy = {name: limits.EndpointLimiter(name, self.config.heavy_concurrency, self.config.heavy_queue,
                                                    self.config.timeout_s) for name in ("forecast", "pipeline")}
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
-        docs_site.publish(build_spec([api.route for api in LeadScoreService.apis.values()], self.predictor.meta,
-                                     self.version, strict_keys=self.config.strict_keys))
+        docs_site.publish(self._openapi, key=lambda: self.version)
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
         # scans makes the full collections that a 1,000-deal request triggers ~4x cheaper
         gc.collect()
@@ -170,6 +169,11 @@ class LeadScoreService:
 
         check_model_data(self.config.model_name, self.version, data.meta, str(self.config.data_dir),
                          recorded=self.predictor.meta)
+
+    def _openapi(self) -> dict:
+        """The OpenAPI document for the model in use (its stages and attributes): serving/docs."""
+        return build_spec([api.route for api in LeadScoreService.apis.values()], self.predictor.meta, self.version,
+                          strict_keys=self.config.strict_keys)
 
     @staticmethod
     def _as_of(data, as_of) -> pd.Timestamp | errors.JSONResponse:

@@ -118,3 +118,36 @@ def test_the_docs_page_loads_only_local_files():
     init = ASSETS["init.js"].read_text()
     assert "validatorUrl: null" in init and "/openapi.json" in init
     assert "googletagmanager" not in page + init
+
+
+def test_the_site_builds_the_spec_again_when_the_model_changes():
+    from serving.docs.site import DocsSite
+
+    site, version, built = DocsSite(), [1], []
+    assert site.spec() is None  # not published yet: /openapi.json answers 503
+
+    def build() -> dict:
+        built.append(version[0])
+        return build_spec(ROUTES, META, model_version=version[0])
+
+    site.publish(build, key=lambda: version[0])
+    assert site.spec() is site.spec() and built == [1]
+    version[0] = 2
+    assert "Model version 2" in site.spec()["info"]["description"] and built == [1, 2]
+
+
+def test_the_site_routes():
+    from starlette.testclient import TestClient
+
+    from serving.docs.site import DocsSite
+
+    site = DocsSite()
+    with TestClient(site.app) as http:
+        assert http.get("/openapi.json").status_code == 503  # before the model is loaded
+        site.publish(lambda: build_spec(ROUTES, META, model_version=3))
+        assert http.get("/openapi.json").json() == http.get("/docs.json").json()
+        assert http.get("/docs").headers["content-type"].startswith("text/html")
+        assert http.get("/", follow_redirects=False).headers["location"] == "/docs"
+        assert http.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+        assert http.get("/docs/assets/../site.py").status_code == 404
+        assert http.get("/docs/assets/secrets.txt").status_code == 404
