@@ -137,17 +137,23 @@ def test_the_site_builds_the_spec_again_when_the_model_changes():
 
 
 def test_the_site_routes():
-    from starlette.testclient import TestClient
+    import asyncio
+
+    import httpx
 
     from serving.docs.site import DocsSite
 
     site = DocsSite()
-    with TestClient(site.app) as http:
-        assert http.get("/openapi.json").status_code == 503  # before the model is loaded
-        site.publish(lambda: build_spec(ROUTES, META, model_version=3))
-        assert http.get("/openapi.json").json() == http.get("/docs.json").json()
-        assert http.get("/docs").headers["content-type"].startswith("text/html")
-        assert http.get("/", follow_redirects=False).headers["location"] == "/docs"
-        assert http.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
-        assert http.get("/docs/assets/../site.py").status_code == 404
-        assert http.get("/docs/assets/secrets.txt").status_code == 404
+
+    async def check() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.app), base_url="http://docs") as http:
+            assert (await http.get("/openapi.json")).status_code == 503  # before the model is loaded
+            site.publish(lambda: build_spec(ROUTES, META, model_version=3))
+            assert (await http.get("/openapi.json")).json() == (await http.get("/docs.json")).json()
+            assert (await http.get("/docs")).headers["content-type"].startswith("text/html")
+            assert (await http.get("/")).headers["location"] == "/docs"
+            assert (await http.get("/docs/assets/swagger-ui-bundle.js")).status_code == 200
+            assert (await http.get("/docs/assets/..%2Fsite.py")).status_code == 404
+            assert (await http.get("/docs/assets/secrets.txt")).status_code == 404
+
+    asyncio.run(check())
