@@ -14,6 +14,16 @@ from training.forecast.periods import make_periods
 from training.forecast.targets import REQUEST, TargetsError, checked_targets
 
 
+def request_targets(targets: list | None, data: CanonicalData, at: pd.Timestamp, periods: int, freq: str,
+                    group_by: str | None) -> pd.DataFrame | JSONResponse | None:
+    """The request's target rows (`serving.schemas.TargetEntry`) as the table `outlook`
+    takes, a 422 at the first bad one, or None without targets."""
+    if not targets:
+        return None
+    rows = [t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in targets]
+    return targets_error(rows, data, at, periods, freq, group_by) or targets_frame(rows)
+
+
 def targets_frame(rows: list[dict]) -> pd.DataFrame:
     """The rows as the table a targets file reads as (a key missing from a row is NaN)."""
     return pd.DataFrame.from_records(rows)

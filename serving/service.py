@@ -24,7 +24,7 @@ from serving.batching import ScoreBatcher
 from serving.data_source import DataSnapshot, DataSource
 from serving.docs.site import site as docs_site
 from serving.docs.spec import build_spec
-from serving.forecast_targets import targets_error, targets_frame
+from serving.forecast_targets import request_targets
 from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
@@ -117,10 +117,9 @@ class LeadScoreService:
         too_big = limits.forecast_size_error(data, group_by, periods, config.n_sims, self.config.forecast_budget)
         if too_big is not None:
             return too_big
-        rows = None if targets is None else [t.model_dump() for t in targets]
-        if rows and (bad := targets_error(rows, data, at, periods, freq, group_by)) is not None:
-            return bad
-        goals = targets_frame(rows) if rows else None
+        goals = request_targets(targets, data, at, periods, freq, group_by)
+        if isinstance(goals, errors.JSONResponse):
+            return goals
 
         def work() -> dict:
             result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by,

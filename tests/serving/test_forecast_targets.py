@@ -84,3 +84,14 @@ def test_the_request_schema_reads_target_rows():
     assert pydantic_errors(info.value.errors())[0]["field"] == "targets[0].target"
     with pytest.raises(ValidationError):
         ForecastRequest.model_validate({"targets": {"2025-01": 1e6}})  # the one form: rows
+
+
+def test_request_targets_gives_the_frame_an_error_or_none(data, at):
+    from serving.forecast_targets import request_targets
+
+    request = ForecastRequest.model_validate({"targets": [{"period": "2023-08", "target": 10}]})
+    frame = request_targets(request.targets, data, at, 2, "month", None)
+    assert frame.to_dict("records") == [{"period": "2023-08", "target": 10.0}]
+    assert request_targets(None, data, at, 2, "month", None) is None
+    assert request_targets([], data, at, 2, "month", None) is None
+    assert request_targets([{"period": "2030-01", "target": 1}], data, at, 2, "month", None).status_code == 422
