@@ -43,6 +43,7 @@ class Endpoint:
     summary: str
     description: str
     errors: tuple[int, ...]
+    example: dict | None = None  # the body "Try it out" starts from (/score's is made from the champion)
 
 
 ENDPOINTS = {
@@ -55,11 +56,11 @@ ENDPOINTS = {
                           "Bookings per period with P10/P50/P90 and each period's landing, open pipeline vs new "
                           "deals, the risk list and, with targets, P(hit target), gap and coverage; computed from "
                           "LEADSCORE_DATA as it is now (`data` says which data).",
-                          (400, 401, 409, 413, 415, 422, 503)),
+                          (400, 401, 409, 413, 415, 422, 503), {"periods": 3, "freq": "month"}),
     "/pipeline": Endpoint(PipelineRequest, PipelineResponse, "Pipeline analytics",
                           "Funnel, conversion, time in stage, velocity, coverage, stalled deals and cohorts, from "
                           "LEADSCORE_DATA as it is now (`data` says which data).",
-                          (400, 401, 409, 413, 415, 422, 503)),
+                          (400, 401, 409, 413, 415, 422, 503), {"target": 1000000}),
 }
 HEALTH = {"/healthz": "Alive (BentoML).", "/livez": "Alive (BentoML).",
           "/readyz": "Ready to serve: the model is loaded (BentoML).",
@@ -89,6 +90,8 @@ def build_spec(routes: list[str], meta: DatasetMeta, model_version: int, strict_
             responses[str(status)] = {"description": ERROR_TEXT[status],
                                       "content": _json(names[(ErrorBody, "serialization")])}
         body = {"required": True, "content": _json(names[(ep.request, "validation")])}
+        if ep.example is not None:
+            body["content"]["application/json"]["example"] = ep.example
         paths[route] = {"post": {"summary": ep.summary, "description": ep.description, "operationId": route.strip("/"),
                                  "tags": ["API"], "requestBody": body, "responses": responses}}
     for route, text in HEALTH.items():

@@ -11,7 +11,7 @@ import pytest
 from features.schema import DatasetMeta
 from serving.docs.site import ASSETS, HERE
 from serving.docs.spec import ENDPOINTS, INTERNAL, UNDOCUMENTED, build_spec, score_example
-from serving.schemas import ScoreRequest
+from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest
 
 META = DatasetMeta(stages=["lead", "qualified", "proposal"], attributes={"industry": "categorical",
                                                                         "company_size": "numeric"}, name="crm")
@@ -102,6 +102,11 @@ def test_the_score_example_is_a_valid_request(spec):
     assert request.deals[0]["stage"] == "qualified" and len(request.deals[0]["stage_history"]) == 2
     one_stage = score_example(DatasetMeta(stages=["open"]))
     assert ScoreRequest.model_validate(one_stage).deals[0]["stage"] == "open"
+
+
+@pytest.mark.parametrize("path,model", [("/forecast", ForecastRequest), ("/pipeline", PipelineRequest)])
+def test_the_other_examples_are_valid_requests(spec, path, model):
+    model.model_validate(spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"])
 
 
 def test_an_undocumented_route_is_listed_as_such():
