@@ -38,6 +38,8 @@ class ServingConfig:
     heavy_queue: int = 4  # more of them waiting; beyond: 503 at once with Retry-After
     forecast_budget: int = 4_000_000  # groups x periods x simulations of one /forecast
     header_timeout_s: int = 10  # a connection that has not sent its request headers by then is closed
+    strict_keys: bool = False  # an unknown deal key is a 422 instead of a warning on the deal
+    data_check_s: float = 0.0  # LEADSCORE_DATA is checked for a new ingest at most this often (0: every request)
 
     @classmethod
     def from_env(cls, env=None) -> "ServingConfig":
@@ -53,7 +55,9 @@ class ServingConfig:
                   heavy_concurrency=_int(env, "LEADSCORE_HEAVY_CONCURRENCY", 2),
                   heavy_queue=_int(env, "LEADSCORE_HEAVY_QUEUE", 4),
                   forecast_budget=_int(env, "LEADSCORE_FORECAST_BUDGET", 4_000_000),
-                  header_timeout_s=_int(env, "LEADSCORE_HEADER_TIMEOUT_S", 10))
+                  header_timeout_s=_int(env, "LEADSCORE_HEADER_TIMEOUT_S", 10),
+                  strict_keys=_flag(env, "LEADSCORE_STRICT_KEYS"),
+                  data_check_s=_seconds(env, "LEADSCORE_DATA_CHECK_S"))
         hot, warm = cfg.tier_hot, cfg.tier_warm
         if hot is not None and warm is not None and warm > hot:
             raise ConfigError(f"LEADSCORE_TIER_WARM ({warm}) is above LEADSCORE_TIER_HOT ({hot}): warm must be lower")
@@ -71,6 +75,26 @@ def _int(env, name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1, not {value}")
     return value
+
+
+def _seconds(env, name: str) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be 0 or more seconds, not {raw}")
+    return value
+
+
+def _flag(env, name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a switch: use 1 (on) or 0 (off)")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from serving.batching import LARGE_REQUEST_ROWS, ScoreBatcher, request_rows
 from serving.errors import problem
 from serving.schemas import DEAL_FIELDS, score_response_json
-from serving.unknown_fields import unknown_deal_keys
+from serving.unknown_fields import unknown_deal_keys, unknown_key_errors, unknown_key_warnings
 from training.compiled import CompiledPredictor, Explain, Scores
 from training.request import category_warnings, check_request
 
@@ -28,8 +28,16 @@ SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_cl
 
 
 async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,
-                        version: int) -> Response | JSONResponse:
-    """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response."""
+                        version: int, strict_keys: bool = False) -> Response | JSONResponse:
+    """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response. A deal
+    key that is neither a deal field nor a model attribute is a warning on that deal, or,
+    with `strict_keys`, a 422 naming each with its close match."""
+    known = DEAL_FIELDS | set(model.meta.attributes)
+    unknown = unknown_deal_keys(deals, known)
+    if unknown and strict_keys:
+        errors = unknown_key_errors(unknown, known)
+        return problem(422, f"{len(errors)} unknown deal field(s) (LEADSCORE_STRICT_KEYS=1); first: "
+                            f"{errors[0]['field']}: {errors[0]['message']}", errors)
     if request_rows(deals) > LARGE_REQUEST_ROWS:  # a big request is checked off the event loop
         checked = await anyio.to_thread.run_sync(check_request, model, deals, as_of)
     else:
@@ -38,8 +46,8 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
         return problem(422, checked.summary(), [e.as_dict() for e in checked.errors])
     scored = await batcher.score(checked.arrays, checked.at, explain)  # with concurrent requests, if any
     warnings = category_warnings(model, checked.arrays)
-    for pos, unknown in unknown_deal_keys(deals, DEAL_FIELDS | set(model.meta.attributes)).items():
-        warnings.setdefault(pos, []).extend(unknown)
+    for pos, said in unknown_key_warnings(unknown, known).items():
+        warnings.setdefault(pos, []).extend(said)
     ids = scored["deal_id"]
     # logged once the response is sent (a background task): the client does not wait for the log
     logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),

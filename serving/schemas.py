@@ -9,6 +9,10 @@ checks that need the model (known stages, dates against `as_of`) run on the requ
 The deals of a `/score` request are TypedDicts, not models: pydantic validates them into
 the plain dicts the scoring code reads (about half the time of building and dumping a model
 per deal, stage change and activity for a 1,000-deal request).
+
+Over 300 lines: the request models, their cross-field checks and the fast response writer
+that must render exactly as `ScoreResponse` belong together; the `/forecast` and `/pipeline`
+answers are in serving/report_schemas.py.
 """
 # no `from __future__ import annotations`: TypedDict needs NotRequired unquoted to fill
 # `__optional_keys__`, which the None-dropping below reads
@@ -235,13 +239,27 @@ class ScoreResponse(BaseModel):
     deals: list[ScoredDeal] = Field(description="One entry per request deal, in request order.")
 
 
+class TargetEntry(BaseModel):
+    """One target, like a line of `leadscore forecast --targets FILE`: period and target, plus,
+    for per-group targets, the group's value under a key named like `group_by`."""
+
+    model_config = ConfigDict(STRICT, extra="allow", json_schema_extra={
+        "examples": [{"period": "2025-01", "target": 500000}, {"period": "2025Q1", "region": "EMEA", "target": 2e6}]})
+    period: str = Field(min_length=1, description="Period label: 2025-01 (month) or 2025Q1 (quarter), inside the "
+                                                  "forecast's periods.")
+    target: float = Field(ge=0, description="Bookings target of the period (and group).")
+
+
 class ForecastRequest(_Strict):
     as_of: Optional[Timestamp] = Field(None, description="Forecast from this date (default: the data end).")
     periods: int = Field(3, ge=1, le=36, description="Number of periods to forecast.")
     freq: Literal["month", "quarter"] = Field("month", description="Period length.")
     group_by: Optional[str] = Field(None, description="Split by this deal column, e.g. team or region.")
-    targets: Optional[dict[str, float]] = Field(
-        None, description="Bookings target per period label (e.g. {'2025-01': 1e6}) for coverage and gap.")
+    targets: Optional[list[TargetEntry]] = Field(
+        None, description="Targets, for P(hit target), the gap, pipeline coverage and leads needed: company totals "
+                          "([{'period': '2025-01', 'target': 1e6}], also with a group split) or per group, with a key "
+                          "named like group_by in every row ([{'period': '2025-01', 'region': 'EMEA', 'target': "
+                          "4e5}]).")
 
 
 class PipelineRequest(_Strict):

@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Callable
 
+import anyio.to_thread
 import bentoml
 import pandas as pd
 
@@ -20,6 +21,10 @@ from features.errors import LeadscoreError
 from serving import errors, limits
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.batching import ScoreBatcher
+from serving.data_source import DataSnapshot, DataSource
+from serving.docs.site import site as docs_site
+from serving.docs.spec import build_spec
+from serving.forecast_targets import request_targets
 from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
@@ -61,7 +66,8 @@ class LeadScoreService:
         self.config = ServingConfig.from_env()
         log.setLevel(self.config.log_level)
         self.predictor, self.version = load_served_predictor(self.config, from_bento=LeadScoreService.bento is not None)
-        self._data = None
+        self.data = None if self.config.data_dir is None else DataSource(
+            self.config.data_dir, self.config.data_check_s, check=self._check_data)
         self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
         self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
         self.model.warm()
@@ -69,6 +75,7 @@ class LeadScoreService:
         self.heavy = {name: limits.EndpointLimiter(name, self.config.heavy_concurrency, self.config.heavy_queue,
                                                    self.config.timeout_s) for name in ("forecast", "pipeline")}
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
+        docs_site.publish(self._openapi, key=lambda: self.version)
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
         # scans makes the full collections that a 1,000-deal request triggers ~4x cheaper
         gc.collect()
@@ -87,7 +94,8 @@ class LeadScoreService:
         if at is not None and (late := limits.score_as_of_error(at)) is not None:
             return late
         # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
-        return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version)
+        return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version,
+                                   strict_keys=self.config.strict_keys)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     async def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None):
@@ -96,23 +104,28 @@ class LeadScoreService:
         from training.forecast.outlook import outlook
         from training.forecast.report import forecast_dict
 
-        data = self._dataset()
-        if isinstance(data, errors.JSONResponse):
-            return data
+        snapshot = await self._snapshot()
+        if isinstance(snapshot, errors.JSONResponse):
+            return snapshot
+        data = snapshot.data
         at = self._as_of(data, as_of)
         if isinstance(at, errors.JSONResponse):
             return at
+        if (bad := _group_by_error(data, group_by, data.deals.columns)) is not None:
+            return bad
         config = ForecastConfig()
         too_big = limits.forecast_size_error(data, group_by, periods, config.n_sims, self.config.forecast_budget)
         if too_big is not None:
             return too_big
-        goals = None if not targets else pd.DataFrame({"period": list(targets), "target": list(targets.values())})
+        goals = request_targets(targets, data, at, periods, freq, group_by)
+        if isinstance(goals, errors.JSONResponse):
+            return goals
 
         def work() -> dict:
             result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by,
                              targets=goals, config=config)
             self.track_record.record(result, self.config.model_name, self.version, data)
-            return {"model_version": self.version, **forecast_dict(result)}
+            return {"model_version": self.version, **forecast_dict(result), "data": snapshot.used()}
 
         return await self.heavy["forecast"].run(_unprocessable_on_error(work))
 
@@ -120,15 +133,18 @@ class LeadScoreService:
     async def pipeline(self, as_of=None, group_by=None, target=None):
         """Funnel, conversion, time in stage, velocity, coverage, stalled deals, cohorts."""
         from features.analytics import pipeline_metrics
+        from features.analytics.metrics import group_columns
 
-        data = self._dataset()
-        if isinstance(data, errors.JSONResponse):
-            return data
-        at = None if as_of is None else self._as_of(data, as_of)
+        snapshot = await self._snapshot()
+        if isinstance(snapshot, errors.JSONResponse):
+            return snapshot
+        at = None if as_of is None else self._as_of(snapshot.data, as_of)
         if isinstance(at, errors.JSONResponse):
             return at
-        return await self.heavy["pipeline"].run(
-            _unprocessable_on_error(lambda: pipeline_metrics(data, at, group_by=group_by, target=target)))
+        if (bad := _group_by_error(snapshot.data, group_by, group_columns(snapshot.data))) is not None:
+            return bad
+        return await self.heavy["pipeline"].run(_unprocessable_on_error(
+            lambda: {**pipeline_metrics(snapshot.data, at, group_by=group_by, target=target), "data": snapshot.used()}))
 
     @bentoml.api(route="/ping")
     async def ping(self) -> dict:
@@ -136,19 +152,27 @@ class LeadScoreService:
         Async like /score, and cheaper than a sync endpoint (no worker-thread hop)."""
         return {"ok": True, "model_version": self.version}
 
-    def _dataset(self):
-        """The canonical tables of LEADSCORE_DATA, read once."""
-        from features.dataset import read_dataset
-
-        if self.config.data_dir is None:
+    async def _snapshot(self) -> DataSnapshot | errors.JSONResponse:
+        """LEADSCORE_DATA as it is now (re-read, off the event loop, when an ingest changed it)."""
+        if self.data is None:
             return errors.problem(409, "no data source configured: set LEADSCORE_DATA to a canonical tables "
                                        "folder (`leadscore ingest` / `leadscore generate` output)")
-        if self._data is None:
-            try:
-                self._data = read_dataset(self.config.data_dir)
-            except LeadscoreError as exc:
-                return errors.problem(409, f"LEADSCORE_DATA: {exc}")
-        return self._data
+        try:
+            return await anyio.to_thread.run_sync(self.data.current)
+        except LeadscoreError as exc:
+            return errors.problem(409, f"LEADSCORE_DATA: {exc}")
+
+    def _check_data(self, data) -> None:
+        """A re-read LEADSCORE_DATA must still be the model's dataset (ModelDataMismatch)."""
+        from training.registry import check_model_data
+
+        check_model_data(self.config.model_name, self.version, data.meta, str(self.config.data_dir),
+                         recorded=self.predictor.meta)
+
+    def _openapi(self) -> dict:
+        """The OpenAPI document for the model in use (its stages and attributes): serving/docs."""
+        return build_spec([api.route for api in LeadScoreService.apis.values()], self.predictor.meta, self.version,
+                          strict_keys=self.config.strict_keys)
 
     @staticmethod
     def _as_of(data, as_of) -> pd.Timestamp | errors.JSONResponse:
@@ -170,6 +194,17 @@ limits.install_header_timeout(_settings().header_timeout_s)
 LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
 LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,
                                      max_body_bytes=_settings().max_body_bytes)
+LeadScoreService.mount_asgi_app(docs_site.app, path="/", name="docs")  # /docs, /openapi.json (serving/docs)
+
+
+def _group_by_error(data, group_by: str | None, allowed) -> errors.JSONResponse | None:
+    """A 422 naming `group_by` when it is not a column the deals can be grouped by."""
+    if group_by is None or group_by in allowed:
+        return None
+    from features.analytics.metrics import group_columns
+
+    message = f"cannot group by '{group_by}': choose one of {', '.join(group_columns(data)) or '(none)'}"
+    return errors.problem(422, f"group_by: {message}", [{"field": "group_by", "message": message}])
 
 
 def _unprocessable_on_error(work: Callable[[], dict]) -> Callable[[], dict | errors.JSONResponse]:

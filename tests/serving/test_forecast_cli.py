@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from features.dataset import write_dataset
 from serving.cli import app
 from serving.cli.forecast import read_targets, write_forecast
+from serving.report_schemas import ForecastReport
 from training.forecast.config import ForecastConfig
 from training.forecast.outlook import outlook
 from training.forecast.report import forecast_dict
@@ -71,6 +72,7 @@ def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_ur
     assert written["notes"][-1].startswith("model leadscore v")
     assert {k: v for k, v in written.items() if k != "notes"} == {k: v for k, v in local.items() if k != "notes"}
     assert written["headline"]["period"] == "2024-06" and written["headline"]["closed_so_far"] > 0
+    ForecastReport.model_validate(written)  # the documented forecast JSON (the /forecast schema without `data`)
     # a targets file with a group column needs the matching --group-by: one line, nothing written
     (tmp_path / "t.csv").write_text("period,region,target\n2024-06,NA,500000\n")
     bad = CliRunner().invoke(app, ["forecast", "--data", str(folder), "--as-of", AS_OF, "--targets",

@@ -13,7 +13,8 @@ from payloads import canonical_from_records
 from processes import log_text_once
 
 AS_OF = "2024-10-01T00:00:00"
-OPEN_PATHS = ["/healthz", "/livez", "/readyz", "/metrics", "/docs.json"]
+OPEN_PATHS = ["/healthz", "/livez", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs.json",
+              "/docs/assets/swagger-ui-bundle.js"]
 
 
 def post(client, path: str, body) -> httpx.Response:
@@ -161,7 +162,8 @@ def test_pipeline_and_forecast(client, served):
 
 
 @pytest.mark.parametrize("path,body,field", [
-    ("/pipeline", {"group_by": "no_such_column"}, None),
+    ("/pipeline", {"group_by": "no_such_column"}, "group_by"),
+    ("/forecast", {"group_by": "no_such_column"}, "group_by"),
     ("/forecast", {"as_of": "1999-01-01"}, None),
     ("/forecast", {"periods": 0}, "periods"),
 ])

@@ -13,8 +13,9 @@ from payloads import payload_records
 from pydantic import ValidationError
 
 from serving.errors import pydantic_errors
+from serving.loader import ConfigError, ServingConfig
 from serving.schemas import DEAL_FIELDS, ForecastRequest, PipelineRequest, ScoreRequest
-from serving.unknown_fields import unknown_deal_keys
+from serving.unknown_fields import unknown_deal_keys, unknown_key_errors, unknown_key_warnings
 
 DEAL = {"deal_id": "D1", "created_at": "2024-01-01T00:00:00", "stage": "lead"}
 
@@ -43,12 +44,27 @@ def test_an_unknown_field_without_a_close_match_lists_the_known_ones():
 def test_unknown_deal_keys_are_warnings_per_deal():
     deals = [dict(DEAL, industy="retail"), dict(DEAL, deal_id="D2", industry="retail", owner="r1"),
              dict(DEAL, deal_id="D3", zzz=1)]
-    assert unknown_deal_keys(deals, DEAL_FIELDS | {"industry"}) == {
+    known = DEAL_FIELDS | {"industry"}
+    unknown = unknown_deal_keys(deals, known)
+    assert unknown == {0: ["industy"], 2: ["zzz"]}
+    assert unknown_key_warnings(unknown, known) == {
         0: ["unknown field 'industy'; did you mean 'industry'? (ignored)"],
         2: ["unknown field 'zzz'; known fields: account_id, activities, amount, created_at, deal_id, "
             "expected_close_date, industry, owner, product, region, segment, source, stage, stage_entered_at, "
             "stage_history, team (ignored)"]}
-    assert unknown_deal_keys(deals[1:2], DEAL_FIELDS | {"industry"}) == {}
+    assert unknown_deal_keys(deals[1:2], known) == {}
+    assert unknown_key_errors(unknown, known)[0] == {
+        "field": "deals[0].industy", "message": "unknown field 'industy'; did you mean 'industry'?"}
+
+
+@pytest.mark.parametrize("raw,strict", [("", False), ("0", False), ("1", True), (" true ", True), ("off", False)])
+def test_the_strict_setting(raw, strict):
+    assert ServingConfig.from_env({"LEADSCORE_STRICT_KEYS": raw}).strict_keys is strict
+
+
+def test_a_bad_strict_setting_is_one_line():
+    with pytest.raises(ConfigError, match="LEADSCORE_STRICT_KEYS='maybe' is not a switch"):
+        ServingConfig.from_env({"LEADSCORE_STRICT_KEYS": "maybe"})
 
 
 def test_the_score_response_carries_the_unknown_key_warning():
@@ -63,9 +79,16 @@ def test_the_score_response_carries_the_unknown_key_warning():
     deals[1]["ownr"] = "rep_1"
     model = CompiledPredictor.compile(predictor)
 
-    async def run():
-        return await score_request(model, ScoreBatcher(model), deals, as_of, "path", 1)
+    async def run(strict: bool):
+        return await score_request(model, ScoreBatcher(model), deals, as_of, "path", 1, strict_keys=strict)
 
-    body = json.loads(asyncio.run(run()).body)
+    answer = asyncio.run(run(False))
+    body = json.loads(answer.body)
+    assert answer.status_code == 200
     assert body["deals"][1]["warnings"] == ["unknown field 'ownr'; did you mean 'owner'? (ignored)"]
     assert all("ownr" not in w for i in (0, 2) for w in body["deals"][i]["warnings"])
+    # strict: a 422 naming the key at its path, with the close match; nothing scored
+    refused = asyncio.run(run(True))
+    assert refused.status_code == 422
+    assert json.loads(refused.body)["errors"] == [{"field": "deals[1].ownr",
+                                                   "message": "unknown field 'ownr'; did you mean 'owner'?"}]

@@ -4,8 +4,10 @@ the gap, the open pipeline due, pipeline coverage and the leads still needed.
 
 A targets frame has columns period, target and optionally one group column (named like
 `--group-by`, or "group"). Without a group column the targets are company totals, also
-when the forecast is split by group. `checked_targets` raises every file error before
-anything is simulated (`outlook.outlook` calls it first).
+when the forecast is split by group. `checked_targets` raises the first bad row (a
+TargetsError naming its row and column) before anything is simulated (`outlook.outlook`
+calls it first); the same rules for a targets file and for the targets of a `/forecast`
+request (`serving.forecast_targets`).
 """
 from __future__ import annotations
 
@@ -80,53 +82,105 @@ def _target_row(fc: Forecast, period: str, group: str, target: float, per_lead: 
             "leads_needed": (int(np.ceil(short / per_lead)) if short > 0 else 0) if per_lead > 0 else None}
 
 
+@dataclass(frozen=True)
+class TargetSource:
+    """How error messages name where the targets came from and the grouping option."""
+
+    has: str = "the targets file has"  # the subject of every message
+    group_option: str = "--group-by"
+    periods_option: str = "--periods"
+
+
+FILE = TargetSource()
+REQUEST = TargetSource("the targets have", "group_by", "periods")
+
+
+class TargetsError(LeadscoreError, ValueError):
+    """A bad target, located: `row` (0-based, None for the whole table) and `column`."""
+
+    def __init__(self, message: str, row: int | None = None, column: str | None = None):
+        super().__init__(message)
+        self.row, self.column = row, column
+
+
 def checked_targets(targets: pd.DataFrame, periods: pd.DataFrame, freq: str, group_by: str | None,
-                    group_values: pd.Series | None = None) -> pd.DataFrame:
+                    group_values: pd.Series | None = None, source: TargetSource = FILE) -> pd.DataFrame:
     """Targets with columns period (as the forecast labels it), group ("(all)" for company
-    targets) and numeric target, or a one-line error. `group_values`: the `--group-by`
-    column of the deals, to name target groups that do not exist."""
-    targets = _with_group_column(targets, group_by)
-    try:
-        targets["period"] = [str(pd.Period(str(p).strip(), FREQS[freq])) for p in targets["period"]]
-        targets["target"] = pd.to_numeric(targets["target"], errors="raise").astype("float64")
-    except (ValueError, TypeError) as exc:
-        raise LeadscoreError(f"the targets file has a bad period or target value ({exc}): use periods like "
-                             f"{periods['period'].iloc[0]} and numeric targets") from None
-    if not np.isfinite(targets["target"]).all():
-        raise LeadscoreError("the targets file has an empty or non-finite target: give a number in every row")
-    unknown = sorted(set(targets["period"]) - set(periods["period"]))
-    if unknown:
-        raise LeadscoreError(f"targets for periods {unknown} are outside the forecast "
-                             f"({', '.join(periods['period'])}): extend --periods or drop those rows")
-    if targets.duplicated(["period", "group"]).any():
-        raise LeadscoreError("the targets file has more than one target for the same period and group")
+    targets) and numeric target, or a one-line TargetsError at the first bad row and column.
+    `group_values`: the grouping column of the deals, to name target groups that do not exist."""
+    targets = _with_group_column(targets.reset_index(drop=True), group_by, source)
+    labels = [_period_label(p, freq) for p in targets["period"]]
+    values = pd.to_numeric(targets["target"], errors="coerce").astype("float64")
+    for i, (label, value) in enumerate(zip(labels, values)):
+        if label is None:
+            raise TargetsError(f"{source.has} a bad period '{targets['period'].iloc[i]}': use periods like "
+                               f"{periods['period'].iloc[0]}", i, "period")
+        if not np.isfinite(value):
+            raw = str(targets["target"].iloc[i]).strip()
+            raise TargetsError(f"{source.has} an empty or non-finite target" if raw in ("", "nan", "inf", "-inf")
+                               else f"{source.has} a bad target value '{raw}': give a number", i, "target")
+        if value < 0:
+            raise TargetsError(f"{source.has} a negative target ({value:g}): give an amount >= 0", i, "target")
+    targets["period"], targets["target"] = labels, values
+    known = set(periods["period"])
+    for i, label in enumerate(labels):
+        if label not in known:
+            raise TargetsError(f"{source.has} a period {label} outside the forecast "
+                               f"({', '.join(periods['period'])}): extend {source.periods_option} or drop it",
+                               i, "period")
+    repeated = np.flatnonzero(targets.duplicated(["period", "group"]).to_numpy())
+    if len(repeated):
+        raise TargetsError(f"{source.has} more than one target for the same period and group", int(repeated[0]))
     if group_by and group_values is not None and (targets["group"] != ALL).any():
-        known = set(group_values.astype("string").fillna("(none)").astype(str))
-        missing = sorted(set(targets["group"]) - known)
+        present = set(group_values.astype("string").fillna("(none)").astype(str))
+        missing = [i for i, g in enumerate(targets["group"]) if g not in present]
         if missing:
-            raise LeadscoreError(f"targets for {group_by} values {missing} that no deal has")
+            names = sorted({targets["group"].iloc[i] for i in missing})
+            raise TargetsError(f"{source.has} targets for {group_by} values {names} that no deal has",
+                               missing[0], group_by)
     return targets
 
 
-def _with_group_column(targets: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
-    """period, target and group: the targets file's group column renamed, or "(all)"."""
+def _period_label(value, freq: str) -> str | None:
+    """'2024-07' / '2024Q3' as the forecast labels the period, or None when it is not one
+    (also when it names no year: pandas reads 'August' as August of year 1)."""
+    text = str(value).strip()
+    try:
+        period = pd.Period(text, FREQS[freq])
+    except (ValueError, TypeError):
+        return None
+    return str(period) if f"{period.year:04d}" in text else None
+
+
+def _with_group_column(targets: pd.DataFrame, group_by: str | None, source: TargetSource = FILE) -> pd.DataFrame:
+    """period, target and group: the targets' group column renamed, or "(all)"."""
     missing = [c for c in ("period", "target") if c not in targets]
     if missing:
-        raise LeadscoreError(f"the targets file has no column {missing}: give columns period, "
-                             f"[{group_by or 'group column'}], target")
+        raise TargetsError(f"{source.has} no column {missing}: give columns period, "
+                           f"[{group_by or 'group column'}], target")
     extra = [c for c in targets.columns if c not in ("period", "target")]
     if len(extra) > 1:
-        raise LeadscoreError(f"the targets file has columns {extra}: give period, at most one group column, target")
+        raise TargetsError(f"{source.has} columns {extra}: give period, at most one group column, target",
+                           _first_row_with(targets, extra[1]), extra[1])
     targets = targets[["period", "target"]].copy() if not extra else targets.copy()
     if not extra:
         targets["group"] = ALL
         return targets
     column = extra[0]
     if not group_by:
-        raise LeadscoreError(f"the targets file has a group column '{column}': pass --group-by {column} "
-                             f"(or drop the column for company targets)")
+        raise TargetsError(f"{source.has} a group column '{column}': pass {source.group_option} {column} "
+                           f"(or drop the column for company targets)", _first_row_with(targets, column), column)
     if column not in (group_by, "group"):
-        raise LeadscoreError(f"the targets file's group column '{column}' does not match --group-by {group_by}")
+        raise TargetsError(f"{source.has} a group column '{column}' that does not match {source.group_option} {group_by}",
+                           _first_row_with(targets, column), column)
+    absent = np.flatnonzero(targets[column].isna().to_numpy())
+    if len(absent):
+        raise TargetsError(f"{source.has} a '{column}' in some rows only: give it in every row (per-group "
+                           f"targets) or in none (company targets)", int(absent[0]), column)
     targets = targets.rename(columns={column: "group"})
     targets["group"] = targets["group"].astype(str)
     return targets
+
+
+def _first_row_with(targets: pd.DataFrame, column: str) -> int:
+    return int(np.flatnonzero(targets[column].notna().to_numpy())[0]) if targets[column].notna().any() else 0

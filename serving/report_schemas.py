@@ -1,0 +1,257 @@
+"""Response shapes of `/forecast` and `/pipeline`, the error body and the data an answer
+used (pydantic, for the OpenAPI spec and the tests).
+
+`ForecastReport` is the one forecast JSON: `training.forecast.report.forecast_dict`, which
+`leadscore forecast --out FILE.json`, MLflow's `forecast.json` and `/forecast` all write.
+Its fields are closed (`extra="forbid"`): a key added to `forecast_dict` fails
+tests/serving/test_report_schemas.py until it is documented here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CLOSED = ConfigDict(extra="forbid")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Path of what the client sent, e.g. `deals[3].stage_history[0].entered_at`, "
+                                   "`targets[1].target` or `as_of`; `body` for the body as a whole.")
+    message: str = Field(description="What is wrong and, where there is one, the close match or the valid values.")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 503 of the service has this shape."""
+
+    error: str = Field(description="One line for a person.")
+    errors: list[FieldError] = Field(description="One entry per bad field (empty when the error is not about a "
+                                                 "field, e.g. 401, 413, 503).")
+
+
+class DataUsed(BaseModel):
+    """Which data the answer was computed from (`LEADSCORE_DATA`, re-read when it changes)."""
+
+    model_config = CLOSED
+    source: str = Field(description="The LEADSCORE_DATA folder.")
+    data_end: Optional[dt.datetime] = Field(description="The dataset's data end (its last recorded event or export "
+                                                        "time); null for a static export without dates.")
+    data_fingerprint: str = Field(description="sha256 of the canonical tables (as training records it: "
+                                               "`training.tracking.data_fingerprint`), for the track record.")
+    loaded_at: dt.datetime = Field(description="When the service read this data (UTC).")
+
+
+# ---- the forecast ------------------------------------------------------------------------
+
+class Headline(BaseModel):
+    model_config = CLOSED
+    period: str = Field(description="The first forecast period (the one in progress when `partial`).")
+    partial: bool = Field(description="The as-of date falls inside the period.")
+    closed_so_far: float = Field(description="Closed-won in the period up to the as-of date.")
+    expected: float = Field(description="Expected bookings of the rest of the period.")
+    landing_expected: float = Field(description="closed_so_far + expected.")
+    landing_p10: float
+    landing_p50: float = Field(description="Where the period lands: median of the simulated landings.")
+    landing_p90: float
+    target: Optional[float] = Field(None, description="The company target of the period, when given.")
+    p_hit_target: Optional[float] = Field(None, description="Share of simulations whose landing >= target.")
+
+
+class PeriodSpan(BaseModel):
+    model_config = CLOSED
+    period: str = Field(description="Period label: 2025-01 (month) or 2025Q1 (quarter).")
+    start: dt.datetime = Field(description="Start of what is forecast (the as-of date for a period in progress).")
+    end: dt.datetime = Field(description="End of the period (exclusive).")
+    partial: bool
+
+
+class ForecastRow(BaseModel):
+    """One period and group (`(all)` is the company total; the groups add up to it)."""
+
+    model_config = CLOSED
+    period: str
+    start: dt.datetime
+    end: dt.datetime
+    partial: bool
+    group: str = Field(description="A value of `group_by`, or `(all)`.")
+    expected: float = Field(description="open_pipeline + new_deals (analytic expectation).")
+    open_pipeline: float = Field(description="Expected bookings from deals open at the as-of date.")
+    new_deals: float = Field(description="Expected bookings from deals created and won inside the period.")
+    p10: float
+    p50: float
+    p90: float
+    open_pipeline_p10: float
+    open_pipeline_p90: float
+    closed_so_far: float
+    landing_expected: float
+    landing_p10: float
+    landing_p50: float
+    landing_p90: float
+
+
+class ShockHistoryRow(BaseModel):
+    model_config = CLOSED
+    start: str
+    predicted: float
+    variance: float
+    actual: float
+    open_predicted: float
+    open_variance: float
+    open_actual: float
+    new_predicted: float
+    new_variance: float
+    new_actual: float
+    position: int
+    corrected: float
+
+
+class Ranges(BaseModel):
+    """How the P10-P90 ranges were made: the common shock and the bias factors, estimated
+    from how past forecasts compared with what was booked."""
+
+    model_config = CLOSED
+    method: str
+    relative_sd: float = Field(description="Size of the common shock, relative to the forecast.")
+    periods_used: int
+    open_factor: float
+    open_factors: dict[int, float] = Field(description="Open-pipeline bias factor per position in the quarter.")
+    new_factor: float
+    note: Optional[str] = None
+    history: Optional[list[ShockHistoryRow]] = None
+
+
+class Segment(BaseModel):
+    model_config = CLOSED
+    created_per_day: float
+    won_within_90d: float
+    mean_won_value: float
+
+
+class NewDealModel(BaseModel):
+    model_config = CLOSED
+    segments: dict[str, Segment]
+    trend_per_window: float
+    rate_window_days: float
+    cohort_observed_up_to_days: int
+    pool_size: int
+
+
+class RiskRow(BaseModel):
+    model_config = CLOSED
+    deal_id: str
+    group: str
+    stage: Optional[str]
+    amount: Optional[float]
+    close_probability: float
+    expected_in_period: float
+    reasons: str = Field(description="Why the deal is at risk, in words.")
+
+
+class ActualRow(BaseModel):
+    model_config = CLOSED
+    period: str
+    actual: float = Field(description="Booked in the period.")
+    so_far: bool = Field(description="The period was still running at the as-of date.")
+
+
+class TargetRow(BaseModel):
+    model_config = CLOSED
+    period: str
+    group: str
+    target: float
+    closed_won_so_far: float
+    expected_landing: float
+    landing_p10: float
+    landing_p50: float
+    landing_p90: float
+    p_hit_target: float
+    gap_to_target: float
+    remaining_gap: float
+    target_met: bool
+    open_pipeline_due: float
+    weighted_pipeline_due: float
+    deals_due: int
+    pipeline_coverage: Optional[float] = Field(description="See `target_definitions.pipeline_coverage`; null when "
+                                                           "the target is already met.")
+    expected_from_open_pipeline: float
+    leads_needed: Optional[int]
+
+
+class TargetDefinitions(BaseModel):
+    model_config = CLOSED
+    landing: str
+    p_hit_target: str
+    gap_to_target: str
+    pipeline_coverage: str
+    leads_needed: str
+    value_per_new_lead: float
+
+
+class ForecastReport(BaseModel):
+    """The forecast JSON (`forecast_dict`): the same in the CLI, MLflow and `/forecast`."""
+
+    model_config = CLOSED
+    as_of: dt.datetime
+    freq: str = Field(description="month or quarter.")
+    value_unit: str = Field(description="What the numbers count: amount, or won deals when the data has no amounts.")
+    group_by: Optional[str]
+    headline: Headline
+    notes: list[str]
+    periods: list[PeriodSpan]
+    forecast: list[ForecastRow]
+    parts: str = Field(description="What each column means.")
+    ranges: Ranges
+    new_deal_model: NewDealModel
+    risk: list[RiskRow] = Field(description="Deals due in the first period that are at risk, largest first.")
+    history: Optional[list[ActualRow]] = Field(description="Bookings of the periods before, for the chart.")
+    targets: Optional[list[TargetRow]] = Field(description="One row per target (null without targets).")
+    target_definitions: Optional[TargetDefinitions] = None
+
+
+class ForecastResponse(ForecastReport):
+    """`/forecast`: the forecast JSON plus the model version and the data it used."""
+
+    model_version: int = Field(description="Registered model version that made the forecast.")
+    data: DataUsed
+
+
+# ---- pipeline analytics -------------------------------------------------------------------
+
+Section = dict[str, Any]
+
+
+class PipelineMetrics(BaseModel):
+    """The pipeline metrics of a group of deals (or of all of them)."""
+
+    funnel: Section = Field(description="Deals reaching each stage and conversion from stage to stage, win rate.")
+    time_in_stage: list[Section] = Field(description="Days in each stage: median and P90 of completed spells.")
+    sales_cycle: Section
+    deal_size: Section
+    bottleneck: Section = Field(description="The stage with the worst conversion or slowest dwell against history.")
+    velocity: Section = Field(description="opportunities x win rate x average deal size / cycle length, and trend.")
+    changes: Section = Field(description="Pipeline-change waterfall over the window: new, won, lost, amount changes.")
+    stalled: Section = Field(description="Deals beyond the stage's historical P90 dwell or without recent activity.")
+    cohorts: list[Section] = Field(description="Deals by creation month and what became of them.")
+    coverage: Section = Field(description="Open pipeline against the target.")
+
+
+class PipelineGroup(PipelineMetrics):
+    group: str
+
+
+class PipelineResponse(BaseModel):
+    """`/pipeline`: the JSON of `leadscore pipeline` plus the data it used."""
+
+    as_of: dt.datetime
+    dataset: str
+    group_by: Optional[str]
+    static: bool = Field(description="The data has no stage history (static leads).")
+    stages: list[str]
+    parameters: Section
+    activities_available: bool
+    stage_history_available: bool
+    definitions: dict[str, str] = Field(description="How each number is computed.")
+    total: PipelineMetrics
+    groups: Optional[list[PipelineGroup]] = Field(None, description="Per value of `group_by`.")
+    data: DataUsed
