@@ -21,6 +21,7 @@ from features.errors import NotEnoughData
 from features.leakage import LEAK_AUC, LeakDecision, guard_leaks, without_columns
 from features.schema import CanonicalData
 from features.snapshots import as_of_grid
+from features.staleness import fit_stale_rule, stale_at_cutoff
 from training.baselines import NaiveBayesBaseline, StageRateBaseline
 from training.explain import FactorExplainer
 from training.folds import (
@@ -96,16 +97,18 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
     time_model = _fit_time_model(feats, labels, fold_labels, builder, cold, config, folds.calib_fold)
     step("explanations")
     explainer = None if cold else _fit_explainer(feats, fold_labels, builder)
+    staleness = fit_stale_rule(data)
     predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=time_model,
                                    explainer=explainer, kind="stage_baseline" if cold else "lightgbm",
                                    tiers=Tiers(constant=cold or _is_fallback(close_model)),
                                    info={"folds": folds.to_dict(), "class_counts": counts,
-                                         "data_end": data.data_end.isoformat()})
+                                         "data_end": data.data_end.isoformat()}, staleness=staleness)
     step("baselines and evaluation")
     test, metrics = evaluate_on_test(predictor, feats, labels, fold_labels, builder, folds.names)
     metrics["folds"] = folds.to_dict()
     metrics["fold_plan"] = folds.plan()
     metrics["leakage"] = leaks.to_dict()
+    metrics["staleness"] = staleness.to_dict()
     metrics["model"] = {"kind": predictor.kind, "messages": messages, **model_params(close_model)}
     return TrainResult(predictor, metrics, test, folds, messages, sample_test(feats, fold_labels, builder))
 
@@ -139,12 +142,15 @@ def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIn
 
 
 def _fold_labels(data: CanonicalData, feats: pd.DataFrame, labels: pd.DataFrame, folds: TimeFolds) -> pd.Series:
-    """`won` per row as known at its fold's label cutoff (NaN: unknown then, row unused)."""
+    """`won` per row as known at its fold's label cutoff (NaN: unknown then, row unused);
+    a deal still open at the cutoff and older then than every deal won by then counts as
+    lost (`features.staleness.stale_at_cutoff`), so long-open deals are in the training set."""
     closed_at = feats["deal_id"].map(data.deals.set_index("deal_id")["closed_at"])
     out = pd.Series(np.nan, index=feats.index)
     for name, cutoff in zip(folds.names, folds.label_cutoffs):
         rows = (feats["fold"] == name).to_numpy()
-        out[rows] = won_as_known_at(labels[rows], closed_at[rows], cutoff).to_numpy()
+        known = won_as_known_at(labels[rows], closed_at[rows], cutoff).to_numpy()
+        out[rows] = np.where(stale_at_cutoff(data.deals, feats.loc[rows, "deal_id"], cutoff), 0.0, known)
     return out
 
 
@@ -262,7 +268,7 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
     step("cold start without time folds")
     feats, labels, builder = build_training_set(data, _whole_grid(data, config.snapshot_freq))
     builder = without_columns(builder, leaks.excluded_columns)
-    y = labels["won"]
+    y = labels["won"].mask(stale_at_cutoff(data.deals, feats["deal_id"], data.data_end), 0.0)
     if y.notna().sum() == 0:
         raise NotEnoughData(f"{reason}; and none of the {len(data.deals)} deals closed while open at an as-of "
                             f"date, so there is no win rate to start from: supply an export with closed deals")
@@ -280,13 +286,15 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
     time_model = _fit_time_model(both, labels2, y2, builder, True, config)
     predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=time_model,
                                    kind="stage_baseline", tiers=Tiers(constant=True),
-                                   info={"folds": None, "class_counts": counts, "data_end": data.data_end.isoformat()})
+                                   info={"folds": None, "class_counts": counts, "data_end": data.data_end.isoformat()},
+                                   staleness=fit_stale_rule(data))
     step("in-sample evaluation")
     test, metrics = evaluate_on_test(predictor, both, labels2, y2, builder, ("train",))
     metrics["close_probability"]["in_sample"] = True
     metrics["folds"] = {"none": reason}
     metrics["fold_plan"] = {"n_folds": 0, "gap_days": None, "notes": [reason]}
     metrics["leakage"] = leaks.to_dict()
+    metrics["staleness"] = predictor.staleness.to_dict()
     metrics["model"] = {"kind": predictor.kind, "messages": messages}
     return TrainResult(predictor, metrics, test, None, messages, sample_test(both, y2, builder))
 

@@ -91,6 +91,11 @@ def print_forecast_summary(result: dict) -> None:
         table.add_row(str(row.get("period")), *[_fmt_amount(row.get(k)) for k in
                                                 ("closed_so_far", "p50", "landing_p10", "landing_p50", "landing_p90")])
     console.print(table)
+    stale = result.get("stale_pipeline") or {}
+    if stale.get("stale_open_count"):
+        console.print(f"stale pipeline: {stale['stale_open_count']:,} of {stale['open_count']:,} open deals, value "
+                      f"{_fmt_amount(stale['stale_open_value'])}, expected bookings from them "
+                      f"{_fmt_amount(stale['stale_expected_bookings'])} (included above)")
     for note in result.get("notes", []):
         console.print(f"[dim]{note}[/]")
     console.print(f"wrote {result.get('out')}" + (f" (MLflow run {result['run_id']})" if result.get("run_id") else ""))

@@ -107,7 +107,9 @@ def _one_origin(data: CanonicalData, predictor, origin: pd.Timestamp, freq: str,
     row = {"origin": origin, "end": end, "value_unit": fc.value_unit, "actual": actual,
            "model": total["expected"], "model_p10": total["p10"], "model_p50": total["p50"], "model_p90": total["p90"],
            "model_open_pipeline": total["open_pipeline"], "model_new_deals": total["new_deals"],
-           "shock_relative_sd": fc.shock["relative_sd"]}
+           "shock_relative_sd": fc.shock["relative_sd"], "stale_open_count": fc.stale["stale_open_count"],
+           "stale_open_value": fc.stale["stale_open_value"],
+           "stale_expected_bookings": fc.stale["stale_expected_bookings"]}
     for name, values in baselines(known, origin, end, freq, rule).items():
         row.update({f"{name}{'' if k == 'point' else '_' + k}": v for k, v in values.items()})
     if truth is not None:
