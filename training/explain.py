@@ -138,7 +138,7 @@ class FactorExplainer(BaseEstimator):
             if feature == self.days_in_stage_column and self.stage_grids_ and rows.stage_position is not None:
                 stage = pd.Series(rows.column(rows.stage_position), dtype=object).astype("string")
                 limit = stage.map({s: g[-1] for s, g in self.stage_grids_.items()}).astype("float64") \
-                    .fillna(limit[0]).to_numpy()
+                    .fillna(self.grids_[feature][-1]).to_numpy()
             beyond = (value > limit) & (contrib[:, j] > 0)
             if beyond.any():
                 out = contrib.copy() if out is None else out
