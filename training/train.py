@@ -5,7 +5,8 @@ the point-in-time training set, cut time folds (fewer folds or shorter gaps on a
 export, `training.folds.fold_plans`), fit the close-probability and time-to-close models
 (or the stage baseline on cold start, fitted without folds when the export is too short
 for any), and evaluate everything on the test fold beside the baselines. `training.run`
-logs it.
+logs it. Over 300 lines because its three ways to fit (time folds, static, cold start without
+folds) share their steps and labels (stale deals as lost, `features.staleness`) here.
 """
 from __future__ import annotations
 
