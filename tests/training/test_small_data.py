@@ -176,6 +176,7 @@ def test_a_fourteen_month_export_backtests_over_six_monthly_origins(tmp_path):
     assert "fold" in messages or all(not r["model_cold_start"] for r in bt["rows"])
 
 
+@pytest.mark.slow(reason="trains a predictor inside the backtest")
 def test_same_day_closes_go_through_the_backtest():
     from training.forecast.backtest import backtest
     from training.forecast.config import ForecastConfig
