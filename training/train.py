@@ -22,7 +22,7 @@ from features.errors import NotEnoughData
 from features.leakage import LEAK_AUC, LeakDecision, guard_leaks, without_columns
 from features.schema import CanonicalData
 from features.snapshots import as_of_grid
-from features.staleness import fit_stale_rule, stale_at_cutoff
+from features.staleness import fit_stale_rule, lost_at_cutoff
 from training.baselines import NaiveBayesBaseline, StageRateBaseline
 from training.explain import FactorExplainer
 from training.folds import (
@@ -145,13 +145,13 @@ def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIn
 def _fold_labels(data: CanonicalData, feats: pd.DataFrame, labels: pd.DataFrame, folds: TimeFolds) -> pd.Series:
     """`won` per row as known at its fold's label cutoff (NaN: unknown then, row unused);
     a deal still open at the cutoff and older then than every deal won by then counts as
-    lost (`features.staleness.stale_at_cutoff`), so long-open deals are in the training set."""
+    lost (`features.staleness.lost_at_cutoff`), so long-open deals are in the training set."""
     closed_at = feats["deal_id"].map(data.deals.set_index("deal_id")["closed_at"])
     out = pd.Series(np.nan, index=feats.index)
     for name, cutoff in zip(folds.names, folds.label_cutoffs):
         rows = (feats["fold"] == name).to_numpy()
         known = won_as_known_at(labels[rows], closed_at[rows], cutoff).to_numpy()
-        out[rows] = np.where(stale_at_cutoff(data.deals, feats.loc[rows, "deal_id"], cutoff), 0.0, known)
+        out[rows] = np.where(lost_at_cutoff(data.deals, feats.loc[rows, "deal_id"], cutoff), 0.0, known)
     return out
 
 
@@ -269,7 +269,7 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
     step("cold start without time folds")
     feats, labels, builder = build_training_set(data, _whole_grid(data, config.snapshot_freq))
     builder = without_columns(builder, leaks.excluded_columns)
-    y = labels["won"].mask(stale_at_cutoff(data.deals, feats["deal_id"], data.data_end), 0.0)
+    y = labels["won"].mask(lost_at_cutoff(data.deals, feats["deal_id"], data.data_end), 0.0)
     if y.notna().sum() == 0:
         raise NotEnoughData(f"{reason}; and none of the {len(data.deals)} deals closed while open at an as-of "
                             f"date, so there is no win rate to start from: supply an export with closed deals")

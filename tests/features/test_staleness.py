@@ -12,7 +12,7 @@ from features.errors import MappingError
 from features.mapping import load_mapping
 from features.schema import CanonicalData, DatasetMeta
 from features.sources import ingest
-from features.staleness import MIN_WON, fit_stale_rule, stale_at_cutoff, win_curve
+from features.staleness import MIN_WON, fit_stale_rule, give_up_age, lost_at_cutoff, win_curve
 from tests.features.test_mapping_star import star_mapping, write_export
 
 END = pd.Timestamp("2024-12-31")
@@ -58,6 +58,20 @@ def test_win_curve_falls_to_zero_beyond_the_longest_win():
     assert curve[101] == 0.0 and curve[500] == 0.0
 
 
+def test_give_up_age_is_where_open_deals_stop_winning():
+    assert give_up_age(history().deals, END) == pytest.approx(100.0)  # few zombies: the longest win
+    # 200 zombies: from about 80 days, fewer than 2 % of the deals still open went on to win
+    assert 60 < give_up_age(history(zombies=200).deals, END) < 100
+    assert give_up_age(history(n_won=MIN_WON - 1).deals, END) is None
+
+
+def test_the_cap_keeps_deals_older_than_every_win_low():
+    rule = fit_stale_rule(history(zombies=200))
+    assert 0 <= rule.p_win_beyond < 0.02
+    capped = rule.cap(np.array([0.7, 0.7]), [730.0, 50.0])
+    assert capped[0] == rule.p_win_beyond and capped[1] == 0.7
+
+
 def test_per_stage_flag_uses_the_stage_limit():
     rule = fit_stale_rule(history())
     rule = type(rule)(rule.as_of, rule.won_deals, rule.max_won_age_days, {"lead": 20.0})
@@ -69,9 +83,9 @@ def test_per_stage_flag_uses_the_stage_limit():
 def test_open_deals_older_than_every_win_count_as_lost_at_the_cutoff():
     data = history()
     ids = pd.Series(["Z0", "young", "W3", "L1"])
-    assert stale_at_cutoff(data.deals, ids, END).tolist() == [True, False, False, False]
+    assert lost_at_cutoff(data.deals, ids, END).tolist() == [True, False, False, False]
     # at a cutoff before the zombies were old enough, they are still censored
-    assert not stale_at_cutoff(data.deals, ids, END - pd.Timedelta(days=650)).any()
+    assert not lost_at_cutoff(data.deals, ids, END - pd.Timedelta(days=650)).any()
 
 
 def test_pipeline_metrics_report_the_stale_pipeline():
