@@ -85,12 +85,12 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
         return _fit_without_folds(data, config, leaks, step, reason=str(exc))
     messages = leaks.messages() + list(folds.notes)
     counts = _class_counts(data, folds.label_cutoffs[0])
-    cold = min(counts.values()) < config.min_class_count
+    cold = min(counts["won"], counts["lost"]) < config.min_class_count
     step("close-probability model")
     if cold:
         messages.append(
-            f"cold start: {counts['won']} won and {counts['lost']} lost deals closed before "
-            f"{folds.label_cutoffs[0].date()}; a model needs at least {config.min_class_count} of each. "
+            f"cold start: {counts['won']} won and {counts['lost']} lost deals ({counts['given_up']} of them open "
+            f"past the give-up age) before {folds.label_cutoffs[0].date()}; a model needs at least {config.min_class_count} of each. "
             f"Registering the stage-rate baseline instead of a model trained on noise.")
     close_model = _fit_close_model(feats, fold_labels, builder, cold, config, folds.calib_fold)
     close_model = _recent_rate_fallback(close_model, feats, fold_labels, folds, messages)
@@ -167,8 +167,12 @@ def _check_folds(feats: pd.DataFrame, fold_labels: pd.Series, folds: TimeFolds) 
 
 
 def _class_counts(data: CanonicalData, cutoff: pd.Timestamp) -> dict:
+    """Won and lost deals by `cutoff`; lost includes the open deals past the give-up age then
+    (`lost_at_cutoff`: the labels count them lost), also given apart as `given_up`."""
     closed = data.deals[data.deals["closed_at"] < cutoff]
-    return {"won": int((closed["outcome"] == "won").sum()), "lost": int((closed["outcome"] == "lost").sum())}
+    given_up = int(lost_at_cutoff(data.deals, data.deals["deal_id"], cutoff).sum())
+    return {"won": int((closed["outcome"] == "won").sum()),
+            "lost": int((closed["outcome"] == "lost").sum()) + given_up, "given_up": given_up}
 
 
 def _fit_close_model(feats, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig,
