@@ -72,6 +72,7 @@ def check_mapping(m: Mapping) -> None:
     for table, spec in m.tables.items():
         _check_source_name(m, spec.source, f"tables.{table}.source")
         _check_joins(m, table, spec)
+        _check_lost_after(m, table, spec)
         _check_canonical_names(table, spec)
         _check_formats(table, spec)
         used = list(spec.columns.values()) + [a.column for a in spec.attributes.values()]
@@ -86,6 +87,21 @@ def check_mapping(m: Mapping) -> None:
     _check_recode(m)
     _check_export_dates(m)
     _check_plausible(m)
+
+
+def _check_lost_after(m: Mapping, table: str, spec: TableSpec) -> None:
+    """`outcome.lost_after_days` per stage names open stages, and needs a deal stage."""
+    days = spec.outcome.lost_after_days if spec.outcome is not None else None
+    if not isinstance(days, dict):
+        return
+    where = f"tables.{table}.outcome.lost_after_days"
+    if spec.outcome.from_ == "join":
+        raise MappingError(f"{where}: per stage needs 'from: column' or 'from: stage' (a join outcome has no stage)")
+    unknown = sorted(set(days) - set(m.stages.order))
+    if unknown:
+        raise MappingError(f"{where}: {unknown} not in stages.order {m.stages.order}")
+    if "stage" not in spec.columns:
+        raise MappingError(f"{where}: per stage needs a mapped deal 'stage' column")
 
 
 def _check_joins(m: Mapping, table: str, spec: TableSpec) -> None:

@@ -99,9 +99,18 @@ class OutcomeSpec(_Strict):
     column: str | None = None
     won: list[Any] = Field(default_factory=list)
     lost: list[Any] = Field(default_factory=list)
-    lost_after_days: int | None = Field(default=None, gt=0)
+    # open deals older than this many days (from creation) are lost at that age; {stage: days} per current stage
+    lost_after_days: int | dict[str, int] | None = None
     source: str | None = None  # from join: the joined source whose rows mean won (default: the only join)
     close_date_is_expected_while_open: bool = False  # closed_at of an open deal is its expected close date
+
+    @field_validator("lost_after_days", mode="before")
+    @classmethod
+    def _positive_days(cls, v: Any) -> Any:
+        values = list(v.values()) if isinstance(v, dict) else [v]
+        if v is not None and (not values or not all(type(d) is int and d > 0 for d in values)):
+            raise ValueError(f"must be a whole number of days > 0, or {{stage: days}} with such numbers; got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _complete(self) -> "OutcomeSpec":

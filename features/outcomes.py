@@ -32,7 +32,35 @@ def derive_outcome(out: pd.DataFrame, rows: pd.DataFrame, joined: pd.Series | No
         _outcome_from_stage(out, dates, m, tables.get("stage_events"))
     if rule is not None and rule.close_date_is_expected_while_open:
         _close_date_is_expected_while_open(out, dates, notes)
-    return data_end_of(m, dates, tables, exported_at)
+    data_end = data_end_of(m, dates, tables, exported_at)
+    if rule is not None and rule.lost_after_days is not None and data_end is not None and not m.static:
+        _lost_after_days(out, dates, rule.lost_after_days, data_end, notes)
+    return data_end
+
+
+def _lost_after_days(out: pd.DataFrame, dates: dict, days: int | dict[str, int], data_end: pd.Timestamp,
+                     notes: list[str]) -> None:
+    """An open deal older than `days` at the data end (per its current stage, when a
+    dict) is lost at created_at + days: that moment becomes its close date."""
+    is_open = pd.Series(out["outcome"], index=out.index).isna()
+    if isinstance(days, dict):
+        limit = out["stage"].astype("string").str.strip().map(days).astype("float64")
+    else:
+        limit = pd.Series(float(days), index=out.index)
+    give_up = dates["created_at"][0] + pd.to_timedelta(limit, unit="D")
+    lost = (is_open & (give_up <= data_end)).fillna(False).to_numpy(dtype=bool)
+    if "closed_at" not in dates:
+        out["closed_at"] = None
+        dates["closed_at"] = (pd.Series(pd.NaT, index=out.index, dtype="datetime64[us]"),
+                              pd.Series(False, index=out.index), None)
+    parsed, bad, fmt = dates["closed_at"]
+    dates["closed_at"] = (parsed.mask(lost, give_up), bad & ~lost, fmt)
+    out["outcome"] = pd.Series(out["outcome"], index=out.index, dtype="object").mask(lost, "lost").to_numpy()
+    if "expected_close_date" in dates:  # a lost deal has no expected close date any more
+        p, b, f = dates["expected_close_date"]
+        dates["expected_close_date"] = (p.mask(lost), b & ~lost, f)
+    notes.append(f"{int(lost.sum()):,} open deals older than lost_after_days {days} at the data end "
+                 f"({data_end}) are lost at that age")
 
 
 def _outcome_from_join(out: pd.DataFrame, joined: pd.Series, dates: dict, spec: TableSpec, m: Mapping,

@@ -24,7 +24,8 @@ from training.request import category_warnings, check_request
 log = logging.getLogger("leadscore.serving")
 SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_close_within_30d",
                  "p_close_within_60d", "p_close_within_90d", "expected_close_date_p10", "expected_close_date_p50",
-                 "expected_close_date_p90", "close_days_p10", "close_days_p50", "close_days_p90", "top_factors"]
+                 "expected_close_date_p90", "close_days_p10", "close_days_p50", "close_days_p90", "top_factors",
+                 "stale", "stale_reason"]
 
 
 async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,

@@ -227,6 +227,8 @@ class ScoredDeal(BaseModel):
     close_days_p50: Optional[float] = Field(None, description="Days to close if won, median.")
     close_days_p90: Optional[float] = Field(None, description="Days to close if won, 90th percentile.")
     top_factors: Optional[Factors] = Field(None, description="Why: top positive and negative factors.")
+    stale: bool = Field(False, description="Open longer than any won deal (or longer in its stage): stale_reason.")
+    stale_reason: Optional[str] = Field(None, description="Why the deal is stale, in words (None if not stale).")
     model_version: int = Field(description="Registered model version that produced the score.")
     warnings: list[str] = Field(default_factory=list,
                                 description="Values the model has never seen (scored as unknown) and deal "

@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 GRID = np.linspace(0, 1, 101)
 
 
+AGE_FEATURES = ("deal_age_days", "days_in_stage")  # never a reason to win beyond every won deal's
 STAGE_POSITION = {"stage_index": "is in {stage}", "furthest_stage_index": "has reached {stage}"}
 
 
@@ -110,7 +111,7 @@ class FactorExplainer(BaseEstimator):
         if contrib.ndim != 2 or contrib.shape[0] != rows.n or contrib.shape[1] < len(rows.names):
             raise ValueError(f"contributions of shape {contrib.shape} do not match {rows.n} rows of "
                              f"{len(rows.names)} features")
-        contrib = contrib[:, : len(rows.names)]
+        contrib = self._no_age_beyond_won(rows, contrib[:, : len(rows.names)])
         k = min(self.top_k, len(rows.names))
         order = np.argsort(contrib, axis=1)
         candidates = np.concatenate([order[:, ::-1][:, :k], order[:, :k]], axis=1)  # k highest, then k lowest
@@ -122,6 +123,27 @@ class FactorExplainer(BaseEstimator):
         items = [{"feature": rows.names[j], "value": v, "impact": c, "sentence": s}
                  for j, v, c, s in zip(features, values, _round(impacts, 4), sentences)]
         return _split_rows(items, keep[:, :k].sum(axis=1).tolist(), keep.sum(axis=1).tolist())
+
+    def _no_age_beyond_won(self, rows: "_Rows", contrib: np.ndarray) -> np.ndarray:
+        """Contributions with the positive ones of an age (`AGE_FEATURES`) beyond every won
+        deal seen in training (its stage's won days when known) set to 0: an age no won deal
+        ever reached is never shown as a reason to win (a copy; the score is unchanged)."""
+        out = None
+        for feature in AGE_FEATURES:
+            if feature not in rows.names or feature not in self.grids_:
+                continue
+            j = rows.names.index(feature)
+            value = np.asarray(rows.column(j), dtype="float64")
+            limit = np.full(rows.n, self.grids_[feature][-1])
+            if feature == self.days_in_stage_column and self.stage_grids_ and rows.stage_position is not None:
+                stage = pd.Series(rows.column(rows.stage_position), dtype=object).astype("string")
+                limit = stage.map({s: g[-1] for s, g in self.stage_grids_.items()}).astype("float64") \
+                    .fillna(self.grids_[feature][-1]).to_numpy()
+            beyond = (value > limit) & (contrib[:, j] > 0)
+            if beyond.any():
+                out = contrib.copy() if out is None else out
+                out[beyond, j] = 0.0
+        return contrib if out is None else out
 
     def _describe(self, rows: "_Rows", row: list[int], feature: list[int], impact: list[float]
                   ) -> tuple[list, list[str]]:
@@ -181,7 +203,7 @@ class _Rows:
             if any(len(a) != self.n for a in arrays):
                 raise ValueError(f"feature columns of unequal lengths: {sorted({len(a) for a in arrays})}")
         self._columns: dict[int, list] = {}
-        self._stage_position = self.names.index(stage_column) if stage_column in self.names else None
+        self.stage_position = self.names.index(stage_column) if stage_column in self.names else None
 
     def column(self, j: int) -> list:
         found = self._columns.get(j)
@@ -191,7 +213,7 @@ class _Rows:
         return found
 
     def stage(self, i: int):
-        return None if self._stage_position is None else self.column(self._stage_position)[i]
+        return None if self.stage_position is None else self.column(self.stage_position)[i]
 
 
 def _split_rows(items: list[dict], n_positive: list[int], n_total: list[int]) -> list[dict]:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.build import FeatureBuilder
 from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
+from features.staleness import StaleRule
 from training.attribution import PathAttribution
 from training.explain import FactorExplainer
 from training.lightgbm_fast import shared_matrix
@@ -56,6 +57,7 @@ class LeadScorePredictor:
     kind: str = "lightgbm"
     tiers: Tiers = field(default_factory=Tiers)
     info: dict = field(default_factory=dict)  # trained_at, data fingerprint, folds, version
+    staleness: StaleRule | None = None  # features.staleness, as known at the end of the training data
 
     @property
     def static(self) -> bool:
@@ -94,9 +96,11 @@ class LeadScorePredictor:
             p, contributions = self.close_model.predict_proba_and_contributions(M, method, attribution)
         else:
             p = np.asarray(self.close_model.predict_proba(M), dtype=float)
+        stale, reason, p = self.stale_flags(M, p)
         # columns collected in a dict and framed once: per-column inserts cost more than a one-deal score
         out = {"deal_id": deal_id, "as_of": as_of, "close_probability": p,
-               "score": np.clip(np.rint(p * 100), 1, 99).astype(int), "tier": self.tiers.assign(p)}
+               "score": np.clip(np.rint(p * 100), 1, 99).astype(int), "tier": self.tiers.assign(p),
+               "stale": stale, "stale_reason": reason}
         if self.time_model is not None and len(p):
             logq = self.time_model.predict_log_quantiles(M)
             # all horizons and quantiles at once (n x 3 arrays): a one-deal request notices each numpy call
@@ -115,6 +119,21 @@ class LeadScorePredictor:
             out["top_factors"] = self.explain(X, M, method) if contributions is None \
                 else self.explainer.explain(X, contributions)
         return out
+
+    def stale_flags(self, M, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`features.staleness.StaleRule.flag` of the rows of M (the model matrix or the
+        feature frame): stale per deal, the reason in words (None where not stale), and P(won)
+        `p` capped by `StaleRule.cap` for deals older than every win (no extrapolation from
+        the young deals the model learned from to very old ones)."""
+        rule, names = getattr(self, "staleness", None), self.feature_names
+        n = len(M)
+        if rule is None or self.static:
+            return np.zeros(n, dtype=bool), np.full(n, None, dtype=object), p
+        cols = {name: (M[name].to_numpy(dtype="float64") if isinstance(M, pd.DataFrame)
+                       else np.asarray(M, dtype="float64")[:, names.index(name)])
+                for name in ("deal_age_days", "days_in_stage", "stage_index") if name in names}
+        stale, reason = rule.flag_features(cols, list(self.builder.stages_))
+        return stale, reason, rule.cap(p, cols["deal_age_days"]) if "deal_age_days" in cols else p
 
     def explain(self, X, matrix: np.ndarray | None = None, method: str = "path") -> list[dict]:
         """Top positive/negative factors per row from the close model's contributions

@@ -5,7 +5,8 @@ the point-in-time training set, cut time folds (fewer folds or shorter gaps on a
 export, `training.folds.fold_plans`), fit the close-probability and time-to-close models
 (or the stage baseline on cold start, fitted without folds when the export is too short
 for any), and evaluate everything on the test fold beside the baselines. `training.run`
-logs it.
+logs it. Over 300 lines because its three ways to fit (time folds, static, cold start without
+folds) share their steps and labels (stale deals as lost, `features.staleness`) here.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from features.errors import NotEnoughData
 from features.leakage import LEAK_AUC, LeakDecision, guard_leaks, without_columns
 from features.schema import CanonicalData
 from features.snapshots import as_of_grid
+from features.staleness import fit_stale_rule, lost_at_cutoff
 from training.baselines import NaiveBayesBaseline, StageRateBaseline
 from training.explain import FactorExplainer
 from training.folds import (
@@ -83,12 +85,12 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
         return _fit_without_folds(data, config, leaks, step, reason=str(exc))
     messages = leaks.messages() + list(folds.notes)
     counts = _class_counts(data, folds.label_cutoffs[0])
-    cold = min(counts.values()) < config.min_class_count
+    cold = min(counts["won"], counts["lost"]) < config.min_class_count
     step("close-probability model")
     if cold:
         messages.append(
-            f"cold start: {counts['won']} won and {counts['lost']} lost deals closed before "
-            f"{folds.label_cutoffs[0].date()}; a model needs at least {config.min_class_count} of each. "
+            f"cold start: {counts['won']} won and {counts['lost']} lost deals ({counts['given_up']} of them open "
+            f"past the give-up age) before {folds.label_cutoffs[0].date()}; a model needs at least {config.min_class_count} of each. "
             f"Registering the stage-rate baseline instead of a model trained on noise.")
     close_model = _fit_close_model(feats, fold_labels, builder, cold, config, folds.calib_fold)
     close_model = _recent_rate_fallback(close_model, feats, fold_labels, folds, messages)
@@ -96,16 +98,18 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
     time_model = _fit_time_model(feats, labels, fold_labels, builder, cold, config, folds.calib_fold)
     step("explanations")
     explainer = None if cold else _fit_explainer(feats, fold_labels, builder)
+    staleness = fit_stale_rule(data)
     predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=time_model,
                                    explainer=explainer, kind="stage_baseline" if cold else "lightgbm",
                                    tiers=Tiers(constant=cold or _is_fallback(close_model)),
                                    info={"folds": folds.to_dict(), "class_counts": counts,
-                                         "data_end": data.data_end.isoformat()})
+                                         "data_end": data.data_end.isoformat()}, staleness=staleness)
     step("baselines and evaluation")
     test, metrics = evaluate_on_test(predictor, feats, labels, fold_labels, builder, folds.names)
     metrics["folds"] = folds.to_dict()
     metrics["fold_plan"] = folds.plan()
     metrics["leakage"] = leaks.to_dict()
+    metrics["staleness"] = staleness.to_dict()
     metrics["model"] = {"kind": predictor.kind, "messages": messages, **model_params(close_model)}
     return TrainResult(predictor, metrics, test, folds, messages, sample_test(feats, fold_labels, builder))
 
@@ -139,12 +143,15 @@ def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIn
 
 
 def _fold_labels(data: CanonicalData, feats: pd.DataFrame, labels: pd.DataFrame, folds: TimeFolds) -> pd.Series:
-    """`won` per row as known at its fold's label cutoff (NaN: unknown then, row unused)."""
+    """`won` per row as known at its fold's label cutoff (NaN: unknown then, row unused);
+    a deal still open at the cutoff and older then than every deal won by then counts as
+    lost (`features.staleness.lost_at_cutoff`), so long-open deals are in the training set."""
     closed_at = feats["deal_id"].map(data.deals.set_index("deal_id")["closed_at"])
     out = pd.Series(np.nan, index=feats.index)
     for name, cutoff in zip(folds.names, folds.label_cutoffs):
         rows = (feats["fold"] == name).to_numpy()
-        out[rows] = won_as_known_at(labels[rows], closed_at[rows], cutoff).to_numpy()
+        known = won_as_known_at(labels[rows], closed_at[rows], cutoff).to_numpy()
+        out[rows] = np.where(lost_at_cutoff(data.deals, feats.loc[rows, "deal_id"], cutoff), 0.0, known)
     return out
 
 
@@ -160,8 +167,12 @@ def _check_folds(feats: pd.DataFrame, fold_labels: pd.Series, folds: TimeFolds) 
 
 
 def _class_counts(data: CanonicalData, cutoff: pd.Timestamp) -> dict:
+    """Won and lost deals by `cutoff`; lost includes the open deals past the give-up age then
+    (`lost_at_cutoff`: the labels count them lost), also given apart as `given_up`."""
     closed = data.deals[data.deals["closed_at"] < cutoff]
-    return {"won": int((closed["outcome"] == "won").sum()), "lost": int((closed["outcome"] == "lost").sum())}
+    given_up = int(lost_at_cutoff(data.deals, data.deals["deal_id"], cutoff).sum())
+    return {"won": int((closed["outcome"] == "won").sum()),
+            "lost": int((closed["outcome"] == "lost").sum()) + given_up, "given_up": given_up}
 
 
 def _fit_close_model(feats, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig,
@@ -262,7 +273,7 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
     step("cold start without time folds")
     feats, labels, builder = build_training_set(data, _whole_grid(data, config.snapshot_freq))
     builder = without_columns(builder, leaks.excluded_columns)
-    y = labels["won"]
+    y = labels["won"].mask(lost_at_cutoff(data.deals, feats["deal_id"], data.data_end), 0.0)
     if y.notna().sum() == 0:
         raise NotEnoughData(f"{reason}; and none of the {len(data.deals)} deals closed while open at an as-of "
                             f"date, so there is no win rate to start from: supply an export with closed deals")
@@ -280,13 +291,15 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
     time_model = _fit_time_model(both, labels2, y2, builder, True, config)
     predictor = LeadScorePredictor(builder=builder, meta=data.meta, close_model=close_model, time_model=time_model,
                                    kind="stage_baseline", tiers=Tiers(constant=True),
-                                   info={"folds": None, "class_counts": counts, "data_end": data.data_end.isoformat()})
+                                   info={"folds": None, "class_counts": counts, "data_end": data.data_end.isoformat()},
+                                   staleness=fit_stale_rule(data))
     step("in-sample evaluation")
     test, metrics = evaluate_on_test(predictor, both, labels2, y2, builder, ("train",))
     metrics["close_probability"]["in_sample"] = True
     metrics["folds"] = {"none": reason}
     metrics["fold_plan"] = {"n_folds": 0, "gap_days": None, "notes": [reason]}
     metrics["leakage"] = leaks.to_dict()
+    metrics["staleness"] = predictor.staleness.to_dict()
     metrics["model"] = {"kind": predictor.kind, "messages": messages}
     return TrainResult(predictor, metrics, test, None, messages, sample_test(both, y2, builder))
 

@@ -19,10 +19,11 @@ def qualified_index(stages: list[str]) -> int:
     return lowered.index("qualified") if "qualified" in lowered else min(1, len(stages) - 1)
 
 
-def velocity_at(state: PipelineState, t: pd.Timestamp) -> dict:
+def velocity_at(state: PipelineState, t: pd.Timestamp, stale_ids: np.ndarray | None = None) -> dict:
     """Open qualified deals at t x win rate x average won amount / average won cycle days.
 
-    Win rate, amount and cycle come from deals closed in the year before t.
+    Win rate, amount and cycle come from deals closed in the year before t. The open
+    deals include the stale ones; given `stale_ids` (dense ids), how many of them are stale.
     """
     since = t - HISTORY_DAYS * DAY
     d = state.deals
@@ -35,14 +36,17 @@ def velocity_at(state: PipelineState, t: pd.Timestamp) -> dict:
     per_day = None
     if None not in (win_rate, size, cycle) and cycle > 0:
         per_day = len(qualified) * win_rate * size / cycle
-    return {"as_of": t.isoformat(), "open_qualified": int(len(qualified)), "win_rate": win_rate,
-            "average_deal_size": size, "average_cycle_days": cycle, "per_day": per_day}
+    out = {"as_of": t.isoformat(), "open_qualified": int(len(qualified)), "win_rate": win_rate,
+           "average_deal_size": size, "average_cycle_days": cycle, "per_day": per_day}
+    if stale_ids is not None:
+        out.update(includes_stale_deals=True, open_qualified_stale=int(np.isin(qualified, stale_ids).sum()))
+    return out
 
 
-def velocity(state: PipelineState) -> dict:
+def velocity(state: PipelineState, stale_ids: np.ndarray | None = None) -> dict:
     """Velocity at as_of and at monthly points over the last TREND_MONTHS months."""
     points = [state.as_of - pd.DateOffset(months=k) for k in range(TREND_MONTHS, -1, -1)]
-    now = velocity_at(state, state.as_of)
+    now = velocity_at(state, state.as_of, stale_ids)
     return {**now, "qualified_stage": state.stages[qualified_index(state.stages)], "history_days": HISTORY_DAYS,
             "trend": [{k: v for k, v in velocity_at(state, t).items()} for t in points]}
 
@@ -107,8 +111,9 @@ def close_date_moves(state: PipelineState, moving: pd.DataFrame, entry_t: pd.Ser
     return out
 
 
-def coverage(state: PipelineState, target: float | None) -> dict:
-    """Pipeline coverage of the calendar quarter containing as_of."""
+def coverage(state: PipelineState, target: float | None, stale_ids: np.ndarray | None = None) -> dict:
+    """Pipeline coverage of the calendar quarter containing as_of (stale deals included;
+    `stale_pipeline_in_period` says how much of it they are, given `stale_ids`)."""
     as_of = state.as_of
     period_start = as_of.to_period("Q").start_time
     period_end = (as_of.to_period("Q") + 1).start_time
@@ -128,4 +133,6 @@ def coverage(state: PipelineState, target: float | None) -> dict:
             "target": None if target is None else float(target), "closed_won": closed_won,
             "pipeline_in_period": pipeline, "deals_in_period": int(in_period.sum()), "remaining": remaining,
             "coverage": ratio(pipeline, remaining) if remaining is not None and remaining > 0 else None,
-            "target_met": None if remaining is None else remaining <= 0}
+            "target_met": None if remaining is None else remaining <= 0, "includes_stale_deals": True,
+            "stale_pipeline_in_period": None if stale_ids is None else
+            float(amounts[in_period & d["deal_id"].isin(stale_ids).to_numpy()].sum())}

@@ -7,6 +7,7 @@ import pandas as pd
 from features.analytics.funnel import completed_spells, stat
 from features.analytics.state import PipelineState, amount_at, days, lookup
 from features.dates import DAY
+from features.staleness import StaleRule
 from features.winrates import won_within_rate
 
 COHORT_AGES = (30, 60, 90)
@@ -91,3 +92,27 @@ def cohorts(state: PipelineState) -> list[dict]:
             row[f"cycle_{k}d"] = stat(part["cycle"][won_k].median()) if mature else None
         out.append(row)
     return out
+
+
+def stale_table(state: PipelineState, rule: StaleRule) -> pd.DataFrame:
+    """Every deal open at as_of: deal_id (dense key), deal_name, amount, stale and the reason
+    (`features.staleness`, the rule as known at as_of)."""
+    as_of = state.as_of
+    d = state.deals.loc[state.open_mask(as_of)]
+    now = state.at(d["deal_id"], as_of)
+    stage = np.asarray(state.stages, dtype=object)[now["stage_index"].astype("int64")]
+    age = days(as_of - d["created_at"]).to_numpy(dtype="float64")
+    in_stage = days(as_of - pd.Series(now["stage_entered_at"], index=d.index)).to_numpy(dtype="float64")
+    flag, reason = rule.flag(age, in_stage, stage)
+    return pd.DataFrame({"deal_id": d["deal_id"].to_numpy(), "deal_name": d["deal_name"].to_numpy(),
+                         "amount": np.nan_to_num(amount_at(state, d, as_of)), "stale": flag, "reason": reason})
+
+
+def stale(table: pd.DataFrame, rule: StaleRule) -> dict:
+    """Count and value of the stale open pipeline (`stale_table` rows of these deals)."""
+    flagged = table.loc[table["stale"]].sort_values(["amount", "deal_name"], ascending=[False, True])
+    value, total = float(flagged["amount"].sum()), float(table["amount"].sum())
+    return {"count": int(len(flagged)), "amount": value, "open_deals": int(len(table)), "open_amount": total,
+            "share_of_open_amount": value / total if total > 0 else None, "rule": rule.to_dict(),
+            "deals": [{"deal_id": str(r["deal_name"]), "amount": float(r["amount"]), "reason": r["reason"]}
+                      for r in flagged.head(MAX_LISTED).to_dict("records")]}

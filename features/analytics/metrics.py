@@ -11,6 +11,7 @@ from features.dates import parse_as_of
 from features.errors import LeadscoreError
 from features.jsonsafe import json_safe
 from features.schema import DEAL_CATEGORICAL, CanonicalData
+from features.staleness import StaleRule, fit_stale_rule
 from features.winrates import closed_win_rate, definition, won_within_rate
 
 MISSING_GROUP = "(missing)"
@@ -59,26 +60,32 @@ def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, ta
     state = build_state(data, as_of)
     thresholds = health.stage_p90(state)
     extra = (group_by,) if group_by else ()
-    total = _metrics(state, target, stall_days_without_activity, window_days, thresholds, extra)
+    rule = fit_stale_rule(data, as_of)  # company-wide, like the stall thresholds
+    stale = health.stale_table(state, rule)
+    total = _metrics(state, target, stall_days_without_activity, window_days, thresholds, extra, (stale, rule))
     out = {**head, "parameters": params, "activities_available": data.activities is not None,
            "stage_history_available": data.stage_events is not None, "definitions": definitions(False),
            "total": total}
     if group_by:
         keys = state.deals[group_by].astype("string").fillna(MISSING_GROUP)
         out["groups"] = [{"group": str(g), **_metrics(state.subset(keys == g), None, stall_days_without_activity,
-                                                       window_days, thresholds, extra)}
+                                                       window_days, thresholds, extra, (stale, rule))}
                          for g in sorted(keys.unique())]
     return json_safe(out)
 
 
 def _metrics(state: PipelineState, target, stall_days: int, window_days: int, thresholds: dict,
-             extra: tuple[str, ...]) -> dict:
+             extra: tuple[str, ...], stale: tuple[pd.DataFrame, StaleRule]) -> dict:
+    table, rule = stale
+    table = table.loc[table["deal_id"].isin(state.deals["deal_id"])]
+    stale_ids = table.loc[table["stale"], "deal_id"].to_numpy()
     return {"funnel": funnel.funnel(state), "time_in_stage": funnel.time_in_stage(state),
             "sales_cycle": funnel.sales_cycle(state), "deal_size": funnel.deal_size(state),
-            "bottleneck": funnel.bottleneck(state), "velocity": flow.velocity(state),
+            "bottleneck": funnel.bottleneck(state), "velocity": flow.velocity(state, stale_ids),
             "changes": flow.changes(state, window_days),
             "stalled": health.stalled(state, stall_days, thresholds, extra_columns=("owner",) + extra),
-            "cohorts": health.cohorts(state), "coverage": flow.coverage(state, target)}
+            "stale": health.stale(table, rule),
+            "cohorts": health.cohorts(state), "coverage": flow.coverage(state, target, stale_ids)}
 
 
 def static_metrics(data: CanonicalData, group_by: str | None) -> dict:

@@ -8,6 +8,7 @@ import typer
 
 from features.errors import LeadscoreError
 from serving.cli.console import console, fmt, progress_steps
+from serving.cli.models import pandas_frequency
 from serving.cli.output import CURRENCY_ENV, check_suffix, checked_currency, write_output
 
 FORECAST_FORMATS = (".csv", ".json", ".html")
@@ -120,6 +121,11 @@ def print_forecast_summary(result: dict) -> None:
         table.add_row(str(row.get("period")), *[_fmt_amount(row.get(k)) for k in
                                                 ("closed_so_far", "p50", "landing_p10", "landing_p50", "landing_p90")])
     console.print(table)
+    stale = result.get("stale_pipeline") or {}
+    if stale.get("stale_open_count"):
+        console.print(f"stale pipeline: {stale['stale_open_count']:,} of {stale['open_count']:,} open deals, value "
+                      f"{_fmt_amount(stale['stale_open_value'])}, expected bookings from them "
+                      f"{_fmt_amount(stale['stale_expected_bookings'])} (included above)")
     for note in result.get("notes", []):
         console.print(f"[dim]{note}[/]")
     console.print(f"wrote {result.get('out')}" + (f" (MLflow run {result['run_id']})" if result.get("run_id") else ""))
@@ -142,6 +148,10 @@ def backtest(
     sims: int = typer.Option(1000, "--sims", min=100, help="Monte Carlo simulations per forecast."),
     seed: int = typer.Option(0, "--seed"),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the backtest and its chart to MLflow."),
+    gap_days: int = typer.Option(45, "--gap-days", min=0, help="Days between the training time folds (a short "
+                                 "export gets fewer folds or shorter gaps, stated in each origin's messages)."),
+    snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq", callback=pandas_frequency,
+                                      help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
 ) -> None:
     """Replay past period starts: model vs baselines (and the oracle on generated data)."""
     from features.dataset import read_dataset
@@ -150,16 +160,19 @@ def backtest(
     from training.forecast.backtest import backtest as run_backtest
     from training.forecast.config import ForecastConfig
     from training.forecast.report import log_backtest
+    from training.train import TrainConfig
 
     check_suffix(out, (".json",))
     dataset = read_dataset(data)
     truth = load_truth(data) if (data / "truth" / "truth.parquet").exists() else None  # generated: the oracle too
     with progress_steps(total=origins + 2) as step:
         result = json_safe(run_backtest(dataset, freq, origins, truth=truth,
+                                         train_config=TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq),
                                          config=ForecastConfig(n_sims=sims, seed=seed), oracle_sims=300, step=step))
     write_output(result, out)
     if log:
         result["run_id"] = log_backtest(result, {"freq": freq, "origins": origins, "n_sims": sims, "seed": seed,
+                                                 "gap_days": gap_days, "snapshot_freq": snapshot_freq,
                                                  "data_dir": data})
     print_backtest_summary(result, out)
 
@@ -177,4 +190,8 @@ def print_backtest_summary(result: dict, out: Path) -> None:
     for name, m in rows.items():
         table.add_row(name, *[fmt(m.get(k)) for k in ("wape", "bias", "coverage_p10_p90")])
     console.print(table)
+    for row in result.get("rows", []):
+        if row.get("model_cold_start") or row.get("model_note"):
+            said = row.get("model_note") or f"{row.get('model_kind')} trained at {row.get('model_trained_at')}"
+            console.print(f"[dim]origin {str(row.get('origin'))[:10]}: cold start ({said})[/]")
     console.print(f"wrote {out}")

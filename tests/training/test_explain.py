@@ -67,8 +67,23 @@ def _ref_factor(ex, feature, value, impact, stage):
             "sentence": _ref_sentence(ex, feature, np.nan if value is None else value, stage, impact)}
 
 
+def _ref_age_rule(ex, X, contrib):
+    """Row by row: a positive contribution of an age beyond every won deal's is dropped."""
+    contrib = contrib.copy()
+    for j, feature in enumerate(X.columns):
+        if feature not in ("deal_age_days", "days_in_stage") or feature not in ex.grids_:
+            continue
+        for i in range(len(X)):
+            stage = X[ex.stage_column].iloc[i] if ex.stage_column in X else None
+            grid = ex.stage_grids_.get(str(stage), ex.grids_[feature]) if feature == "days_in_stage" \
+                else ex.grids_[feature]
+            if X[feature].iloc[i] > grid[-1] and contrib[i, j] > 0:
+                contrib[i, j] = 0.0
+    return contrib
+
+
 def reference_explain(ex, X, contributions):
-    contrib = contributions[:, : X.shape[1]]
+    contrib = _ref_age_rule(ex, X, contributions[:, : X.shape[1]])
     k = min(ex.top_k, X.shape[1])
     order = np.argsort(contrib, axis=1)
     cols = list(X.columns)

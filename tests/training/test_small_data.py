@@ -140,3 +140,48 @@ def test_the_service_schema_accepts_the_baseline_tier():
 
     deal = ScoredDeal(deal_id="d", close_probability=0.3, score=30, tier="baseline", model_version=1)
     assert deal.tier == "baseline"
+
+
+# ---- backtest on small, short and odd exports: each origin trains what it allows
+
+@pytest.mark.slow(reason="backtests through the CLI: a cold-start training and a forecast per origin")
+def test_a_ten_deal_export_backtests_as_cold_starts_without_crashing(tmp_path):
+    data, _truth = generate_data(10, seed=1, months=8)
+    folder = write_dataset(data, tmp_path / "tiny")
+    out = tmp_path / "bt.json"
+    result = CliRunner().invoke(app, ["backtest", "--data", str(folder), "--freq", "month", "--origins", "3",
+                                      "--out", str(out), "--no-log", "--sims", "100"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 3 and all(r["model_cold_start"] for r in rows)
+    assert all(r["model_kind"] in (None, "stage_baseline") for r in rows)
+    assert all(r["model_kind"] is not None or r["model_note"] for r in rows)  # no model: it says why
+    assert "cold start" in result.output
+
+
+@CLI_TRAINING
+def test_a_fourteen_month_export_backtests_over_six_monthly_origins(tmp_path):
+    data, _truth = generate_data(1500, seed=4, months=14)
+    folder = write_dataset(data, tmp_path / "short")
+    out = tmp_path / "bt.json"
+    result = CliRunner().invoke(app, ["backtest", "--data", str(folder), "--freq", "month", "--origins", "6",
+                                      "--gap-days", "30", "--snapshot-freq", "W-MON", "--out", str(out),
+                                      "--no-log", "--sims", "200"])
+    assert result.exit_code == 0, result.output
+    bt = json.loads(out.read_text())
+    assert len(bt["rows"]) == 6 and bt["train_config"] == {"gap_days": 30, "snapshot_freq": "W-MON"}
+    assert bt["summary"]["model"]["origins"] == 6  # every origin has a model forecast
+    messages = " ".join(m for r in bt["rows"] for m in r["model_messages"])
+    assert all(r["model_kind"] for r in bt["rows"])
+    assert "fold" in messages or all(not r["model_cold_start"] for r in bt["rows"])
+
+
+@pytest.mark.slow(reason="trains a predictor inside the backtest")
+def test_same_day_closes_go_through_the_backtest():
+    from training.forecast.backtest import backtest
+    from training.forecast.config import ForecastConfig
+
+    data, _truth = generate_data(1500, seed=2)
+    odd, _ids = with_same_day_closes(data)
+    bt = backtest(odd, "month", 2, train_config=TrainConfig(gap_days=30), config=ForecastConfig(n_sims=100))
+    assert len(bt["rows"]) == 2 and bt["summary"]["model"]["origins"] == 2

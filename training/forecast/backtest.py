@@ -14,11 +14,16 @@ refitted on the data cut at each origin. Why: retraining at every origin multipl
 cost by the number of origins (minutes each on this machine), while the history tables
 are what must move with the origin to stay point in time. The reused model never sees
 an outcome after the first origin, so every origin is out of sample; later origins
-measure a model up to N periods stale, a conservative test.
+measure a model up to N periods stale, a conservative test. While the data known at an
+origin allows only a cold start (the stage-rate baseline) or no model at all, each origin
+trains what it allows, until one trains a model that the later origins reuse; every row
+says which model it used (`model_kind`, `model_trained_at`, `model_cold_start`), and an
+origin without a model forecast keeps its baselines (`model_note` says why).
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -30,7 +35,7 @@ from features.schema import CanonicalData
 from features.snapshots import deals_at
 from features.timetravel import truncate_at
 from features.winrates import stage_reach_win_rate
-from training.forecast.bookings import BookingRule, realised_bookings
+from training.forecast.bookings import BookingRule, booking_rule, realised_bookings
 from training.forecast.config import ForecastConfig
 from training.forecast.core import forecast
 from training.forecast.periods import FREQS, period_end
@@ -38,7 +43,10 @@ from training.models import Z90
 
 STRATEGY = ("reuse: one model trained on the data as known at the first origin, FeatureBuilder history tables "
             "refitted on the data as known at each origin (point in time); retraining at every origin would "
-            "cost one full training per origin, and the reused model sees no outcome after the first origin")
+            "cost one full training per origin, and the reused model sees no outcome after the first origin. "
+            "While the data known at an origin only allows a cold start (or no model), each origin trains what "
+            "it allows until a model is trained, which the later origins reuse (rows: model_kind, "
+            "model_trained_at, model_cold_start)")
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_NAIVE_ERRORS = 4
 
@@ -52,8 +60,8 @@ def backtest_origins(data: CanonicalData, freq: str, n_origins: int) -> pd.Datet
     starts = [p.start_time for p in candidates if (p + 1).start_time <= data.data_end]
     starts = starts[-int(n_origins):]
     first = data.deals["created_at"].min()
-    if len(starts) < int(n_origins) or starts[0] - first < pd.Timedelta(days=180):
-        raise NotEnoughData(f"{n_origins} {freq} origins need at least 6 months of history before the first one "
+    if len(starts) < int(n_origins) or starts[0] <= first:
+        raise NotEnoughData(f"{n_origins} {freq} origins need a deal created before the first one ({first.date()}) "
                             f"and whole periods before the data end ({data.data_end.date()}): ask for fewer origins")
     return pd.DatetimeIndex(starts)
 
@@ -76,38 +84,81 @@ def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, trut
     """Per-origin rows and the summary of model, baselines and (with `truth`) oracle."""
     config = config or ForecastConfig(n_sims=1000)
     origins = backtest_origins(data, freq, n_origins)
-    if predictor is None:
-        from training.train import TrainConfig, fit_predictor
-
-        step(f"training on data known at {origins[0].date()}")
-        try:
-            predictor = fit_predictor(truncate_at(data, origins[0]), train_config or TrainConfig()).predictor
-        except (ValueError, IndexError) as exc:  # too few closed deals at the first origin for any fold
-            raise NotEnoughData(f"cannot train on the data known at the first origin {origins[0].date()} "
-                                f"({type(exc).__name__}: {exc}): ask for fewer origins") from None
+    trained = _Trained(predictor, "given", []) if predictor is not None else None
     rows = []
     for origin in origins:
+        if predictor is None and (trained is None or trained.cold):  # cold start (or nothing) so far: train what this origin allows
+            step(f"training on data known at {origin.date()}")
+            trained = _train_at(data, origin, train_config) or trained
         step(f"origin {origin.date()}")
-        rows.append(_one_origin(data, predictor, origin, freq, truth, config, oracle_sims))
+        rows.append(_one_origin(data, trained, origin, freq, truth, config, oracle_sims))
     frame = pd.DataFrame(rows)
+    value_unit = next((r["value_unit"] for r in rows if r["value_unit"]), "amount")
     return {"freq": freq, "origins": [o.isoformat() for o in origins], "strategy": STRATEGY,
-            "value_unit": rows[0]["value_unit"], "summary": summarise(frame, truth is not None),
+            "train_config": None if train_config is None else {"gap_days": train_config.gap_days,
+                                                               "snapshot_freq": train_config.snapshot_freq},
+            "value_unit": value_unit, "summary": summarise(frame, truth is not None),
             "rows": frame.assign(origin=frame["origin"].astype(str)).to_dict("records"),
             "definitions": DEFINITIONS}
 
 
-def _one_origin(data: CanonicalData, predictor, origin: pd.Timestamp, freq: str, truth: pd.DataFrame | None,
-                config: ForecastConfig, oracle_sims: int) -> dict:
+@dataclass
+class _Trained:
+    """The model an origin forecasts with: when it was trained, and the run's messages."""
+
+    predictor: object | None
+    trained_at: str
+    messages: list[str]
+
+    @property
+    def cold(self) -> bool:
+        return self.predictor is None or self.predictor.kind != "lightgbm" or self.predictor.tiers.constant
+
+
+def _train_at(data: CanonicalData, origin: pd.Timestamp, train_config) -> _Trained | None:
+    """`fit_predictor` on the data known at `origin` (cold start where that is all it
+    allows); None when it cannot even start (no closed deal yet)."""
+    from training.train import TrainConfig, fit_predictor
+
+    try:
+        result = fit_predictor(truncate_at(data, origin), train_config or TrainConfig())
+    except (NotEnoughData, ValueError, IndexError) as exc:
+        return _Trained(None, origin.isoformat(), [f"no model at {origin.date()}: {exc}"])
+    return _Trained(result.predictor, origin.isoformat(), list(result.messages))
+
+
+def _one_origin(data: CanonicalData, trained: _Trained, origin: pd.Timestamp, freq: str,
+                truth: pd.DataFrame | None, config: ForecastConfig, oracle_sims: int) -> dict:
     end = period_end(origin, freq)
     known = truncate_at(data, origin)
-    fc = forecast(refit_builder(predictor, known), known, origin, 1, freq, config=config)
+    head = {"origin": origin, "end": end, "model_kind": None if trained.predictor is None else trained.predictor.kind,
+            "model_trained_at": trained.trained_at, "model_cold_start": trained.cold,
+            "model_messages": trained.messages}
+    try:
+        if trained.predictor is None:
+            raise NotEnoughData(trained.messages[-1] if trained.messages else "no model")
+        fc = forecast(refit_builder(trained.predictor, known), known, origin, 1, freq, config=config)
+    except NotEnoughData as exc:  # no model, or an empty pipeline: this origin has no model forecast
+        rule = booking_rule(known.deals, origin)
+        actual = float(realised_bookings(data.deals, rule, [origin], [end])[0])
+        row = {**head, "value_unit": rule.value_unit, "actual": actual, "model": np.nan, "model_p10": np.nan,
+               "model_p50": np.nan, "model_p90": np.nan, "model_note": str(exc)}
+        return {**row, **_baseline_columns(known, origin, end, freq, rule, data, truth, config, oracle_sims)}
     rule = fc.booking_rule
     total = fc.totals().iloc[0]
     actual = float(realised_bookings(data.deals, rule, [origin], [end])[0])
-    row = {"origin": origin, "end": end, "value_unit": fc.value_unit, "actual": actual,
+    row = {**head, "value_unit": fc.value_unit, "actual": actual,
            "model": total["expected"], "model_p10": total["p10"], "model_p50": total["p50"], "model_p90": total["p90"],
            "model_open_pipeline": total["open_pipeline"], "model_new_deals": total["new_deals"],
-           "shock_relative_sd": fc.shock["relative_sd"]}
+           "shock_relative_sd": fc.shock["relative_sd"], "stale_open_count": fc.stale["stale_open_count"],
+           "stale_open_value": fc.stale["stale_open_value"],
+           "stale_expected_bookings": fc.stale["stale_expected_bookings"]}
+    return {**row, **_baseline_columns(known, origin, end, freq, rule, data, truth, config, oracle_sims)}
+
+
+def _baseline_columns(known: CanonicalData, origin: pd.Timestamp, end: pd.Timestamp, freq: str, rule: BookingRule,
+                      data: CanonicalData, truth: pd.DataFrame | None, config: ForecastConfig, oracle_sims: int) -> dict:
+    row = {}
     for name, values in baselines(known, origin, end, freq, rule).items():
         row.update({f"{name}{'' if k == 'point' else '_' + k}": v for k, v in values.items()})
     if truth is not None:

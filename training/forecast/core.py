@@ -27,7 +27,7 @@ from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import ALL, NewDealModel
 from training.forecast.periods import FREQS, check_as_of, make_periods
 from training.forecast.simulation import Simulation, simulate, summarise
-from training.forecast.valuation import OpenPipeline, open_pipeline, with_expectations
+from training.forecast.valuation import OpenPipeline, open_pipeline, stale_pipeline, with_expectations
 
 MAX_GROUPS = 500
 HISTORY_PERIODS_SHOWN = 6
@@ -48,6 +48,7 @@ class Forecast:
     history: pd.DataFrame | None = None  # realised bookings of past periods (for the chart)
     sims: Simulation | None = field(default=None, repr=False)  # the draws behind every range (and the targets)
     notes: list[str] = field(default_factory=list)
+    stale: dict = field(default_factory=dict)  # valuation.stale_pipeline: the stale deals' own line
 
     @property
     def value_unit(self) -> str:
@@ -79,7 +80,7 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
                     deals=deals, shock=shock, new_deals=new_deals, booking_rule=pipe.rule, known=known,
                     group_by=group_by, sims=sims,
                     history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, pipe.rule),
-                    notes=_notes(per, predictor, as_of, pipe))
+                    notes=_notes(per, predictor, as_of, pipe), stale=stale_pipeline(deals, len(per)))
 
 
 def closed_so_far(known: CanonicalData, as_of: pd.Timestamp, per: pd.DataFrame, freq: str,

@@ -33,7 +33,7 @@ def forecast_dict(result: Outlook) -> dict:
            "forecast": fc.table.to_dict("records"), "parts": PARTS,
            "ranges": {"method": RANGES, **{k: v for k, v in fc.shock.items() if k != "history"},
                       "history": fc.shock.get("history")},
-           "new_deal_model": fc.new_deals.describe(),
+           "new_deal_model": fc.new_deals.describe(), "stale_pipeline": fc.stale,
            "risk": result.risk.to_dict("records"),
            "history": None if fc.history is None else fc.history.to_dict("records"),
            "targets": None if result.targets is None else result.targets.table.to_dict("records")}

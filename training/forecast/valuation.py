@@ -14,6 +14,7 @@ import pandas as pd
 from features.dates import DAY
 from features.errors import NotEnoughData
 from features.schema import CanonicalData
+from features.staleness import fit_stale_rule
 from training.forecast.bookings import BookingRule, booking_rule
 from training.forecast.newdeals import ALL
 from training.models import cdf_won_by
@@ -58,6 +59,7 @@ def open_pipeline(predictor, known: CanonicalData, as_of: pd.Timestamp, per: pd.
     out["segment"] = deals["segment"].reindex(out["deal_id"]).astype("string").to_numpy() if "segment" in deals else None
     for col in TIMING_FEATURES:
         out[col] = feats[col].to_numpy() if col in feats else np.nan
+    out["stale"], out["stale_reason"] = fit_stale_rule(known, as_of).flag_features(feats, list(known.meta.stages))
     for k, row in per.iterrows():
         out[f"p_{k}"] = p_won_in(out, as_of, row["start"], row["end"])
     imputed = 0 if rule.counts_deals else int((~out["amount_known"]).sum())
@@ -87,6 +89,20 @@ def p_won_in(scored: pd.DataFrame, as_of, start, end) -> np.ndarray:
     d1 = np.clip((np.asarray(end, dtype="datetime64[us]") - as_of) / np.timedelta64(1, "D"), 0, None)
     logq = scored[LOGQ].to_numpy()
     return scored["close_probability"].to_numpy() * (cdf_won_by(logq, d1) - cdf_won_by(logq, d0))
+
+
+def stale_pipeline(deals: pd.DataFrame, n_periods: int) -> dict:
+    """The stale open deals (`features.staleness`) as the forecast's own line: how many,
+    their value, and the bookings expected from them (their model probability, bias-corrected
+    like every deal's), per period and in all; these are inside the totals, not added to them."""
+    stale = deals["stale"].to_numpy(dtype=bool)
+    per_period = [float(deals.loc[stale, f"exp_{k}"].sum()) for k in range(n_periods)]
+    return {"stale_open_count": int(stale.sum()), "stale_open_value": float(deals.loc[stale, "value"].sum()),
+            "open_count": int(len(deals)), "open_value": float(deals["value"].sum()),
+            "stale_expected_bookings": float(sum(per_period)), "stale_expected_by_period": per_period,
+            "definition": "stale: open longer than any deal won by the as-of date (or longer in its stage than any "
+                          "deal that went on to win stayed there); valued by the model's own probability and "
+                          "included in the forecast totals"}
 
 
 def due_in(deals: pd.DataFrame, as_of: pd.Timestamp, start: pd.Timestamp, end: pd.Timestamp,

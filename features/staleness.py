@@ -1,0 +1,205 @@
+"""Stale deals, learned from the data: the one home of the stale rule.
+
+A deal is **stale** at T when it has been open longer than any deal that was ever won
+(as known at T: deals won by T), or has stayed in its current stage longer than any deal
+that went on to win ever stayed in that stage. The score (`training.predictor`), the
+pipeline metrics (`features.analytics`) and the forecast (`training.forecast`) all flag
+deals with `StaleRule.flag`; training labels a snapshot row whose deal is still open at
+its fold's label cutoff and already past `give_up_age` then as lost (`lost_at_cutoff`):
+the age from which fewer than `LOST_BELOW` of the deals still open went on to win (at most
+the longest won age, where the empirical chance is zero). Leaving these rows out
+(right-censored) would teach the model that old deals are the ones that win (losses are
+often marked early, wins late, so among *closed* old deals nearly every one was won).
+
+Method (`win_curve`): the chance that a deal open at age a is eventually won,
+P(win | open at a) = (CIF_won(inf) - CIF_won(a)) / S(a), with the Aalen-Johansen
+cumulative incidence of a win (competing risks: won, lost; deals still open at T are
+right-censored at their age at T) and S the Kaplan-Meier chance of still being open,
+in whole days, vectorised with numpy. It is reported beside the rule (`to_dict`); it
+falls to 0 beyond the longest won age, which is where the rule starts. Its value at the
+longest won age (`p_win_beyond`) caps the model's P(won) of deals older than every win
+(`StaleRule.cap`, applied by the predictor): the model learned from younger deals and must
+not extrapolate to them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.schema import TIMESTAMP_DTYPE, CanonicalData
+from features.snapshots import running_state, stage_spells
+
+MIN_WON = 10  # fewer won deals than this: no rule (a maximum of a handful of wins says nothing)
+LOST_BELOW = 0.02  # training labels: still open at an age where fewer than 2 % of open deals went on to win: lost
+CURVE_AGES = (0, 30, 60, 90, 180, 365, 730)
+DAY = np.timedelta64(1, "D")
+
+
+@dataclass(frozen=True)
+class StaleRule:
+    """The longest creation-to-win age and, per stage, the longest stay of a deal that
+    went on to win, among deals won by `as_of`; `curve`: `win_curve` at `CURVE_AGES`."""
+
+    as_of: pd.Timestamp | None
+    won_deals: int
+    max_won_age_days: float | None  # None: too few wins for a rule
+    max_won_stage_days: dict[str, float] = field(default_factory=dict)
+    curve: dict[int, float | None] = field(default_factory=dict)
+    # P(eventually won | still open at the longest won age): the most a deal older than every win gets
+    p_win_beyond: float | None = None
+
+    def cap(self, p: np.ndarray, age_days) -> np.ndarray:
+        """P(won) of deals older than every win capped at `p_win_beyond` (the model learned
+        from younger deals and must not extrapolate to these); others unchanged."""
+        if self.max_won_age_days is None or self.p_win_beyond is None:
+            return p
+        old = np.asarray(age_days, dtype="float64") > self.max_won_age_days
+        return np.where(old, np.minimum(p, self.p_win_beyond), p)
+
+    def flag(self, age_days, days_in_stage=None, stage=None) -> tuple[np.ndarray, np.ndarray]:
+        """(stale: bool per deal, reason: words per deal, None where not stale)."""
+        age = np.asarray(age_days, dtype="float64")
+        stale = np.zeros(len(age), dtype=bool)
+        reason = np.full(len(age), None, dtype=object)
+        if self.max_won_age_days is None:
+            return stale, reason
+        old = age > self.max_won_age_days
+        reason[old] = _days(age[old]) + (f"; no won deal took longer than {self.max_won_age_days:.0f} days")
+        reason[old] = "open " + reason[old]
+        stale |= old
+        if days_in_stage is None or stage is None or not self.max_won_stage_days:
+            return stale, reason
+        dwell = np.asarray(days_in_stage, dtype="float64")
+        names = pd.Series(np.asarray(stage, dtype=object)).astype("string")
+        limit = names.map(self.max_won_stage_days).astype("float64").to_numpy()
+        long = ~old & (dwell > limit)  # NaN limit (stage never on a win's way): no flag
+        if long.any():
+            lim = pd.Series(limit[long]).round().astype("int64").astype(str).to_numpy()
+            reason[long] = (_days(dwell[long]) + " in " + names[long].to_numpy(dtype=object)
+                            + "; no won deal stayed longer than " + lim + " days there")
+        return stale | long, reason
+
+    def flag_features(self, feats, stages: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`flag` of feature rows (a frame or {name: array} with deal_age_days and, when
+        present, days_in_stage and stage_index as `FeatureBuilder` makes them)."""
+        if "deal_age_days" not in feats:
+            n = len(feats) if isinstance(feats, pd.DataFrame) else len(next(iter(feats.values()), []))
+            return np.zeros(n, dtype=bool), np.full(n, None, dtype=object)
+        stage = None
+        if "stage_index" in feats and "days_in_stage" in feats:
+            idx = np.asarray(feats["stage_index"], dtype="float64")
+            ok = np.isfinite(idx) & (idx >= 0) & (idx < len(stages))
+            stage = np.where(ok, np.asarray(list(stages) + [None], dtype=object)[np.where(ok, idx, len(stages))
+                                                                                   .astype("int64")], None)
+        return self.flag(feats["deal_age_days"], feats["days_in_stage"] if stage is not None else None, stage)
+
+    def to_dict(self) -> dict:
+        return {"as_of": None if self.as_of is None else self.as_of.isoformat(), "won_deals": self.won_deals,
+                "max_won_age_days": self.max_won_age_days, "max_won_stage_days": dict(self.max_won_stage_days),
+                "p_win_if_open_at_age": {str(k): v for k, v in self.curve.items()},
+                "p_win_beyond_longest_win": self.p_win_beyond,
+                "method": "stale: open longer than any won deal (or longer in its stage than any deal that went "
+                          "on to win stayed there); p_win_if_open_at_age: Aalen-Johansen, open deals censored"}
+
+
+def _days(values: np.ndarray) -> np.ndarray:
+    return pd.Series(values).round().astype("int64").astype(str).to_numpy(dtype=object) + " days"
+
+
+def won_ages(deals: pd.DataFrame, at: pd.Timestamp) -> np.ndarray:
+    """Creation-to-win days of the deals won by `at`."""
+    closed = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    won = (deals["outcome"] == "won").fillna(False).to_numpy(dtype=bool) & ~np.isnat(closed) \
+        & (closed <= np.datetime64(pd.Timestamp(at), "us"))
+    return (closed[won] - deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)[won]) / DAY
+
+
+def fit_stale_rule(data: CanonicalData, as_of=None) -> StaleRule:
+    """The rule as known at `as_of` (default: the data end): only deals won by then count."""
+    at = pd.Timestamp(data.data_end if as_of is None else as_of)
+    deals = data.deals
+    ages = won_ages(deals, at)
+    if len(ages) < MIN_WON:
+        return StaleRule(at, int(len(ages)), None)
+    longest = float(ages.max())
+    beyond = win_curve(deals, at, ages=(int(longest),))[int(longest)]
+    return StaleRule(at, int(len(ages)), longest, _won_stage_days(data, at), win_curve(deals, at), beyond)
+
+
+def lost_at_cutoff(deals: pd.DataFrame, deal_ids: pd.Series, cutoff: pd.Timestamp) -> np.ndarray:
+    """Per row (a deal id): the deal is still open at `cutoff` (not closed by then) and
+    already at least `give_up_age` old then, so it counts as lost for labels known at
+    `cutoff`. All False when fewer than `MIN_WON` deals were won by then."""
+    limit = give_up_age(deals, cutoff)
+    if limit is None:
+        return np.zeros(len(deal_ids), dtype=bool)
+    d = deals.set_index("deal_id")
+    created = d["created_at"].reindex(deal_ids).to_numpy(dtype=TIMESTAMP_DTYPE)
+    closed = d["closed_at"].reindex(deal_ids).to_numpy(dtype=TIMESTAMP_DTYPE)
+    cut = np.datetime64(pd.Timestamp(cutoff), "us")
+    still_open = np.isnat(closed) | (closed > cut)
+    return still_open & ((cut - created) / DAY >= limit)
+
+
+def _won_stage_days(data: CanonicalData, at: pd.Timestamp) -> dict[str, float]:
+    """Per stage: the longest stay of a deal won by `at` in that stage (MIN_WON stays at least)."""
+    if data.stage_events is None or not len(data.stage_events):
+        return {}
+    deals = data.deals.reset_index(drop=True)
+    spells = stage_spells(running_state(data), deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
+    closed = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    won = ((deals["outcome"] == "won").fillna(False).to_numpy(dtype=bool) & ~np.isnat(closed)
+           & (closed <= np.datetime64(at, "us")))[spells["deal"]]
+    frame = pd.DataFrame({"stage": spells["stage_index"][won], "dwell": spells["dwell_days"][won]}).dropna()
+    stats = frame.groupby("stage")["dwell"].agg(["max", "size"])
+    stages = list(data.meta.stages)
+    return {stages[int(i)]: float(r["max"]) for i, r in stats.iterrows() if r["size"] >= MIN_WON and 0 <= i < len(stages)}
+
+
+def win_curve(deals: pd.DataFrame, at: pd.Timestamp, ages=CURVE_AGES) -> dict[int, float | None]:
+    """P(eventually won | still open at age a) for each age a (days), Aalen-Johansen with
+    deals open at `at` censored at their age then; None past the last age at risk."""
+    curve = _curve_by_day(deals, at)
+    return {int(a): (float(curve[int(a)]) if int(a) < len(curve) and np.isfinite(curve[int(a)]) else None)
+            for a in ages}
+
+
+def give_up_age(deals: pd.DataFrame, at: pd.Timestamp) -> float | None:
+    """The age (days) from which a deal still open at `at` counts as lost in the labels known
+    at `at`: the first age where fewer than `LOST_BELOW` of the deals still open at that age
+    went on to win (`win_curve`), and at most the longest won age; None with too few wins."""
+    ages = won_ages(deals, at)
+    if len(ages) < MIN_WON:
+        return None
+    curve = _curve_by_day(deals, at)
+    low = np.flatnonzero(np.nan_to_num(curve, nan=0.0) < LOST_BELOW)
+    return float(min(ages.max(), low[0])) if len(low) else float(ages.max())
+
+
+def _curve_by_day(deals: pd.DataFrame, at: pd.Timestamp) -> np.ndarray:
+    """`win_curve` at every whole day of age from 0 (NaN where nobody is at risk)."""
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    closed = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    cut = np.datetime64(pd.Timestamp(at), "us")
+    seen = ~np.isnat(created) & (created <= cut)
+    done = seen & ~np.isnat(closed) & (closed <= cut)
+    end = np.where(done, closed, cut)
+    t = np.floor((end[seen] - created[seen]) / DAY).astype("int64")
+    won = (done & (deals["outcome"] == "won").fillna(False).to_numpy(dtype=bool))[seen]
+    lost = done[seen] & ~won
+    if not len(t):
+        return np.full(0, np.nan)
+    n_days = int(t.max()) + 1
+    n_end = np.bincount(t, minlength=n_days)
+    at_risk = len(t) - np.concatenate([[0], np.cumsum(n_end)[:-1]])  # still open at the start of day d
+    w, lo = np.bincount(t[won], minlength=n_days), np.bincount(t[lost], minlength=n_days)
+    risk = np.maximum(at_risk, 1)
+    surv_after = np.cumprod(1 - np.where(at_risk > 0, (w + lo) / risk, 0.0))  # open after day d
+    surv_before = np.concatenate([[1.0], surv_after[:-1]])
+    cif = np.cumsum(surv_before * np.where(at_risk > 0, w / risk, 0.0))
+    before = np.concatenate([[0.0], cif[:-1]])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.maximum(cif[-1] - before, 0.0) / surv_before
+    return np.where((at_risk > 0) & (surv_before > 0), out, np.nan)
