@@ -188,6 +188,20 @@ class TargetDefinitions(BaseModel):
     value_per_new_lead: float
 
 
+class StalePipeline(BaseModel):
+    """Open deals older than anything that ever won (`features.staleness`): the forecast's
+    own line. They are inside the totals (valued by the model's own, low, probability)."""
+
+    model_config = CLOSED
+    stale_open_count: int
+    stale_open_value: float
+    open_count: int
+    open_value: float
+    stale_expected_bookings: float = Field(description="Expected bookings from stale deals over all periods.")
+    stale_expected_by_period: list[float] = Field(description="The same per forecast period, in order.")
+    definition: str
+
+
 class ForecastReport(BaseModel):
     """The forecast JSON (`forecast_dict`): the same in the CLI, MLflow and `/forecast`."""
 
@@ -203,6 +217,7 @@ class ForecastReport(BaseModel):
     parts: str = Field(description="What each column means.")
     ranges: Ranges
     new_deal_model: NewDealModel
+    stale_pipeline: StalePipeline
     risk: list[RiskRow] = Field(description="Deals due in the first period that are at risk, largest first.")
     history: Optional[list[ActualRow]] = Field(description="Bookings of the periods before, for the chart.")
     targets: Optional[list[TargetRow]] = Field(description="One row per target (null without targets).")
