@@ -37,8 +37,8 @@ MERGED = {"stage_index": "stage", "furthest_stage_index": "stage", "stage_mean_d
           "stage_velocity": "days_in_stage", "log_amount": "amount"}  # feature -> the factor it is part of
 SLACK = 3  # candidates read beyond top_k per side, in case some are no reasons (a missing value raising the score)
 
+SMALL_CELLS = 64  # candidate cells up to which missing values are looked up one by one
 FeatureRows = pd.DataFrame | Mapping[str, np.ndarray]
-Writer = Callable[[Any, float, say.Other], str]  # (known value, impact, other) -> sentence
 
 
 class FactorExplainer(BaseEstimator):
@@ -53,6 +53,8 @@ class FactorExplainer(BaseEstimator):
         """Learn reference distributions of each numeric feature among won deals: percentile
         grids as Python lists, the form `sentences.compare` searches (see the module docstring)."""
         self.labels_ = {c: describe(c) for c in X_won.columns}
+        self.columns_ = list(X_won.columns)
+        self.facts_ = fact_groups(self.columns_)  # where `explain` finds them, for rows in this column order
         stage_dtype = X_won[self.stage_column].dtype if self.stage_column in X_won else None
         self.stages_ = [str(c) for c in stage_dtype.categories] if isinstance(stage_dtype, pd.CategoricalDtype) else []
         self.grids_, self.categorical_ = {}, []
@@ -78,8 +80,12 @@ class FactorExplainer(BaseEstimator):
         `other`: the deal's values of other features (stage, furthest_stage_index,
         stage_velocity, global_win_rate) where the sentence uses them. None: no reason."""
         check_is_fitted(self, "labels_")
-        get = {k: _plain(v) for k, v in (other or {}).items()}.get
-        return self._reason(feature)(_plain(value), impact, get)
+        rows = _Rows({name: np.array([v], dtype=float if isinstance(v, float) else object)
+                      for name, v in {**(other or {}), feature: value}.items()})
+        j = rows.index[feature]
+        if impact > 0 and self._no_reasons_to_win(rows, np.array([[j]]), np.array([[True]]))[0, 0]:
+            return None
+        return self._writer(feature)(rows.value(0, j), impact, 0, rows)
 
     def explain(self, X: FeatureRows, contributions: np.ndarray) -> list[dict]:
         """Top factors per row: {"positive": [...], "negative": [...]}, each item
@@ -91,78 +97,90 @@ class FactorExplainer(BaseEstimator):
         contributions: (n, >= n_features) per-feature contributions in X's column order
         (a trailing bias column is ignored)."""
         check_is_fitted(self, "labels_")
-        rows = _Rows(X, self.stage_column)
+        rows = _Rows(X)
         contrib = np.asarray(contributions, dtype=float)
         names = rows.names
         if contrib.ndim != 2 or contrib.shape[0] != rows.n or contrib.shape[1] < len(names):
             raise ValueError(f"contributions of shape {contrib.shape} do not match {rows.n} rows of "
                              f"{len(names)} features")
-        facts = by_fact(contrib[:, : len(names)], names)
+        facts = by_fact(contrib[:, : len(names)], self.facts_ if names == self.columns_ else fact_groups(names))
         k = min(self.top_k, len(names))
         m = min(k + SLACK, len(names))
         order = np.argsort(facts, axis=1)
-        sides = []
-        for chosen, sign in ((order[:, ::-1][:, :m], 1), (order[:, :m], -1)):
-            impact = np.take_along_axis(facts, chosen, axis=1)
-            rounded = np.reshape(_round(impact.ravel(), 4), impact.shape).tolist() if impact.size else impact.tolist()
-            sides.append((chosen.tolist(), (impact * sign).tolist(), rounded, sign))
-        reasons: dict[int, Callable] = {}
-        out = []
-        for i in range(rows.n):
-            get = rows.getter(i)
-            row = {}
-            for side, (chosen, signed, rounded, sign) in zip(("positive", "negative"), sides):
-                items = row[side] = []
-                for j, s, r in zip(chosen[i], signed[i], rounded[i]):
-                    if len(items) == k or s <= 0:  # sorted: no further factor on this side
-                        break
-                    value = rows.value(i, j)
-                    reason = reasons.get(j) or reasons.setdefault(j, self._reason(names[j]))
-                    text = reason(value, s * sign, get)
-                    if text is not None:
-                        items.append({"feature": names[j], "value": value, "impact": r, "sentence": text})
-            out.append(row)
-        return out
+        candidates = np.concatenate([order[:, ::-1][:, :m], order[:, :m]], axis=1)  # m highest, then m lowest
+        impact = np.take_along_axis(facts, candidates, axis=1)
+        up, down = impact[:, :m] > 0, impact[:, m:] < 0
+        up &= ~self._no_reasons_to_win(rows, candidates[:, :m], up)
+        keep = np.concatenate([up & (np.cumsum(up, axis=1) <= k), down & (np.cumsum(down, axis=1) <= k)], axis=1)
+        row, _ = np.nonzero(keep)  # row-major: each row's positives, then its negatives
+        features, impacts = candidates[keep].tolist(), impact[keep]
+        values, sentences = self._describe(rows, row.tolist(), features, impacts.tolist())
+        items = [{"feature": names[j], "value": v, "impact": c, "sentence": s}
+                 for j, v, c, s in zip(features, values, _round(impacts, 4), sentences)]
+        return _split_rows(items, keep[:, :m].sum(axis=1).tolist(), keep.sum(axis=1).tolist())
 
-    def _reason(self, feature: str) -> Callable[[Any, float, say.Other], str | None]:
-        """The sentence writer of one feature: None where its value is no reason."""
+    def _no_reasons_to_win(self, rows: "_Rows", candidates: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """Which candidate factors (feature positions, raising the score `where` True) are no
+        reason to win, whatever their contribution: a missing (or non-finite) value. Further
+        rules of that kind go here, one mask each."""
+        return rows.missing(candidates, where)
+
+    def _describe(self, rows: "_Rows", row: list[int], feature: list[int], impact: list[float]
+                  ) -> tuple[list, list[str]]:
+        """The value and sentence of each chosen factor; each feature's writer made once."""
+        writers: dict[int, Callable] = {}
+        values, sentences = [], []
+        for i, j, effect in zip(row, feature, impact):
+            write = writers.get(j) or writers.setdefault(j, self._writer(rows.names[j]))
+            value = rows.value(i, j)
+            values.append(value)
+            sentences.append(write(value, effect, i, rows))
+        return values, sentences
+
+    def _writer(self, feature: str) -> Callable[[Any, float, int, "_Rows"], str]:
+        """The sentence writer of one feature: (value, impact, row, rows) -> sentence, a
+        missing value said to be missing (`_no_reasons_to_win` keeps it from raising the score)."""
         label = self.labels_.get(feature, feature.replace("_", " "))
-        write = self._writer(feature, label)
         gone = say.missing(feature, label, feature in self.categorical_)
+        write = self._known(feature, label)
 
-        def reason(value, impact: float, get: say.Other) -> str | None:
+        def writer(value, impact: float, i: int, rows: "_Rows") -> str:
             if value is None or (type(value) is float and not math.isfinite(value)):
-                return None if impact > 0 else gone  # a missing value is never a reason to win
-            # further rules that make a known value no reason to win go here, before the sentence
-            return write(value, impact, get)
-        return reason
+                return gone
+            return write(value, impact, i, rows)
+        return writer
 
-    def _writer(self, feature: str, label: str) -> Writer:
+    def _known(self, feature: str, label: str) -> Callable[[Any, float, int, "_Rows"], str]:
         """The sentence of a known value, by the kind of fact the feature is."""
-        if feature in (self.stage_column, "stage_index"):
-            return lambda v, c, get: self._stage_sentence(feature, label, v, c, get)
-        if feature == "furthest_stage_index":
-            return lambda v, c, get: (f"the deal has reached {self._stage_name(v)}: deals that got this far "
-                                      f"{say.trend(c)}" if self._stage_name(v) else say.plain(feature, label, v, None))
-        if feature == self.days_in_stage_column:
-            def days_in_stage(v, c, get):
-                stage = self._stage_name(get(self.stage_column)) or self._stage_name(get("stage_index"))
-                return say.time_in_stage(v, stage, get("stage_velocity"), self.stage_grids_.get(stage))
-            return days_in_stage
-        special = {"stage_velocity": say.velocity, "amount_change_ratio": say.change_ratio, "activity_trend": say.pace}
-        if feature in special:
-            return lambda v, c, get: say.plain(feature, label, v, None) if isinstance(v, str) else special[feature](v)
-        grid = self.grids_.get(feature)
-        if feature.endswith("_win_rate") and feature not in SHARED:
-            return lambda v, c, get: say.category(label, v, c) if isinstance(v, str) \
-                else say.group_rate(label, v, get("global_win_rate"))
-        return lambda v, c, get: say.category(label, v, c) if isinstance(v, str) else say.plain(feature, label, v, grid)
+        number = say.numeric(feature, label, self.grids_.get(feature))
+        memo: dict[tuple, str] = {}
 
-    def _stage_sentence(self, feature: str, label: str, value, impact: float, get: say.Other) -> str:
-        name = self._stage_name(value)
-        if name is None:  # a stage position outside the model's stages
-            return say.plain(feature, label, value, None)
-        return say.stage(name, self._stage_name(get("furthest_stage_index")), impact)
+        def text(value, impact: float) -> str:  # a category's sentence depends on the level and the sign only
+            key = (value, impact > 0)
+            return memo.get(key) or memo.setdefault(key, say.category(label, value, impact))
+
+        if feature in (self.stage_column, "stage_index"):
+            def stage(value, impact, i, rows):
+                name = self._stage_name(value)
+                if name is None:  # a stage position outside the model's stages
+                    return number(value)
+                return say.stage(name, self._stage_name(rows.get(i, "furthest_stage_index")), impact)
+            return stage
+        if feature == "furthest_stage_index":
+            return lambda value, impact, i, rows: say.reached(self._stage_name(value), impact) \
+                if self._stage_name(value) else number(value)
+        if feature == self.days_in_stage_column:
+            def days_in_stage(value, impact, i, rows):
+                name = self._stage_name(rows.get(i, self.stage_column)) or self._stage_name(rows.get(i, "stage_index"))
+                return say.time_in_stage(value, name, rows.get(i, "stage_velocity"), self.stage_grids_.get(name))
+            return days_in_stage
+        ratio = {"stage_velocity": say.velocity, "amount_change_ratio": say.change_ratio, "activity_trend": say.pace}
+        if feature in ratio:
+            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else ratio[feature](value)
+        if feature.endswith("_win_rate") and feature not in SHARED:
+            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) \
+                else say.group_rate(label, value, rows.get(i, "global_win_rate"))
+        return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else number(value)
 
     def _stage_name(self, value) -> str | None:
         """A stage's name from its name or its position in `stages_`."""
@@ -173,26 +191,38 @@ class FactorExplainer(BaseEstimator):
         return None
 
 
-def by_fact(contributions: np.ndarray, names: list[str]) -> np.ndarray:
-    """Contributions per fact: a copy with `SHARED` features at 0 and each `MERGED` group
-    summed into its first feature present (the others 0); NaN counts as 0."""
+Facts = tuple[list[int], list[tuple[int, list[int]]]]  # shared positions, (first, others) of each merged group
+
+
+def fact_groups(names: list[str]) -> Facts:
+    """Positions in `names` of the `SHARED` features and of each `MERGED` group present
+    (its first feature, the others)."""
     index = {name: j for j, name in enumerate(names)}
-    facts = np.where(np.isnan(contributions), 0.0, contributions)
-    shared = [j for name, j in index.items() if name in SHARED]
-    facts[:, shared] = 0.0
+    groups = []
     for head in dict.fromkeys(MERGED.values()):
         group = [index[n] for n in [head, *(m for m, h in MERGED.items() if h == head)] if n in index]
         if len(group) > 1:
-            facts[:, group[0]] = facts[:, group].sum(axis=1)
-            facts[:, group[1:]] = 0.0
-    return facts
+            groups.append((group[0], group[1:]))
+    return [j for name, j in index.items() if name in SHARED], groups
+
+
+def by_fact(contributions: np.ndarray, facts: Facts) -> np.ndarray:
+    """Contributions per fact: a copy with `SHARED` features at 0 and each `MERGED` group
+    summed into its first feature present (the others 0); NaN counts as 0."""
+    shared, groups = facts
+    out = np.where(np.isnan(contributions), 0.0, contributions)
+    out[:, shared] = 0.0
+    for head, others in groups:
+        out[:, head] += out[:, others].sum(axis=1)
+        out[:, others] = 0.0
+    return out
 
 
 class _Rows:
     """Row-wise access to a feature frame or dict of columns, one `.tolist()` per column
     on first use: Python floats, ints and strings (None for missing), never a numpy scalar."""
 
-    def __init__(self, X: FeatureRows, stage_column: str):
+    def __init__(self, X: FeatureRows):
         if isinstance(X, pd.DataFrame):
             self.names = list(X.columns)
             self._source = lambda j: X.iloc[:, j]
@@ -205,7 +235,7 @@ class _Rows:
             if any(len(a) != self.n for a in arrays):
                 raise ValueError(f"feature columns of unequal lengths: {sorted({len(a) for a in arrays})}")
         self._columns: dict[int, list] = {}
-        self._index = {name: j for j, name in enumerate(self.names)}
+        self.index = {name: j for j, name in enumerate(self.names)}
 
     def column(self, j: int) -> list:
         found = self._columns.get(j)
@@ -219,10 +249,36 @@ class _Rows:
         raw = self.column(j)[i]
         return (None if raw != raw else raw) if type(raw) is float else _plain(raw)
 
-    def getter(self, i: int) -> say.Other:
+    def get(self, i: int, name: str):
         """Row i's value of a feature by name (None if missing or not a feature)."""
-        index = self._index
-        return lambda name: self.value(i, index[name]) if name in index else None
+        j = self.index.get(name)
+        return None if j is None else self.value(i, j)
+
+    def missing(self, candidates: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """For each cell of `candidates` (feature positions, one row per row) marked in `where`:
+        whether that row's value is missing or not finite."""
+        out = np.zeros(candidates.shape, dtype=bool)
+        if candidates.size <= SMALL_CELLS:  # a request of a few deals: quicker value by value
+            for r, c in zip(*np.nonzero(where)):
+                value = self.value(int(r), int(candidates[r, c]))
+                out[r, c] = value is None or (type(value) is float and not math.isfinite(value))
+            return out
+        for j in np.unique(candidates[where]).tolist():
+            r, c = np.nonzero(where & (candidates == j))
+            source = self._source(j)
+            values = source.to_numpy() if isinstance(source, pd.Series) else np.asarray(source)
+            gone = ~np.isfinite(values) if values.dtype.kind == "f" else pd.isna(values)
+            out[r, c] = gone[r]
+        return out
+
+
+def _split_rows(items: list[dict], n_positive: list[int], n_total: list[int]) -> list[dict]:
+    """Cut the flat factor list into each row's {"positive", "negative"}."""
+    out, start = [], 0
+    for pos, total in zip(n_positive, n_total):
+        out.append({"positive": items[start:start + pos], "negative": items[start + pos:start + total]})
+        start += total
+    return out
 
 
 def _plain(value):

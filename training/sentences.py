@@ -3,7 +3,7 @@
 `FactorExplainer` (training/explain.py) chooses the factors; the functions here write them.
 Each takes the feature's label (`FeatureBuilder.describe`), the deal's value and, where a
 sentence needs another fact of the same deal (the stage for days in stage, the overall
-win rate for a group's win rate), `other(name)`: that deal's value of another feature.
+win rate for a group's win rate), that value.
 
 Rules (tested on hand-built cases in tests/training/test_sentences.py):
 - a comparison reads right for zero ("no earlier losses at this account") and for ratios
@@ -18,9 +18,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left, bisect_right
-from typing import Any, Callable
-
-Other = Callable[[str], Any]  # another feature's value of the same deal (None when missing)
+from typing import Callable
 
 # zero, in words, for counts where "0, lower than 60 % of won deals" would read wrong
 ZERO = {"account_prior_wins": "no earlier wins at this account",
@@ -99,6 +97,11 @@ def stage(name: str, furthest: str | None, impact: float) -> str:
     return f"the deal is in {name}{after}: deals at this stage {trend(impact)}"
 
 
+def reached(name: str, impact: float) -> str:
+    """The furthest stage reached, as a factor of its own (when the current stage is not one)."""
+    return f"the deal has reached {name}: deals that got this far {trend(impact)}"
+
+
 def time_in_stage(value: float, stage_name: str | None, velocity, grid: list | None) -> str:
     """Days in the current stage with the usual time there (stage velocity) and won deals at that stage."""
     where = f"in {stage_name}" if stage_name else "in the current stage"
@@ -128,16 +131,20 @@ def velocity(value: float) -> str:
     return f"{ratio(value)} the usual time in this stage"
 
 
-def plain(feature: str, label: str, value: float, grid: list | None) -> str:
-    """A known number: zero in words where that reads better, else the value and how it
-    compares with won deals."""
-    if value == 0 and (feature in ZERO or feature.startswith("activities_") or feature.endswith("_closed_deals")):
-        return zero(feature, label)
+def numeric(feature: str, label: str, grid: list | None) -> Callable[[float], str]:
+    """The sentence of a known number of `feature`, with what depends on the feature worked
+    out once: zero in words where that reads better, yes/no features, counts that grow
+    with time (no comparison), else the value and how it compares with won deals."""
     if feature in YES_NO:
-        return YES_NO[feature][0 if value else 1]
+        yes, no = YES_NO[feature]
+        return lambda value: yes if value else no
+    zero_text = zero(feature, label) if feature in ZERO or feature.startswith("activities_") \
+        or feature.endswith("_closed_deals") else None
     if feature.endswith("_closed_deals"):  # grows with time: won deals of earlier years compare badly
-        return f"{label}: {number(value, True)} so far"
-    return f"{label}: {number(value, whole(feature))}{compare(grid, value)}"
+        return lambda value: zero_text if value == 0 else f"{label}: {number(value, True)} so far"
+    rounded = whole(feature)
+    return lambda value: zero_text if value == 0 and zero_text else \
+        f"{label}: {number(value, rounded)}{compare(grid, value)}"
 
 
 def zero(feature: str, label: str) -> str:
