@@ -132,7 +132,8 @@ class FactorExplainer(BaseEstimator):
         values, sentences = [], []
         for i, j, effect in zip(row, feature, impact):
             write = writers.get(j) or writers.setdefault(j, self._writer(rows.names[j]))
-            value = rows.value(i, j)
+            raw = rows.column(j)[i]
+            value = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # rows.value, inlined
             values.append(value)
             sentences.append(write(value, effect, i, rows))
         return values, sentences
@@ -160,11 +161,15 @@ class FactorExplainer(BaseEstimator):
             return memo.get(key) or memo.setdefault(key, say.category(label, value, impact))
 
         if feature in (self.stage_column, "stage_index"):
+            stages: dict[tuple, str] = {}
+
             def stage(value, impact, i, rows):
                 name = self._stage_name(value)
                 if name is None:  # a stage position outside the model's stages
                     return number(value)
-                return say.stage(name, self._stage_name(rows.get(i, "furthest_stage_index")), impact)
+                key = (name, rows.get(i, "furthest_stage_index"), impact > 0)
+                return stages.get(key) or stages.setdefault(
+                    key, say.stage(name, self._stage_name(key[1]), impact))
             return stage
         if feature == "furthest_stage_index":
             return lambda value, impact, i, rows: say.reached(self._stage_name(value), impact) \
@@ -232,7 +237,7 @@ class _Rows:
             arrays = list(X.values())
             self._source = arrays.__getitem__
             self.n = len(arrays[0]) if arrays else 0
-            if any(len(a) != self.n for a in arrays):
+            if len(set(map(len, arrays))) > 1:
                 raise ValueError(f"feature columns of unequal lengths: {sorted({len(a) for a in arrays})}")
         self._columns: dict[int, list] = {}
         self.index = {name: j for j, name in enumerate(self.names)}
