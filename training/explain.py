@@ -85,7 +85,7 @@ class FactorExplainer(BaseEstimator):
         j = rows.index[feature]
         if impact > 0 and self._no_reasons_to_win(rows, np.array([[j]]), np.array([[True]]))[0, 0]:
             return None
-        return self._writer(feature)(rows.value(0, j), impact, 0, rows)
+        return self._describe(rows, [0], [j], [impact])[1][0]
 
     def explain(self, X: FeatureRows, contributions: np.ndarray) -> list[dict]:
         """Top factors per row: {"positive": [...], "negative": [...]}, each item
@@ -127,29 +127,23 @@ class FactorExplainer(BaseEstimator):
 
     def _describe(self, rows: "_Rows", row: list[int], feature: list[int], impact: list[float]
                   ) -> tuple[list, list[str]]:
-        """The value and sentence of each chosen factor; each feature's writer made once."""
-        writers: dict[int, Callable] = {}
+        """The value and sentence of each chosen factor; each feature's writers made once. A
+        missing value is said to be missing (`_no_reasons_to_win` kept it from raising the score)."""
+        writers: dict[int, tuple] = {}
         values, sentences = [], []
         for i, j, effect in zip(row, feature, impact):
-            write = writers.get(j) or writers.setdefault(j, self._writer(rows.names[j]))
+            gone, write = writers.get(j) or writers.setdefault(j, self._writers(rows.names[j]))
             raw = rows.column(j)[i]
             value = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # rows.value, inlined
             values.append(value)
-            sentences.append(write(value, effect, i, rows))
+            known = value is not None and (type(value) is not float or math.isfinite(value))
+            sentences.append(write(value, effect, i, rows) if known else gone)
         return values, sentences
 
-    def _writer(self, feature: str) -> Callable[[Any, float, int, "_Rows"], str]:
-        """The sentence writer of one feature: (value, impact, row, rows) -> sentence, a
-        missing value said to be missing (`_no_reasons_to_win` keeps it from raising the score)."""
+    def _writers(self, feature: str) -> tuple[str, Callable[[Any, float, int, "_Rows"], str]]:
+        """(the sentence of a missing value, the writer of known ones) of one feature."""
         label = self.labels_.get(feature, feature.replace("_", " "))
-        gone = say.missing(feature, label, feature in self.categorical_)
-        write = self._known(feature, label)
-
-        def writer(value, impact: float, i: int, rows: "_Rows") -> str:
-            if value is None or (type(value) is float and not math.isfinite(value)):
-                return gone
-            return write(value, impact, i, rows)
-        return writer
+        return say.missing(feature, label, feature in self.categorical_), self._known(feature, label)
 
     def _known(self, feature: str, label: str) -> Callable[[Any, float, int, "_Rows"], str]:
         """The sentence of a known value, by the kind of fact the feature is."""
@@ -185,7 +179,9 @@ class FactorExplainer(BaseEstimator):
         if feature.endswith("_win_rate") and feature not in SHARED:
             return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) \
                 else say.group_rate(label, value, rows.get(i, "global_win_rate"))
-        return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else number(value)
+        if feature in self.categorical_:
+            return lambda value, impact, i, rows: text(value, impact)
+        return lambda value, impact, i, rows: text(value, impact) if type(value) is str else number(value)
 
     def _stage_name(self, value) -> str | None:
         """A stage's name from its name or its position in `stages_`."""
