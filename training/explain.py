@@ -3,7 +3,7 @@
 For each deal, the top positive and negative contributions (in log-odds) become one
 sentence each (words in `training/sentences.py`), compared with won deals from training
 where that helps ("34 days in proposal, 3.2x the usual time, longer than 85 % of won
-deals at that stage"). What is a reason:
+deals at that stage"). What is a reason (`training/facts.py`):
 - a feature that is the same for every deal scored at one time (`SHARED`: the overall win
   rate, the calendar) is not a fact about the deal: never a reason;
 - one fact, one factor (`MERGED`): the stage, its position, the furthest stage reached and
@@ -28,15 +28,11 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from features.definitions import CALENDAR_FEATURES
 from training import sentences as say
+from training.facts import SHARED, by_fact, fact_groups
 
 GRID = np.linspace(0, 1, 101)
-SHARED = frozenset({"global_win_rate", *CALENDAR_FEATURES})
-MERGED = {"stage_index": "stage", "furthest_stage_index": "stage", "stage_mean_dwell_days": "stage",
-          "stage_velocity": "days_in_stage", "log_amount": "amount"}  # feature -> the factor it is part of
 SLACK = 3  # candidates read beyond top_k per side, in case some are no reasons (a missing value raising the score)
-
 SMALL_CELLS = 64  # candidate cells up to which missing values are looked up one by one
 FeatureRows = pd.DataFrame | Mapping[str, np.ndarray]
 
@@ -190,33 +186,6 @@ class FactorExplainer(BaseEstimator):
         if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= int(value) < len(self.stages_):
             return self.stages_[int(value)]
         return None
-
-
-Facts = tuple[list[int], list[tuple[int, list[int]]]]  # shared positions, (first, others) of each merged group
-
-
-def fact_groups(names: list[str]) -> Facts:
-    """Positions in `names` of the `SHARED` features and of each `MERGED` group present
-    (its first feature, the others)."""
-    index = {name: j for j, name in enumerate(names)}
-    groups = []
-    for head in dict.fromkeys(MERGED.values()):
-        group = [index[n] for n in [head, *(m for m, h in MERGED.items() if h == head)] if n in index]
-        if len(group) > 1:
-            groups.append((group[0], group[1:]))
-    return [j for name, j in index.items() if name in SHARED], groups
-
-
-def by_fact(contributions: np.ndarray, facts: Facts) -> np.ndarray:
-    """Contributions per fact: a copy with `SHARED` features at 0 and each `MERGED` group
-    summed into its first feature present (the others 0); NaN counts as 0."""
-    shared, groups = facts
-    out = np.where(np.isnan(contributions), 0.0, contributions)
-    out[:, shared] = 0.0
-    for head, others in groups:
-        out[:, head] += out[:, others].sum(axis=1)
-        out[:, others] = 0.0
-    return out
 
 
 class _Rows:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.explain import MERGED, SHARED, FactorExplainer, _round
+from training.explain import FactorExplainer, _round
+from training.facts import MERGED, SHARED
 
 STAGES = ["lead", "qualified", "proposal", "negotiation"]
 
