@@ -1,48 +1,43 @@
-"""Per-deal explanations: LightGBM `pred_contrib` turned into sentences a sales rep reads.
+"""Per-deal explanations: the close model's contributions turned into reasons a sales rep reads.
 
-For each deal, the top positive and negative contributions (in log-odds) become short
-sentences that compare the deal with won deals from training ("34 days in proposal,
-longer than 85 % of won deals at that stage").
+For each deal, the top positive and negative contributions (in log-odds) become one
+sentence each (words in `training/sentences.py`), compared with won deals from training
+where that helps ("34 days in proposal, 3.2x the usual time, longer than 85 % of won
+deals at that stage"). What is a reason (`training/facts.py`):
+- a feature that is the same for every deal scored at one time (`SHARED`: the overall win
+  rate, the calendar) is not a fact about the deal: never a reason;
+- one fact, one factor (`MERGED`): the stage, its position, the furthest stage reached and
+  the usual time in the stage are one "stage" factor, days in stage and time in stage
+  versus the usual time another, the amount and its log a third; their contributions are
+  summed into the first feature of the group;
+- a missing value is never a reason to win (`_reason`); lowering the score, it is said to be
+  missing and why that matters;
+- an age or a time in stage beyond every won deal seen in training is never a reason to win
+  (`_no_age_beyond_won`: its positive contribution is dropped before the ranking).
 
-`explain` is on the scoring path of every request: the factors are chosen for all rows
-at once (one argsort), and only the <= 2 * top_k chosen values per row are read and
-formatted, from plain Python values (one `.tolist()` per column used), with percentiles
-by `bisect` on the grids as Python lists; a numpy call per value would cost more than the
-sentence itself.
+`explain` is on the scoring path of every request: the candidates are chosen for all rows
+at once (one argsort), and only those read are formatted, from plain Python values (one
+`.tolist()` per column used), with percentiles by `bisect` on the grids as Python lists; a
+numpy call per value would cost more than the sentence itself. Over 300 lines: one
+explainer, whose sentence writers and row access belong together.
 """
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from training import sentences as say
+from training.facts import SHARED, by_fact, fact_groups
+
 GRID = np.linspace(0, 1, 101)
-
-
 AGE_FEATURES = ("deal_age_days", "days_in_stage")  # never a reason to win beyond every won deal's
-STAGE_POSITION = {"stage_index": "is in {stage}", "furthest_stage_index": "has reached {stage}"}
-
-
-def _fmt(value, whole: bool = False) -> str:
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return "unknown"
-        if whole or abs(value) >= 100 or float(value).is_integer():
-            return f"{value:,.0f}"
-        return f"{value:.2f}"
-    return str(value)
-
-
-def _whole(feature: str) -> bool:
-    """Counts and day figures read better without decimals."""
-    return "days" in feature or feature.startswith(("activities_", "stage_changes", "close_date_pushes"))
-
-
+SLACK = 3  # candidates read beyond top_k per side, in case some are no reasons (a missing value raising the score)
+SMALL_CELLS = 64  # candidate cells up to which missing values are looked up one by one
 FeatureRows = pd.DataFrame | Mapping[str, np.ndarray]
 
 
@@ -56,17 +51,21 @@ class FactorExplainer(BaseEstimator):
 
     def fit(self, X_won: pd.DataFrame, describe: Callable[[str], str]) -> "FactorExplainer":
         """Learn reference distributions of each numeric feature among won deals: percentile
-        grids as Python lists, the form `_percentile` searches (see the module docstring)."""
+        grids as Python lists, the form `sentences.compare` searches (see the module docstring)."""
         self.labels_ = {c: describe(c) for c in X_won.columns}
+        self.columns_ = list(X_won.columns)
+        self.facts_ = fact_groups(self.columns_)  # where `explain` finds them, for rows in this column order
         stage_dtype = X_won[self.stage_column].dtype if self.stage_column in X_won else None
         self.stages_ = [str(c) for c in stage_dtype.categories] if isinstance(stage_dtype, pd.CategoricalDtype) else []
-        self.grids_ = {}
+        self.grids_, self.categorical_ = {}, []
         for col in X_won.columns:
             if pd.api.types.is_numeric_dtype(X_won[col]) and not isinstance(X_won[col].dtype, pd.CategoricalDtype):
                 vals = X_won[col].to_numpy(dtype=float)
                 vals = vals[np.isfinite(vals)]
                 if len(vals):
                     self.grids_[col] = np.quantile(vals, GRID).tolist()
+            else:
+                self.categorical_.append(col)
         self.stage_grids_ = {}
         if {self.stage_column, self.days_in_stage_column} <= set(X_won.columns):
             for stage, days in X_won.groupby(self.stage_column, observed=True)[self.days_in_stage_column]:
@@ -76,29 +75,21 @@ class FactorExplainer(BaseEstimator):
                     self.stage_grids_[str(stage)] = np.quantile(vals, GRID).tolist()
         return self
 
-    def sentence(self, feature: str, value, stage: str | None, impact: float = 0.0) -> str:
-        """One short sentence about one feature value, compared with won deals."""
-        label = self.labels_.get(feature, feature.replace("_", " "))
-        known = isinstance(value, (int, float, np.number)) and math.isfinite(value)
-        if feature in STAGE_POSITION and known and 0 <= int(value) < len(self.stages_):
-            return f"the deal {STAGE_POSITION[feature].format(stage=self.stages_[int(value)])}"
-        grids, stage_grids = self.grids_, self.stage_grids_
-        if feature == self.days_in_stage_column and stage in stage_grids and known:
-            pct = _percentile(stage_grids[stage], value)
-            return (f"{_fmt(value, True)} days in {stage}, longer than {pct} % of won deals at that stage"
-                    if pct >= 50 else f"{_fmt(value, True)} days in {stage}, quicker than {100 - pct} % of won deals")
-        if feature in grids and known:
-            pct = _percentile(grids[feature], float(value))
-            side = f"higher than {pct} % of won deals" if pct >= 50 else f"lower than {100 - pct} % of won deals"
-            return f"{label}: {_fmt(value, _whole(feature))}, {side}"
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-            return f"{label}: not recorded"
-        trend = "deals like this win more often" if impact > 0 else "deals like this win less often"
-        return f"{label} is {value}: {trend}"
+    def sentence(self, feature: str, value, impact: float, other: Mapping[str, Any] | None = None) -> str | None:
+        """The sentence of one factor: `feature` at `value` moving the log-odds by `impact`;
+        `other`: the deal's values of other features (stage, furthest_stage_index,
+        stage_velocity, global_win_rate) where the sentence uses them. None: no reason."""
+        check_is_fitted(self, "labels_")
+        rows = _Rows({name: np.array([v], dtype=float if isinstance(v, float) else object)
+                      for name, v in {**(other or {}), feature: value}.items()})
+        j = rows.index[feature]
+        if impact > 0 and self._no_reasons_to_win(rows, np.array([[j]]), np.array([[True]]))[0, 0]:
+            return None
+        return self._describe(rows, [0], [j], [impact])[1][0]
 
     def explain(self, X: FeatureRows, contributions: np.ndarray) -> list[dict]:
         """Top factors per row: {"positive": [...], "negative": [...]}, each item
-        {feature, value, impact, sentence} with impact in log-odds.
+        {feature, value, impact, sentence} with impact in log-odds (`MERGED` features summed).
 
         X: the feature frame, or (the serving fast path, no frame per request) a dict
         {feature: 1-D array} in feature order, numeric features as float arrays and
@@ -106,37 +97,49 @@ class FactorExplainer(BaseEstimator):
         contributions: (n, >= n_features) per-feature contributions in X's column order
         (a trailing bias column is ignored)."""
         check_is_fitted(self, "labels_")
-        rows = _Rows(X, self.stage_column)
-        contrib = np.asarray(contributions)
-        if contrib.ndim != 2 or contrib.shape[0] != rows.n or contrib.shape[1] < len(rows.names):
+        rows = _Rows(X)
+        contrib = np.asarray(contributions, dtype=float)
+        names = rows.names
+        if contrib.ndim != 2 or contrib.shape[0] != rows.n or contrib.shape[1] < len(names):
             raise ValueError(f"contributions of shape {contrib.shape} do not match {rows.n} rows of "
-                             f"{len(rows.names)} features")
-        contrib = self._no_age_beyond_won(rows, contrib[:, : len(rows.names)])
-        k = min(self.top_k, len(rows.names))
-        order = np.argsort(contrib, axis=1)
-        candidates = np.concatenate([order[:, ::-1][:, :k], order[:, :k]], axis=1)  # k highest, then k lowest
-        impact = np.take_along_axis(contrib, candidates, axis=1)
-        keep = np.concatenate([impact[:, :k] > 0, impact[:, k:] < 0], axis=1)
+                             f"{len(names)} features")
+        contrib = self._no_age_beyond_won(rows, contrib[:, : len(names)])
+        facts = by_fact(contrib, self.facts_ if names == self.columns_ else fact_groups(names))
+        k = min(self.top_k, len(names))
+        m = min(k + SLACK, len(names))
+        order = np.argsort(facts, axis=1)
+        candidates = np.concatenate([order[:, ::-1][:, :m], order[:, :m]], axis=1)  # m highest, then m lowest
+        impact = np.take_along_axis(facts, candidates, axis=1)
+        up, down = impact[:, :m] > 0, impact[:, m:] < 0
+        up &= ~self._no_reasons_to_win(rows, candidates[:, :m], up)
+        keep = np.concatenate([up & (np.cumsum(up, axis=1) <= k), down & (np.cumsum(down, axis=1) <= k)], axis=1)
         row, _ = np.nonzero(keep)  # row-major: each row's positives, then its negatives
         features, impacts = candidates[keep].tolist(), impact[keep]
         values, sentences = self._describe(rows, row.tolist(), features, impacts.tolist())
-        items = [{"feature": rows.names[j], "value": v, "impact": c, "sentence": s}
+        items = [{"feature": names[j], "value": v, "impact": c, "sentence": s}
                  for j, v, c, s in zip(features, values, _round(impacts, 4), sentences)]
-        return _split_rows(items, keep[:, :k].sum(axis=1).tolist(), keep.sum(axis=1).tolist())
+        return _split_rows(items, keep[:, :m].sum(axis=1).tolist(), keep.sum(axis=1).tolist())
+
+    def _no_reasons_to_win(self, rows: "_Rows", candidates: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """Which candidate factors (feature positions, raising the score `where` True) are no
+        reason to win, whatever their contribution: a missing (or non-finite) value. Further
+        rules of that kind go here, one mask each."""
+        return rows.missing(candidates, where)
 
     def _no_age_beyond_won(self, rows: "_Rows", contrib: np.ndarray) -> np.ndarray:
         """Contributions with the positive ones of an age (`AGE_FEATURES`) beyond every won
         deal seen in training (its stage's won days when known) set to 0: an age no won deal
         ever reached is never shown as a reason to win (a copy; the score is unchanged)."""
         out = None
+        stage_position = rows.index.get(self.stage_column)
         for feature in AGE_FEATURES:
-            if feature not in rows.names or feature not in self.grids_:
+            if feature not in rows.index or feature not in self.grids_:
                 continue
-            j = rows.names.index(feature)
+            j = rows.index[feature]
             value = np.asarray(rows.column(j), dtype="float64")
             limit = np.full(rows.n, self.grids_[feature][-1])
-            if feature == self.days_in_stage_column and self.stage_grids_ and rows.stage_position is not None:
-                stage = pd.Series(rows.column(rows.stage_position), dtype=object).astype("string")
+            if feature == self.days_in_stage_column and self.stage_grids_ and stage_position is not None:
+                stage = pd.Series(rows.column(stage_position), dtype=object).astype("string")
                 limit = stage.map({s: g[-1] for s, g in self.stage_grids_.items()}).astype("float64") \
                     .fillna(self.grids_[feature][-1]).to_numpy()
             beyond = (value > limit) & (contrib[:, j] > 0)
@@ -147,50 +150,76 @@ class FactorExplainer(BaseEstimator):
 
     def _describe(self, rows: "_Rows", row: list[int], feature: list[int], impact: list[float]
                   ) -> tuple[list, list[str]]:
-        """The value and sentence of each chosen factor. The branches of `sentence` in its
-        order, for the values `_plain` leaves (float, int, str or None), with each feature's
-        lookups done once and sentences that depend only on the feature, the category or
-        stage and the sign written once."""
-        stage_grids = self.stage_grids_
-        plans: dict[int, tuple] = {}
-        memo: dict[tuple, str] = {}
+        """The value and sentence of each chosen factor; each feature's writers made once. A
+        missing value is said to be missing (`_no_reasons_to_win` kept it from raising the score)."""
+        writers: dict[int, tuple] = {}
         values, sentences = [], []
         for i, j, effect in zip(row, feature, impact):
-            label, position, is_days, grid, whole = plans.get(j) or plans.setdefault(j, self._plan(rows.names[j]))
+            gone, write = writers.get(j) or writers.setdefault(j, self._writers(rows.names[j]))
             raw = rows.column(j)[i]
-            value = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # NaN is None
-            known = value is not None and not isinstance(value, str) and math.isfinite(value)
-            stage = _stage(rows.stage(i)) if known and is_days else None
-            if known and position is not None and 0 <= int(value) < len(self.stages_):
-                key = (j, int(value))
-                sentence = memo.get(key) or memo.setdefault(
-                    key, f"the deal {position.format(stage=self.stages_[int(value)])}")
-            elif stage in stage_grids:  # known days in a stage with a reference
-                sentence = f"{_fmt(value, True)} days in {stage}, {DAYS_SIDE[_percentile(stage_grids[stage], value)]}"
-            elif known and grid is not None:
-                sentence = f"{label}: {_fmt(value, whole)}, {VALUE_SIDE[_percentile(grid, float(value))]}"
-            elif value is None or isinstance(value, str):
-                key = (j, value, effect > 0)
-                sentence = memo.get(key) or memo.setdefault(key, _plain_sentence(label, value, effect))
-            else:
-                sentence = _plain_sentence(label, value, effect)
+            value = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # rows.value, inlined
             values.append(value)
-            sentences.append(sentence)
+            known = value is not None and (type(value) is not float or math.isfinite(value))
+            sentences.append(write(value, effect, i, rows) if known else gone)
         return values, sentences
 
-    def _plan(self, feature) -> tuple:
-        """What `sentence` looks up about a feature: (label, position template, is days in
-        stage, grid, whole numbers)."""
-        name = str(feature)
-        return (self.labels_.get(feature, name.replace("_", " ")), STAGE_POSITION.get(name),
-                feature == self.days_in_stage_column, self.grids_.get(feature), _whole(name))
+    def _writers(self, feature: str) -> tuple[str, Callable[[Any, float, int, "_Rows"], str]]:
+        """(the sentence of a missing value, the writer of known ones) of one feature."""
+        label = self.labels_.get(feature, feature.replace("_", " "))
+        return say.missing(feature, label, feature in self.categorical_), self._known(feature, label)
+
+    def _known(self, feature: str, label: str) -> Callable[[Any, float, int, "_Rows"], str]:
+        """The sentence of a known value, by the kind of fact the feature is."""
+        number = say.numeric(feature, label, self.grids_.get(feature))
+        memo: dict[tuple, str] = {}
+
+        def text(value, impact: float) -> str:  # a category's sentence depends on the level and the sign only
+            key = (value, impact > 0)
+            return memo.get(key) or memo.setdefault(key, say.category(label, value, impact))
+
+        if feature in (self.stage_column, "stage_index"):
+            stages: dict[tuple, str] = {}
+
+            def stage(value, impact, i, rows):
+                name = self._stage_name(value)
+                if name is None:  # a stage position outside the model's stages
+                    return number(value)
+                key = (name, rows.get(i, "furthest_stage_index"), impact > 0)
+                return stages.get(key) or stages.setdefault(
+                    key, say.stage(name, self._stage_name(key[1]), impact))
+            return stage
+        if feature == "furthest_stage_index":
+            return lambda value, impact, i, rows: say.reached(self._stage_name(value), impact) \
+                if self._stage_name(value) else number(value)
+        if feature == self.days_in_stage_column:
+            def days_in_stage(value, impact, i, rows):
+                name = self._stage_name(rows.get(i, self.stage_column)) or self._stage_name(rows.get(i, "stage_index"))
+                return say.time_in_stage(value, name, rows.get(i, "stage_velocity"), self.stage_grids_.get(name))
+            return days_in_stage
+        ratio = {"stage_velocity": say.velocity, "amount_change_ratio": say.change_ratio, "activity_trend": say.pace}
+        if feature in ratio:
+            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else ratio[feature](value)
+        if feature.endswith("_win_rate") and feature not in SHARED:
+            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) \
+                else say.group_rate(label, value, rows.get(i, "global_win_rate"))
+        if feature in self.categorical_:
+            return lambda value, impact, i, rows: text(value, impact)
+        return lambda value, impact, i, rows: text(value, impact) if type(value) is str else number(value)
+
+    def _stage_name(self, value) -> str | None:
+        """A stage's name from its name or its position in `stages_`."""
+        if isinstance(value, str) or value is None:
+            return value
+        if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= int(value) < len(self.stages_):
+            return self.stages_[int(value)]
+        return None
 
 
 class _Rows:
     """Row-wise access to a feature frame or dict of columns, one `.tolist()` per column
-    on first use: Python floats, ints and strings, never a numpy scalar per value."""
+    on first use: Python floats, ints and strings (None for missing), never a numpy scalar."""
 
-    def __init__(self, X: FeatureRows, stage_column: str):
+    def __init__(self, X: FeatureRows):
         if isinstance(X, pd.DataFrame):
             self.names = list(X.columns)
             self._source = lambda j: X.iloc[:, j]
@@ -200,10 +229,10 @@ class _Rows:
             arrays = list(X.values())
             self._source = arrays.__getitem__
             self.n = len(arrays[0]) if arrays else 0
-            if any(len(a) != self.n for a in arrays):
+            if len(set(map(len, arrays))) > 1:
                 raise ValueError(f"feature columns of unequal lengths: {sorted({len(a) for a in arrays})}")
         self._columns: dict[int, list] = {}
-        self.stage_position = self.names.index(stage_column) if stage_column in self.names else None
+        self.index = {name: j for j, name in enumerate(self.names)}
 
     def column(self, j: int) -> list:
         found = self._columns.get(j)
@@ -212,8 +241,32 @@ class _Rows:
             found = self._columns[j] = source.tolist() if hasattr(source, "tolist") else list(source)
         return found
 
-    def stage(self, i: int):
-        return None if self.stage_position is None else self.column(self.stage_position)[i]
+    def value(self, i: int, j: int):
+        """Row i's value of feature j, JSON-ready (NaN is None)."""
+        raw = self.column(j)[i]
+        return (None if raw != raw else raw) if type(raw) is float else _plain(raw)
+
+    def get(self, i: int, name: str):
+        """Row i's value of a feature by name (None if missing or not a feature)."""
+        j = self.index.get(name)
+        return None if j is None else self.value(i, j)
+
+    def missing(self, candidates: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """For each cell of `candidates` (feature positions, one row per row) marked in `where`:
+        whether that row's value is missing or not finite."""
+        out = np.zeros(candidates.shape, dtype=bool)
+        if candidates.size <= SMALL_CELLS:  # a request of a few deals: quicker value by value
+            for r, c in zip(*np.nonzero(where)):
+                value = self.value(int(r), int(candidates[r, c]))
+                out[r, c] = value is None or (type(value) is float and not math.isfinite(value))
+            return out
+        for j in np.unique(candidates[where]).tolist():
+            r, c = np.nonzero(where & (candidates == j))
+            source = self._source(j)
+            values = source.to_numpy() if isinstance(source, pd.Series) else np.asarray(source)
+            gone = ~np.isfinite(values) if values.dtype.kind == "f" else pd.isna(values)
+            out[r, c] = gone[r]
+        return out
 
 
 def _split_rows(items: list[dict], n_positive: list[int], n_total: list[int]) -> list[dict]:
@@ -229,39 +282,11 @@ def _plain(value):
     """A JSON-ready value: float, int, str or None (NaN and NA are None)."""
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
+    if isinstance(value, (np.integer, int)) and not isinstance(value, (bool, np.bool_)):
         return int(value)
     if value is pd.NA or value is None:
         return None
     return str(value)
-
-
-def _missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
-
-
-def _stage(stage) -> str | None:
-    return None if _missing(stage) else str(stage)
-
-
-def _plain_sentence(label: str, value, impact: float) -> str:
-    if value is None:
-        return f"{label}: not recorded"
-    trend = "deals like this win more often" if impact > 0 else "deals like this win less often"
-    return f"{label} is {value}: {trend}"
-
-
-# the comparison ending a sentence, for each percentile 0..100
-VALUE_SIDE = [f"higher than {pct} % of won deals" if pct >= 50 else f"lower than {100 - pct} % of won deals"
-              for pct in range(101)]
-DAYS_SIDE = [f"longer than {pct} % of won deals at that stage" if pct >= 50
-             else f"quicker than {100 - pct} % of won deals" for pct in range(101)]
-
-
-def _percentile(grid: list, value: float) -> int:
-    """Share of the grid at or below value, in whole percent. bisect_right on the grid as a
-    list is np.searchsorted(side="right") (the same binary search), ~20x cheaper on one value."""
-    return round(100 * bisect_right(grid, value) / len(grid))
 
 
 def _round(x: np.ndarray, digits: int) -> list[float]:

@@ -144,12 +144,15 @@ def score(
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Include top factors."),
     model_name: str = typer.Option("leadscore", "--model-name"),
 ) -> None:
-    """Score every open deal with the champion model."""
+    """Score every open deal with the champion model: best score first, with stage, amount,
+    owner, what the score rests on (`basis`) and the reasons in words (`reason_1..3`,
+    `risk_1..3`); a CSV is rounded for a CRM import, Parquet and JSON keep `top_factors`."""
     from features.dataset import read_dataset
     from training.registry import check_model_data
+    from training.scoring import csv_table
     from training.scoring import score as score_deals
 
-    check_suffix(out, FRAME_SUFFIXES)
+    suffix = check_suffix(out, FRAME_SUFFIXES)
     with progress_steps(total=SCORE_STEPS) as step:
         step("read data")
         dataset = read_dataset(data)
@@ -158,5 +161,5 @@ def score(
         step("score open deals")
         frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
         step("write scores")
-        write_output(frame, out)
+        write_output(csv_table(frame) if suffix == ".csv" else frame, out)
     console.print(f"{len(frame):,} deals scored -> {out}")

@@ -47,6 +47,10 @@ def test_score_matches_leadscore_score(http, trained, leadscore_cli, tmp_path):
     assert (got["score"].to_numpy() == cli_scores["score"].to_numpy()).all()
     assert (got["tier"].to_numpy() == cli_scores["tier"].to_numpy()).all()
     assert set(got["model_version"]) == {int(cli_scores["model_version"].iloc[0])}
+    # the same reasons, in the same words, in /score and in the score file
+    words = (lambda factors: [(f["feature"], f["sentence"]) for side in ("positive", "negative") for f in factors[side]])
+    assert got["top_factors"].map(words).tolist() == cli_scores["top_factors"].map(words).tolist()
+    assert cli_scores["score"].is_monotonic_decreasing and "log_close_days_p50" not in cli_scores
 
 
 def test_forecast_matches_the_forecast_function(http, trained):
