@@ -8,8 +8,9 @@ import pandas as pd
 
 from features.schema import CanonicalData
 from training.forecast.config import ForecastConfig
-from training.forecast.core import Forecast, check_group, forecast
+from training.forecast.core import Forecast, forecast
 from training.forecast.periods import check_as_of, make_periods
+from training.forecast.prepared import Prepared, check_group
 from training.forecast.risk import risk_list
 from training.forecast.targets import TargetReport, checked_targets, target_report
 
@@ -23,15 +24,16 @@ class Outlook:
 
 def outlook(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str = "month",
             group_by: str | None = None, targets: pd.DataFrame | None = None,
-            config: ForecastConfig | None = None) -> Outlook:
+            config: ForecastConfig | None = None, prepared: Prepared | None = None) -> Outlook:
     """The forecast from `as_of`, its risk list and, given `targets` (period[, group], target), the target report.
-    A bad targets frame is an error raised before anything is simulated."""
+    A bad targets frame is an error raised before anything is simulated. `prepared`: see `core.forecast`."""
     config = config or ForecastConfig()
     if targets is not None:
         check_group(data, group_by)
         per = make_periods(check_as_of(data, as_of), periods, freq)
         targets = checked_targets(targets, per, freq, group_by, data.deals[group_by] if group_by else None)
-    fc = forecast(predictor, data, as_of, periods, freq, group_by=group_by, config=config)
-    risk = risk_list(fc.deals, fc.known, fc.as_of, fc.periods.iloc[0], config.low_probability, config.quiet_days)
+    fc = forecast(predictor, data, as_of, periods, freq, group_by=group_by, config=config, prepared=prepared)
+    risk = risk_list(fc.deals, fc.known, fc.as_of, fc.periods.iloc[0], config.low_probability, config.quiet_days,
+                     fc.risk_context)
     report = None if targets is None else target_report(targets, fc)
     return Outlook(forecast=fc, risk=risk, targets=report)
