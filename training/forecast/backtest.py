@@ -34,6 +34,7 @@ from training.forecast.bookings import BookingRule, realised_bookings
 from training.forecast.config import ForecastConfig
 from training.forecast.core import forecast
 from training.forecast.periods import FREQS, period_end
+from training.forecast.prepared import prepare
 from training.models import Z90
 
 STRATEGY = ("reuse: one model trained on the data as known at the first origin, FeatureBuilder history tables "
@@ -100,7 +101,9 @@ def _one_origin(data: CanonicalData, predictor, origin: pd.Timestamp, freq: str,
                 config: ForecastConfig, oracle_sims: int) -> dict:
     end = period_end(origin, freq)
     known = truncate_at(data, origin)
-    fc = forecast(refit_builder(predictor, known), known, origin, 1, freq, config=config)
+    model = refit_builder(predictor, known)
+    fc = forecast(model, known, origin, 1, freq, config=config,
+                  prepared=prepare(model, known, origin, freq, config=config, known=known))  # cut once
     rule = fc.booking_rule
     total = fc.totals().iloc[0]
     actual = float(realised_bookings(data.deals, rule, [origin], [end])[0])

@@ -15,6 +15,7 @@ report are steps after `forecast()` (`outlook.outlook` runs all three).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 
@@ -24,10 +25,11 @@ from training.forecast.calibration import period_factors
 from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import ALL, NewDealModel
 from training.forecast.periods import FREQS, check_as_of, make_periods
-from training.forecast.prepared import Prepared, check_group, prepare
-from training.forecast.risk import RiskContext
+from training.forecast.prepared import PREPARE_STEPS, Prepared, check_group, prepare
 from training.forecast.simulation import Simulation, simulate, summarise
 from training.forecast.valuation import OpenPipeline, in_periods, with_expectations
+
+FORECAST_STEPS = PREPARE_STEPS + 1  # the `step` calls of `forecast` (without `prepared`)
 
 
 @dataclass
@@ -43,7 +45,6 @@ class Forecast:
     known: CanonicalData = field(repr=False)  # the tables as known at as_of: the steps after the forecast read them
     group_by: str | None = None
     history: pd.DataFrame | None = None  # realised bookings of past periods (for the chart)
-    risk_context: RiskContext | None = field(default=None, repr=False)  # what the risk list reads at as_of
     sims: Simulation | None = field(default=None, repr=False)  # the draws behind every range (and the targets)
     notes: list[str] = field(default_factory=list)
 
@@ -58,16 +59,17 @@ class Forecast:
 
 def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str = "month",
              group_by: str | None = None, config: ForecastConfig | None = None,
-             prepared: Prepared | None = None) -> Forecast:
+             prepared: Prepared | None = None, step: Callable[[str], None] = lambda _s: None) -> Forecast:
     """Forecast bookings for `periods` periods from `as_of` with what was known then.
     `prepared`: `prepared.prepare(...)` for the same as_of, freq and group_by (e.g. from a
-    `PreparedCache`), else it is built here."""
+    `PreparedCache`), else it is built here; `step(name)`: called at each stage (progress bars),
+    `FORECAST_STEPS` times."""
     config = config or ForecastConfig()
     as_of = check_as_of(data, as_of)
     per = make_periods(as_of, periods, freq)
     check_group(data, group_by)
     if prepared is None:
-        prepared = prepare(predictor, data, as_of, freq, group_by, config)
+        prepared = prepare(predictor, data, as_of, freq, group_by, config, step=step)
     prepared.check(as_of, freq, group_by)
     known, shock = prepared.known, dict(prepared.shock)
     pipe = in_periods(prepared.scored, known, as_of, per, group_by)
@@ -76,10 +78,11 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
     new_deals = prepared.new_deals.scaled(shock["new_factor"])
     closed = closed_so_far(known, as_of, per, freq, group_by, pipe.rule)
     groups = sorted(set(deals["group"]) | set(new_deals.pool_["group"]) | set(closed.index))
+    step(f"simulating {config.n_sims:,} outcomes")
     sims = simulate(deals, new_deals, per, factors, config, shock["relative_sd"], groups, closed)
     return Forecast(as_of=as_of, freq=freq, periods=per, table=summarise(deals, new_deals, per, sims, group_by),
                     deals=deals, shock=shock, new_deals=new_deals, booking_rule=pipe.rule, known=known,
-                    group_by=group_by, sims=sims, history=prepared.history.copy(), risk_context=prepared.risk,
+                    group_by=group_by, sims=sims, history=prepared.history.copy(),
                     notes=_notes(per, predictor, as_of, pipe))
 
 

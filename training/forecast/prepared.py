@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
 
 import pandas as pd
 
@@ -30,6 +32,7 @@ from training.forecast.valuation import OpenPipeline, score_open_deals
 
 HISTORY_PERIODS_SHOWN = 6
 MAX_GROUPS = 500
+PREPARE_STEPS = 4  # the `step` calls of `prepare`
 # the settings `prepare` reads (the rest, n_sims and seed included, only change the simulation)
 CALIBRATION_FIELDS = ("shock", "history_periods", "default_shock", "min_history_periods", "correct_bias",
                       "bias_clip", "max_shock")
@@ -47,7 +50,11 @@ class Prepared:
     new_deals: NewDealModel = field(repr=False)  # fitted, not bias-corrected
     shock: dict = field(repr=False)  # `calibration.estimate_shock`
     history: pd.DataFrame = field(repr=False)  # realised bookings of past periods (the chart)
-    risk: RiskContext = field(repr=False)  # deal state and stage dwell limits at as_of
+
+    @cached_property
+    def risk(self) -> RiskContext:
+        """Deal state and stage dwell limits at as_of (the risk list's; a backtest never reads them)."""
+        return risk_context(self.known, self.as_of)
 
     def check(self, as_of: pd.Timestamp, freq: str, group_by: str | None) -> None:
         """Raise unless this state was prepared for (as_of, freq, group_by)."""
@@ -57,19 +64,25 @@ class Prepared:
 
 
 def prepare(predictor, data: CanonicalData, as_of, freq: str = "month", group_by: str | None = None,
-            config: ForecastConfig | None = None) -> Prepared:
-    """The slow, reusable part of a forecast from `as_of` (checked: a clear error when outside the data)."""
+            config: ForecastConfig | None = None, known: CanonicalData | None = None,
+            step: Callable[[str], None] = lambda _s: None) -> Prepared:
+    """The slow, reusable part of a forecast from `as_of` (checked: a clear error when outside
+    the data). `known`: `truncate_at(data, as_of)` when the caller has it already; `step(name)`
+    is called at each stage (progress bars)."""
     config = config or ForecastConfig()
     as_of = check_as_of(data, as_of)
     make_periods(as_of, 1, freq)  # a bad frequency or group is an error here, before any scoring
     check_group(data, group_by)
-    known = truncate_at(data, as_of)
+    step(f"cutting the data at {as_of.date()}")
+    known = truncate_at(data, as_of) if known is None else known
+    step("scoring the open pipeline")
     scored = score_open_deals(predictor, known, as_of)
+    step("fitting the new-deal model")
     fitted = NewDealModel(group_column=group_by).fit(known, as_of, rule=scored.rule)
+    step("calibrating on past periods")
     shock = estimate_shock(predictor, known, as_of, freq, config, scored.rule)
     return Prepared(as_of=as_of, freq=freq, group_by=group_by, known=known, scored=scored, new_deals=fitted,
-                    shock=shock, history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, scored.rule),
-                    risk=risk_context(known, as_of))
+                    shock=shock, history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, scored.rule))
 
 
 def check_group(data: CanonicalData, group_by: str | None) -> None:
