@@ -27,6 +27,7 @@ from training.forecast.backtest import backtest
 from training.forecast.config import ForecastConfig
 
 ORIGINS = {"month": 12, "quarter": 4}
+FULL = {"sizes": [20_000, 60_000, 100_000], "seeds": [0, 1, 2, 3, 4], "freqs": ["month", "quarter"]}
 BOUNDS = {"oracle": 1.25, "baseline": 0.6, "coverage": (0.70, 0.90)}
 
 
@@ -85,9 +86,9 @@ def table(cells: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 60_000, 100_000])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--freqs", nargs="+", default=["month", "quarter"], choices=sorted(ORIGINS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=FULL["sizes"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=FULL["seeds"])
+    parser.add_argument("--freqs", nargs="+", default=FULL["freqs"], choices=sorted(ORIGINS))
     parser.add_argument("--sims", type=int, default=1000)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/leadscore_grid"))
     parser.add_argument("--stop-at", default=None, help="HH:MM UTC: start no cell after it")
@@ -110,9 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}: WAPE {c['wape']:.3f} (oracle {c['oracle_wape']:.3f}, x{c['vs_oracle']:.2f}), "
               f"x{c['vs_best_baseline']:.2f} best baseline, coverage {c['coverage']:.2f}, "
               f"{'holds' if c['holds'] else 'MISSES'}, {c['seconds']:.0f} s", flush=True)
-    cells = [done[f"{n}/{s}/{f}"] for n, s, f in wanted if f"{n}/{s}/{f}" in done]
-    missing = [f"{n:,} deals seed {s} {f}" for n, s, f in wanted if f"{n}/{s}/{f}" not in done]
-    body = table(cells) + (f"\n\nNot run (time): {', '.join(missing)}." if missing else "")
+    cells = list(done.values())  # every finished cell in the cache, from this run or earlier ones
+    full = [(n, seed, freq) for n in FULL["sizes"] for freq in FULL["freqs"] for seed in FULL["seeds"]]
+    missing = [f"{n:,}/{s}/{f}" for n, s, f in full if f"{n}/{s}/{f}" not in done]
+    body = table(cells) + (f"\n\nCells of the full grid not run yet (deals/seed/freq): {', '.join(missing)}."
+                           if missing else "")
     print(body)
     record("Backtest grid (seeds x sizes)", body,
            "python -m benchmarks.bench_backtest_grid " + " ".join(argv if argv is not None else sys.argv[1:]))
