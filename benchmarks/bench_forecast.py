@@ -8,7 +8,7 @@ Speed (section "Forecast speed (accuracy slice)"): on generated data (seed 0) wi
 trained on it, the same timing script runs in this tree and in the reference tree (read
 only), one after the other in this run: the first forecast (what `leadscore forecast`
 computes), the p50 of the next requests of `/forecast` (3 monthly periods; this tree
-reuses `training.forecast.prepared.PreparedCache`, as the service does) and a 4-origin
+reuses `training.forecast.cache.PreparedCache`, as the service does) and a 4-origin
 quarterly backtest; the ratios reference / this tree are written with the load average.
 
 Generated data (seed 0): one model trained on the data known at the first of 12 monthly
@@ -70,7 +70,7 @@ from training.forecast.outlook import outlook
 from training.forecast.report import forecast_dict
 data, truth, predictor, bt_predictor, repeats = pickle.load(open(sys.argv[1], "rb"))
 try:
-    from training.forecast.prepared import PreparedCache
+    from training.forecast.cache import PreparedCache
     cache = PreparedCache()
 except ImportError:
     cache = None

@@ -24,7 +24,7 @@ from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
 from training.compiled import CompiledPredictor
-from training.forecast.prepared import PreparedCache
+from training.forecast.cache import PreparedCache
 from training.forecast.track_record import ForecastRecorder
 
 log = logging.getLogger("leadscore.serving")

@@ -10,7 +10,7 @@ import pytest
 from serving import limits
 from serving.loader import ServingConfig
 from serving.service import LeadScoreService
-from training.forecast.prepared import PreparedCache
+from training.forecast.cache import PreparedCache
 from training.forecast.track_record import ForecastRecorder
 
 AS_OF = "2024-06-10"

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from features.errors import LeadscoreError
+from training.forecast.cache import PreparedCache
 from training.forecast.config import ForecastConfig
 from training.forecast.outlook import outlook
-from training.forecast.prepared import PreparedCache, prepare
+from training.forecast.prepared import prepare
 
 AS_OF = pd.Timestamp("2024-06-10")
 FAST = ForecastConfig(n_sims=300, seed=5)

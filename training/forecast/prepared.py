@@ -4,14 +4,11 @@
 the open deals scored, the new-deal model fitted, the calibration from past periods
 (bias factors and common shock), the realised history and the deal state the risk list
 reads. What remains per request (the periods' P(won in period), the Monte Carlo, the
-tables) takes a fraction of it. `PreparedCache` holds a few `Prepared` for a
-long-running service, keyed on the dataset's fingerprint, so a new ingest (a different
-fingerprint) never reads a stale entry.
+tables) takes a fraction of it. `cache.PreparedCache` holds a few for a long-running
+service.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
@@ -27,7 +24,6 @@ from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import NewDealModel
 from training.forecast.periods import check_as_of, make_periods
 from training.forecast.risk import RiskContext, risk_context
-from training.forecast.track_record import dataset_fingerprint
 from training.forecast.valuation import OpenPipeline, score_open_deals
 
 HISTORY_PERIODS_SHOWN = 6
@@ -96,40 +92,3 @@ def check_group(data: CanonicalData, group_by: str | None) -> None:
     if n > MAX_GROUPS:
         raise LeadscoreError(f"--group-by '{group_by}' has {n} values (at most {MAX_GROUPS}): group by a "
                              f"coarser column such as team, region or segment")
-
-
-class PreparedCache:
-    """The last `size` `Prepared` by (predictor, data fingerprint, as_of, freq, group_by,
-    calibration settings). The fingerprint is the caller's, or `track_record.dataset_fingerprint`
-    computed once per dataset object. Thread-safe: one build at a time."""
-
-    def __init__(self, size: int = 8):
-        self.size = size
-        self._entries: OrderedDict[tuple, tuple[object, Prepared]] = OrderedDict()
-        self._fingerprints: tuple[CanonicalData, str] | None = None
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, predictor, data: CanonicalData, as_of, freq: str = "month", group_by: str | None = None,
-            config: ForecastConfig | None = None, fingerprint: str | None = None) -> Prepared:
-        config = config or ForecastConfig()
-        as_of = check_as_of(data, as_of)
-        with self._lock:
-            key = (id(predictor), fingerprint or self._fingerprint(data), as_of, freq, group_by,
-                   tuple(getattr(config, f) for f in CALIBRATION_FIELDS))
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] is predictor:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry[1]
-            self.misses += 1
-            prepared = prepare(predictor, data, as_of, freq, group_by, config)
-            self._entries[key] = (predictor, prepared)  # the predictor kept: its id is not reused while cached
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-            return prepared
-
-    def _fingerprint(self, data: CanonicalData) -> str:
-        if self._fingerprints is None or self._fingerprints[0] is not data:
-            self._fingerprints = (data, dataset_fingerprint(data))
-        return self._fingerprints[1]
