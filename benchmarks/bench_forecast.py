@@ -1,6 +1,15 @@
-"""Revenue forecast backtest on generated data (against the oracle) and on the Olist funnel.
+"""Revenue forecast backtest on generated data (against the oracle) and on the Olist funnel,
+and the forecast's speed against a reference tree.
 
     python -m benchmarks.bench_forecast [--deals 100000] [--origins 12] [--sims 1000]
+    python -m benchmarks.bench_forecast --speed-only [--speed-deals 20000] [--reference /work/main]
+
+Speed (section "Forecast speed (accuracy slice)"): on generated data (seed 0) with a model
+trained on it, the same timing script runs in this tree and in the reference tree (read
+only), one after the other in this run: the first forecast (what `leadscore forecast`
+computes), the p50 of the next requests of `/forecast` (3 monthly periods; this tree
+reuses `training.forecast.cache.PreparedCache`, as the service does) and a 4-origin
+quarterly backtest; the ratios reference / this tree are written with the load average.
 
 Generated data (seed 0): one model trained on the data known at the first of 12 monthly
 origins, then model vs oracle vs baselines (WAPE, bias, P10-P90 coverage, pinball).
@@ -13,11 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.bench_backtest_grid import cached
 from benchmarks.results import peak_rss_mib, record
 from features.errors import NotEnoughData
 from features.jsonsafe import json_safe
@@ -45,7 +57,76 @@ def run_generated(n_deals: int, origins: int, sims: int) -> dict:
                       oracle_sims=300, step=lambda s: print(s, flush=True))
     result["seconds"] = time.perf_counter() - started
     result["training_seconds"] = training_seconds
+    result["backtest_seconds"] = time.perf_counter() - trained - training_seconds
     return json_safe(result)
+
+
+# runs in either tree: only names both have (outlook, forecast_dict, backtest), the cache when there is one
+TIMING = """
+import json, pickle, statistics, sys, time
+from training.forecast.backtest import backtest
+from training.forecast.config import ForecastConfig
+from training.forecast.outlook import outlook
+from training.forecast.report import forecast_dict
+data, truth, predictor, bt_predictor, repeats = pickle.load(open(sys.argv[1], "rb"))
+try:
+    from training.forecast.cache import PreparedCache
+    cache = PreparedCache()
+except ImportError:
+    cache = None
+def request():
+    kw = {} if cache is None else {"prepared": cache.get(predictor, data, data.data_end, "month", None,
+                                                         ForecastConfig())}
+    return forecast_dict(outlook(predictor, data, data.data_end, 3, "month", config=ForecastConfig(), **kw))
+times = []
+for _ in range(repeats):
+    t = time.perf_counter(); request(); times.append(time.perf_counter() - t)
+t = time.perf_counter()
+backtest(data, "quarter", 4, truth=truth, predictor=bt_predictor, config=ForecastConfig(n_sims=1000), oracle_sims=300)
+print(json.dumps({"first": times[0], "warm_p50": statistics.median(times[1:]), "backtest": time.perf_counter() - t}))
+"""
+
+
+def run_speed(n_deals: int, reference: Path, repeats: int, cache: Path) -> dict:
+    """Seconds per tree ({"this": ..., "reference": ...}) of the TIMING script, and the load average.
+    Data and models are cached in `cache` (pickles shared with `bench_backtest_grid`)."""
+    from features.synthetic import generate_data
+    from features.timetravel import truncate_at
+    from training.forecast.backtest import backtest_origins
+    from training.train import TrainConfig, fit_predictor
+
+    data, truth = cached(cache / f"data_{n_deals}_0.pkl", lambda: generate_data(n_deals, seed=0))
+    predictor = cached(cache / f"model_{n_deals}_0_full.pkl", lambda: fit_predictor(data, TrainConfig()).predictor)
+    first = backtest_origins(data, "quarter", 4)[0]
+    bt_predictor = cached(cache / f"model_{n_deals}_0_{first.date()}.pkl",
+                          lambda: fit_predictor(truncate_at(data, first), TrainConfig()).predictor)
+    out = {"load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs.pkl"
+        inputs.write_bytes(pickle.dumps((data, truth, predictor, bt_predictor, repeats)))
+        for name, tree in (("reference", reference), ("this", ROOT)):
+            done = subprocess.run([sys.executable, "-c", TIMING, str(inputs)], cwd=tree, capture_output=True,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
+            out[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(name, out[name], flush=True)
+    out["load_after"] = os.getloadavg()
+    return out
+
+
+def speed_table(speed: dict, n_deals: int, reference: Path) -> str:
+    rows = [("first forecast (`leadscore forecast`'s computation, cold)", "first"),
+            ("`/forecast` request once warm, p50", "warm_p50"), ("4-origin quarterly backtest", "backtest")]
+    lines = [f"Generated data, {n_deals:,} deals, seed 0; forecast of 3 monthly periods at the data end, 2,000 "
+             f"simulations; reference tree `{reference}` timed in the same run.", "",
+             "| step | reference s | this tree s | speed-up (reference / this) |", "|---|---:|---:|---:|"]
+    for label, key in rows:
+        ref, new = speed["reference"][key], speed["this"][key]
+        lines.append(f"| {label} | {ref:.2f} | {new:.2f} | {ref / new:.1f}x |")
+    lo, hi = speed["load_before"], speed["load_after"]
+    lines += ["", f"Load average (1, 5, 15 min) before {lo[0]:.1f}, {lo[1]:.1f}, {lo[2]:.1f}; after {hi[0]:.1f}, "
+                  f"{hi[1]:.1f}, {hi[2]:.1f} on 2 cores: the machine was shared with other jobs, so absolute "
+                  f"seconds are inflated; the ratio is the figure."]
+    return "\n".join(lines)
 
 
 def run_olist(origins: int, sims: int) -> dict | str:
@@ -91,13 +172,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--origins", type=int, default=12)
     parser.add_argument("--sims", type=int, default=1000)
     parser.add_argument("--skip-olist", action="store_true")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed comparison")
+    parser.add_argument("--speed-deals", type=int, default=20_000)
+    parser.add_argument("--speed-repeats", type=int, default=6)
+    parser.add_argument("--reference", type=Path, default=Path("/work/main"), help="the tree to compare with")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/leadscore_grid"), help="generated data, models")
     args = parser.parse_args(argv)
+    if args.speed_only:
+        args.cache.mkdir(parents=True, exist_ok=True)
+        speed = run_speed(args.speed_deals, args.reference, args.speed_repeats, args.cache)
+        text = speed_table(speed, args.speed_deals, args.reference)
+        print(text)
+        record("Forecast speed (accuracy slice)", text,
+               f"python -m benchmarks.bench_forecast --speed-only --speed-deals {args.speed_deals} "
+               f"--speed-repeats {args.speed_repeats} --reference {args.reference}")
+        return
     gen = run_generated(args.deals, args.origins, args.sims)
     (ROOT / "benchmarks" / "forecast_backtest_generated.json").write_text(json.dumps(gen, indent=1))
     body = [f"### Generated data: {args.deals:,} deals, seed 0, {args.origins} monthly origins "
             f"({gen['origins'][0][:10]} to {gen['origins'][-1][:10]})", "", table(gen), "",
             f"Model: {gen['strategy']}.", "",
-            f"Wall time {gen['seconds'] / 60:.1f} min (training {(gen.get('training_seconds') or 0) / 60:.1f} min), "
+            f"Wall time {gen['seconds'] / 60:.1f} min (training {(gen.get('training_seconds') or 0) / 60:.1f} min, "
+            f"backtest {gen['backtest_seconds'] / 60:.1f} min; load average {os.getloadavg()[0]:.1f} on 2 cores), "
             f"peak RSS {peak_rss_mib():,.0f} MiB, {args.sims} simulations per forecast."]
     if not args.skip_olist:
         olist = run_olist(args.origins, args.sims)

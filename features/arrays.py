@@ -12,6 +12,8 @@ from itertools import repeat
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.errors import SchemaError
 from features.schema import TIMESTAMP_DTYPE
@@ -91,8 +93,10 @@ def _shift(deal: np.ndarray, offset: int) -> np.ndarray:
 
 
 def deal_positions(deal_ids: pd.Series, ids: pd.Series) -> np.ndarray:
-    """Row position in `deal_ids` of each id (-1 when unknown)."""
-    return pd.Index(deal_ids.astype("string")).get_indexer(ids.astype("string")).astype("int64")
+    """Row position in `deal_ids` of each id (-1 when unknown); pyarrow's hash lookup
+    (pandas' indexer on pyarrow strings converts every value to a Python object)."""
+    found = pc.index_in(pa.array(ids.astype("string").array), value_set=pa.array(deal_ids.astype("string").array))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype("int64")
 
 
 def _object_strings(column: pd.Series) -> np.ndarray:

@@ -29,6 +29,7 @@ from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
 from training.compiled import CompiledPredictor
+from training.forecast.cache import PreparedCache
 from training.forecast.track_record import ForecastRecorder
 
 log = logging.getLogger("leadscore.serving")
@@ -69,6 +70,7 @@ class LeadScoreService:
         self.data = None if self.config.data_dir is None else DataSource(
             self.config.data_dir, self.config.data_check_s, check=self._check_data)
         self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
+        self.forecasts = PreparedCache()  # /forecast's reusable state per (data fingerprint, as_of, ...)
         self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
         self.model.warm()
         self.batcher = ScoreBatcher(self.model, max_deals=self.config.batch_deals)
@@ -122,8 +124,9 @@ class LeadScoreService:
             return goals
 
         def work() -> dict:
+            prepared = self.forecasts.get(self.predictor, data, at, freq, group_by, config)
             result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by,
-                             targets=goals, config=config)
+                             targets=goals, config=config, prepared=prepared)
             self.track_record.record(result, self.config.model_name, self.version, data)
             return {"model_version": self.version, **forecast_dict(result), "data": snapshot.used()}
 

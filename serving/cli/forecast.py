@@ -35,26 +35,33 @@ def forecast(
     """Bookings per period with P10/P50/P90: open pipeline + deals not yet created."""
     from features.dataset import read_dataset
     from training.forecast.config import ForecastConfig
-    from training.forecast.outlook import outlook
+    from training.forecast.outlook import OUTLOOK_STEPS, outlook
     from training.forecast.report import forecast_dict, log_forecast
     from training.forecast.track_record import ForecastRecorder
     from training.registry import check_model_data, load_predictor
 
     check_suffix(out, FORECAST_FORMATS)
     currency = checked_currency(currency)
-    dataset = read_dataset(data)
-    predictor, version = load_predictor(model_name, check_model_data(model_name, None, dataset.meta, str(data)))
-    result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
-                     group_by=group_by, targets=read_targets(targets) if targets else None,
-                     config=ForecastConfig(n_sims=sims, seed=seed))
-    result.forecast.notes.append(f"model {model_name} v{version}")
-    ForecastRecorder().record(result, model_name, version, dataset)  # the track record, before any output
-    write_forecast(result, out, dataset, currency)
-    summary = {**forecast_dict(result), "out": str(out)}
-    if log:
-        summary["run_id"] = log_forecast(result, {"as_of": result.forecast.as_of, "periods": periods, "freq": freq,
-                                                  "group_by": group_by, "model": f"{model_name}/{version}",
-                                                  "n_sims": sims, "seed": seed, "data_dir": data})
+    goals = read_targets(targets) if targets else None
+    with progress_steps(total=OUTLOOK_STEPS + 4 + log) as step:
+        step("reading the data")
+        dataset = read_dataset(data)
+        step("loading the model")
+        predictor, version = load_predictor(model_name, check_model_data(model_name, None, dataset.meta, str(data)))
+        result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
+                         group_by=group_by, targets=goals, config=ForecastConfig(n_sims=sims, seed=seed), step=step)
+        result.forecast.notes.append(f"model {model_name} v{version}")
+        step("storing the forecast in the track record")
+        ForecastRecorder().record(result, model_name, version, dataset)  # the track record, before any output
+        step(f"writing {out.name}")
+        write_forecast(result, out, dataset, currency)
+        summary = {**forecast_dict(result), "out": str(out)}
+        if log:
+            step("logging to MLflow")
+            summary["run_id"] = log_forecast(result, {"as_of": result.forecast.as_of, "periods": periods,
+                                                      "freq": freq, "group_by": group_by,
+                                                      "model": f"{model_name}/{version}", "n_sims": sims,
+                                                      "seed": seed, "data_dir": data})
     print_forecast_summary(summary)
 
 

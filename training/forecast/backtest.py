@@ -39,6 +39,7 @@ from training.forecast.bookings import BookingRule, booking_rule, realised_booki
 from training.forecast.config import ForecastConfig
 from training.forecast.core import forecast
 from training.forecast.periods import FREQS, period_end
+from training.forecast.prepared import prepare
 from training.models import Z90
 
 STRATEGY = ("reuse: one model trained on the data as known at the first origin, FeatureBuilder history tables "
@@ -137,7 +138,9 @@ def _one_origin(data: CanonicalData, trained: _Trained, origin: pd.Timestamp, fr
     try:
         if trained.predictor is None:
             raise NotEnoughData(trained.messages[-1] if trained.messages else "no model")
-        fc = forecast(refit_builder(trained.predictor, known), known, origin, 1, freq, config=config)
+        model = refit_builder(trained.predictor, known)
+        fc = forecast(model, known, origin, 1, freq, config=config,
+                      prepared=prepare(model, known, origin, freq, config=config, known=known))  # cut once
     except NotEnoughData as exc:  # no model, or an empty pipeline: this origin has no model forecast
         rule = booking_rule(known.deals, origin)
         actual = float(realised_bookings(data.deals, rule, [origin], [end])[0])

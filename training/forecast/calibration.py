@@ -112,7 +112,8 @@ def _open_pipeline_history(predictor, known: CanonicalData, starts: list[pd.Time
     deals open then, each deal valued at its amount known then."""
     feats = predictor.builder.transform(known, starts)  # many as-of dates in one pass
     scored = predictor.score_features(feats)
-    ends = np.array([period_end(s, freq) for s in scored["as_of"]], dtype="datetime64[us]")
+    end_of = {pd.Timestamp(s): period_end(s, freq) for s in starts}
+    ends = pd.DatetimeIndex(scored["as_of"]).map(end_of).to_numpy(dtype="datetime64[us]")
     q = p_won_in(scored, scored["as_of"].to_numpy(), scored["as_of"].to_numpy(), ends)
     amount = rule.booked(feats["amount"].astype("float64")).to_numpy(dtype="float64")
     deals = known.deals.set_index("deal_id")

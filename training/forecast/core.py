@@ -15,22 +15,21 @@ report are steps after `forecast()` (`outlook.outlook` runs all three).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 
-from features.errors import LeadscoreError
 from features.schema import CanonicalData
-from features.timetravel import truncate_at
-from training.forecast.bookings import BookingRule, realised_history
-from training.forecast.calibration import estimate_shock, period_factors
+from training.forecast.bookings import BookingRule
+from training.forecast.calibration import period_factors
 from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import ALL, NewDealModel
 from training.forecast.periods import FREQS, check_as_of, make_periods
+from training.forecast.prepared import PREPARE_STEPS, Prepared, check_group, prepare
 from training.forecast.simulation import Simulation, simulate, summarise
-from training.forecast.valuation import OpenPipeline, open_pipeline, stale_pipeline, with_expectations
+from training.forecast.valuation import OpenPipeline, in_periods, stale_pipeline, with_expectations
 
-MAX_GROUPS = 500
-HISTORY_PERIODS_SHOWN = 6
+FORECAST_STEPS = PREPARE_STEPS + 1  # the `step` calls of `forecast` (without `prepared`)
 
 
 @dataclass
@@ -60,26 +59,31 @@ class Forecast:
 
 
 def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str = "month",
-             group_by: str | None = None, config: ForecastConfig | None = None) -> Forecast:
-    """Forecast bookings for `periods` periods from `as_of` with what was known then."""
+             group_by: str | None = None, config: ForecastConfig | None = None,
+             prepared: Prepared | None = None, step: Callable[[str], None] = lambda _s: None) -> Forecast:
+    """Forecast bookings for `periods` periods from `as_of` with what was known then.
+    `prepared`: `prepared.prepare(...)` for the same as_of, freq and group_by (e.g. from a
+    `PreparedCache`), else it is built here; `step(name)`: called at each stage (progress bars),
+    `FORECAST_STEPS` times."""
     config = config or ForecastConfig()
     as_of = check_as_of(data, as_of)
     per = make_periods(as_of, periods, freq)
     check_group(data, group_by)
-    known = truncate_at(data, as_of)
-    pipe = open_pipeline(predictor, known, as_of, per, group_by)
-    fitted = NewDealModel(group_column=group_by).fit(known, as_of, rule=pipe.rule)
-    shock = estimate_shock(predictor, known, as_of, freq, config, pipe.rule)
+    if prepared is None:
+        prepared = prepare(predictor, data, as_of, freq, group_by, config, step=step)
+    prepared.check(as_of, freq, group_by)
+    known, shock = prepared.known, dict(prepared.shock)
+    pipe = in_periods(prepared.scored, known, as_of, per, group_by)
     factors = period_factors(shock, per, freq)
     deals = with_expectations(pipe.deals, factors)
-    new_deals = fitted.scaled(shock["new_factor"])
+    new_deals = prepared.new_deals.scaled(shock["new_factor"])
     closed = closed_so_far(known, as_of, per, freq, group_by, pipe.rule)
     groups = sorted(set(deals["group"]) | set(new_deals.pool_["group"]) | set(closed.index))
+    step(f"simulating {config.n_sims:,} outcomes")
     sims = simulate(deals, new_deals, per, factors, config, shock["relative_sd"], groups, closed)
     return Forecast(as_of=as_of, freq=freq, periods=per, table=summarise(deals, new_deals, per, sims, group_by),
                     deals=deals, shock=shock, new_deals=new_deals, booking_rule=pipe.rule, known=known,
-                    group_by=group_by, sims=sims,
-                    history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, pipe.rule),
+                    group_by=group_by, sims=sims, history=prepared.history.copy(),
                     notes=_notes(per, predictor, as_of, pipe), stale=stale_pipeline(deals, len(per)))
 
 
@@ -98,19 +102,6 @@ def closed_so_far(known: CanonicalData, as_of: pd.Timestamp, per: pd.DataFrame, 
     out = pd.DataFrame(0.0, index=first.index, columns=range(len(per)))
     out[0] = first
     return out
-
-
-def check_group(data: CanonicalData, group_by: str | None) -> None:
-    """A clear error unless `group_by` is a deals column with a manageable number of values."""
-    if group_by is None:
-        return
-    if group_by not in data.deals:
-        cols = [c for c in ("owner", "team", "region", "product", "segment", "source") if c in data.deals]
-        raise LeadscoreError(f"--group-by '{group_by}' is not a column of deals: use one of {cols}")
-    n = data.deals[group_by].nunique()
-    if n > MAX_GROUPS:
-        raise LeadscoreError(f"--group-by '{group_by}' has {n} values (at most {MAX_GROUPS}): group by a "
-                             f"coarser column such as team, region or segment")
 
 
 def _notes(per: pd.DataFrame, predictor, as_of: pd.Timestamp, pipe: OpenPipeline) -> list[str]:

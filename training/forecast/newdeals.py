@@ -105,14 +105,16 @@ class NewDealModel(BaseEstimator):
                                                                                           na_value=np.nan), np.inf)
         codes = pd.Index(self.segments_).get_indexer(segment).astype("int64")
         n_seg, ages = len(self.segments_), np.arange(self.max_age_days + 1)
-        wins = np.zeros((n_seg + 1, ages.size))
-        seen = np.zeros((n_seg + 1, ages.size))
         keep = age < self.max_age_days + self.cohort_window_days
         age, cycle, codes = age[keep], cycle[keep], codes[keep]
-        for t in ages:  # one vectorised pass per age: bounded by max_age_days, not by deals
-            elig = (age >= t) & (age < t + self.cohort_window_days)
-            seen[:n_seg, t] = np.bincount(codes[elig], minlength=n_seg)
-            wins[:n_seg, t] = np.bincount(codes[elig & (cycle <= t)], minlength=n_seg)
+        # a deal is seen at the integer ages t with t <= age < t + window, and won by t when
+        # also cycle <= t: intervals of t, counted with one difference array each
+        first_seen = np.floor(age - self.cohort_window_days) + 1
+        last_seen = np.floor(age)
+        seen = np.zeros((n_seg + 1, ages.size))
+        wins = np.zeros((n_seg + 1, ages.size))
+        seen[:n_seg] = _interval_counts(codes, first_seen, last_seen, n_seg, ages.size)
+        wins[:n_seg] = _interval_counts(codes, np.maximum(first_seen, np.ceil(cycle)), last_seen, n_seg, ages.size)
         seen[n_seg], wins[n_seg] = seen[:n_seg].sum(axis=0), wins[:n_seg].sum(axis=0)
         overall = _plateau(wins[n_seg], seen[n_seg])
         k = self.shrinkage
@@ -220,6 +222,18 @@ class NewDealModel(BaseEstimator):
                              for i, s in enumerate(self.segments_)},
                 "trend_per_window": self.trend_, "rate_window_days": self.rate_window_used_,
                 "cohort_observed_up_to_days": self.cohort_max_observed_age_, "pool_size": int((self.pool_["age_days"] < self.pool_days).sum())}
+
+
+def _interval_counts(codes: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_seg: int, n_ages: int) -> np.ndarray:
+    """(n_seg, n_ages): per segment, how many of the integer intervals [lo, hi] (clipped to
+    0..n_ages-1; empty when lo > hi) contain each age."""
+    lo = np.clip(lo, 0, n_ages)
+    hi = np.clip(hi, -1, n_ages - 1)
+    ok = np.isfinite(lo) & np.isfinite(hi) & (lo <= hi)
+    lo, hi, codes = lo[ok].astype("int64"), hi[ok].astype("int64"), codes[ok]
+    diff = np.bincount(codes * (n_ages + 1) + lo, minlength=n_seg * (n_ages + 1)) \
+        - np.bincount(codes * (n_ages + 1) + hi + 1, minlength=n_seg * (n_ages + 1))
+    return np.cumsum(diff.reshape(n_seg, n_ages + 1), axis=1)[:, :n_ages].astype("float64")
 
 
 def _plateau(wins: np.ndarray, seen: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ stage's historical P90 dwell (`features.analytics.health.stage_p90`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -18,31 +20,39 @@ from training.forecast.valuation import due_in
 STATE_COLUMNS = ["stage", "days_in_stage", "close_date_pushes", "close_date_days_pushed"]
 
 
+@dataclass(frozen=True)
+class RiskContext:
+    """What the risk list reads besides the deals: their stage state at as_of and each
+    stage's historical P90 dwell (the same for every forecast at that date)."""
+
+    state: pd.DataFrame  # deal_id -> STATE_COLUMNS
+    p90: dict[str, float]
+
+
+def risk_context(known: CanonicalData, as_of: pd.Timestamp) -> RiskContext:
+    """The deal state (`features.snapshots.deals_at`) and stage P90 dwell at `as_of`."""
+    return RiskContext(state=deals_at(known, as_of).set_index("deal_id")[STATE_COLUMNS],
+                       p90=stage_p90(build_state(known, as_of)))
+
+
 def risk_list(deals: pd.DataFrame, known: CanonicalData, as_of: pd.Timestamp, period: pd.Series,
-              low_probability: float, quiet_days: int) -> pd.DataFrame:
+              low_probability: float, quiet_days: int, context: RiskContext | None = None) -> pd.DataFrame:
     """Open deals due in `period` (the first one) that are at risk: low P(won), close date
     pushed, stalled beyond the stage's historical P90 dwell (completed spells before
-    as_of), no activity recently. `deals`: the forecast's valued open deals."""
-    due = with_deal_state(deals.loc[due_in(deals, as_of, period["start"], period["end"], True)], known, as_of)
-    p90 = stage_p90(build_state(known, as_of))
+    as_of), no activity recently. `deals`: the forecast's valued open deals; `context`:
+    `risk_context(known, as_of)` when already computed."""
+    context = context or risk_context(known, as_of)
+    due = deals.loc[due_in(deals, as_of, period["start"], period["end"], True)].join(context.state, on="deal_id")
+    p90 = context.p90
     checks = risk_checks(due, p90, low_probability, quiet_days, known.activities is not None)
     flagged = checks.any(axis=1)
     rows = due.loc[flagged]
-    words = _reason_words(p90, low_probability, quiet_days)
-    reasons = [
-        "; ".join(words[name](r) for name in checks if checks.at[i, name])
-        for i, r in rows.iterrows()
-    ]  # loops over flagged deals only, to write their sentences
+    said = _reason_words(rows, checks.loc[flagged], p90, low_probability, quiet_days)
+    reasons = ["; ".join(w for w in sentence if w) for sentence in zip(*said.values())]
     out = pd.DataFrame({"deal_id": rows["deal_id"], "group": rows["group"], "stage": rows["stage"].astype("string"),
                         "amount": rows["amount"], "close_probability": rows["close_probability"],
                         "expected_in_period": rows["exp_0"], "reasons": reasons})
     return out.sort_values(["amount", "deal_id"], ascending=[False, True]).reset_index(drop=True)
-
-
-def with_deal_state(deals: pd.DataFrame, known: CanonicalData, as_of: pd.Timestamp) -> pd.DataFrame:
-    """`deals` with their stage state at as_of (`STATE_COLUMNS`) from the snapshot engine."""
-    state = deals_at(known, as_of).set_index("deal_id")[STATE_COLUMNS]
-    return deals.join(state, on="deal_id")
 
 
 def risk_checks(due: pd.DataFrame, p90: dict[str, float], low_probability: float, quiet_days: int,
@@ -58,13 +68,20 @@ def risk_checks(due: pd.DataFrame, p90: dict[str, float], low_probability: float
     }, index=due.index)
 
 
-def _reason_words(p90: dict[str, float], low_probability: float, quiet_days: int) -> dict:
+def _reason_words(rows: pd.DataFrame, checks: pd.DataFrame, p90: dict[str, float], low_probability: float,
+                  quiet_days: int) -> dict[str, list[str]]:
+    """Per reason, its sentence for each of `rows` where `checks` flags it ("" elsewhere);
+    formatted column by column (no row objects)."""
+    def each(name: str, fmt, *cols) -> list[str]:
+        values = zip(checks[name].tolist(), *(rows[c].tolist() for c in cols))
+        return [fmt(*v) if flag else "" for flag, *v in values]
+
     return {
-        "low": lambda r: f"low win probability ({r['close_probability']:.0%} < {low_probability:.0%})",
-        "pushed": lambda r: f"close date pushed {int(r['close_date_pushes'])} time(s), "
-                            f"{r['close_date_days_pushed']:.0f} days in total",
-        "stalled": lambda r: f"{r['days_in_stage']:.0f} days in {r['stage']}, beyond the historical P90 of "
-                             f"{p90.get(str(r['stage']), np.nan):.0f} days",
-        "quiet": lambda r: "no activity recorded" if pd.isna(r["days_since_last_activity"]) else
-                           f"no activity for {r['days_since_last_activity']:.0f} days (> {quiet_days})",
+        "low": each("low", lambda p: f"low win probability ({p:.0%} < {low_probability:.0%})", "close_probability"),
+        "pushed": each("pushed", lambda n, d: f"close date pushed {int(n)} time(s), {d:.0f} days in total",
+                       "close_date_pushes", "close_date_days_pushed"),
+        "stalled": each("stalled", lambda d, s: f"{d:.0f} days in {s}, beyond the historical P90 of "
+                                                f"{p90.get(str(s), np.nan):.0f} days", "days_in_stage", "stage"),
+        "quiet": each("quiet", lambda d: "no activity recorded" if pd.isna(d) else
+                      f"no activity for {d:.0f} days (> {quiet_days})", "days_since_last_activity"),
     }

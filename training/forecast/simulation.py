@@ -92,18 +92,20 @@ def _simulate_open(pipe: pd.DataFrame, per: pd.DataFrame, period_factors: Sequen
     factor = np.asarray(period_factors, dtype="float64")
     gcode = pd.Index(groups).get_indexer(pipe["group"])
     shift = _logit_shift_scale(pipe, relative_sd) * z
+    logit_p = logit(p)
     block = max(1, config.block_paths // max(n, 1))
     for first in range(0, n_sims, block):
         b = min(block, n_sims - first)
-        p_sim = expit(logit(p)[None, :] + shift[first:first + b, None])
-        won = rng.random((b, n)) < p_sim
-        days = np.expm1(mu[None, :] + sigma[None, :] * rng.standard_normal((b, n)))
+        won = rng.random((b, n)) < expit(logit_p[None, :] + shift[first:first + b, None])
+        noise = rng.standard_normal((b, n))
+        sim, deal = np.nonzero(won)  # close timing matters for won paths only
+        days = np.expm1(mu[deal] + sigma[deal] * noise[sim, deal])
         k = np.searchsorted(bounds, days, side="right") - 1
-        hit = won & (k >= 0) & (k < n_per)
-        sim = np.broadcast_to(np.arange(b)[:, None], (b, n))[hit]
-        idx = (sim * n_grp + np.broadcast_to(gcode, (b, n))[hit]) * n_per + k[hit]
-        vals = np.broadcast_to(amount, (b, n))[hit] * factor[k[hit]]
-        out[first:first + b] = np.bincount(idx, vals, minlength=b * n_grp * n_per).reshape(b, n_grp, n_per)
+        hit = (k >= 0) & (k < n_per)
+        sim, deal, k = sim[hit], deal[hit], k[hit]
+        idx = (sim * n_grp + gcode[deal]) * n_per + k
+        out[first:first + b] = np.bincount(idx, amount[deal] * factor[k],
+                                           minlength=b * n_grp * n_per).reshape(b, n_grp, n_per)
     return out
 
 

@@ -37,9 +37,10 @@ class OpenPipeline:
     amount_imputed: int
 
 
-def open_pipeline(predictor, known: CanonicalData, as_of: pd.Timestamp, per: pd.DataFrame,
-                  group_by: str | None) -> OpenPipeline:
-    """Score the deals open at `as_of` in `known` (the data as known then) and value them per period."""
+def score_open_deals(predictor, known: CanonicalData, as_of: pd.Timestamp) -> OpenPipeline:
+    """Score the deals open at `as_of` in `known` (the data as known then), once:
+    everything but the groups and the p_k (`in_periods` adds them), so a forecast for
+    other periods or groups at the same date reuses it."""
     if predictor.static or predictor.time_model is None:
         raise NotEnoughData("this model was trained on a lead export without dates (static mode): a revenue "
                             "forecast needs a model trained on dated deals")
@@ -55,15 +56,22 @@ def open_pipeline(predictor, known: CanonicalData, as_of: pd.Timestamp, per: pd.
     out["amount"] = np.where(np.isfinite(amount), amount, rule.fallback_amount)
     out["value"] = out["amount"]  # what a win books
     deals = known.deals.set_index("deal_id")
-    out["group"] = group_labels(deals, group_by, out["deal_id"])
     out["segment"] = deals["segment"].reindex(out["deal_id"]).astype("string").to_numpy() if "segment" in deals else None
     for col in TIMING_FEATURES:
         out[col] = feats[col].to_numpy() if col in feats else np.nan
     out["stale"], out["stale_reason"] = fit_stale_rule(known, as_of).flag_features(feats, list(known.meta.stages))
-    for k, row in per.iterrows():
-        out[f"p_{k}"] = p_won_in(out, as_of, row["start"], row["end"])
     imputed = 0 if rule.counts_deals else int((~out["amount_known"]).sum())
     return OpenPipeline(deals=out.reset_index(drop=True), rule=rule, amount_imputed=imputed)
+
+
+def in_periods(scored: OpenPipeline, known: CanonicalData, as_of: pd.Timestamp, per: pd.DataFrame,
+               group_by: str | None) -> OpenPipeline:
+    """`score_open_deals`' deals (left unchanged) with their group and p_k = P(won in period k)."""
+    out = scored.deals.copy()
+    out.insert(out.columns.get_loc("value") + 1, "group", group_labels(known.deals.set_index("deal_id"), group_by, out["deal_id"]))
+    for k, row in per.iterrows():
+        out[f"p_{k}"] = p_won_in(out, as_of, row["start"], row["end"])
+    return OpenPipeline(deals=out, rule=scored.rule, amount_imputed=scored.amount_imputed)
 
 
 def group_labels(deals: pd.DataFrame, group_by: str | None, deal_ids: pd.Series) -> np.ndarray | str:

@@ -1,0 +1,142 @@
+"""Backtest grid: the forecast's accuracy on generated data over seeds x sizes x frequencies.
+
+    python -m benchmarks.bench_backtest_grid [--sizes 20000 60000 100000] [--seeds 0 1 2 3 4]
+        [--freqs month quarter] [--cache /tmp/leadscore_grid] [--stop-at 02:50]
+
+One cell = one generated dataset (size, seed), one model trained on the data known at the
+first origin (as `backtest()` would train it), then the rolling-origin backtest: 12 monthly
+or 4 quarterly origins, model vs oracle vs baselines. A cell holds when model WAPE <= 1.25 x
+the oracle's and <= 0.6 x the best baseline's, and P10-P90 coverage is in [0.70, 0.90].
+Generated data and trained models are cached under --cache (pickles), finished cells in
+<cache>/cells.json, so an interrupted run resumes. Writes the "Backtest grid (seeds x
+sizes)" section of benchmarks/RESULTS.md. Figures only; nothing asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.results import record
+from features.jsonsafe import json_safe
+from training.forecast.backtest import backtest
+from training.forecast.config import ForecastConfig
+
+ORIGINS = {"month": 12, "quarter": 4}
+FULL = {"sizes": [20_000, 60_000, 100_000], "seeds": [0, 1, 2, 3, 4], "freqs": ["month", "quarter"]}
+BOUNDS = {"oracle": 1.25, "baseline": 0.6, "coverage": (0.70, 0.90)}
+
+
+def cached(path: Path, make):
+    """Unpickle `path`, else make it and pickle it there."""
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    value = make()
+    path.write_bytes(pickle.dumps(value))
+    return value
+
+
+def run_cell(n: int, seed: int, freq: str, cache: Path, sims: int) -> dict:
+    from features.synthetic import generate_data
+    from features.timetravel import truncate_at
+    from training.forecast.backtest import backtest_origins
+    from training.train import TrainConfig, fit_predictor
+
+    data, truth = cached(cache / f"data_{n}_{seed}.pkl", lambda: generate_data(n, seed=seed))
+    first = backtest_origins(data, freq, ORIGINS[freq])[0]
+    predictor = cached(cache / f"model_{n}_{seed}_{first.date()}.pkl",
+                       lambda: fit_predictor(truncate_at(data, first), TrainConfig()).predictor)
+    started = time.perf_counter()
+    result = backtest(data, freq, ORIGINS[freq], truth=truth, predictor=predictor,
+                      config=ForecastConfig(n_sims=sims), oracle_sims=300)
+    s = json_safe(result["summary"])
+    cell = {"deals": n, "seed": seed, "freq": freq, "origins": ORIGINS[freq],
+            "seconds": round(time.perf_counter() - started, 1),
+            "wape": s["model"]["wape"], "oracle_wape": s["oracle"]["wape"],
+            "vs_oracle": s.get("model_wape_vs_oracle"), "vs_best_baseline": s.get("model_wape_vs_best_baseline"),
+            "coverage": s["model"]["coverage_p10_p90"], "oracle_coverage": s["oracle"]["coverage_p10_p90"]}
+    cell["holds"] = holds(cell)
+    cell["rows"] = json_safe(result["rows"])
+    return cell
+
+
+def holds(cell: dict) -> bool:
+    lo, hi = BOUNDS["coverage"]
+    return bool(cell["vs_oracle"] is not None and cell["vs_oracle"] <= BOUNDS["oracle"]
+                and cell["vs_best_baseline"] is not None and cell["vs_best_baseline"] <= BOUNDS["baseline"]
+                and cell["coverage"] is not None and lo <= cell["coverage"] <= hi)
+
+
+def table(cells: list[dict]) -> str:
+    lines = ["| deals | seed | freq (origins) | WAPE | oracle WAPE | / oracle | / best baseline | P10-P90 coverage "
+             "| oracle coverage | holds | backtest s |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for c in sorted(cells, key=lambda c: (c["deals"], c["freq"], c["seed"])):
+        lines.append(f"| {c['deals']:,} | {c['seed']} | {c['freq']} ({c['origins']}) | {c['wape']:.3f} | "
+                     f"{c['oracle_wape']:.3f} | {c['vs_oracle']:.2f} | {c['vs_best_baseline']:.2f} | "
+                     f"{c['coverage']:.2f} | {c['oracle_coverage']:.2f} | {'yes' if c['holds'] else '**no**'} | "
+                     f"{c['seconds']:.0f} |")
+    held = sum(c["holds"] for c in cells)
+    return "\n".join(lines) + (f"\n\n{held} of {len(cells)} cells hold (bounds: model WAPE <= 1.25 x oracle, "
+                               f"<= 0.6 x best baseline, P10-P90 coverage 0.70-0.90).")
+
+
+def per_origin(cell: dict) -> str:
+    """A missed cell origin by origin: errors of the model and the oracle relative to the
+    actual, and where the model's expectation departs from the oracle's (open pipeline,
+    new deals), with the common shock the calibration estimated."""
+    lines = [f"{cell['deals']:,} deals, seed {cell['seed']}, {cell['freq']}: per origin (errors / actual)", "",
+             "| origin | actual | model err | oracle err | in model P10-P90 | open pipeline - oracle's | "
+             "new deals - oracle's | shock sd |", "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in cell["rows"]:
+        y = r["actual"]
+        inside = r["model_p10"] <= y <= r["model_p90"]
+        lines.append(f"| {r['origin'][:10]} | {y:,.0f} | {(r['model'] - y) / y:+.3f} | {(r['oracle'] - y) / y:+.3f} | "
+                     f"{'yes' if inside else 'no'} | {(r['model_open_pipeline'] - r['oracle_open_pipeline']) / y:+.3f} | "
+                     f"{(r['model_new_deals'] - r['oracle_new_deals']) / y:+.3f} | {r['shock_relative_sd']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=FULL["sizes"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=FULL["seeds"])
+    parser.add_argument("--freqs", nargs="+", default=FULL["freqs"], choices=sorted(ORIGINS))
+    parser.add_argument("--sims", type=int, default=1000)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/leadscore_grid"))
+    parser.add_argument("--stop-at", default=None, help="HH:MM UTC: start no cell after it")
+    parser.add_argument("--fresh", action="store_true", help="ignore the finished cells in the cache")
+    args = parser.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    done_path = args.cache / "cells.json"
+    done = {} if args.fresh or not done_path.exists() else json.loads(done_path.read_text())
+    wanted = [(n, seed, freq) for n in args.sizes for freq in args.freqs for seed in args.seeds]
+    for n, seed, freq in wanted:
+        key = f"{n}/{seed}/{freq}"
+        if key in done:
+            continue
+        if args.stop_at and dt.datetime.now(dt.timezone.utc).strftime("%H:%M") >= args.stop_at:
+            print(f"stopping before {key}: past {args.stop_at} UTC", flush=True)
+            break
+        done[key] = run_cell(n, seed, freq, args.cache, args.sims)
+        done_path.write_text(json.dumps(done, indent=1))
+        c = done[key]
+        print(f"{key}: WAPE {c['wape']:.3f} (oracle {c['oracle_wape']:.3f}, x{c['vs_oracle']:.2f}), "
+              f"x{c['vs_best_baseline']:.2f} best baseline, coverage {c['coverage']:.2f}, "
+              f"{'holds' if c['holds'] else 'MISSES'}, {c['seconds']:.0f} s", flush=True)
+    cells = list(done.values())  # every finished cell in the cache, from this run or earlier ones
+    full = [(n, seed, freq) for n in FULL["sizes"] for freq in FULL["freqs"] for seed in FULL["seeds"]]
+    missing = [f"{n:,}/{s}/{f}" for n, s, f in full if f"{n}/{s}/{f}" not in done]
+    body = table(cells) + (f"\n\nCells of the full grid not run yet (deals/seed/freq): {', '.join(missing)}."
+                           if missing else "")
+    body += "".join(f"\n\n{per_origin(c)}" for c in cells if not c["holds"] and c["freq"] == "month")
+    print(body)
+    record("Backtest grid (seeds x sizes)", body,
+           "python -m benchmarks.bench_backtest_grid " + " ".join(argv if argv is not None else sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
