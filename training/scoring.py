@@ -29,6 +29,8 @@ COLUMNS = [
     "close_probability",
     "tier",
     "basis",
+    "stale",
+    "stale_reason",
     "stage",
     "amount",
     "owner",
