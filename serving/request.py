@@ -7,6 +7,7 @@ together), field errors become a 422, and the scores become the `ScoreResponse` 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import anyio.to_thread
 import numpy as np
@@ -28,8 +29,10 @@ SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_cl
 
 
 async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,
-                        version: int) -> Response | JSONResponse:
-    """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response."""
+                        version: int, record: Callable[[Scores], None] = lambda _scored: None
+                        ) -> Response | JSONResponse:
+    """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response;
+    `record(scored)` gets the scores (the service's score log: it only queues them)."""
     if request_rows(deals) > LARGE_REQUEST_ROWS:  # a big request is checked off the event loop
         checked = await anyio.to_thread.run_sync(check_request, model, deals, as_of)
     else:
@@ -37,6 +40,7 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
     if checked.errors:
         return problem(422, checked.summary(), [e.as_dict() for e in checked.errors])
     scored = await batcher.score(checked.arrays, checked.at, explain)  # with concurrent requests, if any
+    record(scored)
     warnings = category_warnings(model, checked.arrays)
     for pos, unknown in unknown_deal_keys(deals, DEAL_FIELDS | set(model.meta.attributes)).items():
         warnings.setdefault(pos, []).extend(unknown)

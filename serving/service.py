@@ -25,6 +25,7 @@ from serving.request import score_request
 from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
 from training.compiled import CompiledPredictor
 from training.forecast.track_record import ForecastRecorder
+from training.store.score_log import ScoreLog
 
 log = logging.getLogger("leadscore.serving")
 
@@ -63,6 +64,7 @@ class LeadScoreService:
         self.predictor, self.version = load_served_predictor(self.config, from_bento=LeadScoreService.bento is not None)
         self._data = None
         self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
+        self.score_log = ScoreLog()  # a writer thread: a store outage never fails /score, it is counted
         self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
         self.model.warm()
         self.batcher = ScoreBatcher(self.model, max_deals=self.config.batch_deals)
@@ -87,7 +89,9 @@ class LeadScoreService:
         if at is not None and (late := limits.score_as_of_error(at)) is not None:
             return late
         # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
-        return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version)
+        return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version,
+                                   record=lambda scored: self.score_log.submit(scored, self.config.model_name,
+                                                                               self.version))
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     async def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None):
@@ -135,6 +139,12 @@ class LeadScoreService:
         """Trivial authenticated endpoint: the framework's own latency floor (benchmarks).
         Async like /score, and cheaper than a sync endpoint (no worker-thread hop)."""
         return {"ok": True, "model_version": self.version}
+
+    @bentoml.api(route="/status")
+    async def status(self) -> dict:
+        """The served version and the score log's counters (written, failed during store
+        outages, dropped when its queue was full, outages, pending, store_down)."""
+        return {"model_version": self.version, "score_log": self.score_log.status()}
 
     def _dataset(self):
         """The canonical tables of LEADSCORE_DATA, read once."""

@@ -147,6 +147,7 @@ def score(
     """Score every open deal with the champion model."""
     from features.dataset import read_dataset
     from training.registry import check_model_data
+    from training.scoring import log_scores
     from training.scoring import score as score_deals
 
     check_suffix(out, FRAME_SUFFIXES)
@@ -159,4 +160,5 @@ def score(
         frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
         step("write scores")
         write_output(frame, out)
-    console.print(f"{len(frame):,} deals scored -> {out}")
+        logged = log_scores(frame, model_name, version)
+    console.print(f"{len(frame):,} deals scored -> {out} ({logged})")
