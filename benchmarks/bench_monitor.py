@@ -35,7 +35,7 @@ def main() -> None:
     from features.timetravel import truncate_at
     from training.monitoring.monitor import MonitorConfig, monitor_report
     from training.run import train
-    from training.scoring import log_scores, score
+    from training.scoring import score, trend_and_log
     from training.store.connection import open_store
 
     data = read_dataset(args.data)
@@ -49,7 +49,7 @@ def main() -> None:
     for monday in mondays:
         frame = score(data, as_of=monday, explain=False, model_name="bench-monitor",
                       version=trained["model_version"])
-        print(monday.date(), log_scores(frame, "bench-monitor", trained["model_version"]), flush=True)
+        print(monday.date(), trend_and_log(frame, "bench-monitor", trained["model_version"])[1], flush=True)
     timings["score_and_log_s"] = time.perf_counter() - start
     start = time.perf_counter()
     store = open_store()

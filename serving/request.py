@@ -29,10 +29,11 @@ SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_cl
 
 
 async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,
-                        version: int, record: Callable[[Scores], None] = lambda _scored: None
+                        version: int, record: Callable[[Scores], list | None] = lambda _scored: None
                         ) -> Response | JSONResponse:
     """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response;
-    `record(scored)` gets the scores (the service's score log: it only queues them)."""
+    `record(scored)` gets the scores (the service queues them for the score log) and
+    returns each scored row's trend, or None."""
     if request_rows(deals) > LARGE_REQUEST_ROWS:  # a big request is checked off the event loop
         checked = await anyio.to_thread.run_sync(check_request, model, deals, as_of)
     else:
@@ -40,7 +41,7 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
     if checked.errors:
         return problem(422, checked.summary(), [e.as_dict() for e in checked.errors])
     scored = await batcher.score(checked.arrays, checked.at, explain)  # with concurrent requests, if any
-    record(scored)
+    trends = record(scored)
     warnings = category_warnings(model, checked.arrays)
     for pos, unknown in unknown_deal_keys(deals, DEAL_FIELDS | set(model.meta.attributes)).items():
         warnings.setdefault(pos, []).extend(unknown)
@@ -49,12 +50,12 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
     logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),
                             ",..." if len(ids) > 5 else "")
     # written as the ScoreResponse JSON directly: validating our own output per deal cost more than scoring
-    body = score_response_json(version, checked.as_of, shape_scores(scored, deals, warnings, version))
+    body = score_response_json(version, checked.as_of, shape_scores(scored, deals, warnings, version, trends))
     return Response(body, media_type="application/json", background=logged)
 
 
 def shape_scores(scored: Scores | pd.DataFrame, records: list[dict], warnings: dict[int, list[str]],
-                 version: int) -> list[dict]:
+                 version: int, trends: list | None = None) -> list[dict]:
     """Scored rows (a frame or {column: values}) in request order, NaN/NaT as null, plus model
     version and warnings. Built from plain column lists: pandas' object conversions cost
     more than the scoring of a deal."""
@@ -67,6 +68,7 @@ def shape_scores(scored: Scores | pd.DataFrame, records: list[dict], warnings: d
         row["deal_id"] = rec["deal_id"]
         row["model_version"] = version
         row["warnings"] = warnings.get(i, [])
+        row["trend"] = None if k is None or trends is None else trends[k]
         rows.append(row)
     return rows
 

@@ -147,8 +147,8 @@ def score(
     """Score every open deal with the champion model."""
     from features.dataset import read_dataset
     from training.registry import check_model_data
-    from training.scoring import log_scores
     from training.scoring import score as score_deals
+    from training.scoring import trend_and_log
 
     check_suffix(out, FRAME_SUFFIXES)
     with progress_steps(total=SCORE_STEPS) as step:
@@ -159,6 +159,6 @@ def score(
         step("score open deals")
         frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
         step("write scores")
+        frame, logged = trend_and_log(frame, model_name, version)
         write_output(frame, out)
-        logged = log_scores(frame, model_name, version)
     console.print(f"{len(frame):,} deals scored -> {out} ({logged})")

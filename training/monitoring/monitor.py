@@ -57,18 +57,26 @@ class VersionInfo:
     builder: FeatureBuilder | None = None  # the version's feature builder (None: score drift only)
     reference: dict | None = None
     test_metrics: dict = field(default_factory=dict)
+    note: str | None = None
 
 
 def registry_version_info(model_name: str, version: int) -> VersionInfo:
     """A version's predictor, drift reference and test-fold Brier / AUC / ECE from MLflow."""
+    from mlflow.exceptions import MlflowException
+
     from training.monitoring.reference import load_reference
     from training.registry import load_predictor
     from training.tracking import mlflow_client
 
     client = mlflow_client()
-    run = client.get_run(client.get_model_version(model_name, str(version)).run_id)
-    metrics = {k: run.data.metrics.get(f"close_probability.{k}") for k in ("brier", "auc", "ece")}
-    return VersionInfo(load_predictor(model_name, version)[0].builder, load_reference(model_name, version), metrics)
+    try:
+        run = client.get_run(client.get_model_version(model_name, str(version)).run_id)
+        metrics = {k: run.data.metrics.get(f"close_probability.{k}") for k in ("brier", "auc", "ece")}
+        return VersionInfo(load_predictor(model_name, version)[0].builder, load_reference(model_name, version),
+                           metrics)
+    except (MlflowException, LeadscoreError, OSError) as exc:  # e.g. a version deleted from the registry
+        return VersionInfo(note=f"v{version} not in the registry ({str(exc).splitlines()[0][:200]}): no test-fold "
+                                "figures or drift reference")
 
 
 def monitor_report(store: Store, data: CanonicalData, config: MonitorConfig = MonitorConfig(),
@@ -91,6 +99,20 @@ def monitor_report(store: Store, data: CanonicalData, config: MonitorConfig = Mo
                                                                  infos[latest], config)}
     report["verdict"] = verdict(report, config)
     return _json_ready(report)
+
+
+def monitor_now(data: CanonicalData, config: MonitorConfig = MonitorConfig()) -> dict:
+    """`monitor_report` on the default store (`LEADSCORE_STORE_URL` or the embedded file);
+    a psi_warn above psi_alert is refused."""
+    from training.store.connection import open_store
+
+    if config.drift.warn > config.drift.alert:
+        raise LeadscoreError(f"psi_warn ({config.drift.warn}) is above psi_alert ({config.drift.alert})")
+    store = open_store()
+    try:
+        return monitor_report(store, data, config)
+    finally:
+        store.close()
 
 
 def scored_outcomes(store: Store, data: CanonicalData, config: MonitorConfig) -> pd.DataFrame:
@@ -118,7 +140,7 @@ def version_performance(rows: pd.DataFrame, info: VersionInfo, config: MonitorCo
     closed = mature[mature["y"].notna()]
     closed = closed.assign(decile=perf.deciles(closed["probability"].to_numpy()))
     p = closed["probability"].to_numpy()
-    return {"scores": int(len(rows)), "mature_scores": int(len(mature)),
+    return {"scores": int(len(rows)), "note": info.note, "mature_scores": int(len(mature)),
             "mature_pending_share": float((mature["status"] == "open").mean()) if len(mature) else None,
             "test_fold": info.test_metrics,
             "expected_all_scores": perf.expected(rows["probability"].to_numpy()),
