@@ -18,7 +18,7 @@ import typer
 from serving.cli.console import quiet_third_party, readable_errors
 from serving.cli.data import features, generate, ingest, pipeline
 from serving.cli.forecast import backtest, forecast
-from serving.cli.lifecycle import monitor
+from serving.cli.lifecycle import forget, monitor
 from serving.cli.models import evaluate, promote, rollback, score, train
 from serving.cli.service import serve
 from serving.cli.track import forecast_accuracy
@@ -38,6 +38,7 @@ EXAMPLES = {
     "forecast_accuracy": "leadscore forecast-accuracy --data data/demo --freq month --out accuracy.html",
     "serve": "LEADSCORE_DATA=data/demo leadscore serve --port 3000",
     "monitor": "leadscore monitor --data data/demo --out monitor.html",
+    "forget": "leadscore forget --data data/demo --account-id A000042",
 }
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -58,5 +59,5 @@ def main(_version: Optional[bool] = typer.Option(None, "--version", callback=sho
 
 
 for command in (generate, ingest, features, train, evaluate, promote, rollback, score, pipeline, forecast,
-                backtest, forecast_accuracy, serve, monitor):
+                backtest, forecast_accuracy, serve, monitor, forget):
     app.command(epilog=f"Example: {EXAMPLES[command.__name__]}")(readable_errors(command))

@@ -1,7 +1,9 @@
-"""The model's life after deployment: `leadscore monitor` (live accuracy and drift)."""
+"""The model's life after deployment: `leadscore monitor` (live accuracy and drift) and
+`leadscore forget` (a customer's data erased everywhere it went, audited)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -74,3 +76,32 @@ def monitor_html(report: dict) -> str:
               "</h2>", table(drift.get("recent", [])), "<h2>Drift by week</h2>", table(drift.get("by_week", []))]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
             + "".join(parts) + "</body></html>")
+
+
+def forget(
+    data: Path = typer.Option(..., "--data", help="Canonical tables folder (rewritten without the subject)."),
+    account_id: Optional[str] = typer.Option(None, "--account-id", help="The account to forget (all its deals)."),
+    deal_id: Optional[List[str]] = typer.Option(None, "--deal-id", help="A deal to forget (repeatable)."),
+    model_name: str = typer.Option("leadscore", "--model-name"),
+    retrain: bool = typer.Option(False, "--retrain", help="Then train a new version on the cleaned data."),
+) -> None:
+    """Erase an account's or some deals' rows from the canonical tables, the score log and the
+    forecast store (audited: counts, never ids), and name the model versions trained on them."""
+    from training.forget import forget as forget_subject
+
+    done = forget_subject(data, deal_ids=deal_id or (), account_id=account_id, model_name=model_name)
+    removed = ", ".join(f"{table} {rows:,}" for table, rows in done.rows_deleted.items())
+    console.print(f"erasure {done.erasure_id}: {done.deals:,} deal(s); rows deleted: {removed}")
+    if done.versions_holding:
+        console.print(f"{model_name} versions trained on this subject: "
+                      + ", ".join(f"v{v}" for v in done.versions_holding)
+                      + ("" if retrain else " (retrain: leadscore forget ... --retrain, or leadscore train)"))
+    if done.versions_unknown:
+        console.print("versions without a training id set (trained before it was logged): "
+                      + ", ".join(f"v{v}" for v in done.versions_unknown))
+    if retrain:
+        from features.dataset import read_dataset
+        from training.run import train
+
+        result = train(read_dataset(data), model_name=model_name, data_dir=str(data))
+        console.print(f"retrained: v{result['model_version']} ({result['gate_reason']})")
