@@ -8,11 +8,12 @@
 - `monitor`: the report, its verdict and exit status, and its MLflow run;
 - `trend`: improving / steady / declining per deal from its recent logged scores.
 
-Library choice: the statistics are numpy/scipy/scikit-learn (`training.evaluate`'s Brier,
-ECE, AUC and reliability table), not Evidently. Evidently 0.7.23 does resolve with our pins
-(`pip install --dry-run -e . evidently` in a throwaway venv keeps pandas 3.1.1, numpy 2.4.6,
-pydantic 2.14.4, scikit-learn 1.9.1), but it brings 33 more packages into the service's
-environment (litestar, nltk, plotly, statsmodels, faker, dynaconf, uvloop, ...), and what we
-need from it is PSI (a few lines) and the binned calibration metrics we already have and
-test; the report here is the same JSON for `POST /monitor` and the CLI.
+Library choice: the statistics are numpy/scikit-learn (`training.evaluate`'s Brier, ECE,
+AUC and reliability table), not Evidently. Evidently 0.7.23 resolves with our pins (a
+throwaway venv, `pip install -e . evidently`: pandas 3.1.1, numpy 2.4.6, pydantic 2.14.4,
+scikit-learn 1.9.1 unchanged; `pip check` clean; 33 packages added: litestar, nltk, plotly,
+statsmodels, faker, dynaconf, uvloop, ...), but it does not run on pandas 3:
+`from evidently.presets import DataDriftPreset` raises ImportError (`infer_dtype_from_object`
+is gone from `pandas.core.dtypes.common`). PSI is a few lines; the report is the same JSON
+for `POST /monitor` and the CLI.
 """
