@@ -9,6 +9,9 @@ checks that need the model (known stages, dates against `as_of`) run on the requ
 The deals of a `/score` request are TypedDicts, not models: pydantic validates them into
 the plain dicts the scoring code reads (about half the time of building and dumping a model
 per deal, stage change and activity for a 1,000-deal request).
+
+Over 300 lines because every endpoint's shapes live here, one home for the API's contract,
+with the fast response writer that must stay beside the models it mirrors.
 """
 # no `from __future__ import annotations`: TypedDict needs NotRequired unquoted to fill
 # `__optional_keys__`, which the None-dropping below reads
