@@ -7,7 +7,9 @@ one transaction per batch). When the store is down the batch is dropped and coun
 the first failure of an outage logs one WARNING line and the recovery one INFO line
 (never one per request); `status()` gives the counters the service reports on `/status`.
 At most `max_pending_rows` rows wait: beyond, new scores are dropped and counted, so an
-outage can never grow the service's memory.
+outage can never grow the service's memory. Any failure of a write (not only the store's
+errors) is counted and logged the same way: the writer thread never dies. Rows still queued
+when the process is killed (at most `interval_s` worth) are not logged; `close` writes them.
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ from collections import deque
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import sqlalchemy as sa
 
-from training.store.connection import Store, StoreUnavailable, open_store
+from training.store.connection import Store, open_store
+from training.store.schema import utc_now
 from training.store.scores import insert_scores
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ def score_rows(scored: Columns, model_name: str, model_version: str | int) -> li
     n = len(ids)
     factors = scored.get("top_factors")
     factors = [None] * n if factors is None else factors
-    as_of = np.asarray(scored["as_of"]).astype("datetime64[us]").tolist()
+    now = utc_now()  # a static (lead-export) model scores without an as-of: the time it scored
+    as_of = [now if a is None else a for a in np.asarray(scored["as_of"]).astype("datetime64[us]").tolist()]
     return [{"deal_id": d, "as_of": a, "model_name": model_name, "model_version": str(model_version),
              "probability": p, "score": s, "tier": t, "top_factors": factor_names(f)}
             for d, a, p, s, t, f in zip(ids, as_of, np.asarray(scored["close_probability"], dtype=float).tolist(),
@@ -128,7 +131,7 @@ class ScoreLog:
         try:
             self._store = self._store or self._opener(self.url)
             insert_scores(self._store, rows)
-        except (StoreUnavailable, sa.exc.SQLAlchemyError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any failure: count it
             with self._cond:
                 self.failed += len(rows)
                 first = not self._down

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 from processes import free_port
 
 from training.store.connection import open_store
@@ -83,3 +84,24 @@ def test_a_full_queue_drops_and_counts(tmp_path):
 def test_factor_names_keep_names_only():
     assert factor_names(FACTORS) == ["stage", "days_in_stage"]
     assert factor_names(None) == [] and factor_names({}) == []
+
+
+def test_a_static_model_score_is_logged_at_the_time_it_was_made(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    score_log = ScoreLog(url)
+    score_log.submit({**scored(["lead-1"]), "as_of": np.array([np.datetime64("NaT")])}, "xed", 1)
+    assert score_log.flush() and score_log.status()["written"] == 1
+    score_log.close()
+    store = open_store(url)
+    row = scores(store).iloc[0]
+    store.close()
+    assert pd.Timedelta(0) <= row["created_at"] - row["as_of"] < pd.Timedelta(seconds=30)
+
+
+def test_the_writer_survives_a_row_it_cannot_write(tmp_path):
+    score_log = ScoreLog(f"sqlite:///{tmp_path / 'store.db'}")
+    score_log.submit({**scored(["a"]), "score": np.array(["not a number"], dtype=object)}, "leadscore", 1)
+    assert score_log.flush() and score_log.status()["failed"] == 1
+    score_log.submit(scored(["b"]), "leadscore", 1)
+    assert score_log.flush() and score_log.status()["written"] == 1
+    score_log.close()
