@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,17 +37,20 @@ def trends(p_now: np.ndarray, factors_now: Sequence[Any], p_ref: np.ndarray, ref
     p_now, p_ref = np.asarray(p_now, dtype=float), np.asarray(p_ref, dtype=float)
     change = p_now - p_ref
     direction = np.where(change >= TREND_DELTA, "improving", np.where(change <= -TREND_DELTA, "declining", "steady"))
+    side_of = {"improving": "positive", "declining": "negative", "steady": None}
     out: list[dict | None] = []
-    for k in range(len(p_now)):
-        if not np.isfinite(change[k]):
+    for k, (delta, way) in enumerate(zip(change.tolist(), direction.tolist())):  # plain floats: ~1 us a deal
+        if delta != delta:  # NaN: no earlier score
             out.append(None)
             continue
-        side = {"improving": "positive", "declining": "negative"}.get(str(direction[k]))
+        side = side_of[way]
         names = [f["feature"] for f in (factors_now[k] or {}).get(side, ())] if side else []
-        before = set(ref_factors[k] or ())
+        before = ref_factors[k] or ()
         moved = next((n for n in names if n not in before), names[0] if names else None)
-        out.append({"direction": str(direction[k]), "change": round(float(change[k]), 4),
-                    "since": pd.Timestamp(ref_as_of[k]).to_pydatetime(), "factor": moved})
+        since = ref_as_of[k]
+        out.append({"direction": way, "change": round(delta, 4),
+                    "since": since if type(since) is datetime else pd.Timestamp(since).to_pydatetime(),
+                    "factor": moved})
     return out
 
 
@@ -80,8 +83,8 @@ class TrendIndex:
                     ref = min(earlier, key=lambda s: s[0])
                     p_ref[k], ref_at[k], ref_names[k] = ref[1], ref[0], ref[2]
             found = trends(scored["close_probability"], factors, p_ref, ref_at, ref_names)
-            for k, deal in enumerate(ids):
-                self._recent[deal].append((at[k], float(scored["close_probability"][k]), factor_names(factors[k])))
+            for deal, when, p, f in zip(ids, at, np.asarray(scored["close_probability"], dtype=float).tolist(), factors):
+                self._recent[deal].append((when, p, factor_names(f)))
         return found
 
 
