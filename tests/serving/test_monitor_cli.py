@@ -6,6 +6,7 @@ import json
 
 import mlflow
 import models_cache
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -42,6 +43,8 @@ def test_monitor_reports_the_logged_scores(scored_log, tmp_path):
     store.close()
     assert set(logged["as_of"].dt.strftime("%Y-%m-%d")) == set(AS_OFS)
     assert (logged["model_version"] == str(version)).all() and logged["top_factors"].map(len).eq(0).all()
+    trends = pd.read_csv(tmp_path / "s.csv")["trend"].dropna().map(json.loads)  # the last score file's trends
+    assert len(trends) > 0 and set(trends.map(lambda t: t["direction"])) <= {"improving", "steady", "declining"}
     result = CliRunner().invoke(app, ["monitor", "--data", str(folder), "--out", str(tmp_path / "m.json"),
                                       "--min-outcomes", "50"])
     report = json.loads((tmp_path / "m.json").read_text())

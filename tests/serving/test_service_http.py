@@ -330,7 +330,7 @@ def test_scores_are_logged_with_trends_counted_in_status_and_monitored(client, o
     for before, now in zip(first.json()["deals"], second.json()["deals"]):
         assert now["trend"]["change"] == pytest.approx(now["close_probability"] - before["close_probability"], abs=1e-4)
     deadline = time.monotonic() + 30
-    while (status := client.get("/status").json())["score_log"]["written"] < 10 and time.monotonic() < deadline:
+    while (status := client.post("/status").json())["score_log"]["written"] < 10 and time.monotonic() < deadline:
         time.sleep(0.3)
     assert status["score_log"]["written"] >= 10 and status["score_log"]["failed"] == 0
     report = client.post("/monitor", json={"window_days": 60})

@@ -45,5 +45,5 @@ def test_the_index_and_the_log_agree():
                            "probability": [0.2, 0.6, 0.25], "top_factors": [["stage", "amount"]] * 3})
     frame = pd.DataFrame({"deal_id": ["a", "b", "c"], "as_of": pd.Timestamp("2024-03-15"),
                           "close_probability": [0.35, 0.5, 0.1], "top_factors": [after] * 3})
-    assert log_trends(frame, logged) == live
+    assert log_trends(frame, logged) == [t and {**t, "since": t["since"].isoformat()} for t in live]
     assert log_trends(frame, logged.iloc[:0]) == [None, None, None]

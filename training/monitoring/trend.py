@@ -89,7 +89,8 @@ class TrendIndex:
 
 
 def log_trends(frame: pd.DataFrame, logged: pd.DataFrame) -> list[dict | None]:
-    """Trends of a scored frame (`training.scoring.score`) from the logged scores of its deals."""
+    """Trends of a scored frame (`training.scoring.score`) from the logged scores of its deals
+    (`since` as an ISO string: score files are JSON, CSV or Parquet)."""
     if logged.empty:
         return [None] * len(frame)
     now = frame[["deal_id", "as_of"]].reset_index(drop=True)
@@ -99,8 +100,9 @@ def log_trends(frame: pd.DataFrame, logged: pd.DataFrame) -> list[dict | None]:
     refs = pairs[inside].sort_values("as_of_ref", kind="stable").drop_duplicates("deal_id")
     ref = now[["deal_id"]].merge(refs, on="deal_id", how="left")
     factors = frame["top_factors"].tolist() if "top_factors" in frame else [None] * len(frame)
-    return trends(frame["close_probability"].to_numpy(), factors, ref["probability"].to_numpy(dtype=float),
-                  ref["as_of_ref"].tolist(), ref["top_factors"].tolist())
+    found = trends(frame["close_probability"].to_numpy(), factors, ref["probability"].to_numpy(dtype=float),
+                   ref["as_of_ref"].tolist(), ref["top_factors"].tolist())
+    return [t if t is None else {**t, "since": t["since"].isoformat()} for t in found]  # files hold JSON
 
 
 
