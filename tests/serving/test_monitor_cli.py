@@ -16,7 +16,7 @@ from training.run import log_run
 from training.store.connection import STORE_URL_ENV, open_store
 from training.store.scores import scores
 
-AS_OFS = ["2024-03-04", "2024-04-01", "2024-05-06", "2024-06-03", "2024-07-01", "2024-08-05"]
+AS_OFS = ["2024-03-04", "2024-04-01", "2024-05-06", "2024-06-03", "2024-07-01", "2024-07-29"]
 
 
 @pytest.fixture
