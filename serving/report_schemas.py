@@ -270,3 +270,43 @@ class PipelineResponse(BaseModel):
     total: PipelineMetrics
     groups: Optional[list[PipelineGroup]] = Field(None, description="Per value of `group_by`.")
     data: DataUsed
+
+
+# ---- monitoring -----------------------------------------------------------------------------
+
+class Verdict(BaseModel):
+    level: str = Field(description="ok, warn or alert.")
+    line: str = Field(description="The verdict in one line.")
+    exit_status: int = Field(description="What `leadscore monitor` exits with: 0 ok, 1 warn or alert.")
+    findings: list[Section] = Field(description="Each finding with its level.")
+
+
+class MonitorResponse(BaseModel):
+    """`/monitor`: the JSON of `leadscore monitor` (training/monitoring/monitor.py::monitor_report)."""
+
+    model_name: str
+    data_end: str
+    config: Section = Field(description="The thresholds and windows used.")
+    scores: Section = Field(description="How many scores are logged, closed since, open.")
+    performance: dict[str, Section] = Field(description="Per model version: realised reliability, ECE, Brier, AUC "
+                                                        "(scores at least maturity_days old) beside the test fold's "
+                                                        "and the calibrated expectation; by segment and score decile.")
+    drift: Section = Field(description="PSI per feature and of the score, last window_days and per week, against "
+                                       "the training reference of the latest version.")
+    verdict: Verdict
+
+
+class ScoreLogStatus(BaseModel):
+    written: int
+    failed: int = Field(description="Rows lost to store outages (the requests were answered).")
+    dropped: int = Field(description="Rows dropped because the log's queue was full.")
+    outages: int
+    pending: int
+    store_down: bool
+
+
+class StatusResponse(BaseModel):
+    """`/status`: the served version and the score log's counters."""
+
+    model_version: int
+    score_log: ScoreLogStatus

@@ -7,6 +7,7 @@ together), field errors become a 422, and the scores become the `ScoreResponse` 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import anyio.to_thread
 import numpy as np
@@ -29,10 +30,13 @@ SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_cl
 
 
 async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,
-                        version: int, strict_keys: bool = False) -> Response | JSONResponse:
+                        version: int, strict_keys: bool = False,
+                        record: Callable[[Scores], list | None] = lambda _scored: None) -> Response | JSONResponse:
     """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response. A deal
     key that is neither a deal field nor a model attribute is a warning on that deal, or,
-    with `strict_keys`, a 422 naming each with its close match."""
+    with `strict_keys`, a 422 naming each with its close match. `record(scored)` gets the
+    scores (the service queues them for the score log) and returns each scored row's trend,
+    or None."""
     known = DEAL_FIELDS | set(model.meta.attributes)
     unknown = unknown_deal_keys(deals, known)
     if unknown and strict_keys:
@@ -46,6 +50,7 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
     if checked.errors:
         return problem(422, checked.summary(), [e.as_dict() for e in checked.errors])
     scored = await batcher.score(checked.arrays, checked.at, explain)  # with concurrent requests, if any
+    trends = record(scored)
     warnings = category_warnings(model, checked.arrays)
     for pos, said in unknown_key_warnings(unknown, known).items():
         warnings.setdefault(pos, []).extend(said)
@@ -54,12 +59,12 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
     logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),
                             ",..." if len(ids) > 5 else "")
     # written as the ScoreResponse JSON directly: validating our own output per deal cost more than scoring
-    body = score_response_json(version, checked.as_of, shape_scores(scored, deals, warnings, version))
+    body = score_response_json(version, checked.as_of, shape_scores(scored, deals, warnings, version, trends))
     return Response(body, media_type="application/json", background=logged)
 
 
 def shape_scores(scored: Scores | pd.DataFrame, records: list[dict], warnings: dict[int, list[str]],
-                 version: int) -> list[dict]:
+                 version: int, trends: list | None = None) -> list[dict]:
     """Scored rows (a frame or {column: values}) in request order, NaN/NaT as null, plus model
     version and warnings. Built from plain column lists: pandas' object conversions cost
     more than the scoring of a deal."""
@@ -72,6 +77,7 @@ def shape_scores(scored: Scores | pd.DataFrame, records: list[dict], warnings: d
         row["deal_id"] = rec["deal_id"]
         row["model_version"] = version
         row["warnings"] = warnings.get(i, [])
+        row["trend"] = None if k is None or trends is None else trends[k]
         rows.append(row)
     return rows
 

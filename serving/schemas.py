@@ -209,6 +209,16 @@ class Factors(BaseModel):
     negative: list[Factor] = Field(description="Up to 3 factors lowering it.")
 
 
+class Trend(BaseModel):
+    direction: Literal["improving", "steady", "declining"] = Field(
+        description="Close probability now vs the deal's earliest score of the last 30 days: a change of "
+                    "+0.05 or more is improving, -0.05 or less declining (training/monitoring/trend.py).")
+    change: float = Field(description="Close probability now minus then.")
+    since: Timestamp = Field(description="As-of of the earlier score compared with.")
+    factor: Optional[str] = Field(None, description="The factor that moved most: the first current top factor "
+                                                    "on the side of the move that was not a top factor then.")
+
+
 class ScoredDeal(BaseModel):
     deal_id: str
     as_of: Optional[Timestamp] = Field(None, description="Time the deal was scored at.")
@@ -230,6 +240,8 @@ class ScoredDeal(BaseModel):
     stale: bool = Field(False, description="Open longer than any won deal (or longer in its stage): stale_reason.")
     stale_reason: Optional[str] = Field(None, description="Why the deal is stale, in words (None if not stale).")
     model_version: int = Field(description="Registered model version that produced the score.")
+    trend: Optional[Trend] = Field(None, description="Improving / steady / declining since the deal's earlier "
+                                                     "scores (none without an earlier score in 30 days).")
     warnings: list[str] = Field(default_factory=list,
                                 description="Values the model has never seen (scored as unknown) and deal "
                                             "fields that are neither a deal field nor a model attribute (ignored).")
@@ -268,6 +280,20 @@ class PipelineRequest(_Strict):
     as_of: Optional[Timestamp] = Field(None, description="Metrics as of this date (default: the data end).")
     group_by: Optional[str] = Field(None, description="Also report per value of this deal column.")
     target: Optional[float] = Field(None, ge=0, description="Bookings target, for pipeline coverage.")
+
+
+class StatusRequest(_Strict):
+    """`/status` takes no field."""
+
+
+class MonitorRequest(_Strict):
+    window_days: int = Field(28, ge=1, le=3650, description="Drift: scores of the last N days of the log.")
+    psi_warn: float = Field(0.1, ge=0, description="PSI from which a shift warns.")
+    psi_alert: float = Field(0.25, ge=0, description="PSI from which a shift alerts.")
+    brier_tolerance: float = Field(0.2, ge=0, description="Alert when the realised Brier exceeds the test fold's "
+                                                          "by this share.")
+    min_outcomes: int = Field(200, ge=1, description="Fewer closed scores: performance not judged.")
+    maturity_days: int = Field(90, ge=0, description="Realised figures from scores at least this old.")
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
@@ -311,7 +337,14 @@ def _plain_row(row: dict) -> bool:
             and all(type(row[f]) is float or row[f] is None for f in _FLOAT_FIELDS)
             and all(type(row[f]) is dt.date or row[f] is None for f in _DATE_FIELDS)
             and (row["top_factors"] is None or type(row["top_factors"]) is dict)
+            and (row["trend"] is None or _plain_trend(row["trend"]))
             and type(row["warnings"]) is list)
+
+
+def _plain_trend(trend) -> bool:
+    return (type(trend) is dict and trend.get("direction") in ("improving", "steady", "declining")
+            and type(trend.get("change")) is float and _naive_datetime(trend.get("since"))
+            and trend.get("since") is not None and (trend.get("factor") is None or type(trend["factor"]) is str))
 
 
 def _naive_datetime(value) -> bool:

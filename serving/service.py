@@ -27,10 +27,12 @@ from serving.docs.spec import build_spec
 from serving.forecast_targets import request_targets
 from serving.loader import ServingConfig, check_champion, load_served_predictor
 from serving.request import score_request
-from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
+from serving.schemas import ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse, StatusRequest
 from training.compiled import CompiledPredictor
 from training.forecast.cache import PreparedCache
 from training.forecast.track_record import ForecastRecorder
+from training.monitoring.trend import seeded_trend_index
+from training.store.score_log import ScoreLog
 
 log = logging.getLogger("leadscore.serving")
 
@@ -71,11 +73,13 @@ class LeadScoreService:
             self.config.data_dir, self.config.data_check_s, check=self._check_data)
         self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
         self.forecasts = PreparedCache()  # /forecast's reusable state per (data fingerprint, as_of, ...)
+        self.score_log = ScoreLog()  # a writer thread: a store outage never fails /score, it is counted
+        self.trends = seeded_trend_index()  # recent scores per deal, in memory: no query per request
         self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
         self.model.warm()
         self.batcher = ScoreBatcher(self.model, max_deals=self.config.batch_deals)
         self.heavy = {name: limits.EndpointLimiter(name, self.config.heavy_concurrency, self.config.heavy_queue,
-                                                   self.config.timeout_s) for name in ("forecast", "pipeline")}
+                                                   self.config.timeout_s) for name in ("forecast", "pipeline", "monitor")}
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
         docs_site.publish(self._openapi, key=lambda: self.version)
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
@@ -97,7 +101,7 @@ class LeadScoreService:
             return late
         # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
         return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version,
-                                   strict_keys=self.config.strict_keys)
+                                   strict_keys=self.config.strict_keys, record=self._record)
 
     @bentoml.api(route="/forecast", input_spec=ForecastRequest)
     async def forecast(self, as_of=None, periods: int = 3, freq: str = "month", group_by=None, targets=None):
@@ -149,11 +153,38 @@ class LeadScoreService:
         return await self.heavy["pipeline"].run(_unprocessable_on_error(
             lambda: {**pipeline_metrics(snapshot.data, at, group_by=group_by, target=target), "data": snapshot.used()}))
 
+    @bentoml.api(route="/monitor", input_spec=MonitorRequest)
+    async def monitor(self, window_days: int = 28, psi_warn: float = 0.1, psi_alert: float = 0.25,
+                      brier_tolerance: float = 0.2, min_outcomes: int = 200, maturity_days: int = 90):
+        """Live accuracy of the logged scores against LEADSCORE_DATA's outcomes, and drift
+        (`leadscore monitor`'s JSON; its verdict's exit_status: 0 ok, 1 warn or alert)."""
+        from training.monitoring.drift import DriftThresholds
+        from training.monitoring.monitor import MonitorConfig, monitor_now
+
+        snapshot = await self._snapshot()
+        if isinstance(snapshot, errors.JSONResponse):
+            return snapshot
+        config = MonitorConfig(self.config.model_name, window_days, DriftThresholds(psi_warn, psi_alert),
+                               brier_tolerance, min_outcomes, maturity_days)
+        self.score_log.flush(timeout_s=2.0)  # the scores just served count too
+        return await self.heavy["monitor"].run(_unprocessable_on_error(lambda: monitor_now(snapshot.data, config)))
+
     @bentoml.api(route="/ping")
     async def ping(self) -> dict:
         """Trivial authenticated endpoint: the framework's own latency floor (benchmarks).
         Async like /score, and cheaper than a sync endpoint (no worker-thread hop)."""
         return {"ok": True, "model_version": self.version}
+
+    def _record(self, scored) -> list:
+        """Queue the scores for the log; each deal's trend from its recent scores."""
+        self.score_log.submit(scored, self.config.model_name, self.version)
+        return self.trends.observe(scored)
+
+    @bentoml.api(route="/status", input_spec=StatusRequest)
+    async def status(self) -> dict:
+        """The served version and the score log's counters (written, failed during store
+        outages, dropped when its queue was full, outages, pending, store_down)."""
+        return {"model_version": self.version, "score_log": self.score_log.status()}
 
     async def _snapshot(self) -> DataSnapshot | errors.JSONResponse:
         """LEADSCORE_DATA as it is now (re-read, off the event loop, when an ingest changed it)."""

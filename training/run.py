@@ -17,6 +17,8 @@ from features.build import FeatureBuilder
 from features.schema import CanonicalData
 from training import evaluate as ev
 from training import gate, plots, registry, tracking
+from training.forget import log_training_ids
+from training.monitoring.reference import build_reference, deal_features, log_reference
 from training.oracle_eval import creation_time_metrics, oracle_test_metrics
 from training.pyfunc import log_predictor
 from training.train import TrainConfig, TrainResult, fit_predictor
@@ -59,6 +61,10 @@ def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_nam
         result.metrics["close_probability"]["skill"] = skill
         tracking.log_metrics_nested(result.metrics)
         _log_plots(result)
+        if result.test_features is not None:  # the drift reference (training.monitoring.reference)
+            judged = deal_features(predictor.builder)
+            log_reference(build_reference(result.test_features[judged], result.test["model"].to_numpy(), "test fold"))
+        log_training_ids(data)  # which deals trained this version (hashed): `leadscore forget` asks
         info = log_predictor(predictor, data)
         decision = gate.register_and_gate(
             run.info.run_id, "model", model_name, candidate=candidate_score(result), skill=skill,

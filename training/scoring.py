@@ -110,3 +110,31 @@ def csv_table(table: pd.DataFrame) -> pd.DataFrame:
         if column.startswith("expected_close_date_"):
             out[column] = pd.to_datetime(out[column]).dt.date
     return out
+
+
+def trend_and_log(scored: pd.DataFrame, model_name: str, version: int) -> tuple[pd.DataFrame, str]:
+    """`score`'s frame with a `trend` column (`training.monitoring.trend`, from the deals'
+    logged scores), and those rows recorded in the score log; with a one-line summary that
+    names a store outage instead of raising it (the scores stand, without trends)."""
+    import sqlalchemy as sa
+
+    from training.monitoring.trend import log_trends
+    from training.store.connection import StoreUnavailable, open_store
+    from training.store.score_log import score_rows
+    from training.store.scores import record_scores, scores
+
+    try:
+        store = open_store()
+    except StoreUnavailable as exc:
+        return scored.assign(trend=None), f"scores not logged: {exc}"
+    try:
+        try:
+            trend = log_trends(scored, scores(store, deal_ids=scored["deal_id"]))
+        except sa.exc.SQLAlchemyError:
+            trend = [None] * len(scored)
+        written = record_scores(store, score_rows(scored, model_name, version))
+    finally:
+        store.close()
+    summary = f"{written:,} scores logged" if written or scored.empty else \
+        "scores not logged: the store refused the write"
+    return scored.assign(trend=trend), summary

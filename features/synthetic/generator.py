@@ -32,6 +32,7 @@ from features.synthetic.population import (
     window_days,
 )
 from features.synthetic.process import absorption_probability, simulate
+from features.synthetic.regime import RegimeChange, apply_regime
 from features.synthetic.timeline import build_events
 from features.validation import validate
 
@@ -58,16 +59,19 @@ def make_params(n_deals: int, seed: int = 0, start: str = "2023-01-01", months: 
 
 
 def generate_data(n_deals: int, seed: int = 0, start: str = "2023-01-01", months: int = 24,
-                  params: GeneratorParams | None = None) -> tuple[CanonicalData, pd.DataFrame]:
+                  params: GeneratorParams | None = None, regime: RegimeChange | None = None
+                  ) -> tuple[CanonicalData, pd.DataFrame]:
     """Generate `n_deals` deals created over `months` months from `start`, censored at
     start + months. Returns the validated canonical data and the truth table (one row
-    per deal; the parameters in `truth.attrs["params"]`)."""
+    per deal; the parameters in `truth.attrs["params"]`); `regime`: a regime change
+    (`features.synthetic.regime`), recorded in the truth."""
     p = make_params(n_deals, seed, start, months, params)
-    raw, truth = generate_raw(p)
+    raw, truth = generate_raw(p, regime)
     return validated(raw, p), truth
 
 
-def generate_raw(p: GeneratorParams) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+def generate_raw(p: GeneratorParams, regime: RegimeChange | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """The canonical tables before validation (deals, stage_events, activities, accounts)
     and the truth table."""
     rng_create, rng_deals, rng_q, rng_paths, rng_events, rng_acts = (
@@ -76,17 +80,27 @@ def generate_raw(p: GeneratorParams) -> tuple[dict[str, pd.DataFrame], pd.DataFr
     days, weight = creation_intensity(0.0, end, p)
     created = sample_creation_days(p.n_deals, days, weight, rng_create)
     deals = sample_deals(created, make_population(p), p, rng_deals)
+    after = stage_factor = None
+    if regime is not None:  # its own random stream: without a change every draw is as before
+        deals, after, stage_factor = apply_regime(deals, regime, p, np.random.default_rng([p.seed, 1]))
     q = sample_latent(p.n_deals, rng_q)
     z = deals["z_obs"] + p.sigma_q * q
     multiplier = deals["size_factor"] * np.exp(-p.speed_effect * q)
     zeros = np.zeros(p.n_deals, dtype="int64")
-    paths = simulate(zeros, zeros, created, z, multiplier, p, rng_paths)
+    dwell = multiplier if stage_factor is None else multiplier[:, None] * stage_factor
+    paths = simulate(zeros, zeros, created, z, dwell, p, rng_paths)
     events = build_events(paths, deals["amount"], deals["size_factor"], end, p, rng_events)
     acts = build_activities(paths, q, end, p, rng_acts)
     ids = deal_ids(p.n_deals)
-    raw = {"deals": _deals_frame(ids, deals, paths, events, end, p), "stage_events": _events_frame(ids, events, p),
+    products = PRODUCTS if regime is None else regime.products()
+    raw = {"deals": _deals_frame(ids, deals, paths, events, end, p, products),
+           "stage_events": _events_frame(ids, events, p),
            "activities": _activities_frame(ids, acts, p), "accounts": _accounts_frame(p)}
-    return raw, _truth_frame(ids, deals, q, z, multiplier, paths, p)
+    truth = _truth_frame(ids, deals, q, z, multiplier, paths, p)
+    if regime is not None:
+        truth["after_regime_change"] = after
+        truth.attrs["params"]["regime_change"] = regime.to_dict()
+    return raw, truth
 
 
 def validated(raw: dict[str, pd.DataFrame], p: GeneratorParams) -> CanonicalData:
@@ -99,10 +113,10 @@ def validated(raw: dict[str, pd.DataFrame], p: GeneratorParams) -> CanonicalData
 
 
 def generate(out_dir: str | Path, n_deals: int, seed: int = 0, start: str = "2023-01-01",
-             months: int = 24) -> dict:
+             months: int = 24, regime: RegimeChange | None = None) -> dict:
     """Write the generated dataset to `out_dir` (canonical layout) with the ground truth in
     `out_dir/truth/` (truth.parquet, params.json); returns a summary of counts."""
-    data, truth = generate_data(n_deals, seed=seed, start=start, months=months)
+    data, truth = generate_data(n_deals, seed=seed, start=start, months=months, regime=regime)
     out = Path(out_dir)
     write_dataset(data, out)
     write_truth(out, truth, truth.attrs["params"])
@@ -150,7 +164,8 @@ def _account_ids(n: int) -> list[str]:
     return [f"A{i + 1:06d}" for i in range(n)]
 
 
-def _deals_frame(ids: pd.Series, deals: dict, paths, events, end: float, p: GeneratorParams) -> pd.DataFrame:
+def _deals_frame(ids: pd.Series, deals: dict, paths, events, end: float, p: GeneratorParams,
+                 products: list[str] = PRODUCTS) -> pd.DataFrame:
     closed = np.where(paths.closed <= end, paths.closed, np.nan)
     last_row = np.r_[events.path[1:] != events.path[:-1], True]
     amount = np.full(len(ids), np.nan)
@@ -158,7 +173,7 @@ def _deals_frame(ids: pd.Series, deals: dict, paths, events, end: float, p: Gene
     outcome = np.where(np.isnan(closed), None, np.where(paths.won, "won", "lost"))
     df = pd.DataFrame({"deal_id": ids, "created_at": to_timestamps(deals["created"], p), "amount": amount,
                        "closed_at": to_timestamps(closed, p), "outcome": pd.Series(outcome, dtype="str")})
-    for col, names in _names(p).items():
+    for col, names in {**_names(p), "product": products}.items():
         df[col] = labels(deals[col], names)
     df["account_id"] = labels(deals["account"], _account_ids(int(deals["account"].max()) + 1))
     df["company_size"] = deals["company_size"].astype("float64")

@@ -38,6 +38,8 @@ def dwell_scale(stage: np.ndarray, kind: np.ndarray, multiplier: np.ndarray, p: 
     The deal multiplier is size_factor * exp(-speed_effect * q) (truth column
     `dwell_multiplier`); the shape is `p.dwell_shape` for every spell.
     """
+    if multiplier.ndim == 2:  # per stage (a regime change slowed some stages): the spell's own stage
+        multiplier = np.take_along_axis(multiplier, stage[:, None], axis=1)[:, 0]
     loss = np.where(kind == LOST, p.loss_dwell_factor, 1.0)
     return np.asarray(p.stage_mean_days)[stage] / p.dwell_shape * multiplier * loss
 

@@ -24,6 +24,15 @@ def generate(
                                           "same history (star schema CSVs + mapping.yaml + truth/)."),
     zombie_share: float = typer.Option(0.9, "--zombie-share", min=0.0, max=0.99,
                                        help="With --export: share of the open pipeline that is zombies."),
+    regime_change: Optional[str] = typer.Option(None, "--regime-change", help="Deals created from this date "
+                                                "(YYYY-MM-DD) live in a changed world (see the --regime-* knobs)."),
+    regime_win_shift: str = typer.Option("outbound=-1.0,inbound=-0.5", "--regime-win-shift",
+                                         help="With --regime-change: win-logit shift per source."),
+    regime_amount_factor: float = typer.Option(1.4, "--regime-amount-factor", help="Deal sizes x this."),
+    regime_new_product_share: float = typer.Option(0.25, "--regime-new-product-share",
+                                                   help="Share of new deals in a new product line."),
+    regime_slow_stage: str = typer.Option("proposal=1.8", "--regime-slow-stage",
+                                          help="Mean dwell factor per stage."),
 ) -> None:
     """Generate a realistic CRM history (deals, stage events, activities, accounts), and/or
     the same history as a dirty raw CRM export with its mapping (--export)."""
@@ -33,8 +42,18 @@ def generate(
 
     if out is None and export is None:
         raise GeneratorOptionError("give --out (canonical tables), --export (a raw CRM export) or both")
+    regime = None
+    if regime_change is not None:
+        from features.synthetic.regime import RegimeChange, pairs
+
+        if export is not None:
+            raise GeneratorOptionError("--regime-change applies to --out only, not to --export")
+        regime = RegimeChange(regime_change, win_shift=pairs(regime_win_shift, "--regime-win-shift"),
+                              amount_factor=regime_amount_factor, new_product_share=regime_new_product_share,
+                              stage_slowdown=pairs(regime_slow_stage, "--regime-slow-stage"))
     if out is not None:
-        console.print(generate_dataset(out_dir=out, n_deals=deals, seed=seed, start=start, months=months))
+        console.print(generate_dataset(out_dir=out, n_deals=deals, seed=seed, start=start, months=months,
+                                       regime=regime))
     if export is not None:
         console.print(export_dirty(export, n_deals=deals, seed=seed, start=start, months=months,
                                    zombie_share=zombie_share))

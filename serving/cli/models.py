@@ -151,6 +151,7 @@ def score(
     from training.registry import check_model_data
     from training.scoring import csv_table
     from training.scoring import score as score_deals
+    from training.scoring import trend_and_log
 
     suffix = check_suffix(out, FRAME_SUFFIXES)
     with progress_steps(total=SCORE_STEPS) as step:
@@ -161,5 +162,6 @@ def score(
         step("score open deals")
         frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
         step("write scores")
+        frame, logged = trend_and_log(frame, model_name, version)
         write_output(csv_table(frame) if suffix == ".csv" else frame, out)
-    console.print(f"{len(frame):,} deals scored -> {out}")
+    console.print(f"{len(frame):,} deals scored -> {out} ({logged})")

@@ -16,8 +16,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from features.schema import DatasetMeta
-from serving.report_schemas import ErrorBody, ForecastResponse, PipelineResponse
-from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest, ScoreResponse
+from serving.report_schemas import ErrorBody, ForecastResponse, MonitorResponse, PipelineResponse, StatusResponse
+from serving.schemas import (ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse,
+                             StatusRequest)
 
 REF = "#/components/schemas/{model}"
 INTERNAL = frozenset({"/ping"})  # benchmark floor: served, not published
@@ -61,6 +62,14 @@ ENDPOINTS = {
                           "Funnel, conversion, time in stage, velocity, coverage, stalled deals and cohorts, from "
                           "LEADSCORE_DATA as it is now (`data` says which data).",
                           (400, 401, 409, 413, 415, 422, 503), {"target": 1000000}),
+    "/monitor": Endpoint(MonitorRequest, MonitorResponse, "Live accuracy and drift",
+                         "The logged scores against the outcomes now in LEADSCORE_DATA: realised reliability, ECE, "
+                         "Brier and AUC beside the test fold and the calibrated expectation; PSI drift per feature "
+                         "and of the score; a verdict (`leadscore monitor`'s JSON).",
+                         (400, 401, 409, 413, 415, 422, 503), {"window_days": 28}),
+    "/status": Endpoint(StatusRequest, StatusResponse, "Served version and score-log counters",
+                        "The model version in use and the score log's counters (rows written, lost to store "
+                        "outages, dropped, pending).", (400, 401, 415, 422), {}),
 }
 HEALTH = {"/healthz": "Alive (BentoML).", "/livez": "Alive (BentoML).",
           "/readyz": "Ready to serve: the model is loaded (BentoML).",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import httpx
 import models_cache
@@ -319,3 +320,23 @@ def test_refuses_to_start_with_a_bad_setting(serve_once, served, setting, messag
     proc = serve_once(f"sqlite:///{served['data_dir'].parent / 'mlflow.db'}", **{setting: "many"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_scores_are_logged_with_trends_counted_in_status_and_monitored(client, open_deals):
+    deals = open_deals[:5]
+    first = post(client, "/score", {"deals": deals, "as_of": AS_OF, "explain": False})
+    later = (pd.Timestamp(AS_OF) + pd.Timedelta(days=7)).isoformat()
+    second = post(client, "/score", {"deals": deals, "as_of": later, "explain": False})
+    assert first.status_code == second.status_code == 200, second.text
+    assert all(d["trend"] is None for d in first.json()["deals"])
+    for before, now in zip(first.json()["deals"], second.json()["deals"]):
+        assert now["trend"]["change"] == pytest.approx(now["close_probability"] - before["close_probability"], abs=1e-4)
+    deadline = time.monotonic() + 30
+    while (status := client.post("/status").json())["score_log"]["written"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert status["score_log"]["written"] >= 10 and status["score_log"]["failed"] == 0
+    report = client.post("/monitor", json={"window_days": 60})
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["scores"]["logged"] >= 5 and body["verdict"]["exit_status"] in (0, 1)
+    assert client.post("/monitor", json={"window_days": 0}).status_code == 422

@@ -1,8 +1,9 @@
 """The score log: every score served (`/score`, `leadscore score`), ids and outputs only.
 
-`record_scores` is on the request path: one bulk INSERT in one transaction, and a store
-outage never raises into the caller: it is counted on the `Store` and logged as one
-WARNING line without any value (the driver's message could quote the rows).
+`record_scores` (what `leadscore score` calls): one bulk INSERT in one transaction, and a
+store outage never raises into the caller: it is counted on the `Store` and logged as one
+WARNING line without any value (the driver's message could quote the rows). The service
+writes through `score_log.ScoreLog` instead (a queue and a writer thread: off the request path).
 """
 from __future__ import annotations
 
@@ -29,18 +30,24 @@ def record_scores(store: Store, rows: Sequence[Mapping[str, Any]]) -> int:
     """Log scored deals (each row: `FIELDS`; top_factors a list of factor names; as_of a
     datetime, naive = UTC); returns the rows written, 0 when the store failed (counted in
     `store.failed_score_writes`). A row missing a field is a bug and raises KeyError."""
+    try:
+        return insert_scores(store, rows)
+    except sa.exc.SQLAlchemyError as exc:
+        store.count_failed_score_write()
+        log.warning("score log: %d score(s) not written (%s); failed writes since start: %d",
+                    len(rows), type(getattr(exc, "orig", None) or exc).__name__, store.failed_score_writes)
+        return 0
+
+
+def insert_scores(store: Store, rows: Sequence[Mapping[str, Any]]) -> int:
+    """`record_scores` without the safety net: store errors propagate (the service's
+    `score_log.ScoreLog` counts them per outage)."""
     if not rows:
         return 0
     created_at = utc_now()
     records = [_record(row, created_at) for row in rows]
-    try:
-        with writing(store.engine) as conn:
-            conn.execute(sa.insert(scores_table), records)
-    except sa.exc.SQLAlchemyError as exc:
-        store.count_failed_score_write()
-        log.warning("score log: %d score(s) not written (%s); failed writes since start: %d",
-                    len(records), type(getattr(exc, "orig", None) or exc).__name__, store.failed_score_writes)
-        return 0
+    with writing(store.engine) as conn:
+        conn.execute(sa.insert(scores_table), records)
     return len(records)
 
 
