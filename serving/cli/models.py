@@ -149,9 +149,8 @@ def score(
     `risk_1..3`); a CSV is rounded for a CRM import, Parquet and JSON keep `top_factors`."""
     from features.dataset import read_dataset
     from training.registry import check_model_data
-    from training.scoring import csv_table
+    from training.scoring import csv_table, trend_and_log
     from training.scoring import score as score_deals
-    from training.scoring import trend_and_log
 
     suffix = check_suffix(out, FRAME_SUFFIXES)
     with progress_steps(total=SCORE_STEPS) as step:

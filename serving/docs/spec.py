@@ -17,8 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from features.schema import DatasetMeta
 from serving.report_schemas import ErrorBody, ForecastResponse, MonitorResponse, PipelineResponse, StatusResponse
-from serving.schemas import (ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse,
-                             StatusRequest)
+from serving.schemas import ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse, StatusRequest
 
 REF = "#/components/schemas/{model}"
 INTERNAL = frozenset({"/ping"})  # benchmark floor: served, not published
