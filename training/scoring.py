@@ -101,8 +101,13 @@ def score_table(scored: pd.DataFrame, context: pd.DataFrame) -> pd.DataFrame:
 
 def csv_table(table: pd.DataFrame) -> pd.DataFrame:
     """`score_table` for a CSV a CRM imports: rounded (probabilities to 3 decimals, amounts
-    to 2), close dates as days, no structured factors."""
+    to 2), close dates as days, no structured factors; a trend as words in two columns
+    (`trend`: improving / steady / declining, `trend_factor`: the factor that moved most)."""
     out = table.drop(columns=[c for c in STRUCTURED if c in table])
+    if "trend" in out:
+        trend = out.pop("trend").tolist()
+        out["trend"] = [t["direction"] if t else None for t in trend]
+        out["trend_factor"] = [t["factor"] if t else None for t in trend]
     for column, decimals in DECIMALS.items():
         if column in out:
             out[column] = out[column].astype("float64").round(decimals)
