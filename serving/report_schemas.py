@@ -4,7 +4,8 @@ used (pydantic, for the OpenAPI spec and the tests).
 `ForecastReport` is the one forecast JSON: `training.forecast.report.forecast_dict`, which
 `leadscore forecast --out FILE.json`, MLflow's `forecast.json` and `/forecast` all write.
 Its fields are closed (`extra="forbid"`): a key added to `forecast_dict` fails
-tests/serving/test_report_schemas.py until it is documented here.
+tests/serving/test_report_schemas.py until it is documented here. Over 300 lines because
+every JSON answer besides `/score`'s is documented here, one home for those shapes.
 """
 from __future__ import annotations
 

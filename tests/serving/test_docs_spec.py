@@ -15,7 +15,7 @@ from serving.schemas import ForecastRequest, PipelineRequest, ScoreRequest
 
 META = DatasetMeta(stages=["lead", "qualified", "proposal"], attributes={"industry": "categorical",
                                                                         "company_size": "numeric"}, name="crm")
-ROUTES = ["/score", "/forecast", "/pipeline", "/ping"]
+ROUTES = ["/score", "/forecast", "/pipeline", "/monitor", "/status", "/ping"]
 METHODS = {"get", "post", "put", "delete", "patch"}
 
 
@@ -60,6 +60,8 @@ def test_the_bearer_scheme_covers_the_api_but_not_health(spec):
     ("/score", "ScoreResponse", {"400", "401", "413", "415", "422"}),
     ("/forecast", "ForecastResponse", {"400", "401", "409", "413", "415", "422", "503"}),
     ("/pipeline", "PipelineResponse", {"400", "401", "409", "413", "415", "422", "503"}),
+    ("/monitor", "MonitorResponse", {"400", "401", "409", "413", "415", "422", "503"}),
+    ("/status", "StatusResponse", {"400", "401", "415", "422"}),
 ])
 def test_every_public_endpoint_has_its_response_model_and_errors(spec, path, model, codes):
     op = spec["paths"][path]["post"]
