@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from features.deadline import checkpoint
 from features.errors import LeadscoreError
 from features.schema import CanonicalData
 from features.timetravel import truncate_at
@@ -67,9 +68,11 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
     check_group(data, group_by)
     known = truncate_at(data, as_of)
     pipe = open_pipeline(predictor, known, as_of, per, group_by)
+    checkpoint()  # between the steps: a /forecast past its timeout stops (features.deadline)
     fitted = NewDealModel(group_column=group_by).fit(known, as_of, rule=pipe.rule)
     shock = estimate_shock(predictor, known, as_of, freq, config, pipe.rule)
     factors = period_factors(shock, per, freq)
+    checkpoint()
     deals = with_expectations(pipe.deals, factors)
     new_deals = fitted.scaled(shock["new_factor"])
     closed = closed_so_far(known, as_of, per, freq, group_by, pipe.rule)
