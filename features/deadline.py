@@ -70,5 +70,7 @@ def run_until(deadline: Deadline, work: Callable[[], T]) -> T:
     try:
         deadline.check()
         return work()
+    except Cancelled as exc:  # without the work's frames: whatever they held is freed now
+        raise exc.with_traceback(None) from None
     finally:
         _current.reset(token)

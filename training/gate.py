@@ -17,15 +17,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from training.artifacts import ARTIFACTS_TAG, artifacts_digest, local_artifacts
 from training.registry import (
-    ARTIFACTS_TAG,
     CHALLENGER,
     CHAMPION,
     GATE_TAG,
     alias_version,
-    artifacts_digest,
     dataset_difference,
-    local_artifacts,
     move_champion,
     recorded_dataset,
 )

@@ -9,23 +9,21 @@ held it is kept for `rollback`. Each version records the dataset it was trained 
 (name, stages, attributes, fingerprint); `check_model_data` refuses a model and data that
 do not belong together. `load_predictor` is the one way a registered predictor is loaded:
 it checks the version's artifacts against the sha256 recorded when it was registered
-(`ARTIFACTS_TAG`, `artifacts_digest`) and refuses a truncated, deleted or altered model in
+(`training.artifacts`) and refuses a truncated, deleted or altered model in
 one line (`ArtifactsCorrupt`); an unreadable store is one line too (`RegistryUnavailable`).
 The promotion gate (register a version, judge it, move the alias) is `training.gate`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from features.errors import LeadscoreError
 from features.schema import DatasetMeta
-from training.tracking import mlflow_client, registry_lock, tracking_uri
+from training.artifacts import ArtifactsCorrupt, readable_store, verified_artifacts
+from training.tracking import mlflow_client, registry_lock
 
 if TYPE_CHECKING:
     from training.predictor import LeadScorePredictor
@@ -38,7 +36,6 @@ LOG_TAG = "leadscore.champion_log"  # JSON list of {version, replaced, at, by, r
 PROMOTION_TAG = "leadscore.promotion"  # on a version: its latest log entry
 HISTORY_LIMIT = 100
 LOG_MAX_CHARS = 8000  # the oldest entries go first; each version keeps its own entry
-ARTIFACTS_TAG = "leadscore.artifacts_sha256"  # on a version: sha256 of its model files, set at registration
 DATASET_TAGS = ("leadscore.dataset", "leadscore.stages", "leadscore.attributes", "leadscore.static")
 NO_CHAMPION = "no champion model registered; run `leadscore train`"
 
@@ -53,76 +50,6 @@ class RegistryError(LeadscoreError, ValueError):
 
 class ModelDataMismatch(RegistryError):
     """A model and a dataset that do not belong together (other stages or attributes)."""
-
-
-class ArtifactsCorrupt(RegistryError):
-    """A registered version whose model files are missing, altered or cannot be loaded."""
-
-
-class RegistryUnavailable(LeadscoreError, OSError):
-    """The tracking store cannot be read (a corrupt database, a server that does not answer)."""
-
-
-@contextlib.contextmanager
-def readable_store() -> Iterator[None]:
-    """Store failures (a corrupt mlflow.db, an unreachable server) as one RegistryUnavailable line."""
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        yield
-    except LeadscoreError:
-        raise
-    except (SQLAlchemyError, MlflowException, OSError) as exc:
-        if isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise
-        detail = " ".join(str(exc).split("\n")[0].split())[:300]
-        raise RegistryUnavailable(f"the model registry at {tracking_uri()} cannot be read: {detail}") from None
-
-
-# --- model artifacts ------------------------------------------------------------------------
-
-def artifacts_digest(folder: str | Path) -> str:
-    """sha256 over a model folder: every file's relative path and bytes, in path order."""
-    root = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def local_artifacts(model_uri: str) -> Path:
-    """A local folder holding the model at `model_uri` (the folder itself for a local store)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-
-
-def verified_artifacts(model_name: str, version: int) -> Path:
-    """The local folder of a version's model after checking its files against the sha256
-    recorded at registration; ArtifactsCorrupt (one line) when missing or altered."""
-    label = f"{model_name} v{version}"
-    with readable_store():
-        expected = (mlflow_client().get_model_version(model_name, str(version)).tags or {}).get(ARTIFACTS_TAG)
-    try:
-        folder = local_artifacts(f"models:/{model_name}/{int(version)}")
-        found = artifacts_digest(folder) if folder.is_dir() else None
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch the files is the same refusal
-        raise ArtifactsCorrupt(f"the model files of {label} cannot be read ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:200]}); promote another version or retrain") from None
-    if found is None or not any(folder.iterdir()):
-        raise ArtifactsCorrupt(f"the model files of {label} are missing ({folder}); promote another version "
-                               f"(`leadscore rollback`) or retrain")
-    if expected and found != expected:
-        raise ArtifactsCorrupt(f"the model files of {label} do not match the sha256 recorded at registration "
-                               f"({found[:12]}... vs {expected[:12]}...): altered or truncated; promote another "
-                               f"version (`leadscore rollback`) or retrain")
-    return folder
 
 
 # --- model-data identity ----------------------------------------------------------------
