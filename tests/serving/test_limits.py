@@ -20,7 +20,7 @@ from payloads import payload_records
 from starlette.responses import JSONResponse
 
 from features.payload import payload_arrays
-from serving import limits
+from serving import limits, reload
 from serving.errors import ControlCharLogFilter, escape_control
 from serving.loader import ConfigError, ServingConfig
 from serving.service import LeadScoreService
@@ -39,7 +39,8 @@ def service(data):
     inner = LeadScoreService.inner
     svc = inner.__new__(inner)
     svc.config = ServingConfig(data_dir="in-memory", forecast_budget=100_000)
-    svc.predictor, svc.version, svc._data = models_cache.small_predictor(), 1, data
+    reload.SLOT.served = reload.Served(predictor=models_cache.small_predictor(), model=None, batcher=None, version=1)
+    svc._data = data
     svc.heavy = {name: limits.EndpointLimiter(name, 1, 1, 30) for name in ("forecast", "pipeline")}
     return svc
 
