@@ -174,8 +174,12 @@ def _from_bento_store():
 
     from training.pyfunc import unwrap
 
-    stored = bentoml.models.get(f"{BENTO_MODEL}:latest")
-    return unwrap(bentoml.mlflow.load_model(stored)), int(stored.info.labels[VERSION_LABEL])
+    try:
+        stored = bentoml.models.get(f"{BENTO_MODEL}:latest")
+        return unwrap(bentoml.mlflow.load_model(stored)), int(stored.info.labels[VERSION_LABEL])
+    except Exception as exc:  # noqa: BLE001 - a Bento whose model does not load: one line, not a crash loop
+        raise ConfigError(f"the model packed in this Bento does not load ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:200]}); rebuild it with `make bento`") from None
 
 
 def export_champion(model_name: str = "leadscore"):
