@@ -255,11 +255,13 @@ def test_a_14_mb_request_does_not_hold_up_small_ones(served, client, headers, op
     assert 13 * 2**20 < len(big) < 16 * 2**20
     small = _one_deal(open_deals)
     client.post("/score", json=small)  # warm
-    latencies, done = [], threading.Event()
+    latencies, done, took = [], threading.Event(), []
 
     def send_big():
-        httpx.post(f"{served['url']}/score", content=big, timeout=120,
+        started = time.monotonic()
+        httpx.post(f"{served['url']}/score", content=big, timeout=300,
                    headers={**headers, "Content-Type": "application/json"})
+        took.append(time.monotonic() - started)
         done.set()
 
     sender = threading.Thread(target=send_big)
@@ -269,6 +271,9 @@ def test_a_14_mb_request_does_not_hold_up_small_ones(served, client, headers, op
         started = time.monotonic()
         assert client.post("/score", json=small).status_code == 200
         latencies.append(time.monotonic() - started)
-    sender.join(120)
+    sender.join(300)
+    print(f"14 MB request {took[0]:.2f} s; {len(latencies)} small requests meanwhile, max {max(latencies):.2f} s")
     assert len(latencies) >= 3, latencies
-    assert max(latencies) < 1.0, latencies  # before: the parse held the event loop ~1.5 s
+    # parsed on the loop, a small request arriving meanwhile waited for the whole parse and check;
+    # parsed in a thread it waits at most for a stretch that pydantic-core holds the GIL
+    assert max(latencies) < took[0] / 2, (took, latencies)
