@@ -79,8 +79,10 @@ def verified_artifacts(model_name: str, version: int) -> Path:
         folder = local_artifacts(f"models:/{model_name}/{int(version)}")
         found = artifacts_digest(folder) if folder.is_dir() else None
     except Exception as exc:  # noqa: BLE001 - any failure to fetch the files is the same refusal
-        raise ArtifactsCorrupt(f"the model files of {label} cannot be read ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:200]}); promote another version or retrain") from None
+        detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        state = "are missing" if isinstance(exc, FileNotFoundError) or "No such" in str(exc) else "cannot be read"
+        raise ArtifactsCorrupt(f"the model files of {label} {state} ({detail}); promote another version "
+                               f"(`leadscore rollback`) or retrain") from None
     if found is None or not any(folder.iterdir()):
         raise ArtifactsCorrupt(f"the model files of {label} are missing ({folder}); promote another version "
                                f"(`leadscore rollback`) or retrain")
