@@ -98,6 +98,10 @@ def report(result: dict, duration: float, n_deals: int, loadavg: tuple) -> str:
         lat = result["latencies"][name] or [float("nan")]
         lines.append(f"| {name} | {total:,} | {ok:,} | {refused:,} | {total - ok - refused:,} | "
                      f"{np.percentile(lat, 50):.3f} | {np.percentile(lat, 99):.3f} |")
+    others = {f"{name}: {status}": n for name, counter in result["counts"].items() for status, n in counter.items()
+              if status != 200 and status not in DELIBERATE}
+    if others:
+        lines += ["", "Other answers: " + ", ".join(f"{k} x{n}" for k, n in others.items())]
     workers = [s["workers"] for s in result["samples"]]
     lines += ["", f"Worker RSS sampled every second ({len(workers)} samples): start {workers[0]:,.0f} MiB, "
                   f"max {max(workers):,.0f} MiB, final {result['final']['workers']:,.0f} MiB "

@@ -3,7 +3,8 @@ a short queue, a timeout, and a size budget, so one API key cannot run the host 
 
 - `EndpointLimiter.run` runs the work in the limiter's own threads (off the event loop). At
   most `running` at once, `queued` more wait; beyond that the answer is 503 at once with
-  `Retry-After`. Past `timeout_s` the client gets 503 with `Retry-After` and the work is
+  `Retry-After`. Past `timeout_s` (counted from admission: the queue included, so the answer
+  always comes before BentoML's own timeout) the client gets 503 with `Retry-After` and the work is
   cancelled: it runs under a `features.deadline.Deadline` and stops at its next checkpoint
   (the forecast checks between simulation blocks, segments, groups and past periods), so
   its memory is freed. Its slot stays taken until it has stopped: abandoned work still
@@ -49,23 +50,30 @@ class EndpointLimiter:
             return self._busy(f"{self.name}: {self.running} running and {self.queued} queued requests "
                               f"(LEADSCORE_HEAVY_CONCURRENCY, LEADSCORE_HEAVY_QUEUE); retry later")
         self._admitted += 1
+        loop = asyncio.get_running_loop()
+        admitted_at, deadline = loop.time(), Deadline(self.timeout_s)  # the timeout counts the queue too
         try:
-            await self._slots.acquire()
+            await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
+        except asyncio.TimeoutError:
+            self._admitted -= 1
+            return self._too_slow()
         except BaseException:  # the client went away while queued: its place is free again
             self._admitted -= 1
             raise
-        deadline = Deadline(self.timeout_s)
-        done = asyncio.get_running_loop().run_in_executor(self._threads, run_until, deadline, work)
+        done = loop.run_in_executor(self._threads, run_until, deadline, work)
         done.add_done_callback(self._release)  # when the work really ends, not when the client gives up
         try:
-            return await asyncio.wait_for(asyncio.shield(done), self.timeout_s)
+            return await asyncio.wait_for(asyncio.shield(done), max(0.0, self.timeout_s - (loop.time() - admitted_at)))
         except (asyncio.TimeoutError, Cancelled):
             deadline.cancel()  # the work stops at its next checkpoint
-            return self._busy(f"{self.name}: no answer within {self.timeout_s:g} s (LEADSCORE_TIMEOUT_S); "
-                              f"retry later or ask for fewer periods or groups")
+            return self._too_slow()
         except asyncio.CancelledError:  # the client went away: stop the work too
             deadline.cancel()
             raise
+
+    def _too_slow(self) -> JSONResponse:
+        return self._busy(f"{self.name}: no answer within {self.timeout_s:g} s (LEADSCORE_TIMEOUT_S, waiting in the "
+                          f"queue included); retry later or ask for fewer periods or groups")
 
     def _release(self, future) -> None:
         self._admitted -= 1

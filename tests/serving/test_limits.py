@@ -350,3 +350,23 @@ def test_a_timed_out_forecast_stops_simulating(data):
     assert answer.status_code == 503
     assert admitted == 0 and seconds < 10  # stopped soon after the timeout, not after 200k simulations
     assert checkpoints_passed() == stopped_at
+
+
+def test_the_timeout_counts_the_time_in_the_queue():
+    """A queued call is answered at the timeout (before BentoML's own, 5 s later), not after
+    its wait plus a whole timeout of work."""
+    async def run():
+        limiter = limits.EndpointLimiter("forecast", running=1, queued=1, timeout_s=0.3)
+        release = threading.Event()
+        first = asyncio.create_task(limiter.run(lambda: release.wait(5)))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        queued = await limiter.run(lambda: "never started")
+        waited = time.monotonic() - started
+        release.set()
+        await first
+        return queued, waited
+
+    queued, waited = asyncio.run(run())
+    assert queued.status_code == 503 and "waiting in the queue included" in _body(queued)["error"]
+    assert 0.25 < waited < 0.6
