@@ -3,9 +3,14 @@ a short queue, a timeout, and a size budget, so one API key cannot run the host 
 
 - `EndpointLimiter.run` runs the work in the limiter's own threads (off the event loop). At
   most `running` at once, `queued` more wait; beyond that the answer is 503 at once with
-  `Retry-After`. Past `timeout_s` the client gets 503 with `Retry-After`; the thread cannot be
-  killed, so its slot stays taken until the work ends: abandoned work still counts against the
-  limit, which is what bounds the memory (the 16-requests-at-8-GB case).
+  `Retry-After`. Past `timeout_s` (counted from admission: the queue included, so the answer
+  always comes before BentoML's own timeout) the client gets 503 with `Retry-After` and the work is
+  cancelled: it runs under a `features.deadline.Deadline` and stops at its next checkpoint
+  (the forecast checks between simulation blocks, segments, groups and past periods), so
+  its memory is freed. Its slot stays taken until it has stopped: abandoned work still
+  counts against the limit, which is what bounds the memory (the 16-requests-at-8-GB case).
+- `install_off_loop_parsing`: a large JSON body is parsed and validated in a thread, so one
+  14 MB request does not hold up the others.
 - `forecast_size_error`: groups x periods x simulations over the budget is a 413 naming the limit.
 - `as_of_error`: an as-of outside the dataset is a 422 naming `as_of` (`score_as_of_error`: one
   too late for close-date estimates).
@@ -20,6 +25,7 @@ from typing import Callable, TypeVar
 import pandas as pd
 from starlette.responses import JSONResponse
 
+from features.deadline import Cancelled, Deadline, run_until
 from serving.errors import problem
 
 T = TypeVar("T")
@@ -44,22 +50,36 @@ class EndpointLimiter:
             return self._busy(f"{self.name}: {self.running} running and {self.queued} queued requests "
                               f"(LEADSCORE_HEAVY_CONCURRENCY, LEADSCORE_HEAVY_QUEUE); retry later")
         self._admitted += 1
+        loop = asyncio.get_running_loop()
+        admitted_at, deadline = loop.time(), Deadline(self.timeout_s)  # the timeout counts the queue too
         try:
-            await self._slots.acquire()
+            await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
+        except asyncio.TimeoutError:
+            self._admitted -= 1
+            return self._too_slow()
         except BaseException:  # the client went away while queued: its place is free again
             self._admitted -= 1
             raise
-        done = asyncio.get_running_loop().run_in_executor(self._threads, work)
+        done = loop.run_in_executor(self._threads, run_until, deadline, work)
         done.add_done_callback(self._release)  # when the work really ends, not when the client gives up
         try:
-            return await asyncio.wait_for(asyncio.shield(done), self.timeout_s)
-        except asyncio.TimeoutError:
-            return self._busy(f"{self.name}: no answer within {self.timeout_s:g} s (LEADSCORE_TIMEOUT_S); "
-                              f"retry later or ask for fewer periods or groups")
+            return await asyncio.wait_for(asyncio.shield(done), max(0.0, self.timeout_s - (loop.time() - admitted_at)))
+        except (asyncio.TimeoutError, Cancelled):
+            deadline.cancel()  # the work stops at its next checkpoint
+            return self._too_slow()
+        except asyncio.CancelledError:  # the client went away: stop the work too
+            deadline.cancel()
+            raise
 
-    def _release(self, _future) -> None:
+    def _too_slow(self) -> JSONResponse:
+        return self._busy(f"{self.name}: no answer within {self.timeout_s:g} s (LEADSCORE_TIMEOUT_S, waiting in the "
+                          f"queue included); retry later or ask for fewer periods or groups")
+
+    def _release(self, future) -> None:
         self._admitted -= 1
         self._slots.release()
+        if not future.cancelled():
+            future.exception()  # an abandoned, cancelled work's exception is expected: mark it seen
 
     def _busy(self, message: str) -> JSONResponse:
         response = problem(503, message)
@@ -147,3 +167,33 @@ def _expire(protocol, cycle_then) -> None:
     protocol._header_timer = None
     if protocol.cycle is cycle_then and not protocol.transport.is_closing():
         protocol.transport.close()
+
+
+# --- large bodies parsed off the event loop -----------------------------------------------
+# BentoML's JSON serde validates the body (pydantic, `model_validate_json`) on the event
+# loop: a 14 MB single-deal request held every other request for ~1.5 s. Bodies of at least
+# `min_bytes` are parsed in a worker thread instead; small ones stay on the loop (a thread
+# hop costs more than their parse).
+
+OFF_LOOP_BODY_BYTES = 256 * 1024
+
+
+def install_off_loop_parsing(min_bytes: int = OFF_LOOP_BODY_BYTES) -> None:
+    """Wraps `_bentoml_impl.serde.JSONSerde.parse_request` (the JSON request path of BentoML 1.4)."""
+    import anyio.to_thread
+    from _bentoml_impl.serde import JSONSerde, Payload
+
+    if getattr(JSONSerde, "_leadscore_off_loop_bytes", None) is not None:
+        JSONSerde._leadscore_off_loop_bytes = min_bytes
+        return
+    original = JSONSerde.parse_request
+
+    async def parse_request(self, request, cls):
+        body = await request.body()  # starlette keeps it: the original reads the same bytes
+        if len(body) < JSONSerde._leadscore_off_loop_bytes or getattr(cls, "multipart_fields", None):
+            return await original(self, request, cls)
+        payload = Payload((body,), metadata=request.headers)
+        return await anyio.to_thread.run_sync(self.deserialize_model, payload, cls)
+
+    JSONSerde._leadscore_off_loop_bytes = min_bytes
+    JSONSerde.parse_request = parse_request

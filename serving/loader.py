@@ -6,6 +6,11 @@ the service loads the `champion` alias from the MLflow registry (`MLFLOW_TRACKIN
 the embedded store otherwise).
 
     python -m serving.loader export    # champion -> BentoML model store, then `bentoml build`
+
+Start-up (`deployment_check`, before the workers start): the champion is resolved once,
+its files checked against the sha256 recorded at registration and loaded; any failure is
+one line and exit code 2 (never a worker crash-looping). The version is pinned for the
+workers and followed on promotion (`serving.reload`).
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ class ServingConfig:
     header_timeout_s: int = 10  # a connection that has not sent its request headers by then is closed
     strict_keys: bool = False  # an unknown deal key is a 422 instead of a warning on the deal
     data_check_s: float = 0.0  # LEADSCORE_DATA is checked for a new ingest at most this often (0: every request)
+    # model version: reload on promotion (serving.reload)
+    reload_s: int = 30  # how often a worker reads the champion alias; 0: never (keep the pinned version)
 
     @classmethod
     def from_env(cls, env=None) -> "ServingConfig":
@@ -57,14 +64,16 @@ class ServingConfig:
                   forecast_budget=_int(env, "LEADSCORE_FORECAST_BUDGET", 4_000_000),
                   header_timeout_s=_int(env, "LEADSCORE_HEADER_TIMEOUT_S", 10),
                   strict_keys=_flag(env, "LEADSCORE_STRICT_KEYS"),
-                  data_check_s=_seconds(env, "LEADSCORE_DATA_CHECK_S"))
+                  data_check_s=_seconds(env, "LEADSCORE_DATA_CHECK_S"),
+
+                  reload_s=_int(env, "LEADSCORE_MODEL_RELOAD_S", 30, minimum=0))
         hot, warm = cfg.tier_hot, cfg.tier_warm
         if hot is not None and warm is not None and warm > hot:
             raise ConfigError(f"LEADSCORE_TIER_WARM ({warm}) is above LEADSCORE_TIER_HOT ({hot}): warm must be lower")
         return cfg
 
 
-def _int(env, name: str, default: int) -> int:
+def _int(env, name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -72,8 +81,8 @@ def _int(env, name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, not {value}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
     return value
 
 
@@ -120,15 +129,15 @@ def _float(env, name: str) -> float | None:
     return value
 
 
-def load_served_predictor(config: ServingConfig, from_bento: bool = False):
+def load_served_predictor(config: ServingConfig, from_bento: bool = False, version: int | None = None):
     """(predictor, model version) with the configured tier thresholds applied: the
-    champion of the Bento's model store, or of the MLflow registry. With a data folder
-    for /forecast and /pipeline, refuses (ModelDataMismatch) a model trained on another
-    dataset."""
+    champion of the Bento's model store, or `version` (default: the champion) of the MLflow
+    registry, its files checked first. With a data folder for /forecast and /pipeline,
+    refuses (ModelDataMismatch) a model trained on another dataset."""
     from training.registry import check_model_data
     from training.registry import load_predictor as load_registered
 
-    predictor, version = _from_bento_store() if from_bento else load_registered(config.model_name)
+    predictor, version = _from_bento_store() if from_bento else load_registered(config.model_name, version)
     if config.data_dir is not None:
         check_model_data(config.model_name, version, _dataset_meta(config.data_dir), config.data_dir,
                          recorded=predictor.meta)
@@ -154,15 +163,35 @@ def _dataset_meta(data_dir: str):
     return DatasetMeta.from_dict(json.loads(path.read_text()))
 
 
-def check_champion(model_name: str) -> None:
-    """Raise NoChampion (one line, says what to run) when the registry has no champion, and
-    ModelDataMismatch when LEADSCORE_DATA holds another dataset than the champion's."""
-    from training.registry import check_model_data, require_champion
+def deployment_check(config: ServingConfig, from_bento: bool = False) -> int:
+    """Before the workers start: the champion loads (files checked against their sha256),
+    belongs with LEADSCORE_DATA and has usable tiers; its version is pinned for the workers.
+    Raises NoChampion, ArtifactsCorrupt, RegistryUnavailable, ModelDataMismatch (one line each)."""
+    import gc
 
-    version = require_champion(model_name)
-    data_dir = ServingConfig.from_env().data_dir
-    if data_dir is not None:
-        check_model_data(model_name, version, _dataset_meta(data_dir), data_dir)
+    from serving.reload import pin_version
+
+    predictor, version = load_served_predictor(config, from_bento)
+    del predictor  # the workers load their own copy; this process only supervises them
+    gc.collect()
+    if not from_bento:
+        pin_version(version)
+    return version
+
+
+def build_served(config: ServingConfig, version: int | None = None, from_bento: bool = False):
+    """A `serving.reload.Served` bundle for `version` (default: the pinned one, else the
+    champion): loaded, checked, compiled and warmed, ready to swap in."""
+    from serving.batching import ScoreBatcher
+    from serving.reload import Served, pinned_version
+    from training.compiled import CompiledPredictor
+
+    version = version if version is not None or from_bento else pinned_version()
+    predictor, version = load_served_predictor(config, from_bento, version)
+    model = CompiledPredictor.compile(predictor)  # the lookup tables requests need, built once
+    model.warm()
+    return Served(predictor=predictor, model=model, batcher=ScoreBatcher(model, max_deals=config.batch_deals),
+                  version=version)
 
 
 def _from_bento_store():
@@ -170,8 +199,12 @@ def _from_bento_store():
 
     from training.pyfunc import unwrap
 
-    stored = bentoml.models.get(f"{BENTO_MODEL}:latest")
-    return unwrap(bentoml.mlflow.load_model(stored)), int(stored.info.labels[VERSION_LABEL])
+    try:
+        stored = bentoml.models.get(f"{BENTO_MODEL}:latest")
+        return unwrap(bentoml.mlflow.load_model(stored)), int(stored.info.labels[VERSION_LABEL])
+    except Exception as exc:  # noqa: BLE001 - a Bento whose model does not load: one line, not a crash loop
+        raise ConfigError(f"the model packed in this Bento does not load ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:200]}); rebuild it with `make bento`") from None
 
 
 def export_champion(model_name: str = "leadscore"):

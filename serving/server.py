@@ -1,9 +1,11 @@
 """`leadscore serve`: run `bentoml serve serving.service:LeadScoreService` from the
 project root, forwarding SIGINT/SIGTERM to it and returning its exit code.
 
-Before anything long starts, `startup_problem` refuses a busy port or an unreadable
-LEADSCORE_DATA in one line (exit code 2); the Makefile's serve targets run the same
-check first: `python -m serving.server --port PORT`."""
+Before anything long starts, `startup_problem` refuses a bad LEADSCORE_* setting, a busy
+port or an unreadable LEADSCORE_DATA in one line (exit code 2); the Makefile's serve
+targets run the same check first: `python -m serving.server --port PORT`. The server runs
+in its own process group and is told by the kernel to stop when the wrapper dies
+(PR_SET_PDEATHSIG), so even `kill -9` of `leadscore serve` orphans no server."""
 from __future__ import annotations
 
 import argparse
@@ -55,9 +57,33 @@ def data_problem(env: Mapping[str, str]) -> Optional[str]:
     return None
 
 
+def settings_problem(env: Mapping[str, str]) -> Optional[str]:
+    """Why the LEADSCORE_* settings cannot be used (`ServingConfig.from_env`), or None."""
+    from serving.loader import ConfigError, ServingConfig
+
+    try:
+        ServingConfig.from_env(env)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def startup_problem(port: int, host: str, env: Mapping[str, str]) -> Optional[str]:
-    """The first reason the service would not start (busy port, unreadable data), or None."""
-    return port_problem(port, host) or data_problem(env)
+    """The first reason the service would not start (bad setting, busy port, unreadable data), or None."""
+    return settings_problem(env) or port_problem(port, host) or data_problem(env)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the wrapper dies, however it dies (Linux)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: signals are still forwarded while the wrapper lives
+        pass
 
 
 def serve(port: int = 3000, host: str = "127.0.0.1") -> int:
@@ -80,7 +106,8 @@ def serve(port: int = 3000, host: str = "127.0.0.1") -> int:
         env["LEADSCORE_API_KEYS"] = secrets.token_urlsafe(32)
         print(f"no LEADSCORE_API_KEYS set; this run's API key: {env['LEADSCORE_API_KEYS']}\n"
               f"  curl -H 'Authorization: Bearer {env['LEADSCORE_API_KEYS']}' ...", file=sys.stderr)
-    proc = subprocess.Popen(serve_command(port, host), cwd=PROJECT_ROOT, env=env, start_new_session=True)
+    proc = subprocess.Popen(serve_command(port, host), cwd=PROJECT_ROOT, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent)
 
     def forward(signum, _frame):
         if proc.poll() is None:

@@ -3,7 +3,9 @@
     bentoml serve serving.service:LeadScoreService      (or `leadscore serve`)
 
 Settings come from the environment (see serving/loader.py and serving/auth.py). The
-model is the registry's `champion` (or, inside a built Bento, the copy packed with it).
+model is the registry's `champion` (or, inside a built Bento, the copy packed with it),
+checked and pinned before the workers start and followed on promotion (serving/reload.py);
+every response names the version that made it (`X-Model-Version`).
 """
 from __future__ import annotations
 
@@ -18,17 +20,15 @@ import pandas as pd
 
 from features.dates import InvalidDate, parse_as_of
 from features.errors import LeadscoreError
-from serving import errors, limits
+from serving import errors, limits, reload
 from serving.auth import ApiKeyMiddleware, load_api_keys
-from serving.batching import ScoreBatcher
 from serving.data_source import DataSnapshot, DataSource
 from serving.docs.site import site as docs_site
 from serving.docs.spec import build_spec
 from serving.forecast_targets import request_targets
-from serving.loader import ServingConfig, check_champion, load_served_predictor
+from serving.loader import ServingConfig, build_served, deployment_check
 from serving.request import score_request
 from serving.schemas import ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse, StatusRequest
-from training.compiled import CompiledPredictor
 from training.forecast.cache import PreparedCache
 from training.forecast.track_record import ForecastRecorder
 from training.monitoring.trend import seeded_trend_index
@@ -54,13 +54,13 @@ class LeadScoreService:
 
     @bentoml.on_deployment
     def refuse_to_start_misconfigured() -> None:
-        """Runs once before the workers start: a missing champion, key or bad setting is
-        one line on stderr and exit code 2, not a traceback per worker."""
+        """Runs once before the workers start: a missing key, bad setting, missing champion,
+        unreadable registry or champion whose files are missing, altered or do not load is
+        one line on stderr and exit code 2, not a traceback per worker; the champion's
+        version is pinned for the workers (serving.reload)."""
         try:
             load_api_keys()
-            config = ServingConfig.from_env()
-            if LeadScoreService.bento is None:
-                check_champion(config.model_name)
+            deployment_check(ServingConfig.from_env(), from_bento=LeadScoreService.bento is not None)
         except LeadscoreError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
@@ -68,24 +68,33 @@ class LeadScoreService:
     def __init__(self) -> None:
         self.config = ServingConfig.from_env()
         log.setLevel(self.config.log_level)
-        self.predictor, self.version = load_served_predictor(self.config, from_bento=LeadScoreService.bento is not None)
+        from_bento = LeadScoreService.bento is not None
+        reload.SLOT.served = build_served(self.config, from_bento=from_bento)  # the pinned version
         self.data = None if self.config.data_dir is None else DataSource(
             self.config.data_dir, self.config.data_check_s, check=self._check_data)
         self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
         self.forecasts = PreparedCache()  # /forecast's reusable state per (data fingerprint, as_of, ...)
         self.score_log = ScoreLog()  # a writer thread: a store outage never fails /score, it is counted
         self.trends = seeded_trend_index()  # recent scores per deal, in memory: no query per request
-        self.model = CompiledPredictor.compile(self.predictor)  # the lookup tables requests need, built once
-        self.model.warm()
-        self.batcher = ScoreBatcher(self.model, max_deals=self.config.batch_deals)
         self.heavy = {name: limits.EndpointLimiter(name, self.config.heavy_concurrency, self.config.heavy_queue,
                                                    self.config.timeout_s) for name in ("forecast", "pipeline", "monitor")}
         log.info("loaded %s model version %s", self.predictor.kind, self.version)
         docs_site.publish(self._openapi, key=lambda: self.version)
+        if self.config.reload_s and not from_bento:  # a Bento carries its model: redeploy to change it
+            from training.registry import champion_version
+
+            reload.Reloader(self.config.reload_s, lambda: champion_version(self.config.model_name),
+                            lambda version: build_served(self.config, version), reload.pinned_version_file()).start()
         # the model, BentoML and MLflow are long-lived: keeping them out of the collector's
         # scans makes the full collections that a 1,000-deal request triggers ~4x cheaper
         gc.collect()
         gc.freeze()
+
+    # the bundle of the version serving this request (taken once when it arrived: serving.reload)
+    predictor = property(lambda self: reload.in_use().predictor)
+    model = property(lambda self: reload.in_use().model)
+    batcher = property(lambda self: reload.in_use().batcher)
+    version = property(lambda self: reload.in_use().version)
 
     @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
     async def score(self, deals, as_of=None, explain: bool = True, explain_method: str = "path"):
@@ -126,13 +135,14 @@ class LeadScoreService:
         goals = request_targets(targets, data, at, periods, freq, group_by)
         if isinstance(goals, errors.JSONResponse):
             return goals
+        predictor, version = self.predictor, self.version  # this request's model, also in the worker thread
 
         def work() -> dict:
-            prepared = self.forecasts.get(self.predictor, data, at, freq, group_by, config)
-            result = outlook(self.predictor, data, at, periods=periods, freq=freq, group_by=group_by,
+            prepared = self.forecasts.get(predictor, data, at, freq, group_by, config, fingerprint=snapshot.fingerprint)
+            result = outlook(predictor, data, at, periods=periods, freq=freq, group_by=group_by,
                              targets=goals, config=config, prepared=prepared)
-            self.track_record.record(result, self.config.model_name, self.version, data)
-            return {"model_version": self.version, **forecast_dict(result), "data": snapshot.used()}
+            self.track_record.record(result, self.config.model_name, version, data)
+            return {"model_version": version, **forecast_dict(result), "data": snapshot.used()}
 
         return await self.heavy["forecast"].run(_unprocessable_on_error(work))
 
@@ -224,7 +234,10 @@ class LeadScoreService:
 logging.getLogger(errors.BENTOML_APP_LOGGER).addFilter(errors.SchemaErrorLogFilter())
 errors.escape_log_lines()
 limits.install_header_timeout(_settings().header_timeout_s)
-# the first added is the outer one: a request without a key is refused before its body is read
+limits.install_off_loop_parsing()
+# the first added is the outer one: every answer names the model version (X-Model-Version);
+# a request without a key is refused before its body is read
+LeadScoreService.add_asgi_middleware(reload.ModelVersionMiddleware)
 LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
 LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,
                                      max_body_bytes=_settings().max_body_bytes)

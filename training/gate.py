@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from training.artifacts import ARTIFACTS_TAG, artifacts_digest, local_artifacts
 from training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -147,8 +148,11 @@ def register_and_gate(run_id: str, artifact_path: str, model_name: str, *, candi
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow_client()
     uri = model_uri or _logged_model_uri(client, run_id, artifact_path)
+    # the checksum is part of the version from its creation: serving refuses files that differ
+    checksum = {ARTIFACTS_TAG: artifacts_digest(local_artifacts(uri))}
     with registry_lock():
-        version = int(mlflow.register_model(uri, model_name, tags={"leadscore.run_id": run_id, **(tags or {})}).version)
+        version = int(mlflow.register_model(uri, model_name,
+                                            tags={"leadscore.run_id": run_id, **checksum, **(tags or {})}).version)
         champion_version = alias_version(model_name, CHAMPION)
         promote_it, reason, champion = _verdict(client, model_name, candidate, skill, champion_version, tags or {},
                                                 compare_fn, tolerance, promote_if_incomparable)

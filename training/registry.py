@@ -7,7 +7,10 @@ lock (`tracking.registry_lock`) after re-reading the alias, and is logged with b
 versions, the time and the reason (`leadscore.champion_log`); the order in which versions
 held it is kept for `rollback`. Each version records the dataset it was trained on
 (name, stages, attributes, fingerprint); `check_model_data` refuses a model and data that
-do not belong together. `load_predictor` is the one way a registered predictor is loaded.
+do not belong together. `load_predictor` is the one way a registered predictor is loaded:
+it checks the version's artifacts against the sha256 recorded when it was registered
+(`training.artifacts`) and refuses a truncated, deleted or altered model in
+one line (`ArtifactsCorrupt`); an unreadable store is one line too (`RegistryUnavailable`).
 The promotion gate (register a version, judge it, move the alias) is `training.gate`.
 """
 from __future__ import annotations
@@ -19,7 +22,8 @@ import pandas as pd
 
 from features.errors import LeadscoreError
 from features.schema import DatasetMeta
-from training.tracking import mlflow_client, registry_lock, tracking_uri
+from training.artifacts import ArtifactsCorrupt, readable_store, verified_artifacts
+from training.tracking import mlflow_client, registry_lock
 
 if TYPE_CHECKING:
     from training.predictor import LeadScorePredictor
@@ -256,8 +260,10 @@ def alias_version(model_name: str, alias: str) -> int | None:
 
 
 def require_champion(model_name: str) -> int:
-    """The champion's version; NoChampion (one line, says what to run) when there is none."""
-    version = champion_version(model_name)
+    """The champion's version; NoChampion (one line, says what to run) when there is none,
+    RegistryUnavailable when the store cannot be read."""
+    with readable_store():
+        version = champion_version(model_name)
     if version is None:
         raise NoChampion(NO_CHAMPION)
     return version
@@ -265,15 +271,22 @@ def require_champion(model_name: str) -> int:
 
 def load_predictor(model_name: str, version: int | None = None, alias: str = CHAMPION) -> tuple[LeadScorePredictor, int]:
     """(LeadScorePredictor, version) of registered `version`, or of the version holding
-    `alias` when no version is given. NoChampion / RegistryError when there is none."""
+    `alias` when no version is given, its files checked first (`verified_artifacts`).
+    NoChampion / RegistryError when there is none, ArtifactsCorrupt when its files are
+    missing, altered or do not load."""
     import mlflow
 
     from training.pyfunc import unwrap
 
-    if version is None:
-        version = require_champion(model_name) if alias == CHAMPION else alias_version(model_name, alias)
+    with readable_store():
         if version is None:
-            raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
-    _check_version(mlflow_client(), model_name, int(version))
-    mlflow.set_tracking_uri(tracking_uri())
-    return unwrap(mlflow.pyfunc.load_model(f"models:/{model_name}/{int(version)}")), int(version)
+            version = require_champion(model_name) if alias == CHAMPION else alias_version(model_name, alias)
+            if version is None:
+                raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
+        _check_version(mlflow_client(), model_name, int(version))
+    folder = verified_artifacts(model_name, int(version))
+    try:
+        return unwrap(mlflow.pyfunc.load_model(str(folder))), int(version)
+    except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
+        raise ArtifactsCorrupt(f"{model_name} v{version} does not load ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:200]}); promote another version or retrain") from None

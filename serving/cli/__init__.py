@@ -1,6 +1,6 @@
 """`leadscore`: one typer app; each command is a thin wrapper over a package function.
 
-The commands live by subject (`data`, `models`, `forecast`, `track`, `service`, `lifecycle`); they read the
+The commands live by subject (`data`, `models`, `forecast`, `track`, `service`, `lifecycle`, `retrain`); they read the
 --data folder, call plain functions of `features` / `training`, and write --out
 (`output.write_output`). User errors (bad data, bad mapping, bad option) print one line
 and exit 2; an unexpected error prints one line too, with the traceback only under
@@ -20,6 +20,7 @@ from serving.cli.data import features, generate, ingest, pipeline
 from serving.cli.forecast import backtest, forecast
 from serving.cli.lifecycle import forget, monitor
 from serving.cli.models import evaluate, promote, rollback, score, train
+from serving.cli.retrain import retrain
 from serving.cli.service import serve
 from serving.cli.track import forecast_accuracy
 
@@ -39,6 +40,7 @@ EXAMPLES = {
     "serve": "LEADSCORE_DATA=data/demo leadscore serve --port 3000",
     "monitor": "leadscore monitor --data data/demo --out monitor.html",
     "forget": "leadscore forget --data data/demo --account-id A000042",
+    "retrain": "leadscore retrain --mapping export/mapping.yaml --data data/crm --bento",
 }
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -59,5 +61,5 @@ def main(_version: Optional[bool] = typer.Option(None, "--version", callback=sho
 
 
 for command in (generate, ingest, features, train, evaluate, promote, rollback, score, pipeline, forecast,
-                backtest, forecast_accuracy, serve, monitor, forget):
+                backtest, forecast_accuracy, serve, monitor, forget, retrain):
     app.command(epilog=f"Example: {EXAMPLES[command.__name__]}")(readable_errors(command))

@@ -113,3 +113,12 @@ def serve_once(tmp_path):
         env = bentoml_env(tracking_uri, **extra)
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     return run
+
+
+@pytest.fixture(scope="session")
+def server_kit():
+    """The helpers above for tests that run their own server on their own registry."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(start=start_service, env=bentoml_env, register=register_small_model, api_key=API_KEY,
+                           root=ROOT)

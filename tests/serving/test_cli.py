@@ -167,3 +167,11 @@ def test_third_party_warnings_stay_off_the_console(monkeypatch):
         assert logging.getLogger("mlflow").level == logging.ERROR
     finally:
         logging.getLogger("mlflow").setLevel(level)
+
+
+@pytest.mark.parametrize("setting, message", [("LEADSCORE_TIMEOUT_S", "LEADSCORE_TIMEOUT_S='abc' is not a whole number"),
+                                              ("LEADSCORE_MODEL_RELOAD_S", "LEADSCORE_MODEL_RELOAD_S='x' is not")])
+def test_a_bad_setting_is_one_line_and_exit_2_before_the_server_starts(monkeypatch, setting, message):
+    monkeypatch.setenv(setting, "abc" if setting == "LEADSCORE_TIMEOUT_S" else "x")
+    out = CliRunner().invoke(app, ["serve", "--port", "1"])  # checked before the port
+    assert out.exit_code == 2 and out.output.strip().count("\n") == 0 and message in out.output, out.output

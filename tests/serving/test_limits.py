@@ -20,7 +20,7 @@ from payloads import payload_records
 from starlette.responses import JSONResponse
 
 from features.payload import payload_arrays
-from serving import limits
+from serving import limits, reload
 from serving.errors import ControlCharLogFilter, escape_control
 from serving.loader import ConfigError, ServingConfig
 from serving.service import LeadScoreService
@@ -39,7 +39,8 @@ def service(data):
     inner = LeadScoreService.inner
     svc = inner.__new__(inner)
     svc.config = ServingConfig(data_dir="in-memory", forecast_budget=100_000)
-    svc.predictor, svc.version, svc._data = models_cache.small_predictor(), 1, data
+    reload.SLOT.served = reload.Served(predictor=models_cache.small_predictor(), model=None, batcher=None, version=1)
+    svc._data = data
     svc.heavy = {name: limits.EndpointLimiter(name, 1, 1, 30) for name in ("forecast", "pipeline")}
     return svc
 
@@ -284,3 +285,88 @@ def test_a_request_cancelled_while_queued_frees_its_place():
         return await first, await again
 
     assert asyncio.run(run()) == ("first", "again")
+
+
+# --- a timeout cancels the work ------------------------------------------------------------
+
+def test_a_timed_out_call_stops_its_work_and_frees_its_memory():
+    import tracemalloc
+
+    from features.deadline import checkpoint, checkpoints_passed
+
+    def heavy() -> str:  # like the forecast: blocks of arrays, a checkpoint between them
+        kept = []
+        for _ in range(100_000):
+            checkpoint()
+            kept.append(np.ones(50_000))  # 400 kB a block
+            time.sleep(0.002)
+        return "finished"
+
+    async def run():
+        limiter = limits.EndpointLimiter("forecast", running=1, queued=0, timeout_s=0.3)
+        answer = await limiter.run(heavy)
+        for _ in range(100):  # the slot comes back once the work has stopped
+            if limiter._admitted == 0:
+                break
+            await asyncio.sleep(0.02)
+        return answer, limiter._admitted, await limiter.run(lambda: "next")
+
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        answer, admitted, after = asyncio.run(run())
+        stopped_at = checkpoints_passed()
+        time.sleep(0.3)
+        still = checkpoints_passed()
+        left = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert answer.status_code == 503 and "LEADSCORE_TIMEOUT_S" in _body(answer)["error"]
+    assert admitted == 0 and after == "next"  # the slot was freed by the work stopping, not by finishing
+    assert still == stopped_at  # no checkpoint passed since: the CPU work stopped
+    assert left < 5 * 2**20  # its blocks (tens of MB by the timeout) were freed
+
+
+def test_a_timed_out_forecast_stops_simulating(data):
+    """The real forecast (small model, many simulations in small blocks) stops at a checkpoint."""
+    from features.deadline import checkpoints_passed
+    from training.forecast.config import ForecastConfig
+    from training.forecast.outlook import outlook
+
+    config = ForecastConfig(n_sims=200_000, block_paths=20_000)  # hundreds of blocks, each a checkpoint
+    predictor = models_cache.small_predictor()
+
+    async def run():
+        limiter = limits.EndpointLimiter("forecast", running=1, queued=0, timeout_s=1.0)
+        started = time.monotonic()
+        answer = await limiter.run(lambda: outlook(predictor, data, data.data_end, periods=3, config=config))
+        while limiter._admitted and time.monotonic() - started < 30:
+            await asyncio.sleep(0.05)
+        return answer, time.monotonic() - started, limiter._admitted
+
+    answer, seconds, admitted = asyncio.run(run())
+    stopped_at = checkpoints_passed()
+    time.sleep(0.5)
+    assert answer.status_code == 503
+    assert admitted == 0 and seconds < 10  # stopped soon after the timeout, not after 200k simulations
+    assert checkpoints_passed() == stopped_at
+
+
+def test_the_timeout_counts_the_time_in_the_queue():
+    """A queued call is answered at the timeout (before BentoML's own, 5 s later), not after
+    its wait plus a whole timeout of work."""
+    async def run():
+        limiter = limits.EndpointLimiter("forecast", running=1, queued=1, timeout_s=0.3)
+        release = threading.Event()
+        first = asyncio.create_task(limiter.run(lambda: release.wait(5)))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        queued = await limiter.run(lambda: "never started")
+        waited = time.monotonic() - started
+        release.set()
+        await first
+        return queued, waited
+
+    queued, waited = asyncio.run(run())
+    assert queued.status_code == 503 and "waiting in the queue included" in _body(queued)["error"]
+    assert 0.25 < waited < 0.6

@@ -172,9 +172,7 @@ def test_check_model_data_names_both_and_allows_new_data_of_the_same_dataset(loc
         registry.check_model_data("served", None, DEMO, "LEADSCORE_DATA", recorded=XED)
 
 
-def test_training_promoting_and_serving_another_dataset_are_refused(local_mlflow_uri, tmp_path, monkeypatch):
-    from serving.loader import check_champion
-
+def test_training_promoting_and_serving_another_dataset_are_refused(local_mlflow_uri, tmp_path):
     register_constant("crm", 0.2)
     with pytest.raises(registry.ModelDataMismatch, match="to train it into 'crm' anyway pass --new-dataset"):
         registry.check_training_target("crm", XED, "data/xed")
@@ -184,11 +182,10 @@ def test_training_promoting_and_serving_another_dataset_are_refused(local_mlflow
     assert xed.alias == "challenger" and "trained on dataset 'demo'" in xed.reason
     with pytest.raises(registry.RegistryError, match="trained on dataset 'xed', champion v1 on 'demo'"):
         registry.promote("crm", xed.version)
-    monkeypatch.setenv("LEADSCORE_DATA", str(write_meta_only(tmp_path / "xed", XED)))
+    xed_folder = str(write_meta_only(tmp_path / "xed", XED))
     with pytest.raises(registry.ModelDataMismatch, match="model 'crm v1' was trained on dataset 'demo' and .*xed hol"):
-        check_champion("crm")
-    monkeypatch.setenv("LEADSCORE_DATA", str(write_meta_only(tmp_path / "demo", DEMO)))
-    check_champion("crm")
+        registry.check_model_data("crm", None, XED, xed_folder)  # what serving checks with LEADSCORE_DATA
+    assert registry.check_model_data("crm", None, DEMO, str(write_meta_only(tmp_path / "demo", DEMO))) == 1
 
 
 @pytest.mark.parametrize("command", [["score", "--out", "{tmp}/s.csv"], ["evaluate"],

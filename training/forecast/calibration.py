@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.deadline import checkpoint
 from features.schema import CanonicalData
 from training.forecast.bookings import BookingRule
 from training.forecast.config import ForecastConfig
@@ -96,6 +97,7 @@ def shock_history(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: st
     open_part = _open_pipeline_history(predictor, known, starts, freq, rule)
     rows = []
     for s in starts:
+        checkpoint()
         new = _new_deal_history(known, s, period_end(s, freq), rule)
         o = open_part.loc[s] if s in open_part.index else pd.Series({"mu": 0.0, "var": 0.0, "y": 0.0})
         rows.append({"start": s, "predicted": o["mu"] + new["mu"], "variance": o["var"] + new["var"],

@@ -19,6 +19,7 @@ from typing import Callable
 
 import pandas as pd
 
+from features.deadline import checkpoint
 from features.schema import CanonicalData
 from training.forecast.bookings import BookingRule
 from training.forecast.calibration import period_factors
@@ -74,7 +75,9 @@ def forecast(predictor, data: CanonicalData, as_of, periods: int = 3, freq: str 
     prepared.check(as_of, freq, group_by)
     known, shock = prepared.known, dict(prepared.shock)
     pipe = in_periods(prepared.scored, known, as_of, per, group_by)
+    checkpoint()  # between the steps: a /forecast past its timeout stops (features.deadline)
     factors = period_factors(shock, per, freq)
+    checkpoint()
     deals = with_expectations(pipe.deals, factors)
     new_deals = prepared.new_deals.scaled(shock["new_factor"])
     closed = closed_so_far(known, as_of, per, freq, group_by, pipe.rule)

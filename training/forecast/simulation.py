@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.special import expit, logit
 
 from features.dates import DAY
+from features.deadline import checkpoint
 from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import ALL, NewDealModel
 from training.forecast.valuation import LOGQ
@@ -95,6 +96,7 @@ def _simulate_open(pipe: pd.DataFrame, per: pd.DataFrame, period_factors: Sequen
     logit_p = logit(p)
     block = max(1, config.block_paths // max(n, 1))
     for first in range(0, n_sims, block):
+        checkpoint()  # a /forecast past its timeout stops here
         b = min(block, n_sims - first)
         won = rng.random((b, n)) < expit(logit_p[None, :] + shift[first:first + b, None])
         noise = rng.standard_normal((b, n))
@@ -117,6 +119,7 @@ def _simulate_new(newm: NewDealModel, per: pd.DataFrame, groups: list[str], z: n
     mult = np.exp(relative_sd * z - relative_sd ** 2 / 2)
     gindex = pd.Index(groups)
     for s_idx, segment in enumerate(newm.segments_):
+        checkpoint()
         pool = newm.pool_for(segment)
         if pool.empty:
             continue
@@ -146,6 +149,7 @@ def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: S
     shown = [ALL] + (list(groups) if group_by else [])
     frames = []
     for group in shown:
+        checkpoint()
         mask = np.ones(len(groups), bool) if group == ALL else np.asarray(groups) == group
         rest, landing = sims.rest(group), sims.landing(group)
         q, lq = np.quantile(rest, [0.1, 0.5, 0.9], axis=0), np.quantile(landing, [0.1, 0.5, 0.9], axis=0)
