@@ -24,6 +24,9 @@ def generate(
                                           "same history (star schema CSVs + mapping.yaml + truth/)."),
     zombie_share: float = typer.Option(0.9, "--zombie-share", min=0.0, max=0.99,
                                        help="With --export: share of the open pipeline that is zombies."),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1,
+                                             help="Write --out as this many hash partitions of deal_id, "
+                                                  "generated in chunks (other data than without it)."),
 ) -> None:
     """Generate a realistic CRM history (deals, stage events, activities, accounts), and/or
     the same history as a dirty raw CRM export with its mapping (--export)."""
@@ -33,7 +36,13 @@ def generate(
 
     if out is None and export is None:
         raise GeneratorOptionError("give --out (canonical tables), --export (a raw CRM export) or both")
-    if out is not None:
+    if partitions is not None and (out is None or export is not None):
+        raise GeneratorOptionError("--partitions needs --out and goes without --export")
+    if partitions is not None:
+        from features.synthetic.chunked import generate_partitioned
+
+        console.print(generate_partitioned(out, deals, partitions, seed=seed, start=start, months=months))
+    elif out is not None:
         console.print(generate_dataset(out_dir=out, n_deals=deals, seed=seed, start=start, months=months))
     if export is not None:
         console.print(export_dirty(export, n_deals=deals, seed=seed, start=start, months=months,
