@@ -19,13 +19,7 @@ import pyarrow.parquet as pq
 
 from features.dataset import staged_dataset, write_meta
 from features.partitions import PartitionWriter
-from features.synthetic.generator import (
-    DealChunk,
-    _accounts_frame,
-    generate_raw,
-    make_params,
-    validated,
-)
+from features.synthetic.generator import DealChunk, _accounts_frame, generate_raw, make_params, validated
 from features.synthetic.population import make_population
 from features.validation import validate
 
