@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +48,7 @@ def write_dataset(data: CanonicalData, out_dir: str | Path, rejects: pd.DataFram
         if partitions is None:
             _write_tables(data, staging)
         else:
+            data = replace(data, meta=replace(data.meta, data_end=data.data_end))  # fixed for every partition
             writer = PartitionWriter(staging, partitions)
             writer.add({name: getattr(data, name) for name in PARTITIONED_TABLES})
             writer.close()

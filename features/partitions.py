@@ -15,12 +15,15 @@ per chunk and partition), so a generator or an ingest never holds all rows at on
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from features.schema import CanonicalData
 
 PARTITION_FILE = "partitions.json"
 PARTITIONED_TABLES = ("deals", "stage_events", "activities")
@@ -114,3 +117,20 @@ def dask_table(folder: str | Path, table: str):
     folder = Path(folder)
     files = [str(partition_file(folder, table, i)) for i in range(partition_count(folder))]
     return dd.from_map(pd.read_parquet, files, meta=pd.read_parquet(files[0]).iloc[:0])
+
+
+def split_data(data: CanonicalData, partitions: int) -> list[CanonicalData]:
+    """In-memory tables cut into `partitions` by the same hash as the files (each deal with
+    its events and activities; accounts and meta shared)."""
+    cut = {name: _split(getattr(data, name), partitions) for name in PARTITIONED_TABLES}
+    meta = replace(data.meta, data_end=data.data_end)  # a partition's own tables do not set the end
+    return [CanonicalData(meta=meta, accounts=data.accounts,
+                          **{name: None if parts is None else parts[i] for name, parts in cut.items()})
+            for i in range(partitions)]
+
+
+def _split(frame: pd.DataFrame | None, partitions: int) -> list[pd.DataFrame] | None:
+    if frame is None:
+        return None
+    part = partition_of(frame["deal_id"], partitions)
+    return [frame.loc[part == i].reset_index(drop=True) for i in range(partitions)]

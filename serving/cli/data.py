@@ -8,6 +8,7 @@ import pandas as pd
 import typer
 
 from features.dates import as_of_timestamps
+from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
 
@@ -73,6 +74,7 @@ def features(
     data: Path = typer.Option(..., "--data", help="Canonical tables folder."),
     as_of: str = typer.Option(..., "--as-of", help="As-of date(s): YYYY-MM-DD[,YYYY-MM-DD...]."),
     out: Path = typer.Option(..., "--out", help="Output .parquet, .csv or .json (features + labels)."),
+    cluster=cluster_option(),
 ) -> None:
     """Point-in-time feature rows (and labels) for every deal open at each as-of date."""
     from features.build import features as feature_rows
@@ -80,7 +82,13 @@ def features(
 
     dates = parse_dates_option(as_of)
     check_suffix(out, FRAME_SUFFIXES)
-    frame = feature_rows(read_dataset(data), dates)
+    with maybe_cluster(cluster) as client:
+        if client is None:
+            frame = feature_rows(read_dataset(data), dates)
+        else:
+            from training.distributed import features as cluster_rows
+
+            frame = cluster_rows(client, data, dates)
     write_output(frame, out)
     console.print(f"{len(frame):,} snapshot rows x {frame.shape[1]} columns -> {out}")
 

@@ -19,6 +19,7 @@ measure a model up to N periods stale, a conservative test.
 from __future__ import annotations
 
 import copy
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -72,8 +73,10 @@ def refit_builder(predictor, known: CanonicalData):
 
 def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, truth: pd.DataFrame | None = None,
              predictor=None, train_config=None, config: ForecastConfig | None = None, oracle_sims: int = 300,
-             step: Callable[[str], None] = lambda _s: None) -> dict:
-    """Per-origin rows and the summary of model, baselines and (with `truth`) oracle."""
+             step: Callable[[str], None] = lambda _s: None, map_origins: Callable | None = None) -> dict:
+    """Per-origin rows and the summary of model, baselines and (with `truth`) oracle.
+    `map_origins(fn, origins)`: runs `fn(data, origin=o)` for each origin elsewhere (each
+    origin is independent; `training.distributed.origin_mapper` makes each a Dask task)."""
     config = config or ForecastConfig(n_sims=1000)
     origins = backtest_origins(data, freq, n_origins)
     if predictor is None:
@@ -85,10 +88,15 @@ def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, trut
         except (ValueError, IndexError) as exc:  # too few closed deals at the first origin for any fold
             raise NotEnoughData(f"cannot train on the data known at the first origin {origins[0].date()} "
                                 f"({type(exc).__name__}: {exc}): ask for fewer origins") from None
-    rows = []
-    for origin in origins:
-        step(f"origin {origin.date()}")
-        rows.append(_one_origin(data, predictor, origin, freq, truth, config, oracle_sims))
+    one = partial(_one_origin, predictor=predictor, freq=freq, truth=truth, config=config, oracle_sims=oracle_sims)
+    if map_origins is not None:
+        step(f"{len(origins)} origins as cluster tasks")
+        rows = list(map_origins(one, origins))
+    else:
+        rows = []
+        for origin in origins:
+            step(f"origin {origin.date()}")
+            rows.append(one(data, origin=origin))
     frame = pd.DataFrame(rows)
     return {"freq": freq, "origins": [o.isoformat() for o in origins], "strategy": STRATEGY,
             "value_unit": rows[0]["value_unit"], "summary": summarise(frame, truth is not None),
