@@ -47,12 +47,16 @@ def train(
     snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq", callback=pandas_frequency,
                                       help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
     cluster=cluster_option(),
+    distributed_fit: bool = typer.Option(False, "--distributed-fit", help="With --cluster: fit the close-probability "
+                                         "booster data-parallel with lightgbm.dask (automatic from 2M deals)."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
     from features.dataset import read_dataset, read_truth
     from training.run import train as train_model
     from training.train import TrainConfig
 
+    if distributed_fit and cluster is None:
+        raise typer.BadParameter("--distributed-fit needs --cluster (or $LEADSCORE_DASK_SCHEDULER)")
     config = TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq, keep_columns=tuple(keep_column),
                          **({} if leak_auc is None else {"leak_auc": leak_auc}))
 
@@ -62,11 +66,15 @@ def train(
 
             step("ingest")
             ingest(mapping_path=mapping, out_dir=data)
+        dataset = read_dataset(data)
         if client is not None:
             from training.distributed import training_set
+            from training.distributed_fit import DaskBoosterTrainer, wants_distributed_fit
 
-            config.training_set = training_set(client, data)  # features on the cluster, models here
-        summary = train_model(read_dataset(data), read_truth(data), experiment=experiment, model_name=model_name,
+            config.training_set = training_set(client, data)  # features on the cluster
+            if wants_distributed_fit(len(dataset.deals), distributed_fit):
+                config.close_params["booster_trainer"] = DaskBoosterTrainer()
+        summary = train_model(dataset, read_truth(data), experiment=experiment, model_name=model_name,
                               config=config, step=step, data_dir=data, new_dataset=new_dataset)
     if metrics_out is not None:
         write_output(summary, metrics_out)
