@@ -10,6 +10,7 @@ import typer
 from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console, fmt, progress_steps
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
+from training.cluster import ClusterError
 
 TRAIN_STEPS = 7
 EVALUATE_STEPS = 4
@@ -51,12 +52,12 @@ def train(
                                          "booster data-parallel with lightgbm.dask (automatic from 2M deals)."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
+    if distributed_fit and cluster is None:
+        raise ClusterError("--distributed-fit needs --cluster (or $LEADSCORE_DASK_SCHEDULER)")
     from features.dataset import read_dataset, read_truth
     from training.run import train as train_model
     from training.train import TrainConfig
 
-    if distributed_fit and cluster is None:
-        raise typer.BadParameter("--distributed-fit needs --cluster (or $LEADSCORE_DASK_SCHEDULER)")
     config = TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq, keep_columns=tuple(keep_column),
                          **({} if leak_auc is None else {"leak_auc": leak_auc}))
 
