@@ -53,9 +53,10 @@ def parse_cluster(spec: str | None) -> ClusterSpec | None:
 
 
 @contextmanager
-def cluster_client(spec: ClusterSpec | str) -> Iterator["distributed.Client"]:  # noqa: F821
+def cluster_client(spec: ClusterSpec | str, timeout_s: float = CONNECT_TIMEOUT_S
+                   ) -> Iterator["distributed.Client"]:  # noqa: F821
     """A `distributed.Client` on the cluster of `spec`, closed (and a local cluster shut
-    down) on exit."""
+    down) on exit; a scheduler not answering within `timeout_s` is a `ClusterError`."""
     from distributed import Client, LocalCluster
 
     spec = parse_cluster(spec) if isinstance(spec, str) else spec
@@ -65,9 +66,9 @@ def cluster_client(spec: ClusterSpec | str) -> Iterator["distributed.Client"]:  
             yield client
         return
     try:
-        client = Client(spec.address, timeout=f"{CONNECT_TIMEOUT_S}s")
+        client = Client(spec.address, timeout=f"{timeout_s}s")
     except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {spec.address} within {CONNECT_TIMEOUT_S} s "
+        raise ClusterError(f"cannot reach the Dask scheduler at {spec.address} within {timeout_s:g} s "
                            f"({type(exc).__name__}): start it with `dask scheduler` and workers with "
                            f"`dask worker {spec.address}`") from None
     with client:

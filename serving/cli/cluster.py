@@ -1,6 +1,8 @@
 """The `--cluster` option of `features`, `train`, `score` and `backtest` (`training.cluster`)."""
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Optional
@@ -33,5 +35,7 @@ def maybe_cluster(spec: Optional[ClusterSpec]) -> Iterator:
         return
     from training.cluster import cluster_client
 
+    if not os.environ.get("LEADSCORE_DEBUG"):  # the workers' shutdown chatter is not the command's output
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     with cluster_client(spec) as client:
         yield client

@@ -128,6 +128,17 @@ def test_empty_and_label_sorted_partitions(client, training_rows):
     assert auc > 0.7
 
 
+def test_an_unreachable_scheduler_is_one_clear_error():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+        with cluster_client(f"tcp://127.0.0.1:{port}", timeout_s=2):
+            pass
+
+
 def test_cluster_specs():
     assert parse_cluster("local:3").workers == 3
     assert parse_cluster("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
