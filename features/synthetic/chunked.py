@@ -42,7 +42,7 @@ def generate_partitioned(out_dir: str | Path, n_deals: int, partitions: int, see
             raw, truth = generate_raw(p, chunk)
             data = validated(raw, p)
             writer.add({"deals": data.deals, "stage_events": data.stage_events, "activities": data.activities})
-            arrow = pa.Table.from_pandas(truth, preserve_index=False).replace_schema_metadata(None)
+            arrow = pa.Table.from_pandas(truth, preserve_index=False)  # its metadata keeps attrs["params"]
             truth_writer = truth_writer or pq.ParquetWriter(folder / "truth" / "truth.parquet", arrow.schema)
             truth_writer.write_table(arrow.cast(truth_writer.schema))
             _count(counts, data)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features.build import FeatureBuilder, features
-from features.dataset import dataset_partitions, read_dataset, read_partition, write_dataset
+from features.dataset import dataset_partitions, read_dataset, read_partition, read_truth, write_dataset
 from features.partitions import partition_of, split_data
 from features.synthetic import generate_data
 from features.synthetic.chunked import generate_partitioned
@@ -93,8 +93,9 @@ def test_generate_partitioned_streams_chunks_into_partitions(tmp_path):
     assert data.deals["deal_id"].is_unique and len(data.deals) == 1200
     assert sorted(data.deals["deal_id"])[0] == "D0000001" and sorted(data.deals["deal_id"])[-1] == "D0001200"
     assert len(data.stage_events) == summary["events"] and len(data.activities) == summary["activities"]
-    truth = pd.read_parquet(tmp_path / "g" / "truth" / "truth.parquet")
+    truth = read_truth(tmp_path / "g")
     assert sorted(truth["deal_id"]) == sorted(data.deals["deal_id"])
+    assert truth.attrs["params"]["n_deals"] == 1200 and truth.attrs["params"]["seed"] == 5
     assert data.accounts["account_id"].is_unique and data.meta.data_end is not None
     again = generate_partitioned(tmp_path / "h", 1200, partitions=3, seed=5, chunk_deals=500)
     assert again == summary
