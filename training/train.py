@@ -55,9 +55,7 @@ class TrainConfig:
     leak_auc: float = LEAK_AUC  # single-column AUC from which a column is taken for a leak
     close_params: dict = field(default_factory=dict)
     time_params: dict = field(default_factory=dict)
-    # builds (features, labels, builder) from (data, as-of grid): None is `build_training_set`;
-    # `--cluster` passes `training.distributed.training_set(client, ...)`
-    training_set: Callable | None = field(default=None, repr=False)
+    training_set: Callable | None = field(default=None, repr=False)  # None: build_training_set; or on a cluster
 
 
 @dataclass
