@@ -124,7 +124,7 @@ def test_empty_and_label_sorted_partitions(client, training_rows):
     booster = dask_booster(client, client.scatter(sorted_parts), "label", names, params, rounds=150)
     reference = dask_booster(client, client.scatter(mixed), "label", names, params, rounds=150)
     auc = roc_auc_score(yt, booster.predict(Xt))
-    assert abs(auc - roc_auc_score(yt, reference.predict(Xt))) < 0.01
+    assert abs(auc - roc_auc_score(yt, reference.predict(Xt))) < 0.02  # 1,300 test rows: AUC noise ~0.01
     assert auc > 0.7
 
 
