@@ -2,9 +2,8 @@
 
 What LightGBM's own tracker reports, and what is done about it:
 
-- fixed ports: no `local_listen_port` is passed (a `LocalCluster` has several workers on
-  one machine, which a fixed port forbids, lightgbm-org/LightGBM PR jameslamb/lightgbm-dask-testing#13);
-  LightGBM asks each worker for a free port;
+- fixed ports: no `local_listen_port` is passed (LightGBM refuses one when a machine runs
+  several workers, as a `LocalCluster` does); LightGBM asks each worker for a free port;
 - empty partitions (a worker with no rows stalls or kills the training, LightGBM#3882):
   partitions without rows are dropped before the fit;
 - partitions sorted by label (each worker then bins and starts from one class): the rows
