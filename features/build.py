@@ -35,7 +35,7 @@ from features.definitions import (
 from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.lookups import FeatureLookups
-from features.schema import TIMESTAMP_DTYPE, CanonicalData
+from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
 from features.snapshots import activity_counts, as_of_grid, event_state, snapshot_positions, state_at
 from features.winrates import laplace_win_rate, smoothed_group_rate
 
@@ -51,26 +51,41 @@ class FeatureBuilder(BaseEstimator):
 
     # ---- fit --------------------------------------------------------------------
     def fit(self, data: CanonicalData) -> "FeatureBuilder":
-        """Learn stage order, category levels, attribute kinds and the history tables."""
+        """Learn stage order, category levels, attribute kinds and history tables: `fit_partials` of one partition."""
+        return self.fit_partials([self.partial(data)], data.meta)
+
+    def partial(self, data: CanonicalData) -> hist.FitPartial:
+        """What one partition of the data (whole deals) contributes to `fit_partials`."""
         deals = _checked_deals(data.deals, static=data.meta.static)
+        categorical_attrs = [a for a, kind in data.meta.attributes.items() if kind != "numeric"]
+        columns = [c for c in dict.fromkeys([*RAW_CATEGORICAL, *categorical_attrs, *self.group_columns]) if c in deals]
+        levels = {col: hist.levels_of(deals[col]) for col in columns}
+        if data.meta.static:
+            return hist.FitPartial(levels=levels, events=None)
+        groups = [c for c in self.group_columns if c in deals]
+        arrays = DealArrays.from_canonical(deals, data.stage_events, None, list(data.meta.stages), {})
+        prepared = event_state(arrays.created_at, arrays.events, len(data.meta.stages))
+        return hist.FitPartial(levels=levels, events=hist.history_events(deals, prepared, groups, data.data_end))
+
+    def fit_partials(self, partials: list[hist.FitPartial], meta: DatasetMeta) -> "FeatureBuilder":
+        """Fit from every partition's `partial` (in partition order): levels united, history tables combined once."""
         if len(self.activity_windows) < 2 or min(self.activity_windows) <= 0:
             raise ValueError("activity_windows needs at least two positive day counts, e.g. (7, 30, 90)")
-        self.static_ = bool(data.meta.static)
-        self.stages_ = list(data.meta.stages)
-        self.attributes_ = dict(data.meta.attributes)
-        self.raw_categoricals_ = [c for c in RAW_CATEGORICAL if c in deals and deals[c].notna().any()]
+        levels = hist.unite_levels(partials)
+        self.static_ = bool(meta.static)
+        self.stages_ = list(meta.stages)
+        self.attributes_ = dict(meta.attributes)
+        self.raw_categoricals_ = [c for c in RAW_CATEGORICAL if len(levels.get(c, ()))]
         self.attribute_features_ = {a: (f"attr_{a}" if a in reserved_names() else a) for a in self.attributes_}
         categorical_attrs = [a for a, kind in self.attributes_.items() if kind != "numeric"]
         self.categories_ = {"stage": pd.Index(self.stages_)}
         for col in self.raw_categoricals_ + categorical_attrs:
-            self.categories_[self.attribute_features_.get(col, col)] = hist._levels(deals[col])
+            self.categories_[self.attribute_features_.get(col, col)] = levels[col]
         if self.static_:
             self.group_columns_, self.history_ = [], None
         else:
-            self.group_columns_ = [c for c in self.group_columns if c in deals and deals[c].notna().any()]
-            arrays = DealArrays.from_canonical(deals, data.stage_events, None, self.stages_, {})
-            prepared = event_state(arrays.created_at, arrays.events, len(self.stages_))
-            self.history_ = hist.fit_history(deals, prepared, self.group_columns_, data.data_end)
+            self.group_columns_ = [c for c in self.group_columns if len(levels.get(c, ()))]
+            self.history_ = hist.combine_history([p.events for p in partials], self.group_columns_, levels)
         attrs = list(self.attribute_features_.values())
         self.categorical_features_ = ([] if self.static_ else ["stage"]) + self.raw_categoricals_ \
             + [self.attribute_features_[a] for a in categorical_attrs]

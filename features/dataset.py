@@ -3,6 +3,9 @@
 DIR/deals.parquet, DIR/stage_events.parquet, DIR/activities.parquet, DIR/accounts.parquet
 (the optional ones only when present), DIR/rejects.csv, and DIR/meta.json (stage order,
 attribute kinds, static flag, data end) so that every later command reads one folder.
+With `partitions=P` the per-deal tables are Parquet datasets partitioned by a hash of
+`deal_id` instead (`features.partitions`); `read_dataset` reads both layouts into the same
+frames (partitioned: rows in partition order), `read_partition` one partition alone.
 """
 from __future__ import annotations
 
@@ -10,46 +13,81 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from features.errors import DatasetNotFound
+from features.partitions import (
+    PARTITION_FILE,
+    PARTITIONED_TABLES,
+    PartitionWriter,
+    partition_count,
+    read_all_partitions,
+    read_partition_tables,
+)
 from features.schema import CanonicalData, DatasetMeta, empty_rejects
 
 OPTIONAL_TABLES = ("stage_events", "activities", "accounts")
-DATASET_FILES = {"deals.parquet", *(f"{name}.parquet" for name in OPTIONAL_TABLES), "meta.json", "rejects.csv"}
+DATASET_FILES = {"deals.parquet", *(f"{name}.parquet" for name in OPTIONAL_TABLES), "meta.json", "rejects.csv",
+                 PARTITION_FILE, *PARTITIONED_TABLES}
 
 
-def write_dataset(data: CanonicalData, out_dir: str | Path, rejects: pd.DataFrame | None = None) -> Path:
-    """Write canonical tables, meta.json and rejects.csv; returns the folder.
+def write_dataset(data: CanonicalData, out_dir: str | Path, rejects: pd.DataFrame | None = None,
+                  partitions: int | None = None) -> Path:
+    """Write canonical tables, meta.json and rejects.csv; returns the folder. `partitions`:
+    the per-deal tables as P hash partitions of `deal_id` (`features.partitions`).
 
     Atomic: everything is written (and fsynced) into a sibling temporary folder that then
     replaces DIR, so a failure half-way leaves the old dataset as it was. Other entries of
     DIR (e.g. the generator's `truth/`) are carried over as hard links."""
+    with staged_dataset(out_dir) as staging:
+        if partitions is None:
+            _write_tables(data, staging)
+        else:
+            data = replace(data, meta=replace(data.meta, data_end=data.data_end))  # fixed for every partition
+            writer = PartitionWriter(staging, partitions)
+            writer.add({name: getattr(data, name) for name in PARTITIONED_TABLES})
+            writer.close()
+            if data.accounts is not None:
+                data.accounts.to_parquet(staging / "accounts.parquet", index=False)
+        write_meta(staging, data.meta, rejects)
+    return Path(out_dir)
+
+
+@contextmanager
+def staged_dataset(out_dir: str | Path) -> Iterator[Path]:
+    """A temporary sibling folder to write a dataset into; on success it replaces `out_dir`
+    (entries of the old folder that are not dataset files carried over), else it is removed."""
     out = Path(out_dir)
     _recover(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()  # not mkdtemp: the folder keeps the usual permissions (umask), not 0700
     try:
-        _write_tables(data, staging, rejects)
+        yield staging
         if out.exists():
             _carry_over(out, staging)
         _sync(staging)
         _swap(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out
 
 
-def _write_tables(data: CanonicalData, folder: Path, rejects: pd.DataFrame | None) -> None:
+def _write_tables(data: CanonicalData, folder: Path) -> None:
     data.deals.to_parquet(folder / "deals.parquet", index=False)
     for name in OPTIONAL_TABLES:
         table = getattr(data, name)
         if table is not None:  # absent: no file, so no stale table of an earlier run is read back
             table.to_parquet(folder / f"{name}.parquet", index=False)
-    (folder / "meta.json").write_text(json.dumps(data.meta.to_dict(), indent=2))
+
+
+def write_meta(folder: Path, meta: DatasetMeta, rejects: pd.DataFrame | None = None) -> None:
+    """meta.json and rejects.csv of a dataset folder."""
+    (folder / "meta.json").write_text(json.dumps(meta.to_dict(), indent=2))
     (empty_rejects() if rejects is None else rejects).to_csv(folder / "rejects.csv", index=False)
 
 
@@ -112,18 +150,47 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def read_dataset(data_dir: str | Path) -> CanonicalData:
-    """Read a folder written by `write_dataset` (or `leadscore ingest` / `generate`)."""
+    """Read a folder written by `write_dataset` (or `leadscore ingest` / `generate`), in
+    either layout (partitioned: every partition, concatenated in partition order)."""
+    d, meta = _checked_folder(data_dir)
+    if partition_count(d) is not None:
+        return CanonicalData(meta=meta, accounts=_accounts(d), **read_all_partitions(d))
+    tables = {name: pd.read_parquet(d / f"{name}.parquet") if (d / f"{name}.parquet").exists() else None
+              for name in OPTIONAL_TABLES}
+    return CanonicalData(deals=pd.read_parquet(d / "deals.parquet"), meta=meta, **tables)
+
+
+def dataset_partitions(data_dir: str | Path) -> int:
+    """How many partitions `read_partition` can read: P, or 1 for the single-file layout."""
+    d, _ = _checked_folder(data_dir)
+    return partition_count(d) or 1
+
+
+def read_partition(data_dir: str | Path, i: int) -> CanonicalData:
+    """Partition i alone: its deals, their events and activities, with the whole accounts
+    table and meta (the single-file layout is its own one partition)."""
+    d, meta = _checked_folder(data_dir)
+    n = partition_count(d)
+    if n is None and i == 0:
+        return read_dataset(d)
+    if not 0 <= i < (n or 1):
+        raise ValueError(f"{d} has {n or 1} partition(s): there is no partition {i}")
+    return CanonicalData(meta=meta, accounts=_accounts(d), **read_partition_tables(d, i))
+
+
+def _checked_folder(data_dir: str | Path) -> tuple[Path, DatasetMeta]:
     d = Path(data_dir)
     _recover(d)
-    if not (d / "deals.parquet").exists():
+    if not (d / "deals.parquet").exists() and partition_count(d) is None:
         raise DatasetNotFound(f"{d}/deals.parquet not found: point --data at a folder written by "
                               f"`leadscore ingest` or `leadscore generate`")
     if not (d / "meta.json").exists():
         raise DatasetNotFound(f"{d}/meta.json not found: re-run `leadscore ingest` for this folder")
-    meta = DatasetMeta.from_dict(json.loads((d / "meta.json").read_text()))
-    tables = {name: pd.read_parquet(d / f"{name}.parquet") if (d / f"{name}.parquet").exists() else None
-              for name in OPTIONAL_TABLES}
-    return CanonicalData(deals=pd.read_parquet(d / "deals.parquet"), meta=meta, **tables)
+    return d, DatasetMeta.from_dict(json.loads((d / "meta.json").read_text()))
+
+
+def _accounts(d: Path) -> pd.DataFrame | None:
+    return pd.read_parquet(d / "accounts.parquet") if (d / "accounts.parquet").exists() else None
 
 
 def write_truth(out_dir: str | Path, truth: pd.DataFrame, params: dict) -> Path:

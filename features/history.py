@@ -64,22 +64,70 @@ def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
 
 def fit_history(deals: pd.DataFrame, prepared: dict[str, np.ndarray], group_columns: Sequence[str],
                 data_end: pd.Timestamp) -> History:
-    """All history tables from the training data (deals, prepared stage events)."""
-    closed = closed_deals(deals, data_end)
+    """All history tables from the training data (deals, prepared stage events): the
+    one-partition case of `history_events` then `combine_history`."""
+    levels = {col: levels_of(deals[col]) for col in group_columns}
+    return combine_history([history_events(deals, prepared, group_columns, data_end)], group_columns, levels)
+
+
+@dataclass
+class HistoryEvents:
+    """One partition's facts that the history tables are made of (the map half of
+    `fit_history`; `combine_history` is the reduce half). Concatenating the partitions'
+    events in partition order and fitting gives the tables of the concatenated tables,
+    bit for bit (ties in time keep that order, as in one process)."""
+
+    closed: pd.DataFrame  # deals closed by data_end: closed_at, outcome, amount, grouping columns
+    spells: pd.DataFrame  # completed stage spells: stage_index, left_at, dwell_days
+    load: pd.DataFrame | None  # owner, at, open_deals (+1 at creation, then -1 at close)
+    n_stages: int  # 1 + the highest stage index seen in any event
+
+
+def history_events(deals: pd.DataFrame, prepared: dict[str, np.ndarray], group_columns: Sequence[str],
+                   data_end: pd.Timestamp) -> HistoryEvents:
+    """The history facts of some deals (and their prepared stage events)."""
+    closed = closed_deals(deals, data_end)[["closed_at", "outcome", "amount", *group_columns]]
+    n_stages = int(np.max(prepared["stage_index"])) + 1 if len(prepared["stage_index"]) else 0
+    load = _load_events(deals) if "owner" in group_columns else None
+    return HistoryEvents(closed=closed, spells=_completed_spells(deals, prepared, data_end), load=load,
+                         n_stages=n_stages)
+
+
+@dataclass
+class FitPartial:
+    """One partition's share of `FeatureBuilder.fit`: the levels of every column that can
+    become a category or a grouping column, and its history events (None: static data)."""
+
+    levels: dict[str, pd.Index]
+    events: HistoryEvents | None
+
+
+def unite_levels(partials: Sequence[FitPartial]) -> dict[str, pd.Index]:
+    """Each column's levels over all partitions (what `levels_of` gives on the whole column)."""
+    columns = dict.fromkeys(c for p in partials for c in p.levels)
+    return {c: pd.Index(sorted(set().union(*(p.levels[c] for p in partials if c in p.levels))), dtype="string")
+            for c in columns}
+
+
+def combine_history(parts: Sequence[HistoryEvents], group_columns: Sequence[str],
+                    levels: dict[str, pd.Index]) -> History:
+    """The history tables from every partition's events (in partition order) and the
+    levels of each grouping column over all deals (`levels_of`, united)."""
+    closed = pd.concat([p.closed for p in parts], ignore_index=True).sort_values("closed_at", kind="stable")
     won = (closed["outcome"] == "won").to_numpy(dtype="float64")
     values = {"won": won, "lost": 1.0 - won,
               "won_amount": np.where(won == 1.0, closed["amount"].to_numpy(dtype="float64"), 0.0)}
     at = closed["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     outcomes = _cumulative(pd.Index(["all"]), np.zeros(len(closed), "int64"), at,
                            {"won": values["won"], "lost": values["lost"]})
-    groups = {}
-    for col in group_columns:
-        levels = _levels(deals[col])
-        codes = levels.get_indexer(closed[col].astype("string"))
-        groups[col] = _cumulative(levels, codes, at, values)
-    open_load = _open_load(deals) if "owner" in group_columns else None
-    return History(outcomes=outcomes, groups=groups, dwell=_dwell(deals, prepared, data_end),
-                   open_load=open_load)
+    groups = {col: _cumulative(levels[col], levels[col].get_indexer(closed[col].astype("string")), at, values)
+              for col in group_columns}
+    spells = pd.concat([p.spells for p in parts], ignore_index=True)
+    dwell = _cumulative(pd.RangeIndex(max((p.n_stages for p in parts), default=0)),
+                        spells["stage_index"].to_numpy(dtype="int64"), spells["left_at"].to_numpy(TIMESTAMP_DTYPE),
+                        {"dwell_days": spells["dwell_days"].to_numpy(), "spells": np.ones(len(spells))})
+    open_load = _open_load([p.load for p in parts], levels["owner"]) if "owner" in group_columns else None
+    return History(outcomes=outcomes, groups=groups, dwell=dwell, open_load=open_load)
 
 
 def lookup(table: TableIndex, codes: np.ndarray, at: np.ndarray, strict: bool) -> dict[str, np.ndarray]:
@@ -133,7 +181,9 @@ class StackedIndex:
         return cls(columns=list(columns), offsets=offsets, code=code, index=asof_index(code, at), sums=sums)
 
 
-def _levels(values: pd.Series) -> pd.Index:
+def levels_of(values: pd.Series) -> pd.Index:
+    """The sorted distinct non-missing values of a column, as strings (the union of the
+    partitions' levels is the levels of the whole column)."""
     return pd.Index(sorted(values.dropna().astype("string").unique()), dtype="string")
 
 
@@ -151,24 +201,32 @@ def _cumulative(levels: pd.Index, codes: np.ndarray, at: np.ndarray, values: dic
     return GroupTable(levels=levels, table=frame.loc[last].reset_index(drop=True))
 
 
-def _dwell(deals: pd.DataFrame, prepared: dict[str, np.ndarray], data_end: pd.Timestamp) -> GroupTable:
+def _completed_spells(deals: pd.DataFrame, prepared: dict[str, np.ndarray], data_end: pd.Timestamp
+                      ) -> pd.DataFrame:
     """Completed stage spells (`features.snapshots.stage_spells`: ended by the next stage
-    change, or by the deal's close by data_end), summed per stage in order of the spell's end."""
+    change, or by the deal's close by data_end), what the dwell table sums per stage in
+    order of the spell's end."""
     closed_at = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     closed_at = np.where(closed_at <= np.datetime64(data_end), closed_at, np.datetime64("NaT"))
     spells = stage_spells(prepared, closed_at)
     done = ~np.isnat(spells["left_at"])
-    n_stages = int(np.max(prepared["stage_index"])) + 1 if len(prepared["stage_index"]) else 0
-    return _cumulative(pd.RangeIndex(n_stages), spells["stage_index"][done], spells["left_at"][done],
-                       {"dwell_days": spells["dwell_days"][done], "spells": np.ones(done.sum())})
+    return pd.DataFrame({"stage_index": spells["stage_index"][done], "left_at": spells["left_at"][done],
+                         "dwell_days": spells["dwell_days"][done]})
 
 
-def _open_load(deals: pd.DataFrame) -> GroupTable:
-    """Per owner, deals created minus deals closed, as a running count over time."""
-    levels = _levels(deals["owner"])
-    codes = levels.get_indexer(deals["owner"].astype("string"))
+def _load_events(deals: pd.DataFrame) -> pd.DataFrame:
+    """Per deal +1 for its owner at creation, then -1 at its close (when closed)."""
+    owner = deals["owner"].astype("string")
     created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     closed = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     has_close = ~np.isnat(closed)
-    return _cumulative(levels, np.r_[codes, codes[has_close]], np.r_[created, closed[has_close]],
-                       {"open_deals": np.r_[np.ones(len(codes)), -np.ones(has_close.sum())]})
+    return pd.DataFrame({"owner": pd.concat([owner, owner[has_close]], ignore_index=True),
+                         "at": np.r_[created, closed[has_close]],
+                         "open_deals": np.r_[np.ones(len(owner)), -np.ones(has_close.sum())]})
+
+
+def _open_load(loads: Sequence[pd.DataFrame], levels: pd.Index) -> GroupTable:
+    """Per owner, deals created minus deals closed, as a running count over time."""
+    load = pd.concat(loads, ignore_index=True)
+    return _cumulative(levels, levels.get_indexer(load["owner"]), load["at"].to_numpy(TIMESTAMP_DTYPE),
+                       {"open_deals": load["open_deals"].to_numpy()})

@@ -92,7 +92,8 @@ class CloseProbabilityModel(BaseEstimator):
     def __init__(self, n_estimators: int = 3000, learning_rate: float = 0.03, num_leaves: int = 31,
                  min_child_samples: int = 200, reg_lambda: float = 5.0, feature_fraction: float = 0.8,
                  bagging_fraction: float = 0.8, early_stopping_rounds: int = 100,
-                 calibration: str = "auto", min_signal_z: float = 4.0, random_state: int = 0, n_jobs: int = 2):
+                 calibration: str = "auto", min_signal_z: float = 4.0, random_state: int = 0, n_jobs: int = 2,
+                 booster_trainer=None):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -105,6 +106,7 @@ class CloseProbabilityModel(BaseEstimator):
         self.min_signal_z = min_signal_z
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.booster_trainer = booster_trainer  # None: lgb.train here; else e.g. training.distributed_fit.DaskBoosterTrainer
 
     def lgb_params(self) -> dict:
         return {"objective": "binary", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
@@ -118,11 +120,7 @@ class CloseProbabilityModel(BaseEstimator):
         y, y_valid, y_calib = (np.asarray(a, dtype=float) for a in (y, y_valid, y_calib))
         self.feature_names_in_ = list(X.columns)
         self.base_rate_ = float(y.mean())
-        train_set = lgb.Dataset(X, y, free_raw_data=True)
-        valid_set = lgb.Dataset(X_valid, y_valid, reference=train_set)
-        self.booster_ = lgb.train(self.lgb_params(), train_set, num_boost_round=self.n_estimators,
-                                  valid_sets=[valid_set], valid_names=["valid"],
-                                  callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+        self.booster_ = (self.booster_trainer or self._train_booster)(self.lgb_params(), X, y, X_valid, y_valid)
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         raw = self.predict_raw(X_calib)
         self.calibration_method_, self.calibration_scores_ = choose_calibrator(raw, y_calib, self.calibration)
@@ -133,6 +131,12 @@ class CloseProbabilityModel(BaseEstimator):
         # the fallback is the training base rate: exactly the reference of the Brier skill
         self.constant_ = self.base_rate_
         return self
+
+    def _train_booster(self, params: dict, X, y, X_valid, y_valid) -> lgb.Booster:
+        train_set = lgb.Dataset(X, y, free_raw_data=True)
+        return lgb.train(params, train_set, num_boost_round=self.n_estimators, valid_names=["valid"],
+                         valid_sets=[lgb.Dataset(X_valid, y_valid, reference=train_set)],
+                         callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
 
     def predict_raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Uncalibrated log-odds from the booster (X: a frame, or its `lgb_matrix`)."""

@@ -10,6 +10,9 @@ a CRM import and drops the structured factors, which Parquet and JSON keep.
 """
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -55,13 +58,24 @@ BASIS_MODEL, BASIS_BASE_RATE, BASIS_COLD_START = "model", "base rate", "cold sta
 
 
 def score(data: CanonicalData, as_of=None, explain: bool = True, model_name: str = "leadscore",
-          version: int | None = None) -> pd.DataFrame:
+          version: int | None = None, client=None, data_dir: str | Path | None = None) -> pd.DataFrame:
     """Deals open at `as_of` (default: the data end) scored by `version` (default: the
-    champion): the `COLUMNS` (+ `STRUCTURED` factors), best score first."""
+    champion): the `COLUMNS` (+ `STRUCTURED` factors), best score first. With a Dask
+    `client`: per partition on the cluster (`data_dir`'s partitions, else `data` split),
+    each partition's table made there."""
     predictor, version = load_predictor(model_name, version)
     as_of = None if predictor.static else (pd.Timestamp(as_of) if as_of else data.data_end)
-    scored = predictor.score(data, as_of, explain=explain).assign(model_version=version, basis=basis(predictor))
-    return score_table(scored, deal_context(data, as_of))
+    table = partial(_table, version=version, basis=basis(predictor), as_of=as_of)
+    if client is not None:
+        from training.distributed import score_partitions
+
+        return best_first(score_partitions(client, data if data_dir is None else data_dir, predictor, as_of, explain,
+                                           finish=table))
+    return table(predictor.score(data, as_of, explain=explain), data)
+
+
+def _table(scored: pd.DataFrame, data: CanonicalData, version: int, basis: str, as_of) -> pd.DataFrame:
+    return score_table(scored.assign(model_version=version, basis=basis), deal_context(data, as_of))
 
 
 def basis(predictor: LeadScorePredictor) -> str:
@@ -94,9 +108,13 @@ def score_table(scored: pd.DataFrame, context: pd.DataFrame) -> pd.DataFrame:
             sentences = [[f["sentence"] for f in factors[side][:REASONS]] for factors in table["top_factors"]]
             for k, name in enumerate(names):
                 table[name] = [s[k] if len(s) > k else None for s in sentences]
-    table = table.sort_values(["score", "close_probability", "deal_id"], ascending=[False, False, True],
-                              kind="stable", ignore_index=True)
-    return table[[c for c in COLUMNS + STRUCTURED if c in table]]
+    return best_first(table[[c for c in COLUMNS + STRUCTURED if c in table]])
+
+
+def best_first(table: pd.DataFrame) -> pd.DataFrame:
+    """Best score first (ties: probability, then deal id)."""
+    return table.sort_values(["score", "close_probability", "deal_id"], ascending=[False, False, True],
+                             kind="stable", ignore_index=True)
 
 
 def csv_table(table: pd.DataFrame) -> pd.DataFrame:

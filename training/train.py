@@ -57,6 +57,7 @@ class TrainConfig:
     leak_auc: float = LEAK_AUC  # single-column AUC from which a column is taken for a leak
     close_params: dict = field(default_factory=dict)
     time_params: dict = field(default_factory=dict)
+    training_set: Callable | None = field(default=None, repr=False)  # None: build_training_set; or on a cluster
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _training_set(data: CanonicalData, config: TrainConfig, leave_out: list[str]
     """(features, labels, builder, folds): snapshot rows on the as-of grid of the first
     fold plan the export is long enough for; the builder leaves out the `leave_out` columns."""
     grid, folds = _plan_folds(data, config)
-    feats, labels, builder = build_training_set(data, grid)
+    feats, labels, builder = (config.training_set or build_training_set)(data, grid)
     builder = without_columns(builder, list(leave_out))
     feats = feats.assign(fold=assign_folds(feats["as_of"], folds).to_numpy())
     return feats, labels, builder, folds

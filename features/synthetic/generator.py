@@ -2,7 +2,7 @@
 activities -> canonical tables (validated) + the truth table; `generate` writes them."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from features.synthetic.params import (
     GeneratorParams,
 )
 from features.synthetic.population import (
+    Population,
     creation_intensity,
     make_population,
     sample_creation_days,
@@ -70,32 +71,34 @@ def generate_data(n_deals: int, seed: int = 0, start: str = "2023-01-01", months
     return validated(raw, p), truth
 
 
-def generate_raw(p: GeneratorParams, regime: RegimeChange | None = None
+def generate_raw(p: GeneratorParams, regime: RegimeChange | None = None, chunk: DealChunk | None = None
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """The canonical tables before validation (deals, stage_events, activities, accounts)
-    and the truth table."""
+    and the truth table. `chunk`: only that chunk's deals (own seeds, ids from `first`),
+    of the same population, and no accounts table."""
+    n, entropy = (p.n_deals, [p.seed, 0]) if chunk is None else (chunk.n, [p.seed, 0, chunk.index + 1])
     rng_create, rng_deals, rng_q, rng_paths, rng_events, rng_acts = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([p.seed, 0]).spawn(6))
+        np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(6))
     end = window_days(p)
     days, weight = creation_intensity(0.0, end, p)
-    created = sample_creation_days(p.n_deals, days, weight, rng_create)
-    deals = sample_deals(created, make_population(p), p, rng_deals)
+    created = sample_creation_days(n, days, weight, rng_create)
+    deals = sample_deals(created, make_population(p) if chunk is None else chunk.population, p, rng_deals)
     after = stage_factor = None
     if regime is not None:  # its own random stream: without a change every draw is as before
         deals, after, stage_factor = apply_regime(deals, regime, p, np.random.default_rng([p.seed, 1]))
-    q = sample_latent(p.n_deals, rng_q)
+    q = sample_latent(n, rng_q)
     z = deals["z_obs"] + p.sigma_q * q
     multiplier = deals["size_factor"] * np.exp(-p.speed_effect * q)
-    zeros = np.zeros(p.n_deals, dtype="int64")
+    zeros = np.zeros(n, dtype="int64")
     dwell = multiplier if stage_factor is None else multiplier[:, None] * stage_factor
     paths = simulate(zeros, zeros, created, z, dwell, p, rng_paths)
     events = build_events(paths, deals["amount"], deals["size_factor"], end, p, rng_events)
     acts = build_activities(paths, q, end, p, rng_acts)
-    ids = deal_ids(p.n_deals)
+    ids = deal_ids(n) if chunk is None else deal_ids(n, chunk.first, width_of=p.n_deals)
     products = PRODUCTS if regime is None else regime.products()
     raw = {"deals": _deals_frame(ids, deals, paths, events, end, p, products),
            "stage_events": _events_frame(ids, events, p),
-           "activities": _activities_frame(ids, acts, p), "accounts": _accounts_frame(p)}
+           "activities": _activities_frame(ids, acts, p), "accounts": None if chunk else _accounts_frame(p)}
     truth = _truth_frame(ids, deals, q, z, multiplier, paths, p)
     if regime is not None:
         truth["after_regime_change"] = after
@@ -103,10 +106,20 @@ def generate_raw(p: GeneratorParams, regime: RegimeChange | None = None
     return raw, truth
 
 
+@dataclass(frozen=True)
+class DealChunk:
+    """Deals first+1 .. first+n of a chunked run (`features.synthetic.chunked`), chunk `index`."""
+
+    index: int
+    first: int
+    n: int
+    population: Population
+
+
 def validated(raw: dict[str, pd.DataFrame], p: GeneratorParams) -> CanonicalData:
     """Run the tables through the canonical validator; a reject here is a generator bug."""
     result = validate(raw["deals"], _meta(p), stage_events=raw["stage_events"], activities=raw["activities"],
-                      accounts=raw["accounts"])
+                      accounts=raw.get("accounts"))
     if len(result.rejects):
         raise RuntimeError(f"generator bug: validation rejected rows {result.counts().to_dict()}")
     return result.data
@@ -132,9 +145,10 @@ def summarize(data: CanonicalData) -> dict:
             "first_created": str(data.deals["created_at"].min()), "data_end": str(data.meta.data_end)}
 
 
-def deal_ids(n: int) -> pd.Series:
-    width = max(7, len(str(n)))
-    return pd.Series(np.char.add("D", np.char.zfill(np.arange(1, n + 1).astype(str), width)), dtype="str")
+def deal_ids(n: int, first: int = 0, width_of: int | None = None) -> pd.Series:
+    width = max(7, len(str(n if width_of is None else width_of)))
+    return pd.Series(np.char.add("D", np.char.zfill(np.arange(first + 1, first + n + 1).astype(str), width)),
+                     dtype="str")
 
 
 def to_timestamps(days: np.ndarray, p: GeneratorParams) -> np.ndarray:

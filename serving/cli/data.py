@@ -8,6 +8,7 @@ import pandas as pd
 import typer
 
 from features.dates import as_of_timestamps
+from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console
 from serving.cli.output import CURRENCY_ENV, FRAME_SUFFIXES, check_suffix, checked_currency, write_output
 
@@ -33,6 +34,9 @@ def generate(
                                                    help="Share of new deals in a new product line."),
     regime_slow_stage: str = typer.Option("proposal=1.8", "--regime-slow-stage",
                                           help="Mean dwell factor per stage."),
+    partitions: Optional[int] = typer.Option(None, "--partitions", min=1,
+                                             help="Write --out as this many hash partitions of deal_id, "
+                                                  "generated in chunks (other data than without it)."),
 ) -> None:
     """Generate a realistic CRM history (deals, stage events, activities, accounts), and/or
     the same history as a dirty raw CRM export with its mapping (--export)."""
@@ -42,6 +46,8 @@ def generate(
 
     if out is None and export is None:
         raise GeneratorOptionError("give --out (canonical tables), --export (a raw CRM export) or both")
+    if partitions is not None and (out is None or export is not None or regime_change is not None):
+        raise GeneratorOptionError("--partitions needs --out and goes without --export and --regime-change")
     regime = None
     if regime_change is not None:
         from features.synthetic.regime import RegimeChange, pairs
@@ -51,7 +57,11 @@ def generate(
         regime = RegimeChange(regime_change, win_shift=pairs(regime_win_shift, "--regime-win-shift"),
                               amount_factor=regime_amount_factor, new_product_share=regime_new_product_share,
                               stage_slowdown=pairs(regime_slow_stage, "--regime-slow-stage"))
-    if out is not None:
+    if partitions is not None:
+        from features.synthetic.chunked import generate_partitioned
+
+        console.print(generate_partitioned(out, deals, partitions, seed=seed, start=start, months=months))
+    elif out is not None:
         console.print(generate_dataset(out_dir=out, n_deals=deals, seed=seed, start=start, months=months,
                                        regime=regime))
     if export is not None:
@@ -83,6 +93,7 @@ def features(
     data: Path = typer.Option(..., "--data", help="Canonical tables folder."),
     as_of: str = typer.Option(..., "--as-of", help="As-of date(s): YYYY-MM-DD[,YYYY-MM-DD...]."),
     out: Path = typer.Option(..., "--out", help="Output .parquet, .csv or .json (features + labels)."),
+    cluster=cluster_option(),
 ) -> None:
     """Point-in-time feature rows (and labels) for every deal open at each as-of date."""
     from features.build import features as feature_rows
@@ -90,7 +101,13 @@ def features(
 
     dates = parse_dates_option(as_of)
     check_suffix(out, FRAME_SUFFIXES)
-    frame = feature_rows(read_dataset(data), dates)
+    with maybe_cluster(cluster) as client:
+        if client is None:
+            frame = feature_rows(read_dataset(data), dates)
+        else:
+            from training.distributed import features as cluster_rows
+
+            frame = cluster_rows(client, data, dates)
     write_output(frame, out)
     console.print(f"{len(frame):,} snapshot rows x {frame.shape[1]} columns -> {out}")
 

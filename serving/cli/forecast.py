@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from features.errors import LeadscoreError
+from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console, fmt, progress_steps
 from serving.cli.models import pandas_frequency
 from serving.cli.output import CURRENCY_ENV, check_suffix, checked_currency, write_output
@@ -159,11 +160,13 @@ def backtest(
                                  "export gets fewer folds or shorter gaps, stated in each origin's messages)."),
     snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq", callback=pandas_frequency,
                                       help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
+    cluster=cluster_option(),
 ) -> None:
     """Replay past period starts: model vs baselines (and the oracle on generated data)."""
     from features.dataset import read_dataset
     from features.jsonsafe import json_safe
     from features.synthetic import load_truth
+    from training.distributed import origin_mapper
     from training.forecast.backtest import backtest as run_backtest
     from training.forecast.config import ForecastConfig
     from training.forecast.report import log_backtest
@@ -172,10 +175,12 @@ def backtest(
     check_suffix(out, (".json",))
     dataset = read_dataset(data)
     truth = load_truth(data) if (data / "truth" / "truth.parquet").exists() else None  # generated: the oracle too
-    with progress_steps(total=origins + 2) as step:
+    with maybe_cluster(cluster) as client, progress_steps(total=origins + 2) as step:
+        mapper = None if client is None else origin_mapper(client, dataset)
         result = json_safe(run_backtest(dataset, freq, origins, truth=truth,
                                          train_config=TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq),
-                                         config=ForecastConfig(n_sims=sims, seed=seed), oracle_sims=300, step=step))
+                                         config=ForecastConfig(n_sims=sims, seed=seed), oracle_sims=300, step=step,
+                                         map_origins=mapper))
     write_output(result, out)
     if log:
         result["run_id"] = log_backtest(result, {"freq": freq, "origins": origins, "n_sims": sims, "seed": seed,

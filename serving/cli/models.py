@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
+from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console, fmt, progress_steps
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
+from training.cluster import ClusterError
 
 TRAIN_STEPS = 7
 EVALUATE_STEPS = 4
@@ -45,8 +47,13 @@ def train(
                                  help="Days between time folds (shortened on a short export, which says so)."),
     snapshot_freq: str = typer.Option("W-MON", "--snapshot-freq", callback=pandas_frequency,
                                       help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
+    cluster=cluster_option(),
+    distributed_fit: bool = typer.Option(False, "--distributed-fit", help="With --cluster: fit the close-probability "
+                                         "booster data-parallel with lightgbm.dask (automatic from 2M deals)."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
+    if distributed_fit and cluster is None:
+        raise ClusterError("--distributed-fit needs --cluster (or $LEADSCORE_DASK_SCHEDULER)")
     from features.dataset import read_dataset, read_truth
     from training.run import train as train_model
     from training.train import TrainConfig
@@ -54,13 +61,21 @@ def train(
     config = TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq, keep_columns=tuple(keep_column),
                          **({} if leak_auc is None else {"leak_auc": leak_auc}))
 
-    with progress_steps(total=TRAIN_STEPS) as step:
+    with maybe_cluster(cluster) as client, progress_steps(total=TRAIN_STEPS) as step:
         if mapping is not None:
             from features.sources import ingest
 
             step("ingest")
             ingest(mapping_path=mapping, out_dir=data)
-        summary = train_model(read_dataset(data), read_truth(data), experiment=experiment, model_name=model_name,
+        dataset = read_dataset(data)
+        if client is not None:
+            from training.distributed import training_set
+            from training.distributed_fit import DaskBoosterTrainer, wants_distributed_fit
+
+            config.training_set = training_set(client, data)  # features on the cluster
+            if wants_distributed_fit(len(dataset.deals), distributed_fit):
+                config.close_params["booster_trainer"] = DaskBoosterTrainer()
+        summary = train_model(dataset, read_truth(data), experiment=experiment, model_name=model_name,
                               config=config, step=step, data_dir=data, new_dataset=new_dataset)
     if metrics_out is not None:
         write_output(summary, metrics_out)
@@ -143,23 +158,25 @@ def score(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Score deals open at this date (default: data end)."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Include top factors."),
     model_name: str = typer.Option("leadscore", "--model-name"),
+    cluster=cluster_option(),
 ) -> None:
     """Score every open deal with the champion model: best score first, with stage, amount,
     owner, what the score rests on (`basis`) and the reasons in words (`reason_1..3`,
     `risk_1..3`); a CSV is rounded for a CRM import, Parquet and JSON keep `top_factors`."""
-    from features.dataset import read_dataset
+    from features.dataset import read_dataset, read_partition
     from training.registry import check_model_data
     from training.scoring import csv_table, trend_and_log
     from training.scoring import score as score_deals
 
     suffix = check_suffix(out, FRAME_SUFFIXES)
-    with progress_steps(total=SCORE_STEPS) as step:
+    with maybe_cluster(cluster) as client, progress_steps(total=SCORE_STEPS) as step:
         step("read data")
-        dataset = read_dataset(data)
+        dataset = read_dataset(data) if client is None else read_partition(data, 0)  # cluster: workers read
         step("check the model against the data")
         version = check_model_data(model_name, None, dataset.meta, str(data))
         step("score open deals")
-        frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version)
+        frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version,
+                            client=client, data_dir=data)
         step("write scores")
         frame, logged = trend_and_log(frame, model_name, version)
         write_output(csv_table(frame) if suffix == ".csv" else frame, out)

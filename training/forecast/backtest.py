@@ -18,12 +18,16 @@ measure a model up to N periods stale, a conservative test. While the data known
 origin allows only a cold start (the stage-rate baseline) or no model at all, each origin
 trains what it allows, until one trains a model that the later origins reuse; every row
 says which model it used (`model_kind`, `model_trained_at`, `model_cold_start`), and an
-origin without a model forecast keeps its baselines (`model_note` says why).
+origin without a model forecast keeps its baselines (`model_note` says why). The models
+are trained here, in origin order; the origins themselves are independent and may run as
+cluster tasks (`map_origins`). Over 300 lines because the replay, its per-origin models
+and its baselines are one procedure whose parts only make sense together.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -81,18 +85,28 @@ def refit_builder(predictor, known: CanonicalData):
 
 def backtest(data: CanonicalData, freq: str = "month", n_origins: int = 12, truth: pd.DataFrame | None = None,
              predictor=None, train_config=None, config: ForecastConfig | None = None, oracle_sims: int = 300,
-             step: Callable[[str], None] = lambda _s: None) -> dict:
-    """Per-origin rows and the summary of model, baselines and (with `truth`) oracle."""
+             step: Callable[[str], None] = lambda _s: None, map_origins: Callable | None = None) -> dict:
+    """Per-origin rows and the summary of model, baselines and (with `truth`) oracle.
+    `map_origins(fn, origins)`: runs `fn(data, origin=o)` for each origin elsewhere (each
+    origin is independent; `training.distributed.origin_mapper` makes each a Dask task)."""
     config = config or ForecastConfig(n_sims=1000)
     origins = backtest_origins(data, freq, n_origins)
     trained = _Trained(predictor, "given", []) if predictor is not None else None
-    rows = []
+    plan = {}  # origin -> the model it forecasts with, trained here in origin order
     for origin in origins:
         if predictor is None and (trained is None or trained.cold):  # cold start (or nothing) so far: train what this origin allows
             step(f"training on data known at {origin.date()}")
             trained = _train_at(data, origin, train_config) or trained
-        step(f"origin {origin.date()}")
-        rows.append(_one_origin(data, trained, origin, freq, truth, config, oracle_sims))
+        plan[origin] = trained
+    one = partial(_planned_origin, plan=plan, freq=freq, truth=truth, config=config, oracle_sims=oracle_sims)
+    if map_origins is not None:
+        step(f"{len(origins)} origins as cluster tasks")
+        rows = list(map_origins(one, origins))
+    else:
+        rows = []
+        for origin in origins:
+            step(f"origin {origin.date()}")
+            rows.append(one(data, origin=origin))
     frame = pd.DataFrame(rows)
     value_unit = next((r["value_unit"] for r in rows if r["value_unit"]), "amount")
     return {"freq": freq, "origins": [o.isoformat() for o in origins], "strategy": STRATEGY,
@@ -126,6 +140,11 @@ def _train_at(data: CanonicalData, origin: pd.Timestamp, train_config) -> _Train
     except (NotEnoughData, ValueError, IndexError) as exc:
         return _Trained(None, origin.isoformat(), [f"no model at {origin.date()}: {exc}"])
     return _Trained(result.predictor, origin.isoformat(), list(result.messages))
+
+
+def _planned_origin(data: CanonicalData, origin: pd.Timestamp, plan: dict, **kwargs) -> dict:
+    """`_one_origin` with the model `plan` gives this origin (a cluster task runs this)."""
+    return _one_origin(data, plan[origin], origin, **kwargs)
 
 
 def _one_origin(data: CanonicalData, trained: _Trained, origin: pd.Timestamp, freq: str,

@@ -1,0 +1,194 @@
+"""pandas in one process vs a Dask `LocalCluster`, step by step, on a partitioned dataset.
+
+Run: `nice -n 10 python benchmarks/bench_dask.py --deals 1000000 --partitions 8 --workers 2
+--folder /tmp/bench_dask [--no-pandas] [--no-generate]`. Each (step, mode) runs in its own
+subprocess, so every peak is that step's alone: the main process's peak RSS, and on the
+cluster each worker process's peak (sampled every 0.2 s with psutil) and the per-task
+durations from the scheduler's task stream (what one partition costs, to extrapolate).
+
+Steps: `generate` (`leadscore generate --partitions`: chunked, streamed), `fit` (the
+FeatureBuilder: history tables as a per-partition reduction), `features` (fit + feature
+rows and labels at four as-of dates, brought to the main process), `score` (every deal
+open at the data end, with explanations, by a predictor trained on 20k other deals).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+AS_OF = ["2024-06-03", "2024-08-05", "2024-10-07", "2024-12-02"]
+STEPS = ("fit", "features", "score")
+
+
+class PeakSampler:
+    """Peak RSS (MiB) of this process's descendants (the cluster's worker processes), by pid."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.every_s, self.peaks, self._stop = every_s, defaultdict(float), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    if "distributed" in " ".join(child.cmdline()) or child.name().startswith("python"):
+                        self.peaks[child.pid] = max(self.peaks[child.pid], child.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> "PeakSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def peak_main_mib() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_step(step: str, mode: str, folder: Path, workers: int) -> dict:
+    """One step in this process; returns its figures."""
+    from features.dataset import read_dataset
+
+    predictor = pickle.loads((folder.parent / "predictor.pkl").read_bytes()) if step == "score" else None
+    if mode == "pandas":
+        t0 = time.perf_counter()
+        data = read_dataset(folder)
+        rows = _pandas_step(step, data, predictor)
+        return {"seconds": time.perf_counter() - t0, "rows": rows, "peak_main_mib": peak_main_mib()}
+    from distributed import get_task_stream
+
+    from training.cluster import cluster_client
+
+    t_start = time.perf_counter()
+    with PeakSampler() as sampler, cluster_client(f"local:{workers}") as client:
+        client.wait_for_workers(workers)
+        started = time.perf_counter() - t_start
+        baseline = dict(sampler.peaks)
+        with get_task_stream(client) as stream:
+            t0 = time.perf_counter()
+            rows = _cluster_step(step, client, folder, predictor)
+            seconds = time.perf_counter() - t0
+    workers_mib = sorted((v for k, v in sampler.peaks.items() if k in baseline), reverse=True)[:workers]
+    return {"seconds": seconds, "rows": rows, "peak_main_mib": peak_main_mib(), "cluster_start_s": started,
+            "peak_worker_mib": workers_mib, "tasks": _task_costs(stream.data)}
+
+
+def _pandas_step(step: str, data, predictor) -> int:
+    from features.build import FeatureBuilder, features
+
+    if step == "fit":
+        return len(FeatureBuilder().fit(data).history_.outcomes.table)
+    if step == "features":
+        return len(features(data, AS_OF))
+    return len(predictor.score(data, data.data_end, explain=True))
+
+
+def _cluster_step(step: str, client, folder: Path, predictor) -> int:
+    from features.dataset import read_partition
+    from training import distributed
+
+    if step == "fit":
+        parts = distributed.partitions(client, folder)
+        return len(distributed.fit_builder(client, parts).result().history_.outcomes.table)
+    if step == "features":
+        return len(distributed.features(client, folder, AS_OF))
+    end = read_partition(folder, 0).data_end
+    return len(distributed.score_partitions(client, folder, predictor, end, True))
+
+
+def _task_costs(stream: list[dict]) -> dict:
+    """Per task name: count, median and max seconds (compute only)."""
+    by_name = defaultdict(list)
+    for task in stream:
+        name = str(task["key"][0] if isinstance(task["key"], tuple) else task["key"]).rsplit("-", 1)[0]
+        compute = [s for s in task["startstops"] if s["action"] == "compute"]
+        by_name[name].append(sum(s["stop"] - s["start"] for s in compute))
+    return {name: {"n": len(v), "median_s": float(np.median(v)), "max_s": float(np.max(v))}
+            for name, v in by_name.items()}
+
+
+def prepare(folder: Path, deals: int, partitions: int, generate: bool) -> dict:
+    """The partitioned dataset (timed, peak memory) and the predictor `score` uses."""
+    out = {}
+    if generate:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", (
+            "from benchmarks.bench_dask import peak_main_mib; "
+            "from features.synthetic.chunked import generate_partitioned; "
+            f"generate_partitioned({str(folder)!r}, {deals}, {partitions}, seed=0); print(peak_main_mib())")],
+            capture_output=True, text=True, check=True, env=_env())
+        out["generate"] = {"seconds": time.perf_counter() - t0, "peak_main_mib": float(proc.stdout.split()[-1])}
+    model = folder.parent / "predictor.pkl"
+    if not model.exists():
+        from features.synthetic import generate_data
+        from training.train import TrainConfig, fit_predictor
+
+        small, _ = generate_data(20_000, seed=1)
+        model.write_bytes(pickle.dumps(fit_predictor(small, TrainConfig()).predictor))
+    return out
+
+
+def _env() -> dict:
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--deals", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/bench_dask/data"))
+    parser.add_argument("--no-pandas", action="store_true")
+    parser.add_argument("--no-generate", action="store_true")
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--out", type=Path, default=None, help="JSON of all figures")
+    parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:  # a child: one step, figures on stdout
+        print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers)))
+        return
+    args.folder.parent.mkdir(parents=True, exist_ok=True)
+    results = {"deals": args.deals, "partitions": args.partitions, "workers": args.workers,
+               "load_before": os.getloadavg(), **prepare(args.folder, args.deals, args.partitions,
+                                                          not args.no_generate)}
+    print(json.dumps(results), flush=True)
+    for step in args.steps.split(","):
+        for mode in (["cluster"] if args.no_pandas else ["pandas", "cluster"]):
+            proc = subprocess.run([sys.executable, __file__, "--step", step, "--mode", mode, "--folder",
+                                   str(args.folder), "--workers", str(args.workers)],
+                                  capture_output=True, text=True, env=_env())
+            figures = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else \
+                {"error": proc.stderr.strip().splitlines()[-1:]}
+            results[f"{step}/{mode}"] = {**figures, "load": os.getloadavg()}
+            print(step, mode, json.dumps(results[f"{step}/{mode}"]), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

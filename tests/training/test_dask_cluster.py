@@ -1,0 +1,148 @@
+"""The pipeline on a real `LocalCluster` (2 worker processes): features, scores and the
+backtest's origins equal the pandas path; `lightgbm.dask` close to the single-machine model;
+empty and label-sorted partitions. Slow: starting the cluster and importing on the workers."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from features.build import build_training_set, features
+from features.dataset import read_dataset, write_dataset
+from features.partitions import dask_table
+from training import distributed
+from training.cluster import ClusterError, cluster_client, parse_cluster
+from training.distributed_fit import DaskBoosterTrainer, dask_booster
+from training.models import CloseProbabilityModel
+
+pytestmark = pytest.mark.slow
+
+AS_OF = ["2023-09-04", "2024-01-01", "2024-06-03", "2024-10-07"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with cluster_client("local:2") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data():
+    from features.synthetic import generate_data
+
+    return generate_data(3000, seed=21)[0]
+
+
+@pytest.fixture(scope="module")
+def folder(data, tmp_path_factory):
+    return write_dataset(data, tmp_path_factory.mktemp("dask") / "p", partitions=4)
+
+
+def test_two_worker_processes(client):
+    workers = client.scheduler_info()["workers"]
+    assert len(workers) == 2 and all(w["nthreads"] == 1 for w in workers.values())
+    assert len({w["pid"] if "pid" in w else w["id"] for w in workers.values()}) == 2
+
+
+def test_features_from_a_partitioned_folder_equal_pandas_row_for_row(client, folder):
+    on_cluster = distributed.features(client, folder, AS_OF)
+    local = features(read_dataset(folder), AS_OF)
+    assert len(local) > 300
+    pd.testing.assert_frame_equal(on_cluster, local, check_exact=True)
+
+
+def test_features_of_a_single_file_dataset_split_on_the_cluster(client, data):
+    """Split here by hash (other row order than the tables): the same rows, keyed alike."""
+    on_cluster = distributed.features(client, data, AS_OF)
+    local = features(data, AS_OF)
+    key = ["as_of", "deal_id"]
+    pd.testing.assert_frame_equal(on_cluster.sort_values(key).reset_index(drop=True),
+                                  local.sort_values(key).reset_index(drop=True), check_exact=True)
+
+
+def test_dask_dataframe_has_one_partition_per_hash_partition(folder):
+    deals = dask_table(folder, "deals")
+    assert deals.npartitions == 4
+    assert len(deals) == len(read_dataset(folder).deals)
+
+
+def test_batch_scores_equal_pandas(client, folder, small_predictor):
+    data = read_dataset(folder)
+    local = small_predictor.score(data, pd.Timestamp("2024-06-03"), explain=True)
+    on_cluster = distributed.score_partitions(client, folder, small_predictor, pd.Timestamp("2024-06-03"), True)
+    assert len(local) > 100
+    pd.testing.assert_frame_equal(on_cluster, local, check_exact=True)
+
+
+def test_backtest_origins_as_tasks_equal_the_serial_loop(client, small_data, small_predictor):
+    from training.forecast.backtest import backtest
+    from training.forecast.config import ForecastConfig
+
+    data, _ = small_data
+    config = ForecastConfig(n_sims=200, seed=1)
+    serial = backtest(data, "quarter", 2, predictor=small_predictor, config=config)
+    tasks = backtest(data, "quarter", 2, predictor=small_predictor, config=config,
+                     map_origins=distributed.origin_mapper(client, data))
+    pd.testing.assert_frame_equal(pd.DataFrame(tasks["rows"]), pd.DataFrame(serial["rows"]), check_exact=True)
+    assert len(tasks["rows"]) == 2 and tasks["summary"].keys() == serial["summary"].keys()
+
+
+@pytest.fixture(scope="module")
+def training_rows(data):
+    """Train / valid / test rows of one training set, cut by time."""
+    X, y, builder = build_training_set(data, pd.date_range("2023-03-06", "2024-12-30", freq="2W-MON"))
+    known = y["won"].notna().to_numpy()
+    X, y = X[known].reset_index(drop=True), y.loc[known, "won"].to_numpy()
+    at = X["as_of"]
+    cut = [pd.Timestamp("2024-03-01"), pd.Timestamp("2024-06-01"), pd.Timestamp("2024-09-01")]
+    masks = [at < cut[0], (at >= cut[0]) & (at < cut[1]), (at >= cut[1]) & (at < cut[2]), at >= cut[2]]
+    return [(X.loc[m, builder.feature_names_], y[m.to_numpy()]) for m in masks]
+
+
+def test_lightgbm_dask_model_within_0005_auc_of_the_single_machine_model(client, training_rows):
+    (X, y), (Xv, yv), (Xc, yc), (Xt, yt) = training_rows
+    params = {"learning_rate": 0.08}
+    single = CloseProbabilityModel(**params).fit(X, y, Xv, yv, Xc, yc)
+    dask = CloseProbabilityModel(booster_trainer=DaskBoosterTrainer(rounds=400), **params).fit(X, y, Xv, yv, Xc, yc)
+    auc_single = roc_auc_score(yt, single.predict_proba(Xt))
+    auc_dask = roc_auc_score(yt, dask.predict_proba(Xt))
+    assert auc_single > 0.7
+    assert abs(auc_dask - auc_single) < 0.005, (auc_single, auc_dask)
+    assert type(dask.booster_).__module__ == "lightgbm.basic"  # a plain booster: the service needs no Dask
+    assert 1 <= dask.best_iteration_ <= 400
+
+
+def test_empty_and_label_sorted_partitions(client, training_rows):
+    """One partition of won rows only, one of lost rows only, one empty: shuffled and
+    dropped before the fit, which then ranks as well as a fit on mixed partitions."""
+    (X, y), _, _, (Xt, yt) = training_rows
+    rows = X.assign(label=y.astype("int64"))
+    sorted_parts = [rows[rows["label"] == 1], rows[rows["label"] == 0], rows.iloc[:0]]
+    mixed = [rows.iloc[::2], rows.iloc[1::2]]
+    params = {"objective": "binary", "learning_rate": 0.08, "num_leaves": 31, "min_data_in_leaf": 200, "seed": 0}
+    names = list(X.columns)
+    booster = dask_booster(client, client.scatter(sorted_parts), "label", names, params, rounds=150)
+    reference = dask_booster(client, client.scatter(mixed), "label", names, params, rounds=150)
+    auc = roc_auc_score(yt, booster.predict(Xt))
+    assert abs(auc - roc_auc_score(yt, reference.predict(Xt))) < 0.02  # 1,300 test rows: AUC noise ~0.01
+    assert auc > 0.7
+
+
+def test_an_unreachable_scheduler_is_one_clear_error():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+        with cluster_client(f"tcp://127.0.0.1:{port}", timeout_s=2):
+            pass
+
+
+def test_cluster_specs():
+    assert parse_cluster("local:3").workers == 3
+    assert parse_cluster("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    assert parse_cluster(None) is None
+    for bad in ["local:0", "local:x", "10.0.0.5:8786", "tcp://host", "http://h:1"]:
+        with pytest.raises(ClusterError):
+            parse_cluster(bad)
