@@ -39,7 +39,7 @@ def generate_partitioned(out_dir: str | Path, n_deals: int, partitions: int, see
         meta = None
         for index, first in enumerate(range(0, p.n_deals, chunk_deals)):
             chunk = DealChunk(index=index, first=first, n=min(chunk_deals, p.n_deals - first), population=population)
-            raw, truth = generate_raw(p, chunk)
+            raw, truth = generate_raw(p, chunk=chunk)
             data = validated(raw, p)
             writer.add({"deals": data.deals, "stage_events": data.stage_events, "activities": data.activities})
             arrow = pa.Table.from_pandas(truth, preserve_index=False)  # its metadata keeps attrs["params"]

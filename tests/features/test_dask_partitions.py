@@ -112,8 +112,8 @@ def test_chunks_have_their_own_seeds_and_the_single_run_is_untouched():
     from features.synthetic.population import make_population
 
     pop = make_population(p)
-    a, _ = generate_raw(p, DealChunk(index=0, first=0, n=150, population=pop))
-    b, _ = generate_raw(p, DealChunk(index=1, first=150, n=150, population=pop))
+    a, _ = generate_raw(p, chunk=DealChunk(index=0, first=0, n=150, population=pop))
+    b, _ = generate_raw(p, chunk=DealChunk(index=1, first=150, n=150, population=pop))
     assert a["deals"]["deal_id"].iloc[-1] == "D0000150" and b["deals"]["deal_id"].iloc[0] == "D0000151"
     assert not np.array_equal(a["deals"]["amount"].to_numpy(), b["deals"]["amount"].to_numpy())
     assert a["accounts"] is None and single["accounts"] is not None
