@@ -292,6 +292,8 @@ class MonitorRequest(_Strict):
     psi_alert: float = Field(0.25, ge=0, description="PSI from which a shift alerts.")
     brier_tolerance: float = Field(0.2, ge=0, description="Alert when the realised Brier exceeds the test fold's "
                                                           "by this share.")
+    ece_tolerance: float = Field(0.015, ge=0, description="Warn when the realised ECE exceeds the test fold's (or "
+                                                          "the expected) by this much.")
     min_outcomes: int = Field(200, ge=1, description="Fewer closed scores: performance not judged.")
     maturity_days: int = Field(90, ge=0, description="Realised figures from scores at least this old.")
 

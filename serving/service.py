@@ -165,7 +165,8 @@ class LeadScoreService:
 
     @bentoml.api(route="/monitor", input_spec=MonitorRequest)
     async def monitor(self, window_days: int = 28, psi_warn: float = 0.1, psi_alert: float = 0.25,
-                      brier_tolerance: float = 0.2, min_outcomes: int = 200, maturity_days: int = 90):
+                      brier_tolerance: float = 0.2, min_outcomes: int = 200, maturity_days: int = 90,
+                      ece_tolerance: float = 0.015):
         """Live accuracy of the logged scores against LEADSCORE_DATA's outcomes, and drift
         (`leadscore monitor`'s JSON; its verdict's exit_status: 0 ok, 1 warn or alert)."""
         from training.monitoring.drift import DriftThresholds
@@ -175,7 +176,7 @@ class LeadScoreService:
         if isinstance(snapshot, errors.JSONResponse):
             return snapshot
         config = MonitorConfig(self.config.model_name, window_days, DriftThresholds(psi_warn, psi_alert),
-                               brier_tolerance, min_outcomes, maturity_days)
+                               brier_tolerance, min_outcomes, maturity_days, ece_tolerance=ece_tolerance)
         self.score_log.flush(timeout_s=2.0)  # the scores just served count too
         return await self.heavy["monitor"].run(_unprocessable_on_error(lambda: monitor_now(snapshot.data, config)))
 

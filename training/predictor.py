@@ -83,8 +83,12 @@ class LeadScorePredictor:
         False, True (path attribution) or the contribution method, "path" or "shap"."""
         X = feats[self.feature_names]
         M = shared_matrix(X, self.close_model, self.time_model) if len(X) else X  # converted once for all boosters
-        return pd.DataFrame(self.outputs(feats["deal_id"].to_numpy(), feats["as_of"].to_numpy(), M,
-                                          X if explain else None, contribution_method(explain)))
+        out = pd.DataFrame(self.outputs(feats["deal_id"].to_numpy(), feats["as_of"].to_numpy(), M,
+                                        X if explain else None, contribution_method(explain)))
+        # words or None, as the request path gives them (pandas would infer a string dtype with NaN)
+        out["stale_reason"] = pd.Series(out["stale_reason"].to_numpy(dtype=object), index=out.index, dtype=object) \
+            .where(out["stale_reason"].notna(), None)
+        return out
 
     def outputs(self, deal_id: np.ndarray, as_of: np.ndarray, M, X, method: str = "path",
                  attribution: PathAttribution | None = None) -> dict[str, np.ndarray | list]:

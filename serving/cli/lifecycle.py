@@ -22,6 +22,9 @@ def monitor(
     psi_alert: float = typer.Option(0.25, "--psi-alert", min=0.0, help="PSI from which a shift alerts."),
     brier_tolerance: float = typer.Option(0.2, "--brier-tolerance", min=0.0,
                                           help="Alert when the realised Brier exceeds the test fold's by this share."),
+    ece_tolerance: float = typer.Option(0.015, "--ece-tolerance", min=0.0,
+                                        help="Warn when the realised ECE exceeds the test fold's (or the expected) "
+                                             "by this much."),
     min_outcomes: int = typer.Option(200, "--min-outcomes", min=1, help="Fewer closed scores: not judged."),
     maturity_days: int = typer.Option(90, "--maturity-days", min=0,
                                       help="Realised figures from scores at least this old."),
@@ -40,7 +43,7 @@ def monitor(
     dataset = read_dataset(data)
     config = MonitorConfig(model_name=model_name, window_days=window_days,
                            drift=DriftThresholds(warn=psi_warn, alert=psi_alert), brier_tolerance=brier_tolerance,
-                           min_outcomes=min_outcomes, maturity_days=maturity_days)
+                           min_outcomes=min_outcomes, maturity_days=maturity_days, ece_tolerance=ece_tolerance)
     report = monitor_now(dataset, config)
     if log:
         report["run_id"] = log_monitor(report)

@@ -85,7 +85,7 @@ def build_spec(routes: list[str], meta: DatasetMeta, model_version: int, strict_
     models = [(ENDPOINTS[r].request, "validation") for r in documented] + \
              [(ENDPOINTS[r].response, "serialization") for r in documented] + [(ErrorBody, "serialization")]
     names, top = models_json_schema(models, ref_template=REF)
-    schemas = top.get("$defs", {})
+    schemas = _local_times(top.get("$defs", {}))
     paths: dict[str, dict] = {}
     for route in public:
         ep = ENDPOINTS.get(route)
@@ -151,3 +151,18 @@ def score_example(meta: DatasetMeta, now: dt.datetime | None = None) -> dict:
     deal = {"deal_id": "D-1001", "created_at": created.isoformat(), "stage": stage, "amount": 18000,
             "stage_history": history}
     return {"deals": [deal]}
+
+
+def _local_times(node):
+    """Date-times as the service writes them: ISO 8601 in UTC without an offset, which
+    JSON Schema's `date-time` (RFC 3339, offset required) would call invalid; requests may
+    carry an offset (converted to UTC)."""
+    if isinstance(node, dict):
+        if node.get("format") == "date-time":
+            node = {k: v for k, v in node.items() if k != "format"}
+            node["description"] = (node.get("description", "") + " ISO 8601 date-time; answers give UTC "
+                                   "without an offset, requests may carry one.").strip()
+        return {k: _local_times(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_local_times(v) for v in node]
+    return node

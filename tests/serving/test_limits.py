@@ -19,8 +19,10 @@ import pytest
 from payloads import payload_records
 from starlette.responses import JSONResponse
 
+from features.dataset import write_dataset
 from features.payload import payload_arrays
 from serving import limits, reload
+from serving.data_source import DataSource
 from serving.errors import ControlCharLogFilter, escape_control
 from serving.loader import ConfigError, ServingConfig
 from serving.service import LeadScoreService
@@ -34,13 +36,15 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def service(data):
-    """The service object without its loader: the small model and dataset set directly."""
+def service(data, tmp_path_factory):
+    """The service object without its loader: the small model set directly, the small
+    dataset in a folder read by the service's own `DataSource`."""
+    folder = write_dataset(data, tmp_path_factory.mktemp("data"))
     inner = LeadScoreService.inner
     svc = inner.__new__(inner)
-    svc.config = ServingConfig(data_dir="in-memory", forecast_budget=100_000)
+    svc.config = ServingConfig(data_dir=str(folder), forecast_budget=100_000)
     reload.SLOT.served = reload.Served(predictor=models_cache.small_predictor(), model=None, batcher=None, version=1)
-    svc._data = data
+    svc.data = DataSource(folder)
     svc.heavy = {name: limits.EndpointLimiter(name, 1, 1, 30) for name in ("forecast", "pipeline")}
     return svc
 

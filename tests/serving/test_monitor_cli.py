@@ -43,8 +43,10 @@ def test_monitor_reports_the_logged_scores(scored_log, tmp_path):
     store.close()
     assert set(logged["as_of"].dt.strftime("%Y-%m-%d")) == set(AS_OFS)
     assert (logged["model_version"] == str(version)).all() and logged["top_factors"].map(len).eq(0).all()
-    trends = pd.read_csv(tmp_path / "s.csv")["trend"].dropna().map(json.loads)  # the last score file's trends
-    assert len(trends) > 0 and set(trends.map(lambda t: t["direction"])) <= {"improving", "steady", "declining"}
+    scored = pd.read_csv(tmp_path / "s.csv")  # the last score file's trends, in words for a CRM import
+    trends = scored["trend"].dropna()
+    assert len(trends) > 0 and set(trends) <= {"improving", "steady", "declining"}
+    assert scored["trend_factor"].isna().all()  # scored with --no-explain: no factors logged, none named
     result = CliRunner().invoke(app, ["monitor", "--data", str(folder), "--out", str(tmp_path / "m.json"),
                                       "--min-outcomes", "50"])
     report = json.loads((tmp_path / "m.json").read_text())

@@ -135,3 +135,22 @@ def test_exit_status_follows_the_worst_finding_and_the_thresholds():
     assert worse["level"] == "alert" and "realised Brier 0.190 vs test fold 0.150" in worse["line"]
     lenient = MonitorConfig(brier_tolerance=0.5, min_outcomes=1000)  # 500 outcomes: not judged
     assert verdict(_report(0.02, 0.19), lenient)["exit_status"] == 0
+
+
+def test_calibration_drift_warns_even_when_the_brier_holds():
+    """Ranking intact (Brier as trained) but probabilities 3 points high: the ECE rule warns;
+    the same ECE is no finding when the expected ECE (few outcomes: noisy) is that large."""
+    from training.monitoring.monitor import verdict
+
+    def report(realised_ece: float, expected_ece: float) -> dict:
+        r = _report(0.02, 0.152)
+        perf = r["performance"]["2"]
+        perf["realised"]["ece"], perf["test_fold"]["ece"], perf["expected_closed"]["ece"] = realised_ece, 0.014, \
+            expected_ece
+        return r
+
+    drifted = verdict(report(0.033, 0.003), MonitorConfig())
+    assert drifted["level"] == "warn" and "realised ECE 0.033 vs 0.014" in drifted["line"]
+    assert verdict(report(0.028, 0.003), MonitorConfig())["level"] == "ok"  # within 0.015 of the test fold's
+    assert verdict(report(0.033, 0.025), MonitorConfig())["level"] == "ok"  # noise of few outcomes explains it
+    assert verdict(report(0.033, 0.003), MonitorConfig(ece_tolerance=0.05))["level"] == "ok"

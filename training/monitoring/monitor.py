@@ -48,6 +48,9 @@ class MonitorConfig:
     min_outcomes: int = 200  # fewer closed scores: performance not judged
     maturity_days: int = 90  # realised figures: scores at least this old at the data end (most deals closed)
     segment: str = "segment"
+    # realised ECE above max(test fold's ECE, the ECE its own calibration predicts for these rows, which
+    # grows with sampling noise on few outcomes) by more than this (absolute): warn
+    ece_tolerance: float = 0.015
 
 
 @dataclass
@@ -177,7 +180,9 @@ def _features(rows: pd.DataFrame, data: CanonicalData, info: VersionInfo) -> pd.
 
 def verdict(report: dict, config: MonitorConfig) -> dict:
     """The worst finding: drift of the recent window, realised Brier against the test fold
-    and against the model's own expectation."""
+    and against the model's own expectation, realised ECE against the larger of the test
+    fold's and the expected one (calibration drift that leaves the ranking, and so the
+    Brier, nearly intact)."""
     findings: list[tuple[str, str]] = []
     for row in report["drift"].get("recent", []):
         if row["level"] in ("warn", "alert"):
@@ -192,6 +197,11 @@ def verdict(report: dict, config: MonitorConfig) -> dict:
         if exp["brier"] is not None and abs(real["brier"] - exp["brier"]) > 2 * exp["brier_se"]:
             findings.append(("warn", f"v{version} realised Brier {real['brier']:.3f} outside its calibrated "
                                      f"expectation {exp['brier']:.3f} +- {2 * exp['brier_se']:.3f}"))
+        ece_ref = max((v for v in (test.get("ece"), exp.get("ece")) if v is not None), default=None)
+        if real.get("ece") is not None and ece_ref is not None and real["ece"] > ece_ref + config.ece_tolerance:
+            findings.append(("warn", f"v{version} realised ECE {real['ece']:.3f} vs {ece_ref:.3f} expected "
+                                     f"(test fold or own calibration): probabilities off by more than "
+                                     f"{config.ece_tolerance:.3f}"))
     level = max((lvl for lvl, _ in findings), key=LEVELS.index, default="ok")
     shown = sorted(findings, key=lambda f: -LEVELS.index(f[0]))[:6]
     line = f"{level.upper()}: " + ("; ".join(text for _, text in shown) if shown else
