@@ -3,6 +3,8 @@ the generator's truth and every store table), the audit records the erasure with
 and the registered versions trained on the subject are named."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -86,3 +88,24 @@ def test_forget_refuses_an_unknown_subject_before_changing_anything(world):
     assert result.exit_code == 2 and "not in the data" in result.output
     assert (folder / "deals.parquet").read_bytes() == before
     assert mlflow_client().search_model_versions("name = 'leadscore'")
+
+
+def test_forget_retrain_trains_a_version_without_the_subject(world):
+    """`--retrain`: a new version trained on the cleaned tables; its training id set holds
+    none of the subject's ids (the versions trained on them are still named), and no file
+    of its MLflow run names the subject."""
+    from training.forget import versions_holding
+
+    folder, account, deals = world
+    result = CliRunner().invoke(app, ["forget", "--data", str(folder), "--account-id", account, "--retrain"])
+    assert result.exit_code == 0, result.output
+    assert "retrained: v4" in result.output
+    holding, _unknown = versions_holding("leadscore", [account, *deals])
+    assert holding == [1]  # the new version (v4) was trained without the subject
+    version = mlflow_client().get_model_version("leadscore", "4")
+    run_dir = mlflow.artifacts.download_artifacts(run_id=version.run_id)
+    subject = [account, *deals]
+    for path in Path(run_dir).rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".csv", ".txt", ".yaml", ".md", ".html"):
+            text = path.read_text(errors="ignore")
+            assert not any(s in text for s in subject), path
