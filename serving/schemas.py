@@ -257,8 +257,10 @@ class TargetEntry(BaseModel):
     """One target, like a line of `leadscore forecast --targets FILE`: period and target, plus,
     for per-group targets, the group's value under a key named like `group_by`."""
 
+    # `example` (OpenAPI's, one value): BentoML builds its own spec of the inputs at `bentoml build`
+    # and refuses JSON Schema's `examples` list
     model_config = ConfigDict(STRICT, extra="allow", json_schema_extra={
-        "examples": [{"period": "2025-01", "target": 500000}, {"period": "2025Q1", "region": "EMEA", "target": 2e6}]})
+        "example": {"period": "2025Q1", "region": "EMEA", "target": 2e6}})
     period: str = Field(min_length=1, description="Period label: 2025-01 (month) or 2025Q1 (quarter), inside the "
                                                   "forecast's periods.")
     target: float = Field(ge=0, description="Bookings target of the period (and group).")

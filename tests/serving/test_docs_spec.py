@@ -164,3 +164,13 @@ def test_the_site_routes():
             assert (await http.get("/docs/assets/secrets.txt")).status_code == 404
 
     asyncio.run(check())
+
+
+def test_bentoml_builds_its_own_spec_of_the_service():
+    """`bentoml build` writes BentoML's OpenAPI document of the inputs; a JSON Schema key its
+    OpenAPI 3.0 model refuses (e.g. `examples`) would fail the build (`make bento`)."""
+    from _bentoml_sdk.service.openapi import generate_spec
+
+    from serving.service import LeadScoreService
+
+    assert "/score" in generate_spec(LeadScoreService).paths
