@@ -273,7 +273,9 @@ def test_a_14_mb_request_does_not_hold_up_small_ones(served, client, headers, op
         latencies.append(time.monotonic() - started)
     sender.join(300)
     print(f"14 MB request {took[0]:.2f} s; {len(latencies)} small requests meanwhile, max {max(latencies):.2f} s")
+    # parsed on the loop, a small request arriving meanwhile waited for the whole parse and check
+    # (one or two answered in all); parsed in a thread, several are answered while the big one is
+    # in flight, each waiting at most for a stretch that pydantic-core holds the GIL (how long that
+    # is: docs/reliability.md, a measurement, not a timing asserted here)
     assert len(latencies) >= 3, latencies
-    # parsed on the loop, a small request arriving meanwhile waited for the whole parse and check;
-    # parsed in a thread it waits at most for a stretch that pydantic-core holds the GIL
-    assert max(latencies) < took[0] / 2, (took, latencies)
+    assert max(latencies) < took[0], (took, latencies)
