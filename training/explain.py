@@ -31,6 +31,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from features.staleness import by_name
 from training import sentences as say
 from training.facts import SHARED, by_fact, fact_groups
 
@@ -139,9 +140,9 @@ class FactorExplainer(BaseEstimator):
             value = np.asarray(rows.column(j), dtype="float64")
             limit = np.full(rows.n, self.grids_[feature][-1])
             if feature == self.days_in_stage_column and self.stage_grids_ and stage_position is not None:
-                stage = pd.Series(rows.column(stage_position), dtype=object).astype("string")
-                limit = stage.map({s: g[-1] for s, g in self.stage_grids_.items()}).astype("float64") \
-                    .fillna(self.grids_[feature][-1]).to_numpy()
+                stage = np.asarray(rows.column(stage_position), dtype=object)
+                limit = by_name({s: g[-1] for s, g in self.stage_grids_.items()}, stage)
+                limit[np.isnan(limit)] = self.grids_[feature][-1]
             beyond = (value > limit) & (contrib[:, j] > 0)
             if beyond.any():
                 out = contrib.copy() if out is None else out
