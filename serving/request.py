@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from serving.batching import LARGE_REQUEST_ROWS, ScoreBatcher, request_rows
 from serving.errors import problem
 from serving.schemas import DEAL_FIELDS, score_response_json
+from serving.times import as_utc
 from serving.unknown_fields import unknown_deal_keys, unknown_key_errors, unknown_key_warnings
 from training.compiled import CompiledPredictor, Explain, Scores
 from training.request import category_warnings, check_request
@@ -77,19 +78,22 @@ def shape_scores(scored: Scores | pd.DataFrame, records: list[dict], warnings: d
         row["deal_id"] = rec["deal_id"]
         row["model_version"] = version
         row["warnings"] = warnings.get(i, [])
-        row["trend"] = None if k is None or trends is None else trends[k]
+        trend = None if k is None or trends is None else trends[k]
+        row["trend"] = trend if trend is None else {**trend, "since": as_utc(trend["since"])}
         rows.append(row)
     return rows
 
 
 def _plain_values(column, day: bool = False) -> list:
-    """A column as Python values with None for missing (datetimes as datetime.datetime, or
-    datetime.date with `day`)."""
+    """A column as Python values with None for missing (datetimes as UTC datetime.datetime,
+    or datetime.date with `day`)."""
     if isinstance(column, list):
         return column
     values = np.asarray(column)
     if values.dtype.kind == "M":
-        return values.astype("datetime64[D]" if day else "datetime64[us]").tolist()  # NaT -> None
+        if day:
+            return values.astype("datetime64[D]").tolist()  # NaT -> None
+        return list(map(as_utc, values.astype("datetime64[us]").tolist()))
     if values.dtype.kind == "f":
         return [None if v != v else v for v in values.tolist()]
     if values.dtype.kind in "iub":

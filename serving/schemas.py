@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, PydanticSerializationError, core_schema, to_json
 from typing_extensions import NotRequired, TypedDict
 
+from serving.times import UTC, UtcTime, as_utc
 from serving.unknown_fields import unknown_key_message
 
 Timestamp = dt.datetime  # ISO 8601; a timezone offset is kept (compared as UTC)
@@ -214,14 +215,14 @@ class Trend(BaseModel):
         description="Close probability now vs the deal's earliest score of the last 30 days: a change of "
                     "+0.05 or more is improving, -0.05 or less declining (training/monitoring/trend.py).")
     change: float = Field(description="Close probability now minus then.")
-    since: Timestamp = Field(description="As-of of the earlier score compared with.")
+    since: UtcTime = Field(description="As-of of the earlier score compared with (UTC).")
     factor: Optional[str] = Field(None, description="The factor that moved most: the first current top factor "
                                                     "on the side of the move that was not a top factor then.")
 
 
 class ScoredDeal(BaseModel):
     deal_id: str
-    as_of: Optional[Timestamp] = Field(None, description="Time the deal was scored at.")
+    as_of: Optional[UtcTime] = Field(None, description="Time the deal was scored at (UTC).")
     close_probability: float = Field(description="Calibrated P(deal is won).")
     score: int = Field(ge=1, le=99, description="close_probability as a 1-99 score.")
     tier: Literal["hot", "warm", "cold", "baseline"] = Field(
@@ -249,7 +250,7 @@ class ScoredDeal(BaseModel):
 
 class ScoreResponse(BaseModel):
     model_version: int = Field(description="Registered model version.")
-    as_of: Optional[Timestamp] = Field(None, description="Time the deals were scored at.")
+    as_of: Optional[UtcTime] = Field(None, description="Time the deals were scored at (UTC).")
     deals: list[ScoredDeal] = Field(description="One entry per request deal, in request order.")
 
 
@@ -322,10 +323,12 @@ def score_response_json(model_version: int, as_of, deals: list[dict]) -> bytes:
     our own scoring code; a row this writer is not sure to render as the model would (a
     wrong type, a datetime where a date belongs, a score out of range, a value JSON cannot
     hold) falls back to the model, whose output is the reference (tests/serving/test_fast_paths.py)."""
-    if isinstance(as_of, pd.Timestamp) and as_of.tzinfo is None and not as_of.nanosecond:
+    if isinstance(as_of, pd.Timestamp) and not as_of.nanosecond:
         as_of = as_of.to_pydatetime()
+    if type(as_of) is dt.datetime:
+        as_of = as_utc(as_of)
     rows = [{name: row.get(name, default) for name, default in _FIELDS} for row in deals]
-    if type(model_version) is int and _naive_datetime(as_of) and all(map(_plain_row, rows)):
+    if type(model_version) is int and _utc_datetime(as_of) and all(map(_plain_row, rows)):
         try:
             return to_json({"model_version": model_version, "as_of": as_of, "deals": rows}, inf_nan_mode="null")
         except PydanticSerializationError:  # e.g. a numpy scalar among the factors
@@ -337,7 +340,7 @@ def _plain_row(row: dict) -> bool:
     """Whether every field has the exact type the model would write unchanged."""
     score = row["score"]
     return (type(row["deal_id"]) is str and row["tier"] in _TIERS and type(score) is int and 1 <= score <= 99
-            and type(row["model_version"]) is int and _naive_datetime(row["as_of"])
+            and type(row["model_version"]) is int and _utc_datetime(row["as_of"])
             and all(type(row[f]) is float or row[f] is None for f in _FLOAT_FIELDS)
             and all(type(row[f]) is dt.date or row[f] is None for f in _DATE_FIELDS)
             and (row["top_factors"] is None or type(row["top_factors"]) is dict)
@@ -347,9 +350,10 @@ def _plain_row(row: dict) -> bool:
 
 def _plain_trend(trend) -> bool:
     return (type(trend) is dict and trend.get("direction") in ("improving", "steady", "declining")
-            and type(trend.get("change")) is float and _naive_datetime(trend.get("since"))
+            and type(trend.get("change")) is float and _utc_datetime(trend.get("since"))
             and trend.get("since") is not None and (trend.get("factor") is None or type(trend["factor"]) is str))
 
 
-def _naive_datetime(value) -> bool:
-    return value is None or (type(value) is dt.datetime and value.tzinfo is None)
+def _utc_datetime(value) -> bool:
+    """None or a datetime in UTC (written with "Z", as `UtcTime` writes it)."""
+    return value is None or (type(value) is dt.datetime and value.tzinfo is UTC)

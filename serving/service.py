@@ -29,6 +29,7 @@ from serving.forecast_targets import request_targets
 from serving.loader import ServingConfig, build_served, deployment_check
 from serving.request import score_request
 from serving.schemas import ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse, StatusRequest
+from serving.times import mark_utc
 from training.forecast.cache import PreparedCache
 from training.forecast.track_record import ForecastRecorder
 from training.monitoring.trend import seeded_trend_index
@@ -142,7 +143,7 @@ class LeadScoreService:
             result = outlook(predictor, data, at, periods=periods, freq=freq, group_by=group_by,
                              targets=goals, config=config, prepared=prepared)
             self.track_record.record(result, self.config.model_name, version, data)
-            return {"model_version": version, **forecast_dict(result), "data": snapshot.used()}
+            return mark_utc({"model_version": version, **forecast_dict(result), "data": snapshot.used()})
 
         return await self.heavy["forecast"].run(_unprocessable_on_error(work))
 
@@ -161,7 +162,8 @@ class LeadScoreService:
         if (bad := _group_by_error(snapshot.data, group_by, group_columns(snapshot.data))) is not None:
             return bad
         return await self.heavy["pipeline"].run(_unprocessable_on_error(
-            lambda: {**pipeline_metrics(snapshot.data, at, group_by=group_by, target=target), "data": snapshot.used()}))
+            lambda: mark_utc({**pipeline_metrics(snapshot.data, at, group_by=group_by, target=target),
+                              "data": snapshot.used()})))
 
     @bentoml.api(route="/monitor", input_spec=MonitorRequest)
     async def monitor(self, window_days: int = 28, psi_warn: float = 0.1, psi_alert: float = 0.25,
@@ -178,7 +180,7 @@ class LeadScoreService:
         config = MonitorConfig(self.config.model_name, window_days, DriftThresholds(psi_warn, psi_alert),
                                brier_tolerance, min_outcomes, maturity_days, ece_tolerance=ece_tolerance)
         self.score_log.flush(timeout_s=2.0)  # the scores just served count too
-        return await self.heavy["monitor"].run(_unprocessable_on_error(lambda: monitor_now(snapshot.data, config)))
+        return await self.heavy["monitor"].run(_unprocessable_on_error(lambda: mark_utc(monitor_now(snapshot.data, config))))
 
     @bentoml.api(route="/ping")
     async def ping(self) -> dict:
@@ -195,7 +197,7 @@ class LeadScoreService:
     async def status(self) -> dict:
         """The served version and the score log's counters (written, failed during store
         outages, dropped when its queue was full, outages, pending, store_down)."""
-        return {"model_version": self.version, "score_log": self.score_log.status()}
+        return mark_utc({"model_version": self.version, "score_log": self.score_log.status()})
 
     async def _snapshot(self) -> DataSnapshot | errors.JSONResponse:
         """LEADSCORE_DATA as it is now (re-read, off the event loop, when an ingest changed it)."""

@@ -154,14 +154,14 @@ def score_example(meta: DatasetMeta, now: dt.datetime | None = None) -> dict:
 
 
 def _local_times(node):
-    """Date-times as the service writes them: ISO 8601 in UTC without an offset, which
-    JSON Schema's `date-time` (RFC 3339, offset required) would call invalid; requests may
-    carry an offset (converted to UTC)."""
+    """Date-times as the service reads them: ISO 8601 with an offset (converted to UTC) or
+    without one (taken as UTC), which JSON Schema's `date-time` (RFC 3339, offset required)
+    would call invalid; answers are UTC and end in "Z" (serving/times.py)."""
     if isinstance(node, dict):
         if node.get("format") == "date-time":
             node = {k: v for k, v in node.items() if k != "format"}
             node["description"] = (node.get("description", "") + " ISO 8601 date-time; answers give UTC "
-                                   "without an offset, requests may carry one.").strip()
+                                   "ending in Z; requests may carry an offset, and a time without one is UTC.").strip()
         return {k: _local_times(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_local_times(v) for v in node]

@@ -137,9 +137,12 @@ def test_deal_without_history_is_scored(client, deal):
 
 
 def test_timezone_offsets_are_utc(client, deal):
-    plain = post(client, "/score", {"deals": [deal], "as_of": AS_OF}).json()["deals"][0]
-    shifted = post(client, "/score", {"deals": [deal], "as_of": "2024-10-01T02:00:00+02:00"}).json()["deals"][0]
-    assert plain["close_probability"] == shifted["close_probability"]
+    plain = post(client, "/score", {"deals": [deal], "as_of": AS_OF}).json()
+    shifted = post(client, "/score", {"deals": [deal], "as_of": "2024-10-01T02:00:00+02:00"}).json()
+    assert plain["deals"][0]["close_probability"] == shifted["deals"][0]["close_probability"]
+    # the answer's times say they are UTC: the same instant both ways, with "Z"
+    assert plain["as_of"] == shifted["as_of"] == "2024-10-01T00:00:00Z"
+    assert plain["deals"][0]["as_of"] == shifted["deals"][0]["as_of"] == "2024-10-01T00:00:00Z"
 
 
 def test_pipeline_and_forecast(client, served):
@@ -148,12 +151,14 @@ def test_pipeline_and_forecast(client, served):
 
     pipe = post(client, "/pipeline", {"as_of": AS_OF, "group_by": "team"})
     assert pipe.status_code == 200, pipe.text
-    assert pipe.json()["as_of"].startswith("2024-10-01") and pipe.json()["groups"]
+    assert pipe.json()["as_of"] == "2024-10-01T00:00:00Z" and pipe.json()["groups"]
+    assert pipe.json()["data"]["loaded_at"].endswith("Z") and pipe.json()["data"]["data_end"].endswith("Z")
     fc = post(client, "/forecast", {"as_of": AS_OF, "periods": 2, "freq": "month"})
     assert fc.status_code == 200, fc.text
     totals = [row for row in fc.json()["forecast"] if row["group"] == "(all)"]
     assert len(totals) == 2 and all(row["p10"] <= row["p50"] <= row["p90"] for row in totals)
     assert "risk" in fc.json()
+    assert fc.json()["as_of"] == "2024-10-01T00:00:00Z" and all(p["end"].endswith("Z") for p in fc.json()["periods"])
     assert not [note for note in fc.json()["notes"] if "track record" in note]
     store = open_store(f"sqlite:///{served['data_dir'].parent / 'store.db'}")  # beside the service's MLflow db
     stored = forecasts(store)
