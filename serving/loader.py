@@ -45,6 +45,8 @@ class ServingConfig:
     header_timeout_s: int = 10  # a connection that has not sent its request headers by then is closed
     strict_keys: bool = False  # an unknown deal key is a 422 instead of a warning on the deal
     data_check_s: float = 0.0  # LEADSCORE_DATA is checked for a new ingest at most this often (0: every request)
+    source_mapping: str | None = None  # a mapping whose export (e.g. a SQL query) is ingested into data_dir ...
+    source_refresh_s: int = 300  # ... every this many seconds (serving.source_refresh)
     # model version: reload on promotion (serving.reload)
     reload_s: int = 30  # how often a worker reads the champion alias; 0: never (keep the pinned version)
 
@@ -65,8 +67,16 @@ class ServingConfig:
                   header_timeout_s=_int(env, "LEADSCORE_HEADER_TIMEOUT_S", 10),
                   strict_keys=_flag(env, "LEADSCORE_STRICT_KEYS"),
                   data_check_s=_seconds(env, "LEADSCORE_DATA_CHECK_S"),
+                  source_mapping=env.get("LEADSCORE_SOURCE_MAPPING", "").strip() or None,
+                  source_refresh_s=_int(env, "LEADSCORE_SOURCE_REFRESH_S", 300),
 
                   reload_s=_int(env, "LEADSCORE_MODEL_RELOAD_S", 30, minimum=0))
+        if cfg.source_mapping is not None:
+            if cfg.data_dir is None:
+                raise ConfigError("LEADSCORE_SOURCE_MAPPING needs LEADSCORE_DATA: the folder the source is ingested "
+                                  "into (run `leadscore ingest --mapping FILE --out DIR` once, then serve DIR)")
+            if not os.path.isfile(cfg.source_mapping):
+                raise ConfigError(f"LEADSCORE_SOURCE_MAPPING={cfg.source_mapping}: no such mapping file")
         hot, warm = cfg.tier_hot, cfg.tier_warm
         if hot is not None and warm is not None and warm > hot:
             raise ConfigError(f"LEADSCORE_TIER_WARM ({warm}) is above LEADSCORE_TIER_HOT ({hot}): warm must be lower")

@@ -31,6 +31,22 @@ class ErrorBody(BaseModel):
                                                  "field, e.g. 401, 413, 503).")
 
 
+class SourceRefreshed(BaseModel):
+    """The source re-read into LEADSCORE_DATA every `every_s` seconds (serving/source_refresh.py)."""
+
+    model_config = CLOSED
+    mapping: str = Field(description="The mapping file (LEADSCORE_SOURCE_MAPPING).")
+    every_s: float = Field(description="Seconds between re-reads (LEADSCORE_SOURCE_REFRESH_S).")
+    ok: Optional[bool] = Field(description="Whether the last re-read worked (null before the first one ended).")
+    last_attempt_at: Optional[dt.datetime]
+    last_success_at: Optional[dt.datetime]
+    error: Optional[str] = Field(description="Why the last re-read failed: the data served is the last good one.")
+    unchanged_since: Optional[dt.datetime] = Field(description="After a failed re-read: the time of the data still "
+                                                               "served (its last good re-read).")
+    rows_read: Optional[int] = Field(description="Rows the last good re-read read from the source (all tables).")
+    rejected_rows: Optional[int] = Field(description="Of those, rejected (in the folder's rejects.csv, by reason).")
+
+
 class DataUsed(BaseModel):
     """Which data the answer was computed from (`LEADSCORE_DATA`, re-read when it changes)."""
 
@@ -41,6 +57,8 @@ class DataUsed(BaseModel):
     data_fingerprint: str = Field(description="sha256 of the canonical tables (as training records it: "
                                                "`training.tracking.data_fingerprint`), for the track record.")
     loaded_at: dt.datetime = Field(description="When the service read this data (UTC).")
+    refresh: Optional[SourceRefreshed] = Field(None, description="With LEADSCORE_SOURCE_MAPPING: how the source "
+                                                                   "behind the folder is re-read (null without).")
 
 
 # ---- the forecast ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pandas as pd
 
 from features.dates import InvalidDate, parse_as_of
 from features.errors import LeadscoreError
+from features.jsonsafe import json_safe
 from serving import errors, limits, reload
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.data_source import DataSnapshot, DataSource
@@ -29,6 +30,7 @@ from serving.forecast_targets import request_targets
 from serving.loader import ServingConfig, build_served, deployment_check
 from serving.request import score_request
 from serving.schemas import ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse, StatusRequest
+from serving.source_refresh import SourceRefresh
 from serving.times import mark_utc
 from training.forecast.cache import PreparedCache
 from training.forecast.track_record import ForecastRecorder
@@ -73,6 +75,8 @@ class LeadScoreService:
         reload.SLOT.served = build_served(self.config, from_bento=from_bento)  # the pinned version
         self.data = None if self.config.data_dir is None else DataSource(
             self.config.data_dir, self.config.data_check_s, check=self._check_data)
+        self.source = None if self.config.source_mapping is None else SourceRefresh(
+            self.config.source_mapping, self.config.data_dir, self.config.source_refresh_s).start()
         self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
         self.forecasts = PreparedCache()  # /forecast's reusable state per (data fingerprint, as_of, ...)
         self.score_log = ScoreLog()  # a writer thread: a store outage never fails /score, it is counted
@@ -143,7 +147,7 @@ class LeadScoreService:
             result = outlook(predictor, data, at, periods=periods, freq=freq, group_by=group_by,
                              targets=goals, config=config, prepared=prepared)
             self.track_record.record(result, self.config.model_name, version, data)
-            return mark_utc({"model_version": version, **forecast_dict(result), "data": snapshot.used()})
+            return mark_utc({"model_version": version, **forecast_dict(result), "data": self._used(snapshot)})
 
         return await self.heavy["forecast"].run(_unprocessable_on_error(work))
 
@@ -163,7 +167,7 @@ class LeadScoreService:
             return bad
         return await self.heavy["pipeline"].run(_unprocessable_on_error(
             lambda: mark_utc({**pipeline_metrics(snapshot.data, at, group_by=group_by, target=target),
-                              "data": snapshot.used()})))
+                              "data": self._used(snapshot)})))
 
     @bentoml.api(route="/monitor", input_spec=MonitorRequest)
     async def monitor(self, window_days: int = 28, psi_warn: float = 0.1, psi_alert: float = 0.25,
@@ -208,6 +212,12 @@ class LeadScoreService:
             return await anyio.to_thread.run_sync(self.data.current)
         except LeadscoreError as exc:
             return errors.problem(409, f"LEADSCORE_DATA: {exc}")
+
+    def _used(self, snapshot: DataSnapshot) -> dict:
+        """The answer's `data` block: the tables used and, with a source re-read on an
+        interval, how that went (a failed re-read: the last good data, and why)."""
+        used = snapshot.used()
+        return used if self.source is None else {**used, "refresh": json_safe(self.source.status())}
 
     def _check_data(self, data) -> None:
         """A re-read LEADSCORE_DATA must still be the model's dataset (ModelDataMismatch)."""
