@@ -24,11 +24,12 @@ not extrapolate to them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
 
-from features.arrays import encode
+from features.arrays import SMALL
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 from features.snapshots import running_state, stage_spells
 
@@ -109,7 +110,10 @@ def by_name(numbers: dict[str, float], names: np.ndarray) -> np.ndarray:
     """`numbers[name]` for each of `names` (object array), NaN for a name not in `numbers` or
     missing. No pandas Series per call: a request of one deal pays microseconds, not a millisecond."""
     keys = list(numbers)
-    codes = encode(pd.Index(keys, dtype=object), names, len(names), {k: i for i, k in enumerate(keys)})
+    if len(names) > SMALL:
+        codes = pd.Index(keys, dtype=object).get_indexer(names)
+    else:  # a request's names: the dict alone (a pandas Index costs ~0.2 ms to build)
+        codes = np.fromiter(map({k: i for i, k in enumerate(keys)}.get, names, repeat(-1)), "int64", len(names))
     return np.append(np.asarray(list(numbers.values()), dtype="float64"), np.nan)[codes]
 
 
