@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Collection, Mapping
 
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from serving.auth import is_open_path, send_json
+from serving.unknown_fields import unknown_key_message
 
 
 def problem(status: int, error: str, errors: list[dict] | None = None) -> JSONResponse:
@@ -29,9 +31,17 @@ def field_path(loc) -> str:
     return out or "body"
 
 
-def pydantic_errors(detail: list[dict]) -> list[dict]:
-    return [{"field": field_path(e.get("loc", ())), "message": str(e.get("msg", "invalid value"))
-             .removeprefix("Value error, ")} for e in detail]
+def pydantic_errors(detail: list[dict], known: Collection[str] = ()) -> list[dict]:
+    """pydantic's errors as {field, message}; a top-level field outside `known` (the request
+    model's fields) is named with its close match ("unknown field 'asof'; did you mean 'as_of'?")."""
+    return [{"field": field_path(e.get("loc", ())), "message": _message(e, known)} for e in detail]
+
+
+def _message(error: dict, known: Collection[str]) -> str:
+    loc = error.get("loc", ())
+    if error.get("type") == "extra_forbidden" and len(loc) == 1:
+        return unknown_key_message(str(loc[0]), known) if known else f"unknown field '{loc[0]}'"
+    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
 # --- logs -------------------------------------------------------------------------------
@@ -90,9 +100,10 @@ class RequestGuardMiddleware:
     bodies over `max_body_bytes` (declared or streamed); BentoML's 400 for a
     schema error becomes 422 with field paths (400 stays for JSON that does not parse)."""
 
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, request_fields: Mapping[str, Collection[str]] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.request_fields = request_fields or {}  # route -> its request model's fields (close matches)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or is_open_path(scope["path"]):
@@ -114,7 +125,8 @@ class RequestGuardMiddleware:
             more = message.get("more_body", False)
             if size > self.max_body_bytes:
                 return await self._too_large(send)
-        await self.app(scope, _replay(b"".join(chunks), receive), _ReshapeErrors(send))
+        await self.app(scope, _replay(b"".join(chunks), receive),
+                       _ReshapeErrors(send, self.request_fields.get(scope["path"], ())))
 
     async def _too_large(self, send) -> None:
         await send_json(send, 413, {"error": f"request body over the limit of {self.max_body_bytes:,} bytes "
@@ -138,8 +150,9 @@ def _replay(body: bytes, receive):
 class _ReshapeErrors:
     """Wraps `send`: buffers a 400 response and rewrites it in the service's error shape."""
 
-    def __init__(self, send):
+    def __init__(self, send, known: Collection[str] = ()):
         self.send = send
+        self.known = known
         self.start = None
         self.chunks: list[bytes] = []
 
@@ -151,12 +164,13 @@ class _ReshapeErrors:
             return await self.send(message)
         self.chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            status, body = reshape_400(b"".join(self.chunks))
+            status, body = reshape_400(b"".join(self.chunks), self.known)
             await send_json(self.send, status, body)
 
 
-def reshape_400(raw: bytes) -> tuple[int, dict]:
-    """BentoML's {"error", "detail": [pydantic errors]} -> (status, service error body)."""
+def reshape_400(raw: bytes, known: Collection[str] = ()) -> tuple[int, dict]:
+    """BentoML's {"error", "detail": [pydantic errors]} -> (status, service error body);
+    `known`: the request model's fields, for the close match of an unknown one."""
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -168,6 +182,6 @@ def reshape_400(raw: bytes) -> tuple[int, dict]:
                      else "bad request", "errors": []}
     if any(e.get("type") == "json_invalid" for e in detail):
         return 400, {"error": "request body is not valid JSON", "errors": pydantic_errors(detail)}
-    errors = pydantic_errors(detail)
+    errors = pydantic_errors(detail, known)
     return 422, {"error": f"{len(errors)} invalid field(s); first: {errors[0]['field']}: {errors[0]['message']}"
                  if errors else "invalid request", "errors": errors}

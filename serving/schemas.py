@@ -22,20 +22,11 @@ from operator import itemgetter, le
 from typing import Annotated, Any, Literal, Optional
 
 import pandas as pd
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    GetCoreSchemaHandler,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError, PydanticSerializationError, core_schema, to_json
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, field_validator
+from pydantic_core import PydanticSerializationError, core_schema, to_json
 from typing_extensions import NotRequired, TypedDict
 
 from serving.times import UTC, UtcTime, as_utc
-from serving.unknown_fields import unknown_key_message
 
 Timestamp = dt.datetime  # ISO 8601; a timezone offset is kept (compared as UTC)
 
@@ -44,20 +35,12 @@ STRICT = ConfigDict(allow_inf_nan=False, str_strip_whitespace=True, hide_input_i
 
 
 class _Strict(BaseModel):
-    """A request body: an unknown top-level field is a 422 at its own path, naming the close
-    match (`asof` -> "did you mean 'as_of'?"), never silently ignored."""
+    """A request body: an unknown top-level field is a 422 at its own path (`extra_forbidden`),
+    never silently ignored; `serving.errors.pydantic_errors` names the close match (`asof` ->
+    "did you mean 'as_of'?"). Not a model validator: one that sees the raw input makes pydantic
+    build the whole body as Python objects before validating it (~1.7x the time for 1,000 deals)."""
 
     model_config = ConfigDict(STRICT, extra="forbid")
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _refuse_unknown_fields(cls, data: Any, handler) -> Any:
-        if isinstance(data, dict) and (unknown := sorted(data.keys() - cls.model_fields.keys())):
-            raise ValidationError.from_exception_data(cls.__name__, [
-                {"type": PydanticCustomError("unknown_field", "{message}",
-                                             {"message": unknown_key_message(name, cls.model_fields)}),
-                 "loc": (name,), "input": None} for name in unknown])
-        return handler(data)
 
 
 class StageEntry(TypedDict):

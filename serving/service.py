@@ -252,8 +252,11 @@ limits.install_off_loop_parsing()
 # a request without a key is refused before its body is read
 LeadScoreService.add_asgi_middleware(reload.ModelVersionMiddleware)
 LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
-LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware,
-                                     max_body_bytes=_settings().max_body_bytes)
+LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware, max_body_bytes=_settings().max_body_bytes,
+                                     request_fields={f"/{name}": list(model.model_fields) for name, model in (
+                                         ("score", ScoreRequest), ("forecast", ForecastRequest),
+                                         ("pipeline", PipelineRequest), ("monitor", MonitorRequest),
+                                         ("status", StatusRequest))})
 LeadScoreService.mount_asgi_app(docs_site.app, path="/", name="docs")  # /docs, /openapi.json (serving/docs)
 
 

@@ -192,6 +192,13 @@ def assert_422(r: httpx.Response, field: str) -> None:
     assert field in _errors(r), r.text
 
 
+@pytest.mark.parametrize("path,body", [("/score", {"asof": AS_OF}), ("/pipeline", {"asof": AS_OF})])
+def test_unknown_top_level_field_names_the_close_match(client, deal, path, body):
+    r = post(client, path, {**body, **({"deals": [deal]} if path == "/score" else {})})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"] == [{"field": "asof", "message": "unknown field 'asof'; did you mean 'as_of'?"}]
+
+
 def test_wrong_type(client, deal):
     deal["amount"] = "a lot"
     assert_422(post(client, "/score", {"deals": [deal], "as_of": AS_OF}), "deals[0].amount")

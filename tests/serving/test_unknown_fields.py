@@ -23,7 +23,7 @@ DEAL = {"deal_id": "D1", "created_at": "2024-01-01T00:00:00", "stage": "lead"}
 def errors_of(model, body: dict) -> list[dict]:
     with pytest.raises(ValidationError) as info:
         model.model_validate_json(json.dumps(body))
-    return pydantic_errors(info.value.errors())
+    return pydantic_errors(info.value.errors(), model.model_fields)
 
 
 @pytest.mark.parametrize("model,body", [
@@ -92,3 +92,17 @@ def test_the_score_response_carries_the_unknown_key_warning():
     assert refused.status_code == 422
     assert json.loads(refused.body)["errors"] == [{"field": "deals[1].ownr",
                                                    "message": "unknown field 'ownr'; did you mean 'owner'?"}]
+
+
+def test_the_http_error_names_the_close_match_of_the_route_model():
+    """BentoML answers an unknown field with its 400 and pydantic's `extra_forbidden`; the
+    reshaped 422 names the close match among the fields of the route's request model."""
+    from serving.errors import reshape_400
+
+    with pytest.raises(ValidationError) as info:
+        ensure_io_descriptor(ScoreRequest).model_validate_json(json.dumps({"deals": [DEAL], "asof": "2024-12-01"}))
+    bentoml_400 = json.dumps({"error": str(info.value), "detail": info.value.errors(include_url=False)}).encode()
+    status, body = reshape_400(bentoml_400, list(ScoreRequest.model_fields))
+    assert status == 422
+    assert body["errors"] == [{"field": "asof", "message": "unknown field 'asof'; did you mean 'as_of'?"}]
+    assert reshape_400(bentoml_400)[1]["errors"] == [{"field": "asof", "message": "unknown field 'asof'"}]
