@@ -46,14 +46,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(env: dict) -> tuple[subprocess.Popen, str]:
+def start_server(env: dict, cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LeadScoreService",
                "--host", "127.0.0.1", "--port", str(port)]
     # the server's output goes to a file: a pipe nobody reads would fill up and stall the server
     log = tempfile.NamedTemporaryFile(prefix="bench_serving_", suffix=".log", delete=False)
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
