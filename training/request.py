@@ -111,10 +111,15 @@ def future_errors(facts: dict[str, tuple[np.ndarray, np.ndarray]], as_of: pd.Tim
         for i, t in zip(deal[late].tolist(), times[late]):
             first[i] = min(first.get(i, t), t)
         for i, t in first.items():
-            out.append(FieldError(f"deals[{i}].{name}", f"{pd.Timestamp(t).isoformat()} is after as_of "
-                                                        f"{as_of.isoformat()}: send as_of at or after the deal's "
-                                                        f"latest fact"))
+            out.append(FieldError(f"deals[{i}].{name}", f"{_utc_text(t)} is after as_of {_utc_text(as_of)}: send "
+                                                        f"as_of at or after the deal's latest fact"))
     return out
+
+
+def _utc_text(t) -> str:
+    """A time in an error message as the answers write times: UTC, ending in "Z"."""
+    t = pd.Timestamp(t)
+    return (t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t).isoformat() + "Z"
 
 
 def category_warnings(model: CompiledPredictor, arrays: DealArrays) -> dict[int, list[str]]:

@@ -46,3 +46,12 @@ def test_score_answer_times_carry_z_on_the_fast_path_and_the_model_path():
     assert slow["deals"][0]["trend"]["since"] == "2024-09-20T06:30:00Z"
     naive = ScoreResponse(model_version=3, as_of=dt.datetime(2024, 10, 1), deals=[dict(ROW, as_of=dt.datetime(2024, 10, 1))])
     assert json.loads(naive.model_dump_json())["deals"][0]["as_of"] == "2024-10-01T00:00:00Z"
+
+
+def test_times_in_error_messages_are_utc_with_z():
+    from training.request import future_errors
+
+    facts = {"created_at": (np.array([0]), np.array(["2024-11-01T06:00"], dtype="datetime64[us]"))}
+    [error] = future_errors(facts, pd.Timestamp("2024-10-01"))  # the request path's as_of: naive UTC
+    assert error.as_dict() == {"field": "deals[0].created_at", "message": "2024-11-01T06:00:00Z is after as_of "
+                               "2024-10-01T00:00:00Z: send as_of at or after the deal's latest fact"}
