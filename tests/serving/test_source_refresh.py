@@ -94,3 +94,27 @@ def test_a_source_mapping_needs_the_data_folder_and_an_existing_file(tmp_path):
         ServingConfig.from_env({"LEADSCORE_SOURCE_MAPPING": str(tmp_path / "m.yaml"), "LEADSCORE_DATA": str(tmp_path)})
     with pytest.raises(ConfigError, match="LEADSCORE_SOURCE_REFRESH_S"):
         ServingConfig.from_env({"LEADSCORE_SOURCE_REFRESH_S": "soon"})
+
+
+def test_every_answer_says_how_the_source_was_reread(sql_source):
+    """The `data` block of /forecast and /pipeline (`LeadScoreService._used`): the tables used
+    and the refresh status, valid against the documented `DataUsed`, times in UTC with "Z"."""
+    from types import SimpleNamespace
+
+    from serving.report_schemas import DataUsed
+    from serving.service import LeadScoreService
+    from serving.times import mark_utc
+
+    mapping, engine, folder = sql_source
+    refresh = SourceRefresh(mapping, folder, every_s=60)
+    refresh.refresh_once()
+    snapshot = DataSource(folder).current()
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE opportunities"))
+    refresh.refresh_once()
+    block = mark_utc(LeadScoreService.inner._used(SimpleNamespace(source=refresh), snapshot))
+    DataUsed.model_validate(block)
+    assert block["data_fingerprint"] == snapshot.fingerprint and block["refresh"]["ok"] is False
+    assert block["refresh"]["unchanged_since"] == block["refresh"]["last_success_at"]
+    assert block["refresh"]["unchanged_since"].endswith("Z") and block["loaded_at"].endswith("Z")
+    assert LeadScoreService.inner._used(SimpleNamespace(source=None), snapshot) == snapshot.used()
