@@ -22,7 +22,7 @@ from features.errors import NotEnoughData
 from features.leakage import LEAK_AUC, LeakDecision, guard_leaks, without_columns
 from features.schema import CanonicalData
 from features.snapshots import as_of_grid
-from features.staleness import fit_stale_rule, lost_at_cutoff
+from features.staleness import StaleRule, fit_age_shift, fit_stale_rule, lost_at_cutoff
 from training.baselines import NaiveBayesBaseline, StageRateBaseline
 from training.explain import FactorExplainer
 from training.folds import (
@@ -107,12 +107,29 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
                                          "data_end": data.data_end.isoformat()}, staleness=staleness)
     step("baselines and evaluation")
     test, metrics = evaluate_on_test(predictor, feats, labels, fold_labels, builder, folds.names)
+    predictor.staleness = age_shifted(predictor, data)
     metrics["folds"] = folds.to_dict()
     metrics["fold_plan"] = folds.plan()
     metrics["leakage"] = leaks.to_dict()
-    metrics["staleness"] = staleness.to_dict()
+    metrics["staleness"] = predictor.staleness.to_dict()
     metrics["model"] = {"kind": predictor.kind, "messages": messages, **model_params(close_model)}
     return TrainResult(predictor, metrics, test, folds, messages, sample_test(feats, fold_labels, builder))
+
+
+def age_shifted(predictor: LeadScorePredictor, data: CanonicalData) -> StaleRule | None:
+    """The predictor's stale rule with `features.staleness.fit_age_shift` learned on the deals
+    open at the end of `data` (their P(won) before any shift): the served P(won) of an open
+    deal takes its level by age from the win curve, as the forecast's open pipeline does.
+    Applied after the holdout evaluation: the test metrics are the model's as trained (the
+    test labels, known at the data end, leave out the deals still open then, like training)."""
+    rule = predictor.staleness
+    if rule is None or predictor.static:
+        return rule
+    feats = predictor.features(data, data.data_end)
+    if feats.empty or "deal_age_days" not in feats:
+        return rule
+    p = np.asarray(predictor.close_model.predict_proba(feats[predictor.feature_names]), dtype="float64")
+    return fit_age_shift(rule, data.deals, feats["deal_age_days"].to_numpy(dtype="float64"), p)
 
 
 def _training_set(data: CanonicalData, config: TrainConfig, leave_out: list[str] | tuple = ()):
@@ -296,6 +313,7 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
                                    staleness=fit_stale_rule(data))
     step("in-sample evaluation")
     test, metrics = evaluate_on_test(predictor, both, labels2, y2, builder, ("train",))
+    predictor.staleness = age_shifted(predictor, data)
     metrics["close_probability"]["in_sample"] = True
     metrics["folds"] = {"none": reason}
     metrics["fold_plan"] = {"n_folds": 0, "gap_days": None, "notes": [reason]}
