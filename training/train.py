@@ -105,9 +105,9 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
                                    tiers=Tiers(constant=cold or _is_fallback(close_model)),
                                    info={"folds": folds.to_dict(), "class_counts": counts,
                                          "data_end": data.data_end.isoformat()}, staleness=staleness)
+    predictor.staleness = age_shifted(predictor, data)
     step("baselines and evaluation")
     test, metrics = evaluate_on_test(predictor, feats, labels, fold_labels, builder, folds.names)
-    predictor.staleness = age_shifted(predictor, data)
     metrics["folds"] = folds.to_dict()
     metrics["fold_plan"] = folds.plan()
     metrics["leakage"] = leaks.to_dict()
@@ -120,8 +120,8 @@ def age_shifted(predictor: LeadScorePredictor, data: CanonicalData) -> StaleRule
     """The predictor's stale rule with `features.staleness.fit_age_shift` learned on the deals
     open at the end of `data` (their P(won) before any shift): the served P(won) of an open
     deal takes its level by age from the win curve, as the forecast's open pipeline does.
-    Applied after the holdout evaluation: the test metrics are the model's as trained (the
-    test labels, known at the data end, leave out the deals still open then, like training)."""
+    Set before the holdout evaluation, so the test metrics and predictions are those of the
+    served P(won) (their labels, known at the data end, still leave out the deals open then)."""
     rule = predictor.staleness
     if rule is None or predictor.static:
         return rule
@@ -311,9 +311,9 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
                                    kind="stage_baseline", tiers=Tiers(constant=True),
                                    info={"folds": None, "class_counts": counts, "data_end": data.data_end.isoformat()},
                                    staleness=fit_stale_rule(data))
+    predictor.staleness = age_shifted(predictor, data)
     step("in-sample evaluation")
     test, metrics = evaluate_on_test(predictor, both, labels2, y2, builder, ("train",))
-    predictor.staleness = age_shifted(predictor, data)
     metrics["close_probability"]["in_sample"] = True
     metrics["folds"] = {"none": reason}
     metrics["fold_plan"] = {"n_folds": 0, "gap_days": None, "notes": [reason]}

@@ -12,8 +12,7 @@ from features.errors import MappingError
 from features.mapping import load_mapping
 from features.schema import CanonicalData, DatasetMeta
 from features.sources import ingest
-from features.staleness import (MIN_BAND, MIN_WON, _curve_by_day, fit_age_shift, fit_stale_rule, give_up_age,
-                                lost_at_cutoff, win_curve)
+from features.staleness import MIN_BAND, MIN_WON, fit_age_shift, fit_stale_rule, give_up_age, lost_at_cutoff, win_curve
 from tests.features.test_mapping_star import star_mapping, write_export
 
 END = pd.Timestamp("2024-12-31")
@@ -106,8 +105,8 @@ def test_age_shift_gives_each_age_band_the_curves_mean_and_keeps_the_ranking():
     rule = fit_age_shift(fit_stale_rule(data), data.deals, ages, p)
     assert len(rule.shift_ages) == len(ages) // MIN_BAND
     served = rule.calibrate(p, ages)
-    curve = np.nan_to_num(_curve_by_day(data.deals, END), nan=0.0)
-    target = np.where(np.floor(ages) < len(curve), curve[np.minimum(np.floor(ages).astype(int), len(curve) - 1)], 0)
+    curve = win_curve(data.deals, END, ages=np.floor(ages).astype(int))
+    target = np.array([curve[int(a)] or 0.0 for a in np.floor(ages)])
     young = ages < 40
     assert served[young].mean() == pytest.approx(target[young].mean(), abs=0.03)
     assert served[young].mean() < 0.6  # the model's 0.75 was too high for deals still open
