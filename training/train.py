@@ -123,8 +123,8 @@ def age_shifted(predictor: LeadScorePredictor, data: CanonicalData) -> StaleRule
     Set before the holdout evaluation, so the test metrics and predictions are those of the
     served P(won) (their labels, known at the data end, still leave out the deals open then)."""
     rule = predictor.staleness
-    if rule is None or predictor.static:
-        return rule
+    if rule is None or predictor.static or _is_fallback(predictor.close_model):
+        return rule  # the no-signal fallback serves the most recent base rate, a constant (`_recent_rate_fallback`)
     feats = predictor.features(data, data.data_end)
     if feats.empty or "deal_age_days" not in feats:
         return rule
