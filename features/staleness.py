@@ -1,15 +1,16 @@
 """Stale deals, learned from the data: the one home of the stale rule.
 
-A deal is **stale** at T when it has been open longer than any deal that was ever won
-(as known at T: deals won by T), or has stayed in its current stage longer than any deal
-that went on to win ever stayed in that stage. The score (`training.predictor`), the
-pipeline metrics (`features.analytics`) and the forecast (`training.forecast`) all flag
-deals with `StaleRule.flag`; training labels a snapshot row whose deal is still open at
-its fold's label cutoff and already past `give_up_age` then as lost (`lost_at_cutoff`):
+A deal is **stale** at T when it has been open longer than `give_up_age` (as known at T):
 the age from which fewer than `LOST_BELOW` of the deals still open went on to win (at most
-the longest won age, where the empirical chance is zero). Leaving these rows out
-(right-censored) would teach the model that old deals are the ones that win (losses are
-often marked early, wins late, so among *closed* old deals nearly every one was won).
+the longest won age, where the empirical chance is zero: without zombies the two are
+equal), or has stayed in its current stage longer than any deal that went on to win ever
+stayed in that stage. The score (`training.predictor`), the pipeline metrics
+(`features.analytics`) and the forecast (`training.forecast`) all flag deals with
+`StaleRule.flag`; training labels a snapshot row whose deal is still open at its fold's
+label cutoff and already past `give_up_age` then as lost (`lost_at_cutoff`): the same age.
+Leaving these rows out (right-censored) would teach the model that old deals are the ones
+that win (losses are often marked early, wins late, so among *closed* old deals nearly
+every one was won).
 
 Method (`win_curve`): the chance that a deal open at age a is eventually won,
 P(win | open at a) = (CIF_won(inf) - CIF_won(a)) / S(a), with the Aalen-Johansen
@@ -18,12 +19,14 @@ right-censored at their age at T) and S the Kaplan-Meier chance of still being o
 in whole days, vectorised with numpy. It is reported beside the rule (`to_dict`); it
 falls to 0 beyond the longest won age, which is where the rule starts. Its value at the
 longest won age (`p_win_beyond`) caps the model's P(won) of deals older than every win
-(`StaleRule.cap`, applied by the predictor): the model learned from younger deals and must
-not extrapolate to them.
+(`StaleRule.cap`): the model learned from younger deals and must not extrapolate to them.
+The served P(won) of every open deal takes its level by age from the curve
+(`fit_age_shift`, `StaleRule.calibrate`, applied by the predictor, so the score and the
+forecast's open pipeline use the same probabilities).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 
 import numpy as np
@@ -36,6 +39,8 @@ from features.snapshots import running_state, stage_spells
 MIN_WON = 10  # fewer won deals than this: no rule (a maximum of a handful of wins says nothing)
 LOST_BELOW = 0.02  # training labels: still open at an age where fewer than 2 % of open deals went on to win: lost
 CURVE_AGES = (0, 30, 60, 90, 180, 365, 730)
+MIN_BAND, MAX_BANDS = 50, 20  # `fit_age_shift`: open deals per age band (at least), bands (at most)
+SHIFT_LIMIT = 12.0  # log-odds: a shift to a curve of 0 stops here (P(won) x ~6e-6)
 DAY = np.timedelta64(1, "D")
 
 
@@ -51,6 +56,21 @@ class StaleRule:
     curve: dict[int, float | None] = field(default_factory=dict)
     # P(eventually won | still open at the longest won age): the most a deal older than every win gets
     p_win_beyond: float | None = None
+    # `fit_age_shift`: log-odds shift of the model's P(won) by deal age (interpolated between `shift_ages`)
+    shift_ages: tuple[float, ...] = ()
+    shifts: tuple[float, ...] = ()
+    give_up_age_days: float | None = None  # `give_up_age` at as_of: stale from this age (None: the longest win)
+
+    def calibrate(self, p: np.ndarray, age_days) -> np.ndarray:
+        """P(won) with the log-odds shift `fit_age_shift` learned at this deal age (linear
+        between the bands' median ages, flat beyond them), then `cap`ped: the probability
+        the predictor serves. Unchanged without a shift (too few open deals, or an old rule)."""
+        p = np.asarray(p, dtype="float64")
+        if self.shift_ages and len(p):
+            age = np.asarray(age_days, dtype="float64")
+            shift = np.interp(np.nan_to_num(age, nan=0.0), self.shift_ages, self.shifts)
+            p = _expit(_logit(p) + shift)
+        return self.cap(p, age_days)
 
     def cap(self, p: np.ndarray, age_days) -> np.ndarray:
         """P(won) of deals older than every win capped at `p_win_beyond` (the model learned
@@ -67,9 +87,15 @@ class StaleRule:
         reason = np.full(len(age), None, dtype=object)
         if self.max_won_age_days is None:
             return stale, reason
-        old = age > self.max_won_age_days
-        if old.any():
-            reason[old] = "open " + _days(age[old]) + f"; no won deal took longer than {self.max_won_age_days:.0f} days"
+        limit = self.max_won_age_days if self.give_up_age_days is None else self.give_up_age_days
+        old = age > limit
+        if old.any():  # words only where needed: a request's deal is rarely old
+            beyond = age > self.max_won_age_days
+            reason[beyond] = ("open " + _days(age[beyond])
+                              + f"; no won deal took longer than {self.max_won_age_days:.0f} days")
+            late = old & ~beyond
+            reason[late] = ("open " + _days(age[late]) + f"; fewer than {LOST_BELOW:.0%} of the deals still open at "
+                            f"{limit:.0f} days went on to win")
         stale |= old
         if days_in_stage is None or stage is None or not self.max_won_stage_days:
             return stale, reason
@@ -102,8 +128,60 @@ class StaleRule:
                 "max_won_age_days": self.max_won_age_days, "max_won_stage_days": dict(self.max_won_stage_days),
                 "p_win_if_open_at_age": {str(k): v for k, v in self.curve.items()},
                 "p_win_beyond_longest_win": self.p_win_beyond,
-                "method": "stale: open longer than any won deal (or longer in its stage than any deal that went "
-                          "on to win stayed there); p_win_if_open_at_age: Aalen-Johansen, open deals censored"}
+                "give_up_age_days": self.give_up_age_days,
+                "age_shift": {"median_age_days": list(self.shift_ages), "log_odds_shift": list(self.shifts)},
+                "method": "stale: open longer than give_up_age_days (the age from which fewer than "
+                          f"{LOST_BELOW:.0%} of the deals still open went on to win, at most the longest win), or "
+                          "longer in its stage than any deal that went on to win stayed there; "
+                          "p_win_if_open_at_age: Aalen-Johansen, open deals censored; "
+                          "age_shift: the model's P(won) of the deals open at as_of shifted (log-odds, by age band) "
+                          "so that their mean is the curve's mean over the same deals"}
+
+
+def fit_age_shift(rule: StaleRule, deals: pd.DataFrame, age_days, p: np.ndarray) -> StaleRule:
+    """`rule` with the log-odds shift by deal age that makes the model's mean P(won) `p` of
+    the deals open at `rule.as_of` (their ages `age_days`) equal, in each band of
+    `MIN_BAND` or more deals of similar age, the mean over the same deals of the learned curve
+    P(eventually won | open at their age) (`win_curve`; 0 past the last age at risk).
+
+    Why: a training row's label is known at its fold's cutoff only if its deal closed by
+    then (or was given up, `lost_at_cutoff`); young deals that win close fast, the ones that
+    will be lost stay open (and are left out), so the model learns too high a P(won) for young
+    open deals, most when losses are marked late or never (zombies). The curve counts the deals
+    still open as censored instead of leaving them out; the shift keeps the model's ranking
+    within an age band and takes its level from the curve. The rule unchanged with fewer than
+    2 x `MIN_BAND` open deals or no rule."""
+    age = np.asarray(age_days, dtype="float64")
+    p = np.asarray(p, dtype="float64")
+    ok = np.isfinite(age) & np.isfinite(p)
+    if rule.max_won_age_days is None or rule.as_of is None or ok.sum() < 2 * MIN_BAND:
+        return rule
+    age, p = age[ok], p[ok]
+    curve = np.nan_to_num(_curve_by_day(deals, rule.as_of), nan=0.0)
+    day = np.clip(np.floor(age).astype("int64"), 0, None)
+    target = np.where(day < len(curve), curve[np.minimum(day, len(curve) - 1)], 0.0)
+    order = np.argsort(age, kind="stable")
+    n_bands = max(1, min(MAX_BANDS, len(age) // MIN_BAND))
+    band = np.empty(len(age), dtype="int64")
+    band[order] = np.arange(len(age)) * n_bands // len(age)  # consecutive ages, equal counts
+    logit = _logit(p)
+    goal = np.bincount(band, target, n_bands) / np.bincount(band, minlength=n_bands)
+    lo, hi = np.full(n_bands, -SHIFT_LIMIT), np.full(n_bands, SHIFT_LIMIT)
+    for _ in range(50):  # bisection on every band at once: the band's mean P(won) rises with the shift
+        mid = (lo + hi) / 2
+        mean = np.bincount(band, _expit(logit + mid[band]), n_bands) / np.bincount(band, minlength=n_bands)
+        lo, hi = np.where(mean < goal, mid, lo), np.where(mean < goal, hi, mid)
+    mids = pd.Series(age).groupby(band).median().to_numpy()
+    return replace(rule, shift_ages=tuple(float(a) for a in mids), shifts=tuple(float(s) for s in (lo + hi) / 2))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def by_name(numbers: dict[str, float], names: np.ndarray) -> np.ndarray:
@@ -138,7 +216,8 @@ def fit_stale_rule(data: CanonicalData, as_of=None) -> StaleRule:
         return StaleRule(at, int(len(ages)), None)
     longest = float(ages.max())
     beyond = win_curve(deals, at, ages=(int(longest),))[int(longest)]
-    return StaleRule(at, int(len(ages)), longest, _won_stage_days(data, at), win_curve(deals, at), beyond)
+    return StaleRule(at, int(len(ages)), longest, _won_stage_days(data, at), win_curve(deals, at), beyond,
+                     give_up_age_days=give_up_age(deals, at))
 
 
 def lost_at_cutoff(deals: pd.DataFrame, deal_ids: pd.Series, cutoff: pd.Timestamp) -> np.ndarray:

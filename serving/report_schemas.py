@@ -208,8 +208,8 @@ class TargetDefinitions(BaseModel):
 
 
 class StalePipeline(BaseModel):
-    """Open deals older than anything that ever won (`features.staleness`): the forecast's
-    own line. They are inside the totals (valued by the model's own, low, probability)."""
+    """Open deals past the give-up age (`features.staleness`): the forecast's own line.
+    They are inside the totals (valued at the served, low, probability)."""
 
     model_config = CLOSED
     stale_open_count: int

@@ -127,8 +127,8 @@ class LeadScorePredictor:
     def stale_flags(self, M, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`features.staleness.StaleRule.flag` of the rows of M (the model matrix or the
         feature frame): stale per deal, the reason in words (None where not stale), and P(won)
-        `p` capped by `StaleRule.cap` for deals older than every win (no extrapolation from
-        the young deals the model learned from to very old ones)."""
+        `p` as `StaleRule.calibrate` serves it: its level by age from the win curve, capped for
+        deals older than every win (no extrapolation from young deals to very old ones)."""
         rule, names = getattr(self, "staleness", None), self.feature_names
         n = len(M)
         if rule is None or self.static:
@@ -137,7 +137,7 @@ class LeadScorePredictor:
                        else np.asarray(M, dtype="float64")[:, names.index(name)])
                 for name in ("deal_age_days", "days_in_stage", "stage_index") if name in names}
         stale, reason = rule.flag_features(cols, list(self.builder.stages_))
-        return stale, reason, rule.cap(p, cols["deal_age_days"]) if "deal_age_days" in cols else p
+        return stale, reason, rule.calibrate(p, cols["deal_age_days"]) if "deal_age_days" in cols else p
 
     def explain(self, X, matrix: np.ndarray | None = None, method: str = "path") -> list[dict]:
         """Top positive/negative factors per row from the close model's contributions

@@ -22,7 +22,7 @@ from features.errors import NotEnoughData
 from features.leakage import LEAK_AUC, LeakDecision, guard_leaks, without_columns
 from features.schema import CanonicalData
 from features.snapshots import as_of_grid
-from features.staleness import fit_stale_rule, lost_at_cutoff
+from features.staleness import StaleRule, fit_age_shift, fit_stale_rule, lost_at_cutoff
 from training.baselines import NaiveBayesBaseline, StageRateBaseline
 from training.explain import FactorExplainer
 from training.folds import (
@@ -105,14 +105,31 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
                                    tiers=Tiers(constant=cold or _is_fallback(close_model)),
                                    info={"folds": folds.to_dict(), "class_counts": counts,
                                          "data_end": data.data_end.isoformat()}, staleness=staleness)
+    predictor.staleness = age_shifted(predictor, data)
     step("baselines and evaluation")
     test, metrics = evaluate_on_test(predictor, feats, labels, fold_labels, builder, folds.names)
     metrics["folds"] = folds.to_dict()
     metrics["fold_plan"] = folds.plan()
     metrics["leakage"] = leaks.to_dict()
-    metrics["staleness"] = staleness.to_dict()
+    metrics["staleness"] = predictor.staleness.to_dict()
     metrics["model"] = {"kind": predictor.kind, "messages": messages, **model_params(close_model)}
     return TrainResult(predictor, metrics, test, folds, messages, sample_test(feats, fold_labels, builder))
+
+
+def age_shifted(predictor: LeadScorePredictor, data: CanonicalData) -> StaleRule | None:
+    """The predictor's stale rule with `features.staleness.fit_age_shift` learned on the deals
+    open at the end of `data` (their P(won) before any shift): the served P(won) of an open
+    deal takes its level by age from the win curve, as the forecast's open pipeline does.
+    Set before the holdout evaluation, so the test metrics and predictions are those of the
+    served P(won) (their labels, known at the data end, still leave out the deals open then)."""
+    rule = predictor.staleness
+    if rule is None or predictor.static or _is_fallback(predictor.close_model):
+        return rule  # the no-signal fallback serves the most recent base rate, a constant (`_recent_rate_fallback`)
+    feats = predictor.features(data, data.data_end)
+    if feats.empty or "deal_age_days" not in feats:
+        return rule
+    p = np.asarray(predictor.close_model.predict_proba(feats[predictor.feature_names]), dtype="float64")
+    return fit_age_shift(rule, data.deals, feats["deal_age_days"].to_numpy(dtype="float64"), p)
 
 
 def _training_set(data: CanonicalData, config: TrainConfig, leave_out: list[str] | tuple = ()):
@@ -294,6 +311,7 @@ def _fit_without_folds(data: CanonicalData, config: TrainConfig, leaks: LeakDeci
                                    kind="stage_baseline", tiers=Tiers(constant=True),
                                    info={"folds": None, "class_counts": counts, "data_end": data.data_end.isoformat()},
                                    staleness=fit_stale_rule(data))
+    predictor.staleness = age_shifted(predictor, data)
     step("in-sample evaluation")
     test, metrics = evaluate_on_test(predictor, both, labels2, y2, builder, ("train",))
     metrics["close_probability"]["in_sample"] = True

@@ -12,7 +12,7 @@ from features.errors import MappingError
 from features.mapping import load_mapping
 from features.schema import CanonicalData, DatasetMeta
 from features.sources import ingest
-from features.staleness import MIN_WON, fit_stale_rule, give_up_age, lost_at_cutoff, win_curve
+from features.staleness import MIN_BAND, MIN_WON, fit_age_shift, fit_stale_rule, give_up_age, lost_at_cutoff, win_curve
 from tests.features.test_mapping_star import star_mapping, write_export
 
 END = pd.Timestamp("2024-12-31")
@@ -65,11 +65,61 @@ def test_give_up_age_is_where_open_deals_stop_winning():
     assert give_up_age(history(n_won=MIN_WON - 1).deals, END) is None
 
 
+def test_deals_past_the_give_up_age_are_stale_with_their_reason():
+    """With many zombies the give-up age comes before the longest win: a deal open between
+    the two is stale too (the labels count it lost), with the curve's reason."""
+    rule = fit_stale_rule(history(zombies=200))
+    limit = rule.give_up_age_days
+    assert limit == give_up_age(history(zombies=200).deals, END) and 60 < limit < 100
+    stale, reason = rule.flag([limit - 1, limit + 1, 101.0])
+    assert stale.tolist() == [False, True, True]
+    assert reason[1] == f"open {limit + 1:.0f} days; fewer than 2% of the deals still open at {limit:.0f} days went on to win"
+    assert reason[2] == "open 101 days; no won deal took longer than 100 days"
+    assert fit_stale_rule(history()).give_up_age_days == pytest.approx(100.0)  # few zombies: the longest win
+
+
 def test_the_cap_keeps_deals_older_than_every_win_low():
     rule = fit_stale_rule(history(zombies=200))
     assert 0 <= rule.p_win_beyond < 0.02
     capped = rule.cap(np.array([0.7, 0.7]), [730.0, 50.0])
     assert capped[0] == rule.p_win_beyond and capped[1] == 0.7
+
+
+def open_book(n_open: int = 400) -> tuple[CanonicalData, np.ndarray]:
+    """`history` with many zombies and `n_open` deals open at END at ages spread over 0-300
+    days: (data, their ages)."""
+    data = history(n_won=200, zombies=0)
+    ages = np.linspace(0.5, 300.5, n_open)
+    open_ = pd.DataFrame({"deal_id": [f"O{i}" for i in range(n_open)], "created_at": END - pd.to_timedelta(ages, "D"),
+                          "closed_at": pd.NaT, "outcome": pd.Series([None] * n_open, dtype="string"), "amount": 1000.0})
+    deals = pd.concat([data.deals, open_], ignore_index=True)
+    return CanonicalData(deals=deals, meta=data.meta), ages
+
+
+def test_age_shift_gives_each_age_band_the_curves_mean_and_keeps_the_ranking():
+    """A model that says 0.7 (or 0.8 for half of the deals) whatever the age: the served
+    P(won) of each band of open deals averages the learned curve over them, young deals
+    keep a P(won) that ranks like the model's, and deals older than every win get ~0."""
+    data, ages = open_book()
+    p = np.where(np.arange(len(ages)) % 2 == 0, 0.8, 0.7)
+    rule = fit_age_shift(fit_stale_rule(data), data.deals, ages, p)
+    assert len(rule.shift_ages) == len(ages) // MIN_BAND
+    served = rule.calibrate(p, ages)
+    curve = win_curve(data.deals, END, ages=np.floor(ages).astype(int))
+    target = np.array([curve[int(a)] or 0.0 for a in np.floor(ages)])
+    young = ages < 40
+    assert served[young].mean() == pytest.approx(target[young].mean(), abs=0.03)
+    assert served[young].mean() < 0.6  # the model's 0.75 was too high for deals still open
+    assert (served[young & (p == 0.8)].mean() > served[young & (p == 0.7)].mean())
+    assert served[ages > 120].max() < 1e-3  # nothing older than the longest win (100 days) wins
+    assert rule.to_dict()["age_shift"]["log_odds_shift"] == list(rule.shifts)
+
+
+def test_age_shift_needs_enough_open_deals():
+    data, ages = open_book(2 * MIN_BAND - 1)
+    rule = fit_stale_rule(data)
+    assert fit_age_shift(rule, data.deals, ages, np.full(len(ages), 0.7)) == rule
+    assert rule.calibrate(np.array([0.7, 0.7]), [10.0, 50.0]).tolist() == [0.7, 0.7]
 
 
 def test_per_stage_flag_uses_the_stage_limit():

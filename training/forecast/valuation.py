@@ -108,9 +108,11 @@ def stale_pipeline(deals: pd.DataFrame, n_periods: int) -> dict:
     return {"stale_open_count": int(stale.sum()), "stale_open_value": float(deals.loc[stale, "value"].sum()),
             "open_count": int(len(deals)), "open_value": float(deals["value"].sum()),
             "stale_expected_bookings": float(sum(per_period)), "stale_expected_by_period": per_period,
-            "definition": "stale: open longer than any deal won by the as-of date (or longer in its stage than any "
-                          "deal that went on to win stayed there); valued by the model's own probability and "
-                          "included in the forecast totals"}
+            "definition": "stale: open longer than the give-up age as known at the as-of date (fewer than 2 % of "
+                          "the deals still open at that age went on to win; at most the longest win), or longer in "
+                          "its stage than any deal that went on to win stayed there; valued at the served P(won) "
+                          "(its level by age from the learned win curve, features.staleness) and included in the "
+                          "forecast totals"}
 
 
 def due_in(deals: pd.DataFrame, as_of: pd.Timestamp, start: pd.Timestamp, end: pd.Timestamp,
