@@ -103,6 +103,7 @@ class ShockHistoryRow(BaseModel):
     new_predicted: float
     new_variance: float
     new_actual: float
+    new_seasonal: bool = Field(description="the new-deal model of that period knew the calendar (a year of history)")
     position: int
     corrected: float
 
@@ -129,6 +130,12 @@ class Segment(BaseModel):
     mean_won_value: float
 
 
+class SeasonalNewDeals(BaseModel):
+    model_config = CLOSED
+    year_over_year_growth: float
+    note: str
+
+
 class NewDealModel(BaseModel):
     model_config = CLOSED
     segments: dict[str, Segment]
@@ -136,6 +143,7 @@ class NewDealModel(BaseModel):
     rate_window_days: float
     cohort_observed_up_to_days: int
     pool_size: int
+    seasonal: Optional[SeasonalNewDeals] = None
 
 
 class RiskRow(BaseModel):
