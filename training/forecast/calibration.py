@@ -40,7 +40,10 @@ def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: s
     Common shock: with mu_j the prediction corrected by leave-one-out factors (so the
     errors are out of sample), shock^2 = max(0, mean(((y_j - mu_j)^2 - v_j') / mu_j^2)):
     the squared error beyond what independent deals explain, relative to the forecast,
-    capped at `config.max_shock`. A given `config.shock` overrides the estimate.
+    capped at `config.max_shock`; a period whose new deals were forecast by the other kind
+    of new-deal model adds its open-pipeline error only (its new deals at their
+    expectation): a calendar-blind model's seasonal misses would widen the range of one
+    that knows the calendar. A given `config.shock` overrides the estimate.
     """
     rows = shock_history(predictor, known, as_of, freq, config.history_periods, rule)
     return calibrate(rows, freq, config, seasonal)
@@ -64,8 +67,12 @@ def calibrate(rows: pd.DataFrame, freq: str, config: ForecastConfig, seasonal: b
               for p, g in rows.groupby("position")}
     loo = np.array([_loo_factor(rows, j, clip) for j in range(len(rows))])
     mu = loo * rows["open_predicted"] + new_factor * rows["new_predicted"]
-    var = loo ** 2 * rows["open_variance"] + new_factor ** 2 * rows["new_variance"]
-    excess = ((rows["actual"] - mu) ** 2 - var) / mu ** 2
+    # a period whose new deals were forecast by the other kind of new-deal model tells the
+    # shock its open-pipeline error only (its new deals count at their expectation)
+    other = (rows["new_seasonal"] != seasonal).to_numpy()
+    actual = rows["open_actual"] + np.where(other, new_factor * rows["new_predicted"], rows["new_actual"])
+    var = loo ** 2 * rows["open_variance"] + np.where(other, 0.0, new_factor ** 2 * rows["new_variance"])
+    excess = ((actual - mu) ** 2 - var) / mu ** 2
     sd = float(min(np.sqrt(max(0.0, excess.mean())), config.max_shock)) if config.shock is None \
         else float(config.shock)
     return {"relative_sd": sd, "method": "estimated from past periods" if config.shock is None else "given",
