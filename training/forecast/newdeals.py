@@ -11,15 +11,10 @@ Estimated only from what was known at the as-of date T:
   (their realised amounts, and their grouping columns for roll-ups), weighted for each
   period by how likely a win of its cycle time lands in it (`window_weights`: the deals
   created and won inside a near period are the quick ones);
-- the calendar (`seasonal`), once the data known at T covers a year and a rate window: the
-  new wins of the same window 52 weeks earlier (deals created from T - 52 weeks and won
-  inside the window shifted back), times the year-over-year growth of creations (the
-  last rate window / the same window a year earlier), shrunk toward the rate x cohort
-  estimate with `shrinkage` pseudo-wins. A recent rate and a cohort curve learned from the
-  last months carry their season into the next ones (creations and win rates move with
-  the month of the year); the year-earlier window knows the next season. With less than a
-  year and a window of history there is nothing to learn the season from: the rate x cohort
-  estimate alone (`describe()["seasonal"]` says which).
+- the calendar (`seasonal`; a recent rate and cohort curve carry the last months' season
+  into the next ones): once the data covers 52 weeks and a rate window, the wins of the
+  same window 52 weeks earlier x the year-over-year growth of creations, shrunk toward
+  the rate x cohort estimate with `shrinkage` pseudo-wins (`describe()["seasonal"]`).
 
 A deal created on day c in [T, end) is won inside [start, end) with probability
 F(end - c) - F(max(start - c, 0)); summed over the days of creation this gives the
@@ -166,10 +161,9 @@ class NewDealModel(BaseEstimator):
         recent, year_before = int((age < window).sum()), int(((age >= YEAR_DAYS) & (age < YEAR_DAYS + window)).sum())
         if recent == 0 or year_before == 0:
             return
-        mine = age < YEAR_DAYS  # created after T - 52 weeks
-        created = YEAR_DAYS - age[mine]
-        cycle = ((deals["closed_at"] - deals["created_at"]) / DAY).to_numpy(dtype="float64", na_value=np.nan)[mine]
-        self.season_ = {"growth": recent / year_before, "won_day": np.where(won[mine], created + cycle, np.inf)}
+        mine = age < YEAR_DAYS  # created after T - 52 weeks; won_day: days after T - 52 weeks
+        cycle = ((deals["closed_at"] - deals["created_at"]) / DAY).to_numpy(dtype="float64", na_value=np.nan)
+        self.season_ = {"growth": recent / year_before, "won_day": np.where(won, YEAR_DAYS - age + cycle, np.inf)[mine]}
 
     def _seasonal_ratio(self, a: float, b: float, estimate: float) -> float:
         """Year-earlier wins in [a, b) days (x growth) over the rate x cohort `estimate`,
@@ -229,11 +223,9 @@ class NewDealModel(BaseEstimator):
         return self.pools_[segment]
 
     def window_weights(self, segment: str, window: tuple[float, float] | None = None) -> np.ndarray:
-        """Weights (summing to 1) of `pool_for(segment)`'s wins as the value of a new win in
-        `window` = (a, b) days after T. A deal created in [T, T + b) and won in [a, b) had a
-        cycle of less than b days: a win of cycle x stands for the creation days c with
-        a <= c + x < b (the quick, often smaller deals fill a near window); equal weights
-        without a window, or when no win of the pool is that quick."""
+        """Weights (sum 1) of `pool_for(segment)`'s wins as the value of a new win in `window` =
+        (a, b) days after T: a win of cycle x stands for the creation days c >= 0 with a <= c + x
+        < b (quick, often smaller deals fill a near window); equal without a window or quick win."""
         pool = self.pool_for(segment)
         n = len(pool)
         if window is None or n == 0:
@@ -284,9 +276,8 @@ class NewDealModel(BaseEstimator):
                                  "mean_won_value": self.mean_value(s)}
                              for i, s in enumerate(self.segments_)},
                 "trend_per_window": self.trend_, "rate_window_days": self.rate_window_used_,
-                "seasonal": None if self.season_ is None else {
-                    "year_over_year_growth": float(self.season_["growth"]),
-                    "note": "new wins per window from the same window 52 weeks earlier x growth"},
+                "seasonal": None if self.season_ is None else {"year_over_year_growth": float(self.season_["growth"]),
+                                                               "note": "wins of the window 52 weeks earlier x growth"},
                 "cohort_observed_up_to_days": self.cohort_max_observed_age_, "pool_size": int((self.pool_["age_days"] < self.pool_days).sum())}
 
 
