@@ -2,20 +2,26 @@
 and the forecast's speed against a reference tree.
 
     python -m benchmarks.bench_forecast [--deals 100000] [--origins 12] [--sims 1000]
-    python -m benchmarks.bench_forecast --speed-only [--speed-deals 20000] [--reference /work/main]
+    python -m benchmarks.bench_forecast --speed-only [--speed-deals 20000] [--cli-repeats 3]
+        [--backtest-deals 100000] [--reference /work/main]
 
 Speed (section "Forecast speed (accuracy slice)"): on generated data (seed 0) with a model
 trained on it, the same timing script runs in this tree and in the reference tree (read
 only), one after the other in this run: the first forecast (what `leadscore forecast`
 computes), the p50 of the next requests of `/forecast` (3 monthly periods; this tree
 reuses `training.forecast.cache.PreparedCache`, as the service does) and a 4-origin
-quarterly backtest; the ratios reference / this tree are written with the load average.
+quarterly backtest; then the whole `leadscore forecast` command (a dataset and a model made
+with this tree's `generate` and `train` in a temporary folder) and a 12-origin monthly
+backtest on --backtest-deals deals; the ratios reference / this tree are written with the
+load average.
 
 Generated data (seed 0): one model trained on the data known at the first of 12 monthly
 origins, then model vs oracle vs baselines (WAPE, bias, P10-P90 coverage, pinball).
 Olist (features/mappings/olist.yaml): no amounts, so the forecast counts won deals.
 Writes the "Revenue forecast backtest" section of benchmarks/RESULTS.md and the full
-JSON next to it (benchmarks/forecast_backtest_*.json). Figures only; nothing asserted.
+JSON next to it (benchmarks/forecast_backtest_*.json). Figures only; nothing asserted. Over 300
+lines because the accuracy backtest and the speed comparisons share one data cache and one
+section writer.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import argparse
 import json
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import tempfile
@@ -113,6 +120,92 @@ def run_speed(n_deals: int, reference: Path, repeats: int, cache: Path) -> dict:
     return out
 
 
+BACKTEST_TIMING = """
+import json, pickle, sys, time
+from training.forecast.backtest import backtest
+from training.forecast.config import ForecastConfig
+data, truth, predictor = pickle.load(open(sys.argv[1], "rb"))
+t, cpu = time.perf_counter(), time.process_time()
+backtest(data, "month", 12, truth=truth, predictor=predictor, config=ForecastConfig(n_sims=1000), oracle_sims=300)
+print(json.dumps({"backtest": time.perf_counter() - t, "cpu": time.process_time() - cpu}))
+"""
+
+
+def run_backtest_speed(n_deals: int, reference: Path, cache: Path) -> dict:
+    """Seconds of a 12-origin monthly backtest (with the oracle, as `leadscore backtest` runs
+    on generated data) in the reference tree and in this one, the same data and model."""
+    from features.synthetic import generate_data
+    from features.timetravel import truncate_at
+    from training.forecast.backtest import backtest_origins
+    from training.train import TrainConfig, fit_predictor
+
+    data, truth = cached(cache / f"data_{n_deals}_0.pkl", lambda: generate_data(n_deals, seed=0))
+    first = backtest_origins(data, "month", 12)[0]
+    predictor = cached(cache / f"model_{n_deals}_0_{first.date()}.pkl",
+                       lambda: fit_predictor(truncate_at(data, first), TrainConfig()).predictor)
+    out = {"load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs.pkl"
+        inputs.write_bytes(pickle.dumps((data, truth, predictor)))
+        for name, tree in (("reference", reference), ("this", ROOT)):
+            done = subprocess.run([sys.executable, "-c", BACKTEST_TIMING, str(inputs)], cwd=tree, capture_output=True,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
+            out[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(name, out[name], flush=True)
+    out["load_after"] = os.getloadavg()
+    return out
+
+
+def run_cli_speed(n_deals: int, reference: Path, repeats: int) -> dict:
+    """Wall seconds of `leadscore forecast --periods 3 --freq month --out F.json` (process start,
+    reading the data, the champion from the embedded MLflow registry, the forecast, the JSON,
+    the MLflow log and the track-record store), alternately in the reference tree and in this
+    one, on one generated dataset and one model (`leadscore generate` and `leadscore train`
+    of this tree, in a temporary folder)."""
+    def cli(tree: Path, cwd: str, *args: str) -> dict:
+        started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-m", "serving.cli", *args], cwd=cwd, capture_output=True, text=True,
+                       check=True, env={**os.environ, "PYTHONPATH": str(tree)})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"wall": time.perf_counter() - started,
+                "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cli(ROOT, tmp, "generate", "--deals", str(n_deals), "--seed", "0", "--out", "data")
+        cli(ROOT, tmp, "train", "--data", "data")
+        out = {"load_before": os.getloadavg(), "reference": [], "this": []}
+        for _ in range(repeats):
+            for name, tree in (("reference", reference), ("this", ROOT)):
+                out[name].append(cli(tree, tmp, "forecast", "--data", "data", "--periods", "3", "--freq", "month",
+                                     "--out", f"{name}.json"))
+                print(name, out[name][-1], flush=True)
+        out["load_after"] = os.getloadavg()
+    return out
+
+
+def extra_speed_table(cli: dict | None, bt: dict | None, n_cli: int, n_bt: int, reference: Path) -> str:
+    """`leadscore forecast` (target < 10 s) and the 12-origin monthly backtest (target < 3 min)."""
+    lines = ["| step | target | reference wall s (CPU s) | this tree wall s (CPU s) | speed-up in CPU (reference / "
+             "this) | load average before / after |", "|---|---|---:|---:|---:|---|"]
+    if cli is not None:
+        ref, new = (min(cli[k], key=lambda r: r["cpu"]) for k in ("reference", "this"))
+        lines.append(f"| `leadscore forecast` on {n_cli:,} deals, 3 monthly periods, least CPU of {len(cli['this'])} "
+                     f"| < 10 s | {ref['wall']:.1f} ({ref['cpu']:.1f}) | {new['wall']:.1f} ({new['cpu']:.1f}) | "
+                     f"{ref['cpu'] / new['cpu']:.1f}x | {_load(cli)} |")
+    if bt is not None:
+        ref, new = bt["reference"], bt["this"]
+        lines.append(f"| 12-origin monthly backtest on {n_bt:,} deals (with the oracle) | < 180 s | "
+                     f"{ref['backtest']:.0f} ({ref['cpu']:.0f}) | {new['backtest']:.0f} ({new['cpu']:.0f}) | "
+                     f"{ref['cpu'] / new['cpu']:.1f}x | {_load(bt)} |")
+    return (f"Whole commands against the reference tree `{reference}` in the same run, one after the other (2 cores "
+            f"shared with other jobs: wall seconds are inflated by the load and vary with it; the CPU seconds of the "
+            f"process are the comparable figure, and on an idle core wall ~ CPU):\n\n" + "\n".join(lines))
+
+
+def _load(timed: dict) -> str:
+    return f"{timed['load_before'][0]:.1f} / {timed['load_after'][0]:.1f}"
+
+
 def speed_table(speed: dict, n_deals: int, reference: Path) -> str:
     rows = [("first forecast (`leadscore forecast`'s computation, cold)", "first"),
             ("`/forecast` request once warm, p50", "warm_p50"), ("4-origin quarterly backtest", "backtest")]
@@ -175,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed-only", action="store_true", help="only the speed comparison")
     parser.add_argument("--speed-deals", type=int, default=20_000)
     parser.add_argument("--speed-repeats", type=int, default=6)
+    parser.add_argument("--cli-repeats", type=int, default=3, help="`leadscore forecast` runs per tree (0: none)")
+    parser.add_argument("--backtest-deals", type=int, default=100_000,
+                        help="deals of the timed 12-origin monthly backtest (0: none)")
     parser.add_argument("--reference", type=Path, default=Path("/work/main"), help="the tree to compare with")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/leadscore_grid"), help="generated data, models")
     args = parser.parse_args(argv)
@@ -182,10 +278,15 @@ def main(argv: list[str] | None = None) -> None:
         args.cache.mkdir(parents=True, exist_ok=True)
         speed = run_speed(args.speed_deals, args.reference, args.speed_repeats, args.cache)
         text = speed_table(speed, args.speed_deals, args.reference)
+        cli = run_cli_speed(args.speed_deals, args.reference, args.cli_repeats) if args.cli_repeats else None
+        bt = run_backtest_speed(args.backtest_deals, args.reference, args.cache) if args.backtest_deals else None
+        if cli or bt:
+            text += "\n\n" + extra_speed_table(cli, bt, args.speed_deals, args.backtest_deals, args.reference)
         print(text)
         record("Forecast speed (accuracy slice)", text,
                f"python -m benchmarks.bench_forecast --speed-only --speed-deals {args.speed_deals} "
-               f"--speed-repeats {args.speed_repeats} --reference {args.reference}")
+               f"--speed-repeats {args.speed_repeats} --cli-repeats {args.cli_repeats} "
+               f"--backtest-deals {args.backtest_deals} --reference {args.reference}")
         return
     gen = run_generated(args.deals, args.origins, args.sims)
     (ROOT / "benchmarks" / "forecast_backtest_generated.json").write_text(json.dumps(gen, indent=1))

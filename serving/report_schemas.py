@@ -121,6 +121,7 @@ class ShockHistoryRow(BaseModel):
     new_predicted: float
     new_variance: float
     new_actual: float
+    new_seasonal: bool = Field(description="the new-deal model of that period knew the calendar (a year of history)")
     position: int
     corrected: float
 
@@ -147,6 +148,12 @@ class Segment(BaseModel):
     mean_won_value: float
 
 
+class SeasonalNewDeals(BaseModel):
+    model_config = CLOSED
+    year_over_year_growth: float
+    note: str
+
+
 class NewDealModel(BaseModel):
     model_config = CLOSED
     segments: dict[str, Segment]
@@ -154,6 +161,7 @@ class NewDealModel(BaseModel):
     rate_window_days: float
     cohort_observed_up_to_days: int
     pool_size: int
+    seasonal: Optional[SeasonalNewDeals] = None
 
 
 class RiskRow(BaseModel):

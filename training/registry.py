@@ -16,6 +16,7 @@ The promotion gate (register a version, judge it, move the alias) is `training.g
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -285,8 +286,10 @@ def load_predictor(model_name: str, version: int | None = None, alias: str = CHA
                 raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
         _check_version(mlflow_client(), model_name, int(version))
     folder = verified_artifacts(model_name, int(version))
-    try:
-        return unwrap(mlflow.pyfunc.load_model(str(folder))), int(version)
+    try:  # MLflow's pip-requirements check scans every installed package (seconds) only to warn:
+        # warnings show with LEADSCORE_DEBUG=1, so only then
+        quiet = not os.environ.get("LEADSCORE_DEBUG")
+        return unwrap(mlflow.pyfunc.load_model(str(folder), suppress_warnings=quiet)), int(version)
     except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
         raise ArtifactsCorrupt(f"{model_name} v{version} does not load ({type(exc).__name__}: "
                                f"{' '.join(str(exc).split())[:200]}); promote another version or retrain") from None

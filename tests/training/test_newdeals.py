@@ -122,3 +122,44 @@ def test_too_little_history_is_a_clear_error():
     with pytest.raises(NotEnoughData, match="days of deal creations"):
         model.fit(short, T)
     assert not hasattr(model, "history_days_")
+
+
+def test_window_weights_favour_the_quick_wins_of_a_near_window():
+    """Wins of cycle 10 days (value 100) and 60 days (value 1,000): a deal created in [T, T+30)
+    and won in it took less than 30 days, so a 30-day window books only the quick ones; in
+    [30, 90) days a cycle-10 win stands for 60 creation days (c in [20, 80)), a cycle-60
+    win for 30 (c in [0, 30)); without a window the pool's plain mean."""
+    ages = np.arange(400) + 0.5
+    quick = np.arange(400) % 2 == 0
+    deals = history(ages, np.ones(400, bool), amount=np.where(quick, 100.0, 1_000.0)).deals
+    deals["closed_at"] = deals["created_at"] + pd.to_timedelta(np.where(quick, 10.0, 60.0), unit="D")
+    model = NewDealModel(min_pool=10).fit(SimpleNamespace(deals=deals), T)
+    assert model.mean_value(ALL, (0.0, 30.0)) == pytest.approx(100.0)
+    assert model.mean_value(ALL, (30.0, 90.0)) == pytest.approx((60 * 100.0 + 30 * 1_000.0) / 90)
+    assert model.mean_value(ALL) == pytest.approx(550.0)
+    assert model.value_by_group(ALL, (30.0, 90.0)).sum() == pytest.approx(model.mean_value(ALL, (30.0, 90.0)))
+    assert model.windows(pd.DatetimeIndex([T - DAY, T + 30 * DAY]), pd.DatetimeIndex([T + 30 * DAY, T + 90 * DAY])) \
+        == [(0.0, 30.0), (30.0, 90.0)]
+
+
+def test_a_year_of_history_brings_the_season_of_the_year_before():
+    """One deal a day for 500 days, won 10 days after creation, except that the deals created
+    from 52 weeks before T onwards for 30 days were all won (the season: three times the
+    win share in that window a year ago). Growth: the last 90 days / the same 90 days a
+    year earlier = 1. The 30 days after T expect the year-earlier wins of that window
+    (shrunk with 50 pseudo-wins toward the rate x cohort estimate); with `seasonal=False`,
+    or less than a year and a window of history, the rate x cohort estimate alone."""
+    days = 500
+    ages = np.arange(days) + 0.5
+    won = (np.arange(days) % 2 == 0) | ((ages < 364) & (ages > 334))
+    data = history(ages, won)
+    window = pd.DatetimeIndex([T]), pd.DatetimeIndex([T + 30 * DAY])
+    blind = NewDealModel(seasonal=False).fit(data, T)
+    plain = blind.expected_wins(*window)[0, 0]
+    model = NewDealModel().fit(data, T)
+    assert model.season_["growth"] == pytest.approx(1.0)
+    year_before = 20.0  # created in the 30 days from T - 364, won 10 days later, inside the first 30 days
+    assert model.expected_wins(*window)[0, 0] == pytest.approx(plain * (year_before + 50) / (plain + 50))
+    assert model.describe()["seasonal"]["year_over_year_growth"] == pytest.approx(1.0)
+    assert blind.describe()["seasonal"] is None
+    assert NewDealModel().fit(one_a_day(400), T).season_ is None  # 400 days < 52 weeks + 90 days

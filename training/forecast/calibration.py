@@ -21,38 +21,58 @@ from training.forecast.valuation import p_won_in
 
 MIN_DAYS_BEFORE_PAST_PERIOD = pd.Timedelta(days=60)
 HISTORY_COLUMNS = ["start", "predicted", "variance", "actual"]
+PERIODS_PER_YEAR = {"month": 12, "quarter": 4}
 
 
 def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: str, config: ForecastConfig,
-                   rule: BookingRule) -> dict:
+                   rule: BookingRule, seasonal: bool = False) -> dict:
     """Bias factors and the common shock, from past periods fully observed before as_of.
 
     Bias factors = sum realised / sum predicted (clipped; 1 when disabled): for the open
     pipeline one per month of the quarter (`position`; overall when fewer than 2 past
     periods share it), for new deals one overall. They absorb calibration drift over
-    time, amounts that shrink before they are booked and timing bias.
+    time, amounts that shrink before they are booked and timing bias. The new-deal factor
+    comes from the past periods whose new-deal model was of the kind used at as_of
+    (`seasonal`: `NewDealModel.season_` set, see newdeals): a model blind to the calendar
+    errs by season, and those errors say nothing about a model that knows it; and only over
+    a whole year of such periods (or `config.min_history_periods`, if more), so that the
+    factor is not one season's error: with fewer, no new-deal correction.
     Common shock: with mu_j the prediction corrected by leave-one-out factors (so the
     errors are out of sample), shock^2 = max(0, mean(((y_j - mu_j)^2 - v_j') / mu_j^2)):
     the squared error beyond what independent deals explain, relative to the forecast,
-    capped at `config.max_shock`. A given `config.shock` overrides the estimate.
+    capped at `config.max_shock`; a period whose new deals were forecast by the other kind
+    of new-deal model adds its open-pipeline error only (its new deals at their
+    expectation): a calendar-blind model's seasonal misses would widen the range of one
+    that knows the calendar. A given `config.shock` overrides the estimate.
     """
     rows = shock_history(predictor, known, as_of, freq, config.history_periods, rule)
+    return calibrate(rows, freq, config, seasonal)
+
+
+def calibrate(rows: pd.DataFrame, freq: str, config: ForecastConfig, seasonal: bool = False) -> dict:
+    """`estimate_shock` from the past periods' rows (`shock_history`)."""
     if len(rows) < config.min_history_periods:
         sd = config.default_shock if config.shock is None else config.shock
         return {"relative_sd": sd, "method": "default", "periods_used": len(rows), "open_factors": {},
                 "open_factor": 1.0, "new_factor": 1.0,
                 "note": f"fewer than {config.min_history_periods} past periods before the as-of date: no bias "
                         f"correction, common shock {sd}"}
-    rows["position"] = [position(s, freq) for s in rows["start"]]
+    rows = rows.assign(position=[position(s, freq) for s in rows["start"]])
     clip = config.bias_clip if config.correct_bias else (1.0, 1.0)
     overall = _ratio(rows["open_actual"], rows["open_predicted"], clip)
-    new_factor = _ratio(rows["new_actual"], rows["new_predicted"], clip)
+    same_kind = rows.loc[rows["new_seasonal"] == seasonal]
+    new_factor = _ratio(same_kind["new_actual"], same_kind["new_predicted"], clip) \
+        if len(same_kind) >= max(PERIODS_PER_YEAR[freq], config.min_history_periods) else 1.0
     by_pos = {int(p): _ratio(g["open_actual"], g["open_predicted"], clip) if len(g) >= 2 else overall
               for p, g in rows.groupby("position")}
     loo = np.array([_loo_factor(rows, j, clip) for j in range(len(rows))])
     mu = loo * rows["open_predicted"] + new_factor * rows["new_predicted"]
-    var = loo ** 2 * rows["open_variance"] + new_factor ** 2 * rows["new_variance"]
-    excess = ((rows["actual"] - mu) ** 2 - var) / mu ** 2
+    # a period whose new deals were forecast by the other kind of new-deal model tells the
+    # shock its open-pipeline error only (its new deals count at their expectation)
+    other = (rows["new_seasonal"] != seasonal).to_numpy()
+    actual = rows["open_actual"] + np.where(other, new_factor * rows["new_predicted"], rows["new_actual"])
+    var = loo ** 2 * rows["open_variance"] + np.where(other, 0.0, new_factor ** 2 * rows["new_variance"])
+    excess = ((actual - mu) ** 2 - var) / mu ** 2
     sd = float(min(np.sqrt(max(0.0, excess.mean())), config.max_shock)) if config.shock is None \
         else float(config.shock)
     return {"relative_sd": sd, "method": "estimated from past periods" if config.shock is None else "given",
@@ -103,7 +123,7 @@ def shock_history(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: st
         rows.append({"start": s, "predicted": o["mu"] + new["mu"], "variance": o["var"] + new["var"],
                      "actual": o["y"] + new["y"], "open_predicted": o["mu"], "open_variance": o["var"],
                      "open_actual": o["y"], "new_predicted": new["mu"], "new_variance": new["var"],
-                     "new_actual": new["y"]})
+                     "new_actual": new["y"], "new_seasonal": new["seasonal"]})
     out = pd.DataFrame(rows)
     return out.loc[out["predicted"] > 0].reset_index(drop=True)
 
@@ -129,13 +149,14 @@ def _open_pipeline_history(predictor, known: CanonicalData, starts: list[pd.Time
 
 def _new_deal_history(known: CanonicalData, start: pd.Timestamp, end: pd.Timestamp, rule: BookingRule) -> dict:
     """Predicted mean `mu`, variance `var` and realised `y` of the deals created after
-    `start` and won before `end`, from the new-deal model fitted at `start`."""
+    `start` and won before `end`, from the new-deal model fitted at `start` (`seasonal`: it knew the calendar)."""
     m = NewDealModel().fit(known, start)
     exp = m.expected_wins(pd.DatetimeIndex([start]), pd.DatetimeIndex([end]))[:, 0]
-    mu = sum(exp[i] * m.mean_value(seg) for i, seg in enumerate(m.segments_))
-    var = sum(exp[i] * float((m.pool_for(seg)["value"] ** 2).mean()) for i, seg in enumerate(m.segments_)
-              if len(m.pool_for(seg)))
+    window = m.windows(pd.DatetimeIndex([start]), pd.DatetimeIndex([end]))[0]
+    mu = sum(exp[i] * m.mean_value(seg, window) for i, seg in enumerate(m.segments_))
+    var = sum(exp[i] * float(m.pool_for(seg)["value"].to_numpy() ** 2 @ m.window_weights(seg, window))
+              for i, seg in enumerate(m.segments_) if len(m.pool_for(seg)))
     d = known.deals
     won = d.loc[(d["created_at"] > start) & (d["outcome"] == "won") & (d["closed_at"] < end)]
     y = float(rule.booked(won["amount"]).sum()) if not m.counts_deals_ else float(len(won))
-    return {"mu": mu, "var": var, "y": y}
+    return {"mu": mu, "var": var, "y": y, "seasonal": m.season_ is not None}

@@ -8,7 +8,13 @@ Estimated only from what was known at the as-of date T:
   t and t + `cohort_window_days` days before T (so every one of them was observed for
   t days), per segment shrunk toward all segments with `shrinkage` pseudo-deals;
 - value of a new win: a bootstrap pool of deals won in the last `pool_days` before T
-  (their realised amounts, and their grouping columns for roll-ups).
+  (their realised amounts, and their grouping columns for roll-ups), weighted for each
+  period by how likely a win of its cycle time lands in it (`window_weights`: the deals
+  created and won inside a near period are the quick ones);
+- the calendar (`seasonal`; a recent rate and cohort curve carry the last months' season
+  into the next ones): once the data covers 52 weeks and a rate window, the wins of the
+  same window 52 weeks earlier x the year-over-year growth of creations, shrunk toward
+  the rate x cohort estimate with `shrinkage` pseudo-wins (`describe()["seasonal"]`).
 
 A deal created on day c in [T, end) is won inside [start, end) with probability
 F(end - c) - F(max(start - c, 0)); summed over the days of creation this gives the
@@ -31,6 +37,7 @@ from training.forecast.bookings import BookingRule, booking_rule
 
 ALL = "(all)"
 MIN_HISTORY_DAYS = 28
+YEAR_DAYS = 364  # 52 weeks: the window a year earlier has the same weekdays
 
 
 class NewDealModel(BaseEstimator):
@@ -42,7 +49,7 @@ class NewDealModel(BaseEstimator):
     def __init__(self, segment_column: str = "segment", group_column: str | None = None,
                  rate_window_days: int = 90, trend_clip: tuple[float, float] = (0.8, 1.25),
                  max_trend_windows: float = 2.0, cohort_window_days: int = 180, pool_days: int = 180,
-                 min_pool: int = 30, shrinkage: float = 50.0, max_age_days: int = 400):
+                 min_pool: int = 30, shrinkage: float = 50.0, max_age_days: int = 400, seasonal: bool = True):
         self.segment_column = segment_column
         self.group_column = group_column
         self.rate_window_days = rate_window_days
@@ -53,6 +60,7 @@ class NewDealModel(BaseEstimator):
         self.min_pool = min_pool
         self.shrinkage = shrinkage
         self.max_age_days = max_age_days
+        self.seasonal = seasonal
 
     def fit(self, data: CanonicalData, as_of, rule: BookingRule | None = None) -> NewDealModel:
         """Learn from deals created at or before `as_of` and outcomes known by then.
@@ -77,6 +85,7 @@ class NewDealModel(BaseEstimator):
         self._fit_rates(deals, segment)
         self._fit_cohorts(deals, segment, won)
         self._fit_pool(deals, segment, won, rule or booking_rule(deals, as_of))
+        self._fit_season(deals, won)
         return self
 
     # ---- fit steps ------------------------------------------------------------------
@@ -130,14 +139,40 @@ class NewDealModel(BaseEstimator):
         """Wins closed before T with their booked value, segment, group and age; per
         segment the recent ones are used (see `pool_for`)."""
         closed_age = ((self.as_of_ - deals["closed_at"]) / DAY).to_numpy(dtype="float64", na_value=np.nan)
+        cycle = ((deals["closed_at"] - deals["created_at"]) / DAY).to_numpy(dtype="float64", na_value=np.nan)
         amount = deals["amount"] if "amount" in deals else pd.Series(np.nan, index=deals.index)
         values = rule.booked(amount).to_numpy(dtype="float64")
         self.counts_deals_ = rule.counts_deals
         group = deals[self.group_column].astype("string").fillna("(none)").astype(str) if self.group_column else \
             pd.Series(ALL, index=deals.index)
         self.pool_ = pd.DataFrame({"segment": segment.to_numpy()[won], "value": values[won],
-                                   "group": group.to_numpy()[won], "age_days": closed_age[won]})
+                                   "group": group.to_numpy()[won], "age_days": closed_age[won],
+                                   "cycle_days": cycle[won]})
         self.pools_ = {s: self._recent_pool(s) for s in self.segments_}
+
+    def _fit_season(self, deals: pd.DataFrame, won: np.ndarray) -> None:
+        """The year-earlier creations and win days (days after T - 52 weeks) and the
+        year-over-year growth of creations; None without a year and a rate window of history."""
+        self.season_ = None
+        window = float(self.rate_window_days)
+        if not self.seasonal or self.history_days_ < YEAR_DAYS + window:
+            return
+        age = ((self.as_of_ - deals["created_at"]) / DAY).to_numpy()
+        recent, year_before = int((age < window).sum()), int(((age >= YEAR_DAYS) & (age < YEAR_DAYS + window)).sum())
+        if recent == 0 or year_before == 0:
+            return
+        mine = age < YEAR_DAYS  # created after T - 52 weeks; won_day: days after T - 52 weeks
+        cycle = ((deals["closed_at"] - deals["created_at"]) / DAY).to_numpy(dtype="float64", na_value=np.nan)
+        self.season_ = {"growth": recent / year_before, "won_day": np.where(won, YEAR_DAYS - age + cycle, np.inf)[mine]}
+
+    def _seasonal_ratio(self, a: float, b: float, estimate: float) -> float:
+        """Year-earlier wins in [a, b) days (x growth) over the rate x cohort `estimate`,
+        both shrunk with `shrinkage` pseudo-wins; 1 without a season or past 52 weeks."""
+        if self.season_ is None or b > YEAR_DAYS or estimate <= 0:
+            return 1.0
+        day = self.season_["won_day"]
+        year_before = float(((day >= a) & (day < b)).sum()) * self.season_["growth"]
+        return (year_before + self.shrinkage) / (estimate + self.shrinkage)
 
     def _recent_pool(self, segment: str) -> pd.DataFrame:
         """The segment's wins of the last `pool_days`, widened to a year and then to all
@@ -174,6 +209,7 @@ class NewDealModel(BaseEstimator):
             p = self._cohort_at(b - c) - self._cohort_at(np.maximum(a - c, 0.0))
             p = np.where(c < b, p, 0.0)
             out[:, k] = (rate * p).sum(axis=1)
+            out[:, k] *= self._seasonal_ratio(a, b, float(out[:, k].sum()))
         return out
 
     def _cohort_at(self, age: np.ndarray) -> np.ndarray:
@@ -186,16 +222,35 @@ class NewDealModel(BaseEstimator):
         check_is_fitted(self)
         return self.pools_[segment]
 
-    def mean_value(self, segment: str) -> float:
+    def window_weights(self, segment: str, window: tuple[float, float] | None = None) -> np.ndarray:
+        """Weights (sum 1) of `pool_for(segment)`'s wins as the value of a new win in `window` =
+        (a, b) days after T: a win of cycle x stands for the creation days c >= 0 with a <= c + x
+        < b (quick, often smaller deals fill a near window); equal without a window or quick win."""
         pool = self.pool_for(segment)
-        return float(pool["value"].mean()) if len(pool) else 0.0
+        n = len(pool)
+        if window is None or n == 0:
+            return np.full(n, 1.0 / max(n, 1))
+        a, b = window
+        x = pool["cycle_days"].to_numpy(dtype="float64")
+        w = np.clip((b - x) - np.maximum(0.0, a - x), 0.0, None)
+        w = np.where(np.isfinite(w), w, 0.0)
+        return w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / n)
 
-    def value_by_group(self, segment: str) -> pd.Series:
+    def windows(self, starts: pd.DatetimeIndex, ends: pd.DatetimeIndex) -> list[tuple[float, float]]:
+        """Each period as (a, b) days after T (see `window_weights`)."""
+        return [(max(float((s - self.as_of_) / DAY), 0.0), float((e - self.as_of_) / DAY)) for s, e in zip(starts, ends)]
+
+    def mean_value(self, segment: str, window: tuple[float, float] | None = None) -> float:
+        """Mean booked value of a new win in `segment` (in `window`: see `window_weights`)."""
+        pool = self.pool_for(segment)
+        return float(pool["value"].to_numpy() @ self.window_weights(segment, window)) if len(pool) else 0.0
+
+    def value_by_group(self, segment: str, window: tuple[float, float] | None = None) -> pd.Series:
         """Mean value per new win split over groups (sums to `mean_value`)."""
         pool = self.pool_for(segment)
         if pool.empty:
             return pd.Series(dtype="float64")
-        return pool.groupby("group")["value"].sum() / len(pool)
+        return (pool["value"] * self.window_weights(segment, window)).groupby(pool["group"]).sum()
 
     def scaled(self, factor: float) -> NewDealModel:
         """A copy whose pool values are multiplied by `factor` (a bias correction of the
@@ -221,6 +276,8 @@ class NewDealModel(BaseEstimator):
                                  "mean_won_value": self.mean_value(s)}
                              for i, s in enumerate(self.segments_)},
                 "trend_per_window": self.trend_, "rate_window_days": self.rate_window_used_,
+                "seasonal": None if self.season_ is None else {"year_over_year_growth": float(self.season_["growth"]),
+                                                               "note": "wins of the window 52 weeks earlier x growth"},
                 "cohort_observed_up_to_days": self.cohort_max_observed_age_, "pool_size": int((self.pool_["age_days"] < self.pool_days).sum())}
 
 

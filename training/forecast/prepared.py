@@ -76,7 +76,7 @@ def prepare(predictor, data: CanonicalData, as_of, freq: str = "month", group_by
     step("fitting the new-deal model")
     fitted = NewDealModel(group_column=group_by).fit(known, as_of, rule=scored.rule)
     step("calibrating on past periods")
-    shock = estimate_shock(predictor, known, as_of, freq, config, scored.rule)
+    shock = estimate_shock(predictor, known, as_of, freq, config, scored.rule, seasonal=fitted.season_ is not None)
     return Prepared(as_of=as_of, freq=freq, group_by=group_by, known=known, scored=scored, new_deals=fitted,
                     shock=shock, history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, scored.rule))
 

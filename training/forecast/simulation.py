@@ -115,7 +115,9 @@ def _simulate_new(newm: NewDealModel, per: pd.DataFrame, groups: list[str], z: n
                   config: ForecastConfig, rng: np.random.Generator) -> np.ndarray:
     n_per, n_grp, n_sims = len(per), len(groups), len(z)
     out = np.zeros((n_sims, n_grp, n_per))
-    expected = newm.expected_wins(pd.DatetimeIndex(per["start"]), pd.DatetimeIndex(per["end"]))
+    starts, ends = pd.DatetimeIndex(per["start"]), pd.DatetimeIndex(per["end"])
+    expected = newm.expected_wins(starts, ends)
+    windows = newm.windows(starts, ends)
     mult = np.exp(relative_sd * z - relative_sd ** 2 / 2)
     gindex = pd.Index(groups)
     for s_idx, segment in enumerate(newm.segments_):
@@ -125,9 +127,11 @@ def _simulate_new(newm: NewDealModel, per: pd.DataFrame, groups: list[str], z: n
             continue
         values, gcode = pool["value"].to_numpy(), gindex.get_indexer(pool["group"])
         counts = rng.poisson(mult[:, None] * expected[s_idx][None, :])  # (n_sims, n_per)
-        draws = rng.integers(0, len(pool), counts.sum())
         sim = np.repeat(np.repeat(np.arange(n_sims), n_per), counts.ravel())
         k = np.repeat(np.tile(np.arange(n_per), n_sims), counts.ravel())
+        draws = np.empty(len(k), dtype="int64")
+        for j, window in enumerate(windows):  # a period's wins are drawn with its own weights
+            draws[k == j] = rng.choice(len(pool), int((k == j).sum()), p=newm.window_weights(segment, window))
         idx = (sim * n_grp + gcode[draws]) * n_per + k
         out += np.bincount(idx, values[draws], minlength=n_sims * n_grp * n_per).reshape(n_sims, n_grp, n_per)
     return out
@@ -141,11 +145,13 @@ def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: S
     groups = sims.groups
     n_per = len(per)
     exp_open = pipe.groupby("group")[[f"exp_{k}" for k in range(n_per)]].sum().reindex(groups).fillna(0.0).to_numpy()
-    expected = newm.expected_wins(pd.DatetimeIndex(per["start"]), pd.DatetimeIndex(per["end"]))
+    starts, ends = pd.DatetimeIndex(per["start"]), pd.DatetimeIndex(per["end"])
+    expected = newm.expected_wins(starts, ends)
     exp_new = np.zeros((len(groups), n_per))
     for s_idx, segment in enumerate(newm.segments_):
-        share = newm.value_by_group(segment).reindex(groups).fillna(0.0).to_numpy()
-        exp_new += share[:, None] * expected[s_idx][None, :]
+        for k, window in enumerate(newm.windows(starts, ends)):
+            exp_new[:, k] += newm.value_by_group(segment, window).reindex(groups).fillna(0.0).to_numpy() \
+                * expected[s_idx, k]
     shown = [ALL] + (list(groups) if group_by else [])
     frames = []
     for group in shown:
