@@ -129,12 +129,21 @@ def _simulate_new(newm: NewDealModel, per: pd.DataFrame, groups: list[str], z: n
         counts = rng.poisson(mult[:, None] * expected[s_idx][None, :])  # (n_sims, n_per)
         sim = np.repeat(np.repeat(np.arange(n_sims), n_per), counts.ravel())
         k = np.repeat(np.tile(np.arange(n_per), n_sims), counts.ravel())
-        draws = np.empty(len(k), dtype="int64")
-        for j, window in enumerate(windows):  # a period's wins are drawn with its own weights
-            draws[k == j] = rng.choice(len(pool), int((k == j).sum()), p=newm.window_weights(segment, window))
+        draws = _draw_by_period(np.stack([newm.window_weights(segment, w) for w in windows]), k, rng)
         idx = (sim * n_grp + gcode[draws]) * n_per + k
         out += np.bincount(idx, values[draws], minlength=n_sims * n_grp * n_per).reshape(n_sims, n_grp, n_per)
     return out
+
+
+def _draw_by_period(weights: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An index into the pool for each win, drawn with the weights (n_per, n_pool) of its
+    period `k`: one inverse-CDF search over the periods' cumulative weights laid end to end
+    (row j shifted by j), instead of a `choice` and a mask per period."""
+    n_per, n_pool = weights.shape
+    cum = np.cumsum(weights, axis=1)
+    cum = cum / cum[:, -1:] + np.arange(n_per)[:, None]
+    found = np.searchsorted(cum.ravel(), rng.random(len(k)) + k, side="right") - k * n_pool
+    return np.minimum(found, n_pool - 1)
 
 
 def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: Simulation,
