@@ -374,3 +374,25 @@ def test_the_timeout_counts_the_time_in_the_queue():
     queued, waited = asyncio.run(run())
     assert queued.status_code == 503 and "waiting in the queue included" in _body(queued)["error"]
     assert 0.25 < waited < 0.6
+
+
+def test_a_forecast_preparation_outlives_its_timed_out_request(data):
+    """The cache's preparation runs to its end when its request times out, and is reused: a
+    preparation cut off at every timeout was redone by every request (on a busy machine every
+    /forecast then timed out: the load run's 8 of 8 503s)."""
+    from features.deadline import Cancelled, Deadline, run_until
+    from training.forecast.cache import PreparedCache
+    from training.forecast.outlook import outlook
+
+    cache, predictor, deadline = PreparedCache(), models_cache.small_predictor(), Deadline(30)
+
+    def work():
+        deadline.cancel()  # the request times out as its preparation starts
+        prepared = cache.get(predictor, data, data.data_end)
+        return outlook(predictor, data, data.data_end, periods=1, prepared=prepared)
+
+    with pytest.raises(Cancelled):  # the request's own part (the simulation) still stops
+        run_until(deadline, work)
+    assert (cache.misses, len(cache._entries)) == (1, 1)
+    cache.get(predictor, data, data.data_end)
+    assert (cache.misses, cache.hits) == (1, 1)
