@@ -396,3 +396,38 @@ def test_a_forecast_preparation_outlives_its_timed_out_request(data):
     assert (cache.misses, len(cache._entries)) == (1, 1)
     cache.get(predictor, data, data.data_end)
     assert (cache.misses, cache.hits) == (1, 1)
+
+
+def test_new_deal_blocks_cover_every_simulation_within_the_limit():
+    from training.forecast.simulation import _blocks
+
+    draws = np.random.default_rng(0).poisson(900, 2000)
+    blocks = _blocks(draws, 10_000)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 2000
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))  # contiguous, in order
+    assert max(draws[first:last].sum() for first, last in blocks) <= 10_000
+    assert _blocks(draws, 10**9) == [(0, 2000)]  # one block: the draws of a short forecast are unchanged
+    assert _blocks(np.array([50, 5]), 10) == [(0, 1), (1, 2)]  # a simulation over the limit: alone
+
+
+def test_a_36_quarter_forecast_by_owner_stays_within_a_memory_budget(data):
+    """The issue's request: 36 quarters by owner drew every new deal of every simulation at
+    once (3.1 GB over the worker's 410 MB on 20k deals); in blocks of `block_paths` draws."""
+    import tracemalloc
+
+    from training.forecast.config import ForecastConfig
+    from training.forecast.outlook import outlook
+    from training.forecast.prepared import prepare
+
+    predictor, config = models_cache.small_predictor(), ForecastConfig(block_paths=500_000)
+    prepared = prepare(predictor, data, data.data_end, "quarter", "owner", config)  # cached in the service
+    tracemalloc.start()
+    try:
+        result = outlook(predictor, data, data.data_end, periods=36, freq="quarter", group_by="owner", config=config,
+                         prepared=prepared)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(result.forecast.table) > 36
+    print(f"peak {peak / 2**20:.0f} MiB traced")
+    assert peak < 300 * 2**20, f"{peak / 2**20:.0f} MiB"
