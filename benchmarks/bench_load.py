@@ -10,8 +10,11 @@ Starts `bentoml serve` on a free local port (LEADSCORE_DATA=DIR, the default lim
 and 4 sending `/forecast` (3 months by owner, over the 20k deals; more than the default
 2 running + 4 queued, so some are refused at once with 429/503 by design). Counts every
 status per endpoint, samples the worker's RSS every second (max and final stated), and
-records the load average. Writes the "Operations: load run" section of
-benchmarks/RESULTS.md. Figures only; the reliability tests are in tests/.
+records the load average. Then the issue's burst: 16 concurrent `/forecast` of 36 quarters by
+owner at once (which took the worker from 620 MB to 7.96 GB before the limits): each answer's
+status and time, `Retry-After` on the refusals, the worker's RSS sampled every 0.25 s. Writes
+the "Operations: load run" section of benchmarks/RESULTS.md. Figures only; the reliability
+tests are in tests/.
 """
 from __future__ import annotations
 
@@ -86,9 +89,54 @@ async def load_run(url: str, key: str, proc, deals: list[dict], as_of: str, dura
     return {"counts": counts, "latencies": latencies, "samples": samples, "final": final}
 
 
+async def forecast_burst(url: str, key: str, proc, n: int = 16) -> dict:
+    """`n` concurrent 36-quarter by-owner forecasts: (status, seconds, Retry-After) each, RSS samples."""
+    body = json.dumps({"periods": 36, "freq": "quarter", "group_by": "owner"}).encode()
+    samples = [worker_rss_mib(proc)]
+    answers: list[tuple] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        started = time.perf_counter()
+        try:
+            r = await client.post("/forecast", content=body, headers={"Content-Type": "application/json"})
+            answers.append((r.status_code, time.perf_counter() - started, r.headers.get("Retry-After")))
+        except httpx.HTTPError as exc:
+            answers.append((type(exc).__name__, time.perf_counter() - started, None))
+
+    async def sample(done: asyncio.Event) -> None:
+        while not done.is_set():
+            samples.append(worker_rss_mib(proc))
+            await asyncio.sleep(0.25)
+
+    done = asyncio.Event()
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                                 limits=httpx.Limits(max_connections=n)) as client:
+        sampler = asyncio.create_task(sample(done))
+        await asyncio.gather(*(one(client) for _ in range(n)))
+        done.set()
+        await sampler
+    await asyncio.sleep(2.0)  # abandoned work, if any, would still hold memory now
+    return {"answers": answers, "samples": samples, "after": worker_rss_mib(proc)}
+
+
+def burst_report(burst: dict) -> str:
+    answers = burst["answers"]
+    by_status = collections.defaultdict(list)
+    for status, seconds, _retry in answers:
+        by_status[status].append(seconds)
+    parts = [f"{len(times)} x {status} (after {min(times):.2f}-{max(times):.2f} s)"
+             for status, times in sorted(by_status.items(), key=lambda kv: str(kv[0]))]
+    refused = [retry for status, _s, retry in answers if status in DELIBERATE]
+    workers = [s["workers"] for s in burst["samples"]]
+    return (f"Burst: {len(answers)} concurrent `/forecast` of 36 quarters by owner: {', '.join(parts)}; "
+            f"{sum(r is not None for r in refused)} of {len(refused)} refusals carry Retry-After. Worker RSS "
+            f"(the worker and its children) before {workers[0]:,.0f} MiB, max {max(workers):,.0f} MiB, 2 s after "
+            f"the last answer {burst['after']['workers']:,.0f} MiB (the issue: 620 MB -> 7.96 GB).")
+
+
 def report(result: dict, duration: float, n_deals: int, loadavg: tuple) -> str:
     lines = [f"{duration:g} s against one worker, {n_deals:,} open deals replayed; load average before "
-             f"{loadavg[0][0]:.1f}, after {loadavg[1][0]:.1f} (1 min; 2 cores shared by eight sessions: busy)",
+             f"{loadavg[0][0]:.1f}, after {loadavg[1][0]:.1f} (1 min; {os.cpu_count()} cores)",
              "", "| clients | requests | 200 | 429/503 (deliberate) | other errors | p50 s | p99 s |",
              "|---|---|---|---|---|---|---|"]
     for name, counter in result["counts"].items():
@@ -103,7 +151,7 @@ def report(result: dict, duration: float, n_deals: int, loadavg: tuple) -> str:
     if others:
         lines += ["", "Other answers: " + ", ".join(f"{k} x{n}" for k, n in others.items())]
     workers = [s["workers"] for s in result["samples"]]
-    lines += ["", f"Worker RSS sampled every second ({len(workers)} samples): start {workers[0]:,.0f} MiB, "
+    lines += ["", f"Worker RSS (the worker and its children) sampled every second ({len(workers)} samples): start {workers[0]:,.0f} MiB, "
                   f"max {max(workers):,.0f} MiB, final {result['final']['workers']:,.0f} MiB "
                   f"(the `bentoml serve` supervisor: {result['final']['server']:,.0f} MiB)."]
     return "\n".join(lines)
@@ -123,10 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     before = os.getloadavg()
     try:
         result = asyncio.run(load_run(url, key, proc, deals, as_of.isoformat(), args.duration))
+        after = os.getloadavg()
+        burst = asyncio.run(forecast_burst(url, key, proc))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    body = report(result, args.duration, len(deals), (before, os.getloadavg()))
+    body = report(result, args.duration, len(deals), (before, after)) + "\n\n" + burst_report(burst)
     print(body)
     record("Operations: load run", body, f"python -m benchmarks.bench_load --data DIR --duration {args.duration:g} "
                                          f"(DIR: leadscore generate --deals 20000 --seed 0)")

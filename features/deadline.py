@@ -9,6 +9,10 @@ counter increment and nothing else.
     deadline = Deadline(30)
     result = run_until(deadline, work)   # in the worker thread; Cancelled when too slow
     deadline.cancel()                    # from anywhere: the next checkpoint raises
+
+`shielded()` runs a part that others will reuse (the forecast cache's preparation) to its
+end even past the deadline: stopped half-way, its work would be lost and redone by the
+next request, which on a busy machine can time out the same way, forever.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import contextvars
 import itertools
 import threading
 import time
-from typing import Callable, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -72,5 +77,15 @@ def run_until(deadline: Deadline, work: Callable[[], T]) -> T:
         return work()
     except Cancelled as exc:  # without the work's frames: whatever they held is freed now
         raise exc.with_traceback(None) from None
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Checkpoints inside do not raise; the deadline applies again after (its next checkpoint)."""
+    token = _current.set(None)
+    try:
+        yield
     finally:
         _current.reset(token)

@@ -9,8 +9,6 @@ a short queue, a timeout, and a size budget, so one API key cannot run the host 
   (the forecast checks between simulation blocks, segments, groups and past periods), so
   its memory is freed. Its slot stays taken until it has stopped: abandoned work still
   counts against the limit, which is what bounds the memory (the 16-requests-at-8-GB case).
-- `install_off_loop_parsing`: a large JSON body is parsed and validated in a thread, so one
-  14 MB request does not hold up the others.
 - `forecast_size_error`: groups x periods x simulations over the budget is a 413 naming the limit.
 - `as_of_error`: an as-of outside the dataset is a 422 naming `as_of` (`score_as_of_error`: one
   too late for close-date estimates).
@@ -167,33 +165,3 @@ def _expire(protocol, cycle_then) -> None:
     protocol._header_timer = None
     if protocol.cycle is cycle_then and not protocol.transport.is_closing():
         protocol.transport.close()
-
-
-# --- large bodies parsed off the event loop -----------------------------------------------
-# BentoML's JSON serde validates the body (pydantic, `model_validate_json`) on the event
-# loop: a 14 MB single-deal request held every other request for ~1.5 s. Bodies of at least
-# `min_bytes` are parsed in a worker thread instead; small ones stay on the loop (a thread
-# hop costs more than their parse).
-
-OFF_LOOP_BODY_BYTES = 256 * 1024
-
-
-def install_off_loop_parsing(min_bytes: int = OFF_LOOP_BODY_BYTES) -> None:
-    """Wraps `_bentoml_impl.serde.JSONSerde.parse_request` (the JSON request path of BentoML 1.4)."""
-    import anyio.to_thread
-    from _bentoml_impl.serde import JSONSerde, Payload
-
-    if getattr(JSONSerde, "_leadscore_off_loop_bytes", None) is not None:
-        JSONSerde._leadscore_off_loop_bytes = min_bytes
-        return
-    original = JSONSerde.parse_request
-
-    async def parse_request(self, request, cls):
-        body = await request.body()  # starlette keeps it: the original reads the same bytes
-        if len(body) < JSONSerde._leadscore_off_loop_bytes or getattr(cls, "multipart_fields", None):
-            return await original(self, request, cls)
-        payload = Payload((body,), metadata=request.headers)
-        return await anyio.to_thread.run_sync(self.deserialize_model, payload, cls)
-
-    JSONSerde._leadscore_off_loop_bytes = min_bytes
-    JSONSerde.parse_request = parse_request

@@ -21,7 +21,7 @@ import pandas as pd
 from features.dates import InvalidDate, parse_as_of
 from features.errors import LeadscoreError
 from features.jsonsafe import json_safe
-from serving import errors, limits, reload
+from serving import big_bodies, errors, limits, reload
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.data_source import DataSnapshot, DataSource
 from serving.docs.site import site as docs_site
@@ -247,7 +247,7 @@ class LeadScoreService:
 logging.getLogger(errors.BENTOML_APP_LOGGER).addFilter(errors.SchemaErrorLogFilter())
 errors.escape_log_lines()
 limits.install_header_timeout(_settings().header_timeout_s)
-limits.install_off_loop_parsing()
+big_bodies.install_off_loop_parsing()
 # the first added is the outer one: every answer names the model version (X-Model-Version);
 # a request without a key is refused before its body is read
 LeadScoreService.add_asgi_middleware(reload.ModelVersionMiddleware)

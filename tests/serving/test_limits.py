@@ -374,3 +374,60 @@ def test_the_timeout_counts_the_time_in_the_queue():
     queued, waited = asyncio.run(run())
     assert queued.status_code == 503 and "waiting in the queue included" in _body(queued)["error"]
     assert 0.25 < waited < 0.6
+
+
+def test_a_forecast_preparation_outlives_its_timed_out_request(data):
+    """The cache's preparation runs to its end when its request times out, and is reused: a
+    preparation cut off at every timeout was redone by every request (on a busy machine every
+    /forecast then timed out: the load run's 8 of 8 503s)."""
+    from features.deadline import Cancelled, Deadline, run_until
+    from training.forecast.cache import PreparedCache
+    from training.forecast.outlook import outlook
+
+    cache, predictor, deadline = PreparedCache(), models_cache.small_predictor(), Deadline(30)
+
+    def work():
+        deadline.cancel()  # the request times out as its preparation starts
+        prepared = cache.get(predictor, data, data.data_end)
+        return outlook(predictor, data, data.data_end, periods=1, prepared=prepared)
+
+    with pytest.raises(Cancelled):  # the request's own part (the simulation) still stops
+        run_until(deadline, work)
+    assert (cache.misses, len(cache._entries)) == (1, 1)
+    cache.get(predictor, data, data.data_end)
+    assert (cache.misses, cache.hits) == (1, 1)
+
+
+def test_new_deal_blocks_cover_every_simulation_within_the_limit():
+    from training.forecast.simulation import _blocks
+
+    draws = np.random.default_rng(0).poisson(900, 2000)
+    blocks = _blocks(draws, 10_000)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 2000
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))  # contiguous, in order
+    assert max(draws[first:last].sum() for first, last in blocks) <= 10_000
+    assert _blocks(draws, 10**9) == [(0, 2000)]  # one block: the draws of a short forecast are unchanged
+    assert _blocks(np.array([50, 5]), 10) == [(0, 1), (1, 2)]  # a simulation over the limit: alone
+
+
+def test_a_36_quarter_forecast_by_owner_stays_within_a_memory_budget(data):
+    """The issue's request: 36 quarters by owner drew every new deal of every simulation at
+    once (3.1 GB over the worker's 410 MB on 20k deals); in blocks of `block_paths` draws."""
+    import tracemalloc
+
+    from training.forecast.config import ForecastConfig
+    from training.forecast.outlook import outlook
+    from training.forecast.prepared import prepare
+
+    predictor, config = models_cache.small_predictor(), ForecastConfig(block_paths=500_000)
+    prepared = prepare(predictor, data, data.data_end, "quarter", "owner", config)  # cached in the service
+    tracemalloc.start()
+    try:
+        result = outlook(predictor, data, data.data_end, periods=36, freq="quarter", group_by="owner", config=config,
+                         prepared=prepared)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(result.forecast.table) > 36
+    print(f"peak {peak / 2**20:.0f} MiB traced")
+    assert peak < 300 * 2**20, f"{peak / 2**20:.0f} MiB"

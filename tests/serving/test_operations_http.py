@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -247,6 +248,15 @@ def test_kill_9_of_leadscore_serve_orphans_no_server(store, kit, tmp_path):
         log.close()
 
 
+def _median_latency(send, n: int = 15) -> float:
+    latencies = []
+    for _ in range(n):
+        started = time.monotonic()
+        assert send().status_code == 200
+        latencies.append(time.monotonic() - started)
+    return statistics.median(latencies)
+
+
 def test_a_14_mb_request_does_not_hold_up_small_ones(served, client, headers, open_deals):
     deal = dict(open_deals[0])
     activity = {"type": "email", "occurred_at": "2024-09-01T00:00:00"}
@@ -254,28 +264,37 @@ def test_a_14_mb_request_does_not_hold_up_small_ones(served, client, headers, op
     big = json.dumps({"deals": [deal], "as_of": "2024-10-01T00:00:00"}).encode()
     assert 13 * 2**20 < len(big) < 16 * 2**20
     small = _one_deal(open_deals)
-    client.post("/score", json=small)  # warm
-    latencies, done, took = [], threading.Event(), []
+    ping = _median_latency(lambda: client.post("/ping", json={}))
+    normal = _median_latency(lambda: client.post("/score", json=small))
+    rounds = []
+    for _ in range(2):  # the first round also starts the body-parsing process
+        latencies, done, answer = [], threading.Event(), []
 
-    def send_big():
-        started = time.monotonic()
-        httpx.post(f"{served['url']}/score", content=big, timeout=300,
-                   headers={**headers, "Content-Type": "application/json"})
-        took.append(time.monotonic() - started)
-        done.set()
+        def send_big():
+            started = time.monotonic()
+            r = httpx.post(f"{served['url']}/score", content=big, timeout=300,
+                           headers={**headers, "Content-Type": "application/json"})
+            answer.append((r, time.monotonic() - started))
+            done.set()
 
-    sender = threading.Thread(target=send_big)
-    sender.start()
-    time.sleep(0.3)  # the big body is on its way / being parsed
-    while not done.is_set():
-        started = time.monotonic()
-        assert client.post("/score", json=small).status_code == 200
-        latencies.append(time.monotonic() - started)
-    sender.join(300)
-    print(f"14 MB request {took[0]:.2f} s; {len(latencies)} small requests meanwhile, max {max(latencies):.2f} s")
-    # parsed on the loop, a small request arriving meanwhile waited for the whole parse and check
-    # (one or two answered in all); parsed in a thread, several are answered while the big one is
-    # in flight, each waiting at most for a stretch that pydantic-core holds the GIL (how long that
-    # is: docs/reliability.md, a measurement, not a timing asserted here)
-    assert len(latencies) >= 3, latencies
-    assert max(latencies) < took[0], (took, latencies)
+        sender = threading.Thread(target=send_big)
+        sender.start()
+        while not done.is_set():
+            started = time.monotonic()
+            assert client.post("/score", json=small).status_code == 200
+            latencies.append(time.monotonic() - started)
+        sender.join(300)
+        response, took = answer[0]
+        assert response.status_code == 200, response.text[:300]
+        assert response.json()["deals"][0]["deal_id"] == deal["deal_id"]
+        rounds.append((took, latencies))
+    took, latencies = rounds[-1]
+    print(f"/ping {ping * 1000:.1f} ms, small /score {normal * 1000:.1f} ms; 14 MB request {took:.2f} s, "
+          f"{len(latencies)} small requests meanwhile: median {statistics.median(latencies) * 1000:.1f} ms, "
+          f"max {max(latencies) * 1000:.1f} ms (first round: max {max(rounds[0][1]) * 1000:.1f} ms)")
+    # validated on the worker (in a thread or not), pydantic-core held the GIL for the whole
+    # parse: the small request arriving then waited ~0.4-0.7 s, 25-40x its normal latency
+    # (docs/reliability.md); validated in the body-parsing process and unpickled piece by
+    # piece, the longest wait was 5-9x (a garbage collection of the big request's objects)
+    assert len(latencies) >= 5, latencies
+    assert max(latencies) < 15 * max(normal, 2 * ping), (ping, normal, latencies)

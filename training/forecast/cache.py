@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from features.deadline import shielded
 from features.schema import CanonicalData
 from training.forecast.config import ForecastConfig
 from training.forecast.periods import check_as_of
@@ -16,7 +17,8 @@ from training.forecast.track_record import dataset_fingerprint
 class PreparedCache:
     """The last `size` `Prepared` by (predictor, data fingerprint, as_of, freq, group_by,
     calibration settings). The fingerprint is the caller's, or `track_record.dataset_fingerprint`
-    computed once per dataset object. Thread-safe: one build at a time."""
+    computed once per dataset object. Thread-safe: one build at a time, finished even when the
+    request that started it timed out (`features.deadline.shielded`)."""
 
     def __init__(self, size: int = 8):
         self.size = size
@@ -38,7 +40,8 @@ class PreparedCache:
                 self.hits += 1
                 return entry[1]
             self.misses += 1
-            prepared = prepare(predictor, data, as_of, freq, group_by, config)
+            with shielded():  # past a request's timeout too: the next request reuses it
+                prepared = prepare(predictor, data, as_of, freq, group_by, config)
             self._entries[key] = (predictor, prepared)  # the predictor kept: its id is not reused while cached
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)

@@ -127,11 +127,15 @@ def _simulate_new(newm: NewDealModel, per: pd.DataFrame, groups: list[str], z: n
             continue
         values, gcode = pool["value"].to_numpy(), gindex.get_indexer(pool["group"])
         counts = rng.poisson(mult[:, None] * expected[s_idx][None, :])  # (n_sims, n_per)
-        sim = np.repeat(np.repeat(np.arange(n_sims), n_per), counts.ravel())
-        k = np.repeat(np.tile(np.arange(n_per), n_sims), counts.ravel())
-        draws = _draw_by_period(np.stack([newm.window_weights(segment, w) for w in windows]), k, rng)
-        idx = (sim * n_grp + gcode[draws]) * n_per + k
-        out += np.bincount(idx, values[draws], minlength=n_sims * n_grp * n_per).reshape(n_sims, n_grp, n_per)
+        weights = np.stack([newm.window_weights(segment, w) for w in windows])  # a period's own weights
+        for first, last in _blocks(counts.sum(axis=1), config.block_paths):  # one block unless many draws
+            checkpoint()
+            b = last - first
+            sim = np.repeat(np.repeat(np.arange(b), n_per), counts[first:last].ravel())
+            k = np.repeat(np.tile(np.arange(n_per), b), counts[first:last].ravel())
+            draws = _draw_by_period(weights, k, rng)
+            idx = (sim * n_grp + gcode[draws]) * n_per + k
+            out[first:last] += np.bincount(idx, values[draws], minlength=b * n_grp * n_per).reshape(b, n_grp, n_per)
     return out
 
 
@@ -144,6 +148,19 @@ def _draw_by_period(weights: np.ndarray, k: np.ndarray, rng: np.random.Generator
     cum = cum / cum[:, -1:] + np.arange(n_per)[:, None]
     found = np.searchsorted(cum.ravel(), rng.random(len(k)) + k, side="right") - k * n_pool
     return np.minimum(found, n_pool - 1)
+
+
+def _blocks(draws_per_sim: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive simulation ranges of at most ~`limit` draws each (at least one simulation):
+    36 quarters of new deals drew tens of millions at once, gigabytes of index arrays."""
+    total = np.cumsum(draws_per_sim)
+    bounds, first = [], 0
+    while first < len(total):
+        before = total[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(total, before + limit, side="right")))
+        bounds.append((first, min(last, len(total))))
+        first = last
+    return bounds
 
 
 def summarise(pipe: pd.DataFrame, newm: NewDealModel, per: pd.DataFrame, sims: Simulation,
