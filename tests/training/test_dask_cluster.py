@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.build import build_training_set, features
+from features.build import FeatureBuilder, build_training_set, features
 from features.dataset import read_dataset, write_dataset
 from features.partitions import dask_table
 from training import distributed
@@ -58,6 +58,36 @@ def test_features_of_a_single_file_dataset_split_on_the_cluster(client, data):
     key = ["as_of", "deal_id"]
     pd.testing.assert_frame_equal(on_cluster.sort_values(key).reset_index(drop=True),
                                   local.sort_values(key).reset_index(drop=True), check_exact=True)
+
+
+@pytest.mark.parametrize("fan_in", [2, 3])
+def test_the_fit_reduced_as_a_tree_equals_the_pandas_fit(client, folder, fan_in):
+    """4 partitions: rounds of 2 (4 -> 2 -> 1) or 3 (4 -> 2, a lone input passed on -> 1)."""
+    builder = distributed.fit_builder(client, distributed.partitions(client, folder), fan_in=fan_in).result()
+    local = FeatureBuilder().fit(read_dataset(folder))
+    assert builder.feature_names_ == local.feature_names_ and builder.group_columns_ == local.group_columns_
+    for name in ("outcomes", "dwell", "open_load"):
+        pd.testing.assert_frame_equal(getattr(builder.history_, name).table, getattr(local.history_, name).table,
+                                      check_exact=True)
+    for col, table in local.history_.groups.items():
+        pd.testing.assert_frame_equal(builder.history_.groups[col].table, table.table, check_exact=True)
+
+
+def _sum_and_widest(*inputs: tuple[int, int]) -> tuple[int, int]:
+    return sum(i[0] for i in inputs), max(len(inputs), *(i[1] for i in inputs))
+
+
+def _as_list(*inputs: list) -> list:
+    return [x for i in inputs for x in i]
+
+
+def test_tree_reduce_keeps_the_order_and_no_task_gets_more_than_fan_in_inputs(client):
+    leaves = client.scatter([(i, 1) for i in range(11)])
+    assert distributed.tree_reduce(client, leaves, _sum_and_widest, fan_in=3).result() == (55, 3)
+    ordered = distributed.tree_reduce(client, client.scatter([[i] for i in range(11)]), _as_list, fan_in=2)
+    assert ordered.result() == list(range(11))
+    with pytest.raises(ValueError, match="fan_in must be at least 2"):
+        distributed.tree_reduce(client, leaves, _sum_and_widest, fan_in=1)
 
 
 def test_dask_dataframe_has_one_partition_per_hash_partition(folder):
