@@ -134,6 +134,11 @@ class TableRows:
     values: dict[str, np.ndarray]
 
 
+def history_columns(group_columns: Sequence[str], levels: dict[str, pd.Index]) -> list[str]:
+    """The grouping columns that get history tables: those with values in the data."""
+    return [c for c in group_columns if len(levels.get(c, ()))]
+
+
 def history_tables(group_columns: Sequence[str]) -> list[str]:
     """The names of the history tables (`table_rows`), each reduced independently."""
     return ["outcomes", *(f"group:{c}" for c in group_columns), "dwell"] \

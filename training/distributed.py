@@ -51,13 +51,12 @@ def fit_builder(client, parts: list, builder: FeatureBuilder | None = None, meta
     data: `partial` per partition; the levels united and each history table's rows
     concatenated as trees of tasks (`fan_in` inputs each); each table summed in its own task."""
     builder = builder or FeatureBuilder()
-    builder.check_params()
     meta = meta if meta is not None else client.submit(_meta, parts[0]).result()
     partials = client.map(builder.partial, parts)
     levels = tree_reduce(client, client.map(_levels, partials), hist.unite_levels, fan_in)
     if meta.static:
         return client.submit(builder.fit_history, levels, None, meta)
-    columns = client.submit(builder.history_columns, levels).result()
+    columns = client.submit(hist.history_columns, builder.group_columns, levels).result()
     tables = {name: client.submit(hist.cumulative_table, tree_reduce(
         client, client.map(_table_rows, partials, table=name, levels=levels), hist.concat_rows, fan_in))
         for name in hist.history_tables(columns)}

@@ -84,7 +84,7 @@ def test_history_tables_reduced_in_any_tree_equal_the_flat_reduction(small, grou
         assert levels[col].equals(values)
     flat = FeatureBuilder().fit_partials(parts, small.meta).history_
     tables = {}
-    for name in hist.history_tables(FeatureBuilder().history_columns(levels)):
+    for name in hist.history_tables(hist.history_columns(FeatureBuilder().group_columns, levels)):
         rows = [hist.table_rows(p.events, name, levels) for p in parts]
         tables[name] = hist.cumulative_table(hist.concat_rows(*(hist.concat_rows(*(rows[i] for i in g))
                                                                 for g in grouping)))
