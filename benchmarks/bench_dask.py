@@ -106,7 +106,7 @@ def run_step(step: str, mode: str, folder: Path, workers: int, until: float | No
 
 def _record(out: dict, fn, *args) -> None:
     try:
-        out.update(fn(*args))
+        fn(*args, out)
     except Exception as exc:  # re-raised by the main thread
         out["error"] = exc
 
@@ -128,24 +128,28 @@ def _pandas_step(step: str, data, predictor) -> int:
     return len(predictor.score(data, data.data_end, explain=True))
 
 
-def _cluster_step(step: str, client, folder: Path, predictor) -> dict:
+def _cluster_step(step: str, client, folder: Path, predictor, out: dict) -> None:
+    """The step's figures into `out` as they come (what a deadline reports)."""
     from features.dataset import read_partition
     from training import distributed
 
-    if step == "fit":  # the fitted builder stays on the cluster, as `features` and `train` use it
-        builder = distributed.fit_builder(client, distributed.partitions(client, folder))
-        return client.submit(_fitted_figures, builder).result()
-    if step == "features":
-        return {"rows": len(distributed.features(client, folder, AS_OF))}
+    if step in ("fit", "features"):  # the fitted builder stays on the cluster, as `features` and `train` use it
+        t0 = time.perf_counter()
+        parts = distributed.partitions(client, folder)
+        builder = distributed.fit_builder(client, parts)
+        out.update(client.submit(_fitted_figures, builder).result(), fit_seconds=time.perf_counter() - t0)
+        frames = distributed.feature_frames(client, parts, builder, AS_OF) if step == "features" else None
+        out["rows"] = out["closed_deals"] if frames is None else len(distributed.gather_rows(client, frames))
+        return
     end = read_partition(folder, 0).data_end
-    return {"rows": len(distributed.score_partitions(client, folder, predictor, end, True))}
+    out["rows"] = len(distributed.score_partitions(client, folder, predictor, end, True))
 
 
 def _fitted_figures(builder) -> dict:
     """Closed deals in the fitted builder's history and its history tables' size."""
     history = builder.history_
     tables = [history.outcomes, history.dwell, history.open_load, *history.groups.values()]
-    return {"rows": len(history.outcomes.table),
+    return {"closed_deals": len(history.outcomes.table),
             "history_mib": sum(t.table.memory_usage(deep=True).sum() for t in tables if t is not None) / 2**20}
 
 
