@@ -137,6 +137,7 @@ def _cluster_step(step: str, client, folder: Path, predictor, out: dict) -> None
         t0 = time.perf_counter()
         parts = distributed.partitions(client, folder)
         builder = distributed.fit_builder(client, parts)
+        parts = parts if step == "features" else None  # the fit alone: a partition is freed once its partial is
         out.update(client.submit(_fitted_figures, builder).result(), fit_seconds=time.perf_counter() - t0)
         frames = distributed.feature_frames(client, parts, builder, AS_OF) if step == "features" else None
         out["rows"] = out["closed_deals"] if frames is None else len(distributed.gather_rows(client, frames))
