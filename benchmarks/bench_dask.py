@@ -66,8 +66,9 @@ def peak_main_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def run_step(step: str, mode: str, folder: Path, workers: int) -> dict:
-    """One step in this process; returns its figures."""
+def run_step(step: str, mode: str, folder: Path, workers: int, until: float | None = None) -> dict:
+    """One step in this process; returns its figures. On the cluster, a step still running
+    at `until` (epoch seconds) is stopped there: its figures are then the tasks it finished."""
     from features.dataset import read_dataset
 
     predictor = pickle.loads((folder.parent / "predictor.pkl").read_bytes()) if step == "score" else None
@@ -85,13 +86,36 @@ def run_step(step: str, mode: str, folder: Path, workers: int) -> dict:
         client.wait_for_workers(workers)
         started = time.perf_counter() - t_start
         baseline = dict(sampler.peaks)
-        with get_task_stream(client) as stream:
-            t0 = time.perf_counter()
-            rows = _cluster_step(step, client, folder, predictor)
+        with get_task_stream(client) as recording:
+            t0, out = time.perf_counter(), {}
+            runner = threading.Thread(target=_record, args=(out, _cluster_step, step, client, folder, predictor),
+                                      daemon=True)
+            runner.start()
+            runner.join(None if until is None else max(0.0, until - time.time()))
             seconds = time.perf_counter() - t0
+            if runner.is_alive():  # stopped at the deadline: the tasks it finished, then leave at once
+                recording.__exit__(None, None, None)
+                print(json.dumps({**_cluster_figures(seconds, out, sampler, baseline, workers, started, recording),
+                                  "stopped_at_deadline": True}), flush=True)
+                os._exit(0)
+        if "error" in out:
+            raise out["error"]
+    figures = _cluster_figures(seconds, out, sampler, baseline, workers, started, recording)
+    return figures
+
+
+def _record(out: dict, fn, *args) -> None:
+    try:
+        fn(*args, out)
+    except Exception as exc:  # re-raised by the main thread
+        out["error"] = exc
+
+
+def _cluster_figures(seconds: float, out: dict, sampler: PeakSampler, baseline: dict, workers: int,
+                     started: float, recording) -> dict:
     workers_mib = sorted((v for k, v in sampler.peaks.items() if k in baseline), reverse=True)[:workers]
-    return {"seconds": seconds, "rows": rows, "peak_main_mib": peak_main_mib(), "cluster_start_s": started,
-            "peak_worker_mib": workers_mib, "tasks": _task_costs(stream.data)}
+    return {"seconds": seconds, **out, "peak_main_mib": peak_main_mib(), "cluster_start_s": started,
+            "peak_worker_mib": workers_mib, "tasks": _task_costs(recording.data)}
 
 
 def _pandas_step(step: str, data, predictor) -> int:
@@ -104,17 +128,30 @@ def _pandas_step(step: str, data, predictor) -> int:
     return len(predictor.score(data, data.data_end, explain=True))
 
 
-def _cluster_step(step: str, client, folder: Path, predictor) -> int:
+def _cluster_step(step: str, client, folder: Path, predictor, out: dict) -> None:
+    """The step's figures into `out` as they come (what a deadline reports)."""
     from features.dataset import read_partition
     from training import distributed
 
-    if step == "fit":
+    if step in ("fit", "features"):  # the fitted builder stays on the cluster, as `features` and `train` use it
+        t0 = time.perf_counter()
         parts = distributed.partitions(client, folder)
-        return len(distributed.fit_builder(client, parts).result().history_.outcomes.table)
-    if step == "features":
-        return len(distributed.features(client, folder, AS_OF))
+        builder = distributed.fit_builder(client, parts)
+        parts = parts if step == "features" else None  # the fit alone: a partition is freed once its partial is
+        out.update(client.submit(_fitted_figures, builder).result(), fit_seconds=time.perf_counter() - t0)
+        frames = distributed.feature_frames(client, parts, builder, AS_OF) if step == "features" else None
+        out["rows"] = out["closed_deals"] if frames is None else len(distributed.gather_rows(client, frames))
+        return
     end = read_partition(folder, 0).data_end
-    return len(distributed.score_partitions(client, folder, predictor, end, True))
+    out["rows"] = len(distributed.score_partitions(client, folder, predictor, end, True))
+
+
+def _fitted_figures(builder) -> dict:
+    """Closed deals in the fitted builder's history and its history tables' size."""
+    history = builder.history_
+    tables = [history.outcomes, history.dwell, history.open_load, *history.groups.values()]
+    return {"closed_deals": len(history.outcomes.table),
+            "history_mib": sum(t.table.memory_usage(deep=True).sum() for t in tables if t is not None) / 2**20}
 
 
 def _task_costs(stream: list[dict]) -> dict:
@@ -154,6 +191,15 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def _epoch_today(hh_mm: str) -> float:
+    """Today's HH:MM UTC as epoch seconds."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    hour, minute = (int(x) for x in hh_mm.split(":"))
+    return now.replace(hour=hour, minute=minute, second=0, microsecond=0).timestamp()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deals", type=int, default=1_000_000)
@@ -164,11 +210,13 @@ def main() -> None:
     parser.add_argument("--no-generate", action="store_true")
     parser.add_argument("--steps", default=",".join(STEPS))
     parser.add_argument("--out", type=Path, default=None, help="JSON of all figures")
+    parser.add_argument("--until", default=None, help="HH:MM (UTC): stop a cluster step still running then")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:  # a child: one step, figures on stdout
-        print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers)))
+        until = None if args.until is None else _epoch_today(args.until)
+        print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers, until)))
         return
     args.folder.parent.mkdir(parents=True, exist_ok=True)
     results = {"deals": args.deals, "partitions": args.partitions, "workers": args.workers,
@@ -178,7 +226,8 @@ def main() -> None:
     for step in args.steps.split(","):
         for mode in (["cluster"] if args.no_pandas else ["pandas", "cluster"]):
             proc = subprocess.run([sys.executable, __file__, "--step", step, "--mode", mode, "--folder",
-                                   str(args.folder), "--workers", str(args.workers)],
+                                   str(args.folder), "--workers", str(args.workers)]
+                                  + ([] if args.until is None else ["--until", args.until]),
                                   capture_output=True, text=True, env=_env())
             figures = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else \
                 {"error": proc.stderr.strip().splitlines()[-1:]}

@@ -68,24 +68,24 @@ class FeatureBuilder(BaseEstimator):
         return hist.FitPartial(levels=levels, events=hist.history_events(deals, prepared, groups, data.data_end))
 
     def fit_partials(self, partials: list[hist.FitPartial], meta: DatasetMeta) -> "FeatureBuilder":
-        """Fit from every partition's `partial` (in partition order): levels united, history tables combined once."""
+        """Fit from every partition's `partial` (in partition order) in this process: levels united, history combined."""
+        levels = hist.unite_levels(*(p.levels for p in partials))
+        columns = hist.history_columns(self.group_columns, levels)
+        return self.fit_history(levels, None if meta.static else
+                                hist.combine_history([p.events for p in partials], columns, levels), meta)
+
+    def fit_history(self, levels: dict[str, pd.Index], history: hist.History | None, meta: DatasetMeta):
+        """Fit from the united levels and the combined history tables (None: static data)."""
         if len(self.activity_windows) < 2 or min(self.activity_windows) <= 0:
             raise ValueError("activity_windows needs at least two positive day counts, e.g. (7, 30, 90)")
-        levels = hist.unite_levels(partials)
-        self.static_ = bool(meta.static)
-        self.stages_ = list(meta.stages)
-        self.attributes_ = dict(meta.attributes)
+        self.static_, self.stages_, self.attributes_ = bool(meta.static), list(meta.stages), dict(meta.attributes)
         self.raw_categoricals_ = [c for c in RAW_CATEGORICAL if len(levels.get(c, ()))]
         self.attribute_features_ = {a: (f"attr_{a}" if a in reserved_names() else a) for a in self.attributes_}
         categorical_attrs = [a for a, kind in self.attributes_.items() if kind != "numeric"]
         self.categories_ = {"stage": pd.Index(self.stages_)}
         for col in self.raw_categoricals_ + categorical_attrs:
             self.categories_[self.attribute_features_.get(col, col)] = levels[col]
-        if self.static_:
-            self.group_columns_, self.history_ = [], None
-        else:
-            self.group_columns_ = [c for c in self.group_columns if len(levels.get(c, ()))]
-            self.history_ = hist.combine_history([p.events for p in partials], self.group_columns_, levels)
+        self.group_columns_, self.history_ = [] if self.static_ else hist.history_columns(self.group_columns, levels), history
         attrs = list(self.attribute_features_.values())
         self.categorical_features_ = ([] if self.static_ else ["stage"]) + self.raw_categoricals_ \
             + [self.attribute_features_[a] for a in categorical_attrs]

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from features.arrays import deal_positions
 from features.asof import asof_index, asof_search, group_cumsum, group_starts, run_ends
 from features.schema import TIMESTAMP_DTYPE
 from features.snapshots import stage_spells
@@ -102,32 +105,100 @@ class FitPartial:
     events: HistoryEvents | None
 
 
-def unite_levels(partials: Sequence[FitPartial]) -> dict[str, pd.Index]:
-    """Each column's levels over all partitions (what `levels_of` gives on the whole column)."""
-    columns = dict.fromkeys(c for p in partials for c in p.levels)
-    return {c: pd.Index(sorted(set().union(*(p.levels[c] for p in partials if c in p.levels))), dtype="string")
-            for c in columns}
+def unite_levels(*levels: dict[str, pd.Index]) -> dict[str, pd.Index]:
+    """Each column's levels over all partitions (what `levels_of` gives on the whole column),
+    from the partitions' or from already united levels (associative: a tree can reduce it)."""
+    columns = dict.fromkeys(c for lv in levels for c in lv)
+    return {c: _sorted_unique([lv[c] for lv in levels if c in lv]) for c in columns}
+
+
+def _sorted_unique(indexes: list[pd.Index]) -> pd.Index:
+    """The distinct strings of some indexes, sorted (by code point, as `sorted` does), in
+    Arrow: ~6x faster than a Python set on 100k account ids."""
+    values = pa.chunked_array([pa.array(np.asarray(i, dtype=object), type=pa.large_string()) for i in indexes],
+                              type=pa.large_string())
+    distinct = pc.unique(values)
+    return pd.Index(distinct.take(pc.sort_indices(distinct)).to_pandas(), dtype="string")
+
+
+@dataclass
+class TableRows:
+    """One history table's facts before its running sums (group code, time known, values),
+    rows in partition order; `levels` is what the codes index (the stages: the most any
+    partition saw). Concatenating tables' rows in partition order and summing gives the table
+    of the concatenated partitions bit for bit: `_cumulative` keeps ties in that order."""
+
+    levels: pd.Index
+    codes: np.ndarray
+    at: np.ndarray
+    values: dict[str, np.ndarray]
+
+
+def history_columns(group_columns: Sequence[str], levels: dict[str, pd.Index]) -> list[str]:
+    """The grouping columns that get history tables: those with values in the data."""
+    return [c for c in group_columns if len(levels.get(c, ()))]
+
+
+def history_tables(group_columns: Sequence[str]) -> list[str]:
+    """The names of the history tables (`table_rows`), each reduced independently."""
+    return ["outcomes", *(f"group:{c}" for c in group_columns), "dwell"] \
+        + (["open_load"] if "owner" in group_columns else [])
+
+
+def table_rows(events: HistoryEvents, table: str, levels: dict[str, pd.Index]) -> TableRows:
+    """One partition's rows of one history table (`history_tables`), coded by the united levels."""
+    if table == "dwell":
+        s = events.spells
+        return TableRows(pd.RangeIndex(events.n_stages), s["stage_index"].to_numpy(dtype="int64"),
+                         s["left_at"].to_numpy(TIMESTAMP_DTYPE),
+                         {"dwell_days": s["dwell_days"].to_numpy(), "spells": np.ones(len(s))})
+    if table == "open_load":
+        load = events.load
+        return TableRows(levels["owner"], _codes(levels["owner"], load["owner"]), load["at"].to_numpy(TIMESTAMP_DTYPE),
+                         {"open_deals": load["open_deals"].to_numpy()})
+    closed = events.closed
+    won = (closed["outcome"] == "won").to_numpy(dtype="float64")
+    at = closed["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    if table == "outcomes":
+        return TableRows(pd.Index(["all"]), np.zeros(len(closed), "int64"), at, {"won": won, "lost": 1.0 - won})
+    col = table.removeprefix("group:")
+    return TableRows(levels[col], _codes(levels[col], closed[col]), at,
+                     {"won": won, "lost": 1.0 - won,
+                      "won_amount": np.where(won == 1.0, closed["amount"].to_numpy(dtype="float64"), 0.0)})
+
+
+def _codes(levels: pd.Index, values: pd.Series) -> np.ndarray:
+    """Each value's position in `levels` (-1: missing), by Arrow's hash lookup."""
+    return deal_positions(levels.to_series(), values)
+
+
+def concat_rows(*parts: TableRows) -> TableRows:
+    """Rows of consecutive partitions, in order (associative: a tree can reduce it)."""
+    if len(parts) == 1:
+        return parts[0]
+    return TableRows(max((p.levels for p in parts), key=len), np.concatenate([p.codes for p in parts]),
+                     np.concatenate([p.at for p in parts]),
+                     {name: np.concatenate([p.values[name] for p in parts]) for name in parts[0].values})
+
+
+def cumulative_table(rows: TableRows) -> GroupTable:
+    """A history table from all partitions' rows: running sums per code in time order."""
+    return _cumulative(rows.levels, rows.codes, rows.at, rows.values)
+
+
+def history_of(tables: dict[str, GroupTable]) -> History:
+    """The `History` of the tables named by `history_tables`."""
+    groups = {name.removeprefix("group:"): t for name, t in tables.items() if name.startswith("group:")}
+    return History(outcomes=tables["outcomes"], groups=groups, dwell=tables["dwell"], open_load=tables.get("open_load"))
 
 
 def combine_history(parts: Sequence[HistoryEvents], group_columns: Sequence[str],
                     levels: dict[str, pd.Index]) -> History:
     """The history tables from every partition's events (in partition order) and the
-    levels of each grouping column over all deals (`levels_of`, united)."""
-    closed = pd.concat([p.closed for p in parts], ignore_index=True).sort_values("closed_at", kind="stable")
-    won = (closed["outcome"] == "won").to_numpy(dtype="float64")
-    values = {"won": won, "lost": 1.0 - won,
-              "won_amount": np.where(won == 1.0, closed["amount"].to_numpy(dtype="float64"), 0.0)}
-    at = closed["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
-    outcomes = _cumulative(pd.Index(["all"]), np.zeros(len(closed), "int64"), at,
-                           {"won": values["won"], "lost": values["lost"]})
-    groups = {col: _cumulative(levels[col], levels[col].get_indexer(closed[col].astype("string")), at, values)
-              for col in group_columns}
-    spells = pd.concat([p.spells for p in parts], ignore_index=True)
-    dwell = _cumulative(pd.RangeIndex(max((p.n_stages for p in parts), default=0)),
-                        spells["stage_index"].to_numpy(dtype="int64"), spells["left_at"].to_numpy(TIMESTAMP_DTYPE),
-                        {"dwell_days": spells["dwell_days"].to_numpy(), "spells": np.ones(len(spells))})
-    open_load = _open_load([p.load for p in parts], levels["owner"]) if "owner" in group_columns else None
-    return History(outcomes=outcomes, groups=groups, dwell=dwell, open_load=open_load)
+    levels of each grouping column over all deals (`levels_of`, united), in this process
+    (`training.distributed.fit_builder` reduces each table as a tree of tasks instead)."""
+    return history_of({name: cumulative_table(concat_rows(*(table_rows(p, name, levels) for p in parts)))
+                       for name in history_tables(group_columns)})
 
 
 def lookup(table: TableIndex, codes: np.ndarray, at: np.ndarray, strict: bool) -> dict[str, np.ndarray]:
@@ -223,10 +294,3 @@ def _load_events(deals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"owner": pd.concat([owner, owner[has_close]], ignore_index=True),
                          "at": np.r_[created, closed[has_close]],
                          "open_deals": np.r_[np.ones(len(owner)), -np.ones(has_close.sum())]})
-
-
-def _open_load(loads: Sequence[pd.DataFrame], levels: pd.Index) -> GroupTable:
-    """Per owner, deals created minus deals closed, as a running count over time."""
-    load = pd.concat(loads, ignore_index=True)
-    return _cumulative(levels, levels.get_indexer(load["owner"]), load["at"].to_numpy(TIMESTAMP_DTYPE),
-                       {"open_deals": load["open_deals"].to_numpy()})

@@ -5,9 +5,11 @@ folder is read partition by partition on the workers (they need the folder at th
 path: a shared or copied disk); a single-file dataset is read here and split by the same
 hash. Then, per partition and with the functions the pandas path calls:
 
-- fit: `FeatureBuilder.partial` on each partition, `fit_partials` once on one worker
-  (category levels united, history tables combined); the fitted builder stays on the
-  cluster and every partition task reads that one copy;
+- fit: `FeatureBuilder.partial` on each partition, then reductions as trees of tasks
+  (`tree_reduce`): the category levels united, and each history table on its own
+  (its rows coded per partition, concatenated in partition order, summed once), so no
+  step handles all the history at once; the fitted builder stays on the cluster and
+  every partition task reads that one copy;
 - features and labels: `transform` + `make_labels` on each partition (`feature_frames`),
   or the training set brought to this process (`training_set`, rows in the pandas order);
 - scores: `LeadScorePredictor.score` on each partition (`score_partitions`);
@@ -23,10 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features import history as hist
 from features.build import FeatureBuilder, build_training_set
 from features.dataset import dataset_partitions, read_partition
 from features.partitions import split_data
 from features.schema import CanonicalData
+
+FAN_IN = 4  # inputs per task of a reduction tree
 
 
 def partitions(client, data: CanonicalData | str | Path) -> list:
@@ -41,16 +46,44 @@ def partitions(client, data: CanonicalData | str | Path) -> list:
     return client.scatter(split_data(data, n))
 
 
-def fit_builder(client, parts: list, builder: FeatureBuilder | None = None, meta=None):
-    """The fitted FeatureBuilder as a future: `partial` per partition, `fit_partials` once."""
+def fit_builder(client, parts: list, builder: FeatureBuilder | None = None, meta=None, fan_in: int = FAN_IN):
+    """The fitted FeatureBuilder as a future, the same as `FeatureBuilder.fit` on all the
+    data: `partial` per partition; the levels united and each history table's rows
+    concatenated as trees of tasks (`fan_in` inputs each); each table summed in its own task."""
     builder = builder or FeatureBuilder()
-    partials = client.map(builder.partial, parts)
     meta = meta if meta is not None else client.submit(_meta, parts[0]).result()
-    return client.submit(builder.fit_partials, partials, meta)
+    partials = client.map(builder.partial, parts)
+    levels = tree_reduce(client, client.map(_levels, partials), hist.unite_levels, fan_in)
+    if meta.static:
+        return client.submit(builder.fit_history, levels, None, meta)
+    columns = client.submit(hist.history_columns, builder.group_columns, levels).result()
+    tables = {name: client.submit(hist.cumulative_table, tree_reduce(
+        client, client.map(_table_rows, partials, table=name, levels=levels), hist.concat_rows, fan_in))
+        for name in hist.history_tables(columns)}
+    return client.submit(builder.fit_history, levels, client.submit(hist.history_of, tables), meta)
+
+
+def tree_reduce(client, futures: list, combine: Callable, fan_in: int = FAN_IN):
+    """One future of `combine(*futures)` for an associative `combine`, as rounds of tasks
+    of `fan_in` consecutive inputs each (order kept): no task receives all the inputs."""
+    if fan_in < 2:
+        raise ValueError(f"fan_in must be at least 2, got {fan_in}")
+    while len(futures) > 1:
+        futures = [group[0] if len(group) == 1 else client.submit(combine, *group)
+                   for group in (futures[i:i + fan_in] for i in range(0, len(futures), fan_in))]
+    return futures[0]
 
 
 def _meta(data: CanonicalData):
     return data.meta
+
+
+def _levels(partial: hist.FitPartial) -> dict[str, pd.Index]:
+    return partial.levels
+
+
+def _table_rows(partial: hist.FitPartial, table: str, levels: dict[str, pd.Index]) -> hist.TableRows:
+    return hist.table_rows(partial.events, table, levels)
 
 
 def _features_labels(data: CanonicalData, builder: FeatureBuilder, as_of) -> pd.DataFrame:

@@ -4,9 +4,13 @@ What LightGBM's own tracker reports, and what is done about it:
 
 - fixed ports: no `local_listen_port` is passed (LightGBM refuses one when a machine runs
   several workers, as a `LocalCluster` does); LightGBM asks each worker for a free port;
-- empty partitions (a worker with no rows stalls or kills the training, LightGBM#3882):
-  partitions without rows are dropped before the fit;
-- partitions sorted by label (each worker then bins and starts from one class): the rows
+- empty partitions (a worker with no rows stalls or kills the training, LightGBM#3882,
+  and its test re-enabled only after timeouts, #5537): partitions without rows are dropped
+  before the fit;
+- partitions sorted by label: LightGBM#5025 (open) reports a distributed model at chance
+  (0.5 vs 0.68 accuracy) on label-sorted partitions, and the maintainers' answer is that
+  every partition is expected to see every class; each worker bins a share of the features
+  from its own rows only (#5798), so one-class partitions also distort the bins. The rows
   are shuffled across partitions first, by a seeded random key;
 - two fits at once on one cluster collide on the workers' sockets: every fit holds the
   cluster-wide `distributed.Lock(training.cluster.FIT_LOCK)`;

@@ -70,6 +70,34 @@ def test_fit_from_partials_equals_fit_on_the_whole(small):
     pd.testing.assert_frame_equal(rows, local.transform(concatenated, AS_OF), check_exact=True)
 
 
+@pytest.mark.parametrize("grouping", [[[0, 1], [2, 3], [4]], [[0], [1, 2, 3], [4]], [[0, 1, 2, 3, 4]]])
+def test_history_tables_reduced_in_any_tree_equal_the_flat_reduction(small, grouping):
+    """What `training.distributed.fit_builder` does per history table: rows coded per
+    partition, concatenated in groups of consecutive partitions (a tree), summed once: the
+    tables of the flat reduction bit for bit, whatever the grouping."""
+    from features import history as hist
+
+    parts = [FeatureBuilder().partial(p) for p in split_data(small, 5)]
+    levels = hist.unite_levels(*(hist.unite_levels(*(parts[i].levels for i in g)) for g in grouping))
+    assert levels.keys() == hist.unite_levels(*(p.levels for p in parts)).keys()
+    for col, values in hist.unite_levels(*(p.levels for p in parts)).items():
+        assert levels[col].equals(values)
+    flat = FeatureBuilder().fit_partials(parts, small.meta).history_
+    tables = {}
+    for name in hist.history_tables(hist.history_columns(FeatureBuilder().group_columns, levels)):
+        rows = [hist.table_rows(p.events, name, levels) for p in parts]
+        tables[name] = hist.cumulative_table(hist.concat_rows(*(hist.concat_rows(*(rows[i] for i in g))
+                                                                for g in grouping)))
+    tree = hist.history_of(tables)
+    pairs = [(tree.outcomes, flat.outcomes), (tree.dwell, flat.dwell), (tree.open_load, flat.open_load),
+             *((tree.groups[c], flat.groups[c]) for c in flat.groups)]
+    assert list(tree.groups) == list(flat.groups) and len(flat.groups) == 7
+    for got, want in pairs:
+        assert got.levels.equals(want.levels)
+        pd.testing.assert_frame_equal(got.table, want.table, check_exact=True)
+    assert len(flat.dwell.levels) == len(small.meta.stages)  # every open stage has spells
+
+
 def test_an_empty_partition_contributes_nothing(small):
     parts = split_data(small, 3)
     empty = replace_tables(parts[0], 0)
