@@ -73,13 +73,15 @@ def test_forecast_matches_the_forecast_function(http, trained):
 
 def test_pipeline_matches_the_analytics(http, trained):
     from features.analytics import pipeline_metrics
+    from serving.times import mark_utc
 
     r = http.post("/pipeline", json={"as_of": AS_OF, "group_by": "team"})
     assert r.status_code == 200, r.text
     local = pipeline_metrics(read_dataset(trained["data_dir"]), pd.Timestamp(AS_OF), group_by="team")
     answer = r.json()
-    assert answer.pop("data")["data_end"] == "2025-01-01T00:00:00"  # which data the answer used
-    assert answer == json.loads(json.dumps(local))
+    assert answer.pop("data")["data_end"] == "2025-01-01T00:00:00Z"  # which data the answer used
+    assert answer["as_of"] == AS_OF + "Z"  # a UTC time says so
+    assert answer == mark_utc(json.loads(json.dumps(local)))
 
 
 def test_bad_input_is_a_4xx(http, trained):

@@ -41,7 +41,7 @@ def test_the_answers_match_their_models_and_name_their_data(client, served):
     assert fc.status_code == 200, fc.text
     answer = ForecastResponse.model_validate(fc.json())
     assert answer.data.data_fingerprint == dataset_fingerprint(data)
-    assert answer.data.data_end == data.data_end.to_pydatetime() and answer.model_version == served["version"]
+    assert answer.data.data_end == data.data_end.tz_localize("UTC").to_pydatetime() and answer.model_version == served["version"]
     assert [t.period for t in answer.targets if t.group == "(all)"] == ["2024-10", "2024-11"]
     pipe = client.post("/pipeline", json={"as_of": AS_OF, "group_by": "region"})
     assert pipe.status_code == 200, pipe.text

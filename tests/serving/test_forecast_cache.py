@@ -27,6 +27,7 @@ def service(tmp_path):
     svc.config = ServingConfig(data_dir=str(folder), forecast_budget=100_000)
     reload.SLOT.served = reload.Served(predictor=models_cache.small_predictor(), model=None, batcher=None, version=1)
     svc.data = DataSource(folder)
+    svc.source = None  # no SQL source re-read
     svc.heavy = {name: limits.EndpointLimiter(name, 1, 2, 120) for name in ("forecast", "pipeline")}
     svc.track_record = ForecastRecorder(url=f"sqlite:///{tmp_path / 'store.db'}")
     svc.forecasts = PreparedCache()

@@ -45,6 +45,7 @@ def service(data, tmp_path_factory):
     svc.config = ServingConfig(data_dir=str(folder), forecast_budget=100_000)
     reload.SLOT.served = reload.Served(predictor=models_cache.small_predictor(), model=None, batcher=None, version=1)
     svc.data = DataSource(folder)
+    svc.source = None  # no SQL source re-read
     svc.heavy = {name: limits.EndpointLimiter(name, 1, 1, 30) for name in ("forecast", "pipeline")}
     return svc
 
