@@ -107,17 +107,7 @@ def run_speed(n_deals: int, reference: Path, repeats: int, cache: Path) -> dict:
     first = backtest_origins(data, "quarter", 4)[0]
     bt_predictor = cached(cache / f"model_{n_deals}_0_{first.date()}.pkl",
                           lambda: fit_predictor(truncate_at(data, first), TrainConfig()).predictor)
-    out = {"load_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = Path(tmp) / "inputs.pkl"
-        inputs.write_bytes(pickle.dumps((data, truth, predictor, bt_predictor, repeats)))
-        for name, tree in (("reference", reference), ("this", ROOT)):
-            done = subprocess.run([sys.executable, "-c", TIMING, str(inputs)], cwd=tree, capture_output=True,
-                                  text=True, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
-            out[name] = json.loads(done.stdout.strip().splitlines()[-1])
-            print(name, out[name], flush=True)
-    out["load_after"] = os.getloadavg()
-    return out
+    return _timed_in_trees(TIMING, (data, truth, predictor, bt_predictor, repeats), reference)
 
 
 BACKTEST_TIMING = """
@@ -143,12 +133,18 @@ def run_backtest_speed(n_deals: int, reference: Path, cache: Path) -> dict:
     first = backtest_origins(data, "month", 12)[0]
     predictor = cached(cache / f"model_{n_deals}_0_{first.date()}.pkl",
                        lambda: fit_predictor(truncate_at(data, first), TrainConfig()).predictor)
+    return _timed_in_trees(BACKTEST_TIMING, (data, truth, predictor), reference)
+
+
+def _timed_in_trees(script: str, inputs: tuple, reference: Path) -> dict:
+    """`script` (its last stdout line: JSON) run on the pickled `inputs` in the reference tree,
+    then in this one, each in its own process; the load average before and after."""
     out = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = Path(tmp) / "inputs.pkl"
-        inputs.write_bytes(pickle.dumps((data, truth, predictor)))
+        path = Path(tmp) / "inputs.pkl"
+        path.write_bytes(pickle.dumps(inputs))
         for name, tree in (("reference", reference), ("this", ROOT)):
-            done = subprocess.run([sys.executable, "-c", BACKTEST_TIMING, str(inputs)], cwd=tree, capture_output=True,
+            done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=tree, capture_output=True,
                                   text=True, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
             out[name] = json.loads(done.stdout.strip().splitlines()[-1])
             print(name, out[name], flush=True)

@@ -19,6 +19,11 @@ class InvalidDate(LeadscoreError, ValueError):
     """A date the user gave that is not a date (or not a representable one)."""
 
 
+def utc_now() -> pd.Timestamp:
+    """Now, to the second, in UTC and tz-naive like every time in the canonical tables."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
+
+
 def parse_as_of(value, name: str = "as_of") -> pd.Timestamp:
     """`value` (text, date, timestamp) -> tz-naive UTC timestamp; InvalidDate otherwise."""
     text = value.strip() if isinstance(value, str) else value

@@ -21,6 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from features.dataset import DATASET_FILES, read_dataset
+from features.dates import utc_now
 from features.jsonsafe import json_safe
 from features.schema import CanonicalData
 from training.forecast.track_record import dataset_fingerprint
@@ -104,7 +105,7 @@ class DataSource:
             if self.check is not None:
                 self.check(data)
             self._snapshot = DataSnapshot(data=data, fingerprint=dataset_fingerprint(data),
-                                          loaded_at=pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s"),
+                                          loaded_at=utc_now(),
                                           source=str(self.folder))
             self._stamp, self._checked_at = stamp, now
             self.reads += 1

@@ -69,7 +69,6 @@ class ServingConfig:
                   data_check_s=_seconds(env, "LEADSCORE_DATA_CHECK_S"),
                   source_mapping=env.get("LEADSCORE_SOURCE_MAPPING", "").strip() or None,
                   source_refresh_s=_int(env, "LEADSCORE_SOURCE_REFRESH_S", 300),
-
                   reload_s=_int(env, "LEADSCORE_MODEL_RELOAD_S", 30, minimum=0))
         if cfg.source_mapping is not None:
             if cfg.data_dir is None:

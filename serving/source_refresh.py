@@ -17,31 +17,22 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Callable
 
-import pandas as pd
-
+from features.dates import utc_now
+from features.sources import ingest
 from serving.errors import escape_control
 
 log = logging.getLogger("leadscore.serving")
 
 
-def _now() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
-
-
 class SourceRefresh:
     """Ingests `mapping` into `folder` now and every `every_s` seconds (`start`), or once
-    (`refresh_once`). `ingest(mapping, folder)` returns an `IngestReport`."""
+    (`refresh_once`) with `features.sources.ingest`."""
 
-    def __init__(self, mapping: str | Path, folder: str | Path, every_s: float,
-                 ingest: Callable | None = None) -> None:
-        if ingest is None:
-            from features.sources import ingest
+    def __init__(self, mapping: str | Path, folder: str | Path, every_s: float) -> None:
         self.mapping = Path(mapping)
         self.folder = Path(folder)
         self.every_s = every_s
-        self._ingest = ingest
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -51,9 +42,9 @@ class SourceRefresh:
     def refresh_once(self) -> bool:
         """One ingest; False (and the reason in `status()`) when it failed. Never raises:
         whatever breaks a re-read, the service keeps answering from the last good tables."""
-        started = _now()
+        started = utc_now()
         try:
-            report = self._ingest(self.mapping, self.folder)
+            report = ingest(self.mapping, self.folder)
         except Exception as exc:  # noqa: BLE001 - any failure of the source keeps the last good data
             reason = escape_control(" ".join(f"{type(exc).__name__}: {exc}".split()))[:500]
             log.warning("re-reading the source %s failed (the last good data stays in use): %s", self.mapping, reason)

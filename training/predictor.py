@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import FeatureBuilder
+from features.dates import utc_now
 from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
 from features.staleness import StaleRule
 from training.attribution import PathAttribution
@@ -172,6 +173,6 @@ def _add_days_normalized(at: np.ndarray, days: np.ndarray) -> np.ndarray:
 def default_as_of(as_of) -> pd.Timestamp:
     """The request's as-of date, or now (UTC, tz-naive like the canonical tables)."""
     if as_of is None:
-        return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
+        return utc_now()
     ts = pd.Timestamp(as_of)
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts

@@ -9,6 +9,7 @@ which are recorded; `--host-resolver-rules` also maps every other host to nowher
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import subprocess
@@ -106,35 +107,42 @@ def start_chromium(profile: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://{LOCAL}:{port_file.read_text().split()[0]}"
 
 
-async def try_score_in_swagger(devtools: str, docs_url: str, api_key: str) -> dict:
+@contextlib.asynccontextmanager
+async def new_page(devtools: str):
+    """A new tab of the browser at `devtools`, every request it makes paused for the gate."""
     async with aiohttp.ClientSession() as http:
         async with http.put(f"{devtools}/json/new?about:blank") as r:
             target = await r.json(content_type=None)
         async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
             page = Page(ws)
             await page.send("Fetch.enable", patterns=[{"urlPattern": "*"}])
-            await page.send("Runtime.enable")
             await page.send("Page.enable")
-            await page.send("Page.navigate", url=docs_url)
-            await page.wait_for("document.querySelectorAll('.opblock').length >= 3")
-            operations = await page.js("[...document.querySelectorAll('.opblock-summary-path')].map(e => e.innerText)")
-            await page.click(".auth-wrapper .authorize")
-            await page.type_into(".modal-ux input[type=text], .modal-ux input[type=password]", api_key)
-            await page.click(".modal-ux .auth-btn-wrapper .authorize")
-            await page.wait_for("!!document.querySelector('.modal-ux .auth-btn-wrapper .btn-done')")
-            await page.click(".modal-ux .btn-done")
-            await page.click("#operations-API-score .opblock-summary-control")
-            await page.click("#operations-API-score .try-out__btn")
-            await page.click("#operations-API-score .execute")
-            status = await page.wait_for(
-                "(document.querySelector('#operations-API-score .live-responses-table tbody .response-col_status') "
-                "|| {}).innerText")
-            body = await page.js("(document.querySelector('#operations-API-score .live-responses-table "
-                                 ".response-col_description pre') || {}).innerText")
-            curl = await page.js("(document.querySelector('#operations-API-score .curl-command') || {}).innerText")
-            page.reader.cancel()
-            return {"operations": operations, "status": status.strip(), "body": body, "curl": curl,
-                    "refused": page.refused, "errors": page.console_errors}
+            yield page
+
+
+async def try_score_in_swagger(devtools: str, docs_url: str, api_key: str) -> dict:
+    async with new_page(devtools) as page:
+        await page.send("Runtime.enable")
+        await page.send("Page.navigate", url=docs_url)
+        await page.wait_for("document.querySelectorAll('.opblock').length >= 3")
+        operations = await page.js("[...document.querySelectorAll('.opblock-summary-path')].map(e => e.innerText)")
+        await page.click(".auth-wrapper .authorize")
+        await page.type_into(".modal-ux input[type=text], .modal-ux input[type=password]", api_key)
+        await page.click(".modal-ux .auth-btn-wrapper .authorize")
+        await page.wait_for("!!document.querySelector('.modal-ux .auth-btn-wrapper .btn-done')")
+        await page.click(".modal-ux .btn-done")
+        await page.click("#operations-API-score .opblock-summary-control")
+        await page.click("#operations-API-score .try-out__btn")
+        await page.click("#operations-API-score .execute")
+        status = await page.wait_for(
+            "(document.querySelector('#operations-API-score .live-responses-table tbody .response-col_status') "
+            "|| {}).innerText")
+        body = await page.js("(document.querySelector('#operations-API-score .live-responses-table "
+                             ".response-col_description pre') || {}).innerText")
+        curl = await page.js("(document.querySelector('#operations-API-score .curl-command') || {}).innerText")
+        page.reader.cancel()
+        return {"operations": operations, "status": status.strip(), "body": body, "curl": curl,
+                "refused": page.refused, "errors": page.console_errors}
 
 
 def test_docs_authorize_and_try_score_offline(served, tmp_path):
@@ -160,19 +168,13 @@ def test_the_blocking_can_fail(tmp_path):
     bentoml_page.write_text(DEFAULT_INDEX_HTML)
 
     async def load() -> list[str]:
-        async with aiohttp.ClientSession() as http:
-            async with http.put(f"{devtools}/json/new?about:blank") as r:
-                target = await r.json(content_type=None)
-            async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                page = Page(ws)
-                await page.send("Fetch.enable", patterns=[{"urlPattern": "*"}])
-                await page.send("Page.enable")
-                await page.send("Page.navigate", url=bentoml_page.as_uri())
-                deadline = time.monotonic() + 30
-                while not page.refused and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
-                page.reader.cancel()
-                return page.refused
+        async with new_page(devtools) as page:
+            await page.send("Page.navigate", url=bentoml_page.as_uri())
+            deadline = time.monotonic() + 30
+            while not page.refused and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            page.reader.cancel()
+            return page.refused
 
     proc, devtools = start_chromium(tmp_path / "profile")
     try:
