@@ -84,7 +84,8 @@ def served(tmp_path_factory):
     # a short header-read timeout, so its test does not wait the default 10 s
     proc, url = start_service(bentoml_env(uri, root / "data", LEADSCORE_HEADER_TIMEOUT_S="2"), root / "bentoml.log")
     try:
-        yield {"url": url, "api_key": API_KEY, "version": version, "data_dir": root / "data", "log": root / "bentoml.log"}
+        yield {"url": url, "api_key": API_KEY, "version": version, "data_dir": root / "data", "log": root / "bentoml.log",
+               "pid": proc.pid}
     finally:
         stop_process_group(proc)
 

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -248,53 +247,44 @@ def test_kill_9_of_leadscore_serve_orphans_no_server(store, kit, tmp_path):
         log.close()
 
 
-def _median_latency(send, n: int = 15) -> float:
-    latencies = []
-    for _ in range(n):
-        started = time.monotonic()
-        assert send().status_code == 200
-        latencies.append(time.monotonic() - started)
-    return statistics.median(latencies)
+def _body_parsers(server_pid: int) -> list[psutil.Process]:
+    """The body-parsing processes (multiprocessing "spawn" children) under the served workers."""
+    found = []
+    for p in psutil.Process(server_pid).children(recursive=True):
+        try:
+            if "multiprocessing.spawn" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
 
 
-def test_a_14_mb_request_does_not_hold_up_small_ones(served, client, headers, open_deals):
+def test_a_14_mb_request_is_parsed_off_the_worker_and_small_ones_keep_flowing(served, client, headers, open_deals):
+    """The mechanism, not a timing (timings are in benchmarks/bench_load.py: small requests
+    during a 14 MB one): a 14 MB body is validated in the body-parsing process, not in the
+    worker, while small requests keep being answered; the big one's answer is the same deal."""
     deal = dict(open_deals[0])
     activity = {"type": "email", "occurred_at": "2024-09-01T00:00:00"}
     deal["activities"] = [activity] * (14 * 2**20 // len(json.dumps(activity)))
     big = json.dumps({"deals": [deal], "as_of": "2024-10-01T00:00:00"}).encode()
     assert 13 * 2**20 < len(big) < 16 * 2**20
     small = _one_deal(open_deals)
-    ping = _median_latency(lambda: client.post("/ping", json={}))
-    normal = _median_latency(lambda: client.post("/score", json=small))
-    rounds = []
-    for _ in range(2):  # the first round also starts the body-parsing process
-        latencies, done, answer = [], threading.Event(), []
+    answered, done, answer = 0, threading.Event(), []
 
-        def send_big():
-            started = time.monotonic()
-            r = httpx.post(f"{served['url']}/score", content=big, timeout=300,
-                           headers={**headers, "Content-Type": "application/json"})
-            answer.append((r, time.monotonic() - started))
-            done.set()
+    def send_big():
+        answer.append(httpx.post(f"{served['url']}/score", content=big, timeout=300,
+                                 headers={**headers, "Content-Type": "application/json"}))
+        done.set()
 
-        sender = threading.Thread(target=send_big)
-        sender.start()
-        while not done.is_set():
-            started = time.monotonic()
-            assert client.post("/score", json=small).status_code == 200
-            latencies.append(time.monotonic() - started)
-        sender.join(300)
-        response, took = answer[0]
-        assert response.status_code == 200, response.text[:300]
-        assert response.json()["deals"][0]["deal_id"] == deal["deal_id"]
-        rounds.append((took, latencies))
-    took, latencies = rounds[-1]
-    print(f"/ping {ping * 1000:.1f} ms, small /score {normal * 1000:.1f} ms; 14 MB request {took:.2f} s, "
-          f"{len(latencies)} small requests meanwhile: median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms (first round: max {max(rounds[0][1]) * 1000:.1f} ms)")
-    # validated on the worker (in a thread or not), pydantic-core held the GIL for the whole
-    # parse: the small request arriving then waited ~0.4-0.7 s, 25-40x its normal latency
-    # (docs/reliability.md); validated in the body-parsing process and unpickled piece by
-    # piece, the longest wait was 5-9x (a garbage collection of the big request's objects)
-    assert len(latencies) >= 5, latencies
-    assert max(latencies) < 15 * max(normal, 2 * ping), (ping, normal, latencies)
+    sender = threading.Thread(target=send_big)
+    sender.start()
+    while not done.is_set():
+        assert client.post("/score", json=small).status_code == 200
+        answered += 1
+    sender.join(300)
+    response = answer[0]
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["deals"][0]["deal_id"] == deal["deal_id"]
+    assert answered >= 2  # small requests were answered while the big one was in flight
+    # validated in the worker (the old path), no body-parsing process would exist
+    assert _body_parsers(served["pid"]), [p.cmdline()[:3] for p in psutil.Process(served["pid"]).children(recursive=True)]
