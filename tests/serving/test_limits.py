@@ -72,7 +72,7 @@ def test_over_the_limit_is_503_at_once_with_retry_after():
     first, queued, refused, waited = asyncio.run(run())
     assert (first, queued) == ("first", "queued")
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "3"
-    assert "LEADSCORE_HEAVY_CONCURRENCY" in _body(refused)["error"] and waited < 0.05
+    assert "LEADSCORE_HEAVY_CONCURRENCY" in _body(refused)["error"] and waited < 1  # not the 5 s the running call holds
 
 
 def test_a_timed_out_call_answers_503_and_keeps_its_slot_until_its_work_ends():
@@ -361,7 +361,7 @@ def test_the_timeout_counts_the_time_in_the_queue():
     """A queued call is answered at the timeout (before BentoML's own, 5 s later), not after
     its wait plus a whole timeout of work."""
     async def run():
-        limiter = limits.EndpointLimiter("forecast", running=1, queued=1, timeout_s=0.3)
+        limiter = limits.EndpointLimiter("forecast", running=1, queued=1, timeout_s=1.0)
         release = threading.Event()
         first = asyncio.create_task(limiter.run(lambda: release.wait(5)))
         await asyncio.sleep(0.05)
@@ -374,7 +374,7 @@ def test_the_timeout_counts_the_time_in_the_queue():
 
     queued, waited = asyncio.run(run())
     assert queued.status_code == 503 and "waiting in the queue included" in _body(queued)["error"]
-    assert 0.25 < waited < 0.6
+    assert 0.95 < waited < 2.5  # at the timeout, not when the running call ends (5 s)
 
 
 def test_a_forecast_preparation_outlives_its_timed_out_request(data):
