@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from features.errors import NotEnoughData
+
 TIMESTAMP_DTYPE = "datetime64[us]"  # tz-naive UTC everywhere; merge_asof needs one dtype
 
 DEAL_REQUIRED = ["deal_id", "created_at"]
@@ -85,7 +87,12 @@ class CanonicalData:
             stamps.append(self.stage_events["entered_at"].max())
         if self.activities is not None and len(self.activities):
             stamps.append(self.activities["occurred_at"].max())
-        return max(s for s in stamps if pd.notna(s))
+        known = [s for s in stamps if pd.notna(s)]
+        if not known:
+            what = "is a static lead export" if self.meta.static else "has no dated row"
+            raise NotEnoughData(f"dataset '{self.meta.name}' {what}: no data end, so nothing that needs a date "
+                                f"(as-of, forecast, backtest) can run on it; `leadscore train` and `score` can")
+        return max(known)
 
 
 @dataclass

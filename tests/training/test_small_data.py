@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.dataset import write_dataset
+from features.schema import CanonicalData, DatasetMeta
 from features.synthetic import generate_data
 from serving.cli import app
 from training.folds import THREE_FOLDS
@@ -185,3 +186,18 @@ def test_same_day_closes_go_through_the_backtest():
     odd, _ids = with_same_day_closes(data)
     bt = backtest(odd, "month", 2, train_config=TrainConfig(gap_days=30), config=ForecastConfig(n_sims=100))
     assert len(bt["rows"]) == 2 and bt["summary"]["model"]["origins"] == 2
+
+
+@pytest.mark.parametrize("command", [["backtest", "--origins", "2", "--out", "{tmp}/bt.json", "--no-log"],
+                                     ["forecast-accuracy", "--out", "{tmp}/fa.json"]])
+def test_a_static_export_refuses_what_needs_dates_in_one_line(tmp_path, command):
+    """A static lead export (X Education's kind) has no data end: one line, not `max() arg is an empty sequence`."""
+    meta = DatasetMeta(stages=["lead"], attributes={"origin": "categorical"}, static=True, name="leads")
+    deals = pd.DataFrame({"deal_id": ["a", "b"], "created_at": pd.to_datetime([None, None]),
+                          "closed_at": pd.to_datetime([None, None]), "outcome": ["won", "lost"], "origin": ["x", "y"]})
+    folder = write_dataset(CanonicalData(deals=deals, meta=meta), tmp_path / "leads")
+    out = CliRunner().invoke(app, [*(a.format(tmp=tmp_path) for a in command), "--data", str(folder)])
+    assert out.exit_code == 2
+    assert " ".join(out.output.split()).endswith(
+        "error: dataset 'leads' is a static lead export: no data end, so nothing that needs a date (as-of, forecast, "
+        "backtest) can run on it; `leadscore train` and `score` can")
