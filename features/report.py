@@ -90,7 +90,8 @@ def _dynamic_body(m: dict, money: _Fmt) -> str:
              section("Cohorts by creation month: share won by age", _cohort_table(t["cohorts"]),
                      "Blank cells: the cohort is not old enough yet at the report date. "
                      + defined(m, "cohorts.win_rate_<N>d", "Share won")),
-             "<div class='grid'>", section("Losses by stage", _loss_svg(t["funnel"]["losses_by_stage"])),
+             "<div class='grid'>", section("Losses by stage", _loss_svg(t["funnel"]["losses_by_stage"]),
+                                           _unknown_stage_note(t["funnel"])),
              section("Coverage", _coverage(t["coverage"], money, amounts)), "</div>",
              section(f"Stalled deals ({count(t['stalled']['count'])})", _stalled_table(t["stalled"], money),
                      _stalled_note(t["stalled"]))]
@@ -296,6 +297,16 @@ def _loss_svg(rows: list[dict]) -> str:
                    f"fill='{PALETTE['bad']}' opacity='0.75'/>")
         out.append(text(w - 4, y + 15, f"{count(r['lost'])} ({pct(r['share'])})", "end", size=11, color=PALETTE["muted"]))
     return svg(w, 10 + len(rows) * lane, "".join(out), "losses by stage")
+
+
+def _unknown_stage_note(f: dict) -> str:
+    """Closed deals that no export showed past their creation (a current-state export)."""
+    unknown = f.get("closed_at_unknown_stage") or {}
+    if not unknown.get("lost") and not unknown.get("won"):
+        return ""
+    return (f"{count(unknown['lost'])} lost and {count(unknown['won'])} won deals closed at a stage nobody saw "
+            f"(the export holds current stages only, no history): they count in no stage, and no stage's conversion "
+            f"or time in stage is known without the history. Ingest later exports with --append to build it.")
 
 
 def _coverage(c: dict, money: _Fmt, amounts: bool) -> str:

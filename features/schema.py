@@ -53,18 +53,23 @@ class DatasetMeta:
     static: bool = False  # lead export without dates: one row per lead, attributes only
     data_end: pd.Timestamp | None = None  # censoring time: outcomes after it are unknown
     name: str = "dataset"
+    # "recorded": stage_events is the CRM's stage history; "snapshots": a current-state export's
+    # stages, each known only from the export that showed it (features.snapshot_exports)
+    stage_history: str = "recorded"
 
     def to_dict(self) -> dict:
         return {"stages": list(self.stages), "attributes": dict(self.attributes),
                 "static": self.static, "name": self.name,
-                "data_end": None if self.data_end is None else self.data_end.isoformat()}
+                "data_end": None if self.data_end is None else self.data_end.isoformat(),
+                "stage_history": self.stage_history}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetMeta":
         end = d.get("data_end")
         return cls(stages=list(d["stages"]), attributes=dict(d.get("attributes") or {}),
                    static=bool(d.get("static", False)), name=d.get("name", "dataset"),
-                   data_end=None if end is None else pd.Timestamp(end))
+                   data_end=None if end is None else pd.Timestamp(end),
+                   stage_history=d.get("stage_history", "recorded"))
 
 
 @dataclass

@@ -96,3 +96,11 @@ def test_a_pipeline_without_stale_deals_has_no_stale_section(data):
     m["total"]["stale"] = {**m["total"]["stale"], "count": 0, "amount": 0.0, "deals": []}
     html = render_html(m)
     assert "Stale deals" not in html and "<span>Stale</span><b>0 · 0</b>" in html
+
+
+def test_losses_at_an_unknown_stage_are_said_not_drawn_in_the_first_stage(data):
+    m = pipeline_metrics(data, "2024-11-15")
+    assert "a stage nobody saw" not in render_html(m)  # a recorded history: every loss has its stage
+    m["total"]["funnel"]["closed_at_unknown_stage"] = {"won": 1200, "lost": 340}
+    html = render_html(m)
+    assert "340 lost and 1,200 won deals closed at a stage nobody saw" in html and "--append" in html
