@@ -61,6 +61,19 @@ def test_same_day_closes_train_and_evaluate():
     assert not ids & set(result.test["deal_id"])
 
 
+def test_same_day_closes_count_in_the_pipeline_metrics():
+    from features.analytics import pipeline_metrics
+
+    data, _truth = generate_data(1500, seed=2)
+    odd, ids = with_same_day_closes(data)
+    funnel = pipeline_metrics(odd, odd.data_end)["total"]["funnel"]
+    closed = odd.deals["outcome"]
+    assert (funnel["won"], funnel["lost"]) == ((closed == "won").sum(), (closed == "lost").sum())
+    same = odd.deals.loc[odd.deals["deal_id"].isin(ids)]
+    lost_in_lead = next(r for r in funnel["losses_by_stage"] if r["stage"] == odd.meta.stages[0])["lost"]
+    assert lost_in_lead >= (same["outcome"] == "lost").sum()  # a zero-length stay still ends in a loss there
+
+
 def tiny_export(tmp_path, n: int = 10):
     data, _truth = generate_data(n, seed=1, months=2)
     return data, write_dataset(data, tmp_path / "tiny")
