@@ -200,6 +200,19 @@ def test_cli_commands_refuse_data_of_another_dataset(local_mlflow_uri, tmp_path,
     assert f"model 'crm v1' was trained on dataset 'demo' and {folder} holds dataset 'xed'" in message
 
 
+def test_cli_promote_refuses_a_version_of_another_dataset_unless_forced(local_mlflow_uri):
+    register_constant("crm", 0.2)
+    xed = register_constant("crm", 0.1, meta=XED)
+    out = CliRunner().invoke(app, ["promote", str(xed.version), "--model-name", "crm"])
+    assert out.exit_code == 2
+    line = " ".join(out.output.split())
+    assert line.startswith(f"error: crm v{xed.version} cannot be promoted: ") and \
+        "trained on dataset 'xed', champion v1 on 'demo'" in line
+    assert registry.champion_version("crm") == 1
+    forced = CliRunner().invoke(app, ["promote", str(xed.version), "--model-name", "crm", "--force"])
+    assert forced.exit_code == 0 and registry.champion_version("crm") == xed.version
+
+
 @pytest.mark.slow(reason="trains a (cold-start) model with the CLI into an MLflow store")
 def test_train_records_the_dataset_and_refuses_another_into_the_same_name(local_mlflow_uri, tmp_path):
     from features.synthetic import generate_data
