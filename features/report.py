@@ -96,7 +96,7 @@ def _dynamic_body(m: dict, money: _Fmt) -> str:
              section(f"Stalled deals ({count(t['stalled']['count'])})", _stalled_table(t["stalled"], money),
                      _stalled_note(t["stalled"]))]
     if t.get("stale", {}).get("count"):
-        parts.append(section(f"Stale deals ({count(t['stale']['count'])})", _stale_table(t["stale"], money),
+        parts.append(section(f"Stale deals ({count(t['stale']['count'])})", _stale_table(t["stale"], money, amounts),
                              _stale_note(t["stale"], money, amounts)))
     if m.get("groups"):
         parts.append(section(f"By {words(m['group_by'])}", _group_table(m["groups"], money)))
@@ -335,7 +335,10 @@ def _stalled_note(s: dict) -> str:
             f"{count(s['count'])} of {count(s['open_deals'])} open deals; largest {shown} shown.")
 
 
-def _stale_table(s: dict, money: _Fmt) -> str:
+def _stale_table(s: dict, money: _Fmt, amounts: bool) -> str:
+    if not amounts:  # every amount unknown: a column of dashes says nothing
+        return table(["deal", "why stale"], [[str(d["deal_id"]), d["reason"]] for d in s["deals"][:STALLED_SHOWN]],
+                     text_columns=(0, 1))
     rows = [[str(d["deal_id"]), money(d["amount"]), d["reason"]] for d in s["deals"][:STALLED_SHOWN]]
     return table(["deal", "amount", "why stale"], rows, text_columns=(0, 2))
 

@@ -72,6 +72,9 @@ def test_data_without_amounts_shows_counts(data):
     html = render_html(m, currency="USD")
     assert "Open pipeline" not in html and "$0" not in html
     assert f"<span>Open deals</span><b>{m['total']['funnel']['open']:,}</b>" in html
+    stale = m["total"]["stale"]
+    assert f"<span>Stale</span><b>{stale['count']:,} of {stale['open_deals']:,}</b>" in html
+    assert "<th>deal</th><th class=text>why stale</th>" in html  # no column of unknown amounts
     c = m["total"]["changes"]
     assert "(deals: no amounts known)" in html and f">+{c['new']['count']:,}<" in html  # the waterfall by count
     assert f">{m['total']['funnel']['open']:,}</text>" in html  # its end bar: the open deals
