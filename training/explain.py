@@ -17,9 +17,10 @@ deals at that stage"). What is a reason (`training/facts.py`):
 
 `explain` is on the scoring path of every request: the candidates are chosen for all rows
 at once (one argsort), and only those read are formatted, from plain Python values (one
-`.tolist()` per column used), with percentiles by `bisect` on the grids as Python lists; a
-numpy call per value would cost more than the sentence itself. Over 300 lines: one
-explainer, whose sentence writers and row access belong together.
+`.tolist()` per column used), feature by feature: the numbers compared with won deals are
+searched in their grid together (`sentences.numeric_many`, `times_in_stage`), the rest
+written one by one (a numpy call per value would cost more than the sentence itself).
+Over 300 lines: one explainer, whose sentence writers and row access belong together.
 """
 from __future__ import annotations
 
