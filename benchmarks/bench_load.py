@@ -12,9 +12,13 @@ and 4 sending `/forecast` (3 months by owner, over the 20k deals; more than the 
 status per endpoint, samples the worker's RSS every second (max and final stated), and
 records the load average. Then the issue's burst: 16 concurrent `/forecast` of 36 quarters by
 owner at once (which took the worker from 620 MB to 7.96 GB before the limits): each answer's
-status and time, `Retry-After` on the refusals, the worker's RSS sampled every 0.25 s. Writes
-the "Operations: load run" section of benchmarks/RESULTS.md. Figures only; the reliability
-tests are in tests/.
+status and time, `Retry-After` on the refusals, the worker's RSS sampled every 0.25 s. First,
+on the fresh server, the big-body phase: one 14 MB single-deal `/score` (the deal with ~190,000
+activities, built like tests/serving/test_operations_http.py's) while a client keeps sending
+1-deal `/score` requests, twice (the first starts the body-parsing process of
+serving/big_bodies.py): the small requests' median/p99/max during it against the seconds
+before it, and the big request's time. Writes the "Operations: load run" section of
+benchmarks/RESULTS.md. Figures only; the reliability tests are in tests/.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ from features.dataset import read_dataset
 from tests.payloads import payload_records
 
 DELIBERATE = {429, 503}  # refusals by design: over the queue, or past LEADSCORE_TIMEOUT_S
+BIG_BODY_MIB = 14
+WHEN = {"before": "in the 5 s before", "during": "while it is in flight"}
 
 
 def worker_rss_mib(proc) -> dict[str, float]:
@@ -119,6 +125,65 @@ async def forecast_burst(url: str, key: str, proc, n: int = 16) -> dict:
     return {"answers": answers, "samples": samples, "after": worker_rss_mib(proc)}
 
 
+def big_body(deal: dict, as_of: str) -> bytes:
+    """A single-deal `/score` body of ~14 MB: the deal with as many activities as fit, each dated
+    at `as_of` (the deal is open then, so they are valid)."""
+    activity = {"type": "email", "occurred_at": as_of}
+    body = json.dumps({"deals": [{**deal, "activities": [activity] * (BIG_BODY_MIB * 2**20 // len(json.dumps(activity)))}],
+                       "as_of": as_of}).encode()
+    assert (BIG_BODY_MIB - 1) * 2**20 < len(body) < (BIG_BODY_MIB + 2) * 2**20, len(body)
+    return body
+
+
+async def big_body_phase(url: str, key: str, deals: list[dict], as_of: str, rounds: int = 2,
+                         before_s: float = 5.0) -> list[dict]:
+    """Per round: 1-deal `/score` latencies (ms) for `before_s` seconds, then while one 14 MB
+    `/score` is in flight (its status and seconds); the first round starts the body-parsing process."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    small = json.dumps({"deals": deals[:1], "as_of": as_of}).encode()
+    big = big_body(deals[0], as_of)
+    out = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as client:
+        for _ in range(20):  # warm-up
+            await client.post("/score", content=small)
+        for k in range(rounds):
+            row = {"round": k + 1, "body_mib": len(big) / 2**20, "before": [], "during": [], "small_errors": 0}
+            until = time.monotonic() + before_s
+            while time.monotonic() < until:
+                row["before"].append(await _timed_small(client, small, row))
+            started = time.perf_counter()
+            sent = asyncio.create_task(client.post("/score", content=big))
+            while not sent.done():
+                row["during"].append(await _timed_small(client, small, row))
+            answer = await sent
+            row["big_s"], row["big_status"] = time.perf_counter() - started, answer.status_code
+            out.append(row)
+    return out
+
+
+async def _timed_small(client: httpx.AsyncClient, body: bytes, row: dict) -> float:
+    started = time.perf_counter()
+    r = await client.post("/score", content=body)
+    row["small_errors"] += r.status_code != 200
+    return (time.perf_counter() - started) * 1000
+
+
+def big_body_report(rows: list[dict], loadavg: tuple) -> str:
+    lines = [f"Big body: one {rows[0]['body_mib']:.1f} MiB single-deal `/score` while one client sends 1-deal "
+             f"`/score` requests back to back, twice (round 1 starts the body-parsing process); load average "
+             f"before {loadavg[0][0]:.1f}, after {loadavg[1][0]:.1f}.", "",
+             "| round | big request | big request s | small requests: when | n | p50 ms | p99 ms | max ms | errors |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        for when in ("before", "during"):
+            lat = r[when] or [float("nan")]
+            big = (str(r["big_status"]), f"{r['big_s']:.2f}") if when == "during" else ("", "")
+            lines.append(f"| {r['round']} | {big[0]} | {big[1]} | {WHEN[when]} | "
+                         f"{len(r[when]):,} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 99):.1f} | "
+                         f"{max(lat):.1f} | {r['small_errors'] if when == 'during' else ''} |")
+    return "\n".join(lines)
+
+
 def burst_report(burst: dict) -> str:
     answers = burst["answers"]
     by_status = collections.defaultdict(list)
@@ -168,15 +233,19 @@ def main(argv: list[str] | None = None) -> None:
     key = secrets.token_urlsafe(32)
     env = {**os.environ, "LEADSCORE_API_KEYS": key, "LEADSCORE_DATA": str(Path(args.data).resolve())}
     proc, url = start_server(env)
-    before = os.getloadavg()
     try:
+        big_before = os.getloadavg()
+        big = asyncio.run(big_body_phase(url, key, deals, as_of.isoformat()))
+        big_loadavg = (big_before, os.getloadavg())
+        before = os.getloadavg()
         result = asyncio.run(load_run(url, key, proc, deals, as_of.isoformat(), args.duration))
         after = os.getloadavg()
         burst = asyncio.run(forecast_burst(url, key, proc))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    body = report(result, args.duration, len(deals), (before, after)) + "\n\n" + burst_report(burst)
+    body = "\n\n".join([report(result, args.duration, len(deals), (before, after)), burst_report(burst),
+                        big_body_report(big, big_loadavg)])
     print(body)
     record("Operations: load run", body, f"python -m benchmarks.bench_load --data DIR --duration {args.duration:g} "
                                          f"(DIR: leadscore generate --deals 20000 --seed 0)")

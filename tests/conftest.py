@@ -24,6 +24,7 @@ SLOW_FIXTURES = {
     "mlflow_server": "starts `mlflow server`",
     "served": "starts `bentoml serve`",
     "serve_once": "starts `bentoml serve`",
+    "server_kit": "starts `bentoml serve` on a registry of its own",
     "e2e_service": "starts `bentoml serve`",
     "trained": "trains a model with the CLI",
     "postgres_server": "starts a PostgreSQL server",

@@ -97,6 +97,23 @@ def test_license_file_matches_pyproject():
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
 
 
+def test_the_readme_links_nothing_outside_the_repository():
+    """First contact: every link of the README is a file of the repository (the design it
+    follows is docs/DESIGN.md), and every web address in it is the service or the MLflow UI
+    on loopback."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    text = (root / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert "docs/DESIGN.md" in targets
+    for target in targets:
+        assert "://" not in target and (root / target.split("#")[0]).exists(), target
+    urls = re.findall(r"https?://[^\s`)'\"]+", text)
+    assert urls and all(re.match(r"https?://(127\.0\.0\.1|localhost)[:/]", url) for url in urls), urls
+
+
 def test_every_command_help_ends_with_an_example():
     from serving.cli import EXAMPLES
 

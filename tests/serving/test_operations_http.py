@@ -1,8 +1,8 @@
 """Operations of the real service (issue 14 item 4, issue 16 item 4), with `bentoml serve`:
 a promotion is picked up without dropping requests, a worker restart keeps the pinned
-version, damaged champion files or an unreadable store refuse the start in one line, a
-bad setting is one line before anything starts, `kill -9` of `leadscore serve` orphans
-nothing, and a 14 MB request does not hold up the others."""
+version, damaged champion files, an unreadable store or data of another dataset refuse the
+start in one line, a bad setting is one line before anything starts, `kill -9` of
+`leadscore serve` orphans nothing, and a 14 MB request does not hold up the others."""
 from __future__ import annotations
 
 import json
@@ -202,6 +202,20 @@ def test_damaged_champion_files_refuse_the_start_in_one_line(store, serve_once, 
     expected = "are missing" if damage == "delete" else "do not match the sha256 recorded at registration"
     assert _last_line(proc).startswith(f"error: the model files of leadscore v{version}") and \
         expected in _last_line(proc), proc.stderr[-2000:]
+
+
+def test_data_of_another_dataset_refuses_the_start_in_one_line(store, serve_once, tmp_path):
+    """LEADSCORE_DATA holding another dataset than the champion's (other stages) is refused
+    before the workers start (serving/loader.py: `check_model_data` on the folder's meta.json)."""
+    meta = json.loads((store["data_dir"] / "meta.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "meta.json").write_text(json.dumps({**meta, "name": "other_crm", "stages": ["Lead", "Interested"]}))
+    proc = serve_once(store["uri"], LEADSCORE_DATA=str(other))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = _last_line(proc)
+    assert line.startswith(f"error: model 'leadscore v{store['v1']}' was trained on dataset") and \
+        f"{other} holds dataset 'other_crm': they do not belong together (stages" in line, proc.stderr[-2000:]
 
 
 def test_an_unreadable_registry_refuses_the_start_in_one_line(serve_once, tmp_path):

@@ -4,6 +4,7 @@ only from its own inputs), promotions are atomic and logged, ungated versions ne
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import mlflow
@@ -198,6 +199,7 @@ def test_cli_commands_refuse_data_of_another_dataset(local_mlflow_uri, tmp_path,
     assert out.exit_code == 2
     message = " ".join(out.output.split())
     assert f"model 'crm v1' was trained on dataset 'demo' and {folder} holds dataset 'xed'" in message
+    assert re.search(r"(check the model against the data|loading the model) ━+", message)  # the progress bar
 
 
 def test_cli_promote_refuses_a_version_of_another_dataset_unless_forced(local_mlflow_uri):
