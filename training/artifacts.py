@@ -5,8 +5,9 @@ before they are loaded, and store failures as one line.
 `artifacts_digest` of its model folder; `verified_artifacts` (used by
 `training.registry.load_predictor`, the one way a version is loaded) refuses a version whose
 files are missing, truncated or altered with `ArtifactsCorrupt`, one line that says what to
-do. `readable_store` turns a corrupt tracking database or an unreachable server into one
-`RegistryUnavailable` line.
+do; `predictor_file` is where the pickled predictor sits in them (the pyfunc model's artifact
+`PREDICTOR_ARTIFACT`, as `MLmodel` records it). `readable_store` turns a corrupt tracking
+database or an unreachable server into one `RegistryUnavailable` line.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from training.tracking import mlflow_client, tracking_uri
 
 ARTIFACTS_TAG = "leadscore.artifacts_sha256"  # on a version: sha256 of its model files, set at registration
 NOT_HASHED = frozenset({"registered_model_meta"})  # MLflow writes it (name, version) when a version is fetched
+PREDICTOR_ARTIFACT = "predictor"  # the pyfunc model's artifact holding the pickled LeadScorePredictor
 
 
 class ArtifactsCorrupt(LeadscoreError, ValueError):
@@ -91,3 +93,13 @@ def verified_artifacts(model_name: str, version: int) -> Path:
                                f"({found[:12]}... vs {expected[:12]}...): altered or truncated; promote another "
                                f"version (`leadscore rollback`) or retrain")
     return folder
+
+
+def predictor_file(folder: Path) -> Path:
+    """The pickled predictor inside a pyfunc model folder: the path `MLmodel` records for
+    the artifact `PREDICTOR_ARTIFACT`. KeyError when the model has no such artifact (a
+    pyfunc model that is no LeadScorePredictor)."""
+    import yaml
+
+    conf = yaml.safe_load((folder / "MLmodel").read_text())
+    return folder / conf["flavors"]["python_function"]["artifacts"][PREDICTOR_ARTIFACT]["path"]

@@ -16,14 +16,14 @@ The promotion gate (register a version, judge it, move the alias) is `training.g
 from __future__ import annotations
 
 import json
-import os
+import pickle
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from features.errors import LeadscoreError
 from features.schema import DatasetMeta
-from training.artifacts import ArtifactsCorrupt, readable_store, verified_artifacts
+from training.artifacts import PREDICTOR_ARTIFACT, ArtifactsCorrupt, predictor_file, readable_store, verified_artifacts
 from training.tracking import mlflow_client, registry_lock
 
 if TYPE_CHECKING:
@@ -274,10 +274,11 @@ def load_predictor(model_name: str, version: int | None = None, alias: str = CHA
     """(LeadScorePredictor, version) of registered `version`, or of the version holding
     `alias` when no version is given, its files checked first (`verified_artifacts`).
     NoChampion / RegistryError when there is none, ArtifactsCorrupt when its files are
-    missing, altered or do not load."""
-    import mlflow
-
-    from training.pyfunc import unwrap
+    missing, altered or do not load. The predictor is unpickled straight from the checked
+    files (`artifacts.predictor_file`): the object `mlflow.pyfunc.load_model(...)` would wrap,
+    without unpickling the pyfunc wrapper (a second, compiled copy: twice the bytes) or
+    MLflow's environment checks, which cost a command seconds."""
+    from training.predictor import LeadScorePredictor
 
     with readable_store():
         if version is None:
@@ -286,10 +287,19 @@ def load_predictor(model_name: str, version: int | None = None, alias: str = CHA
                 raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
         _check_version(mlflow_client(), model_name, int(version))
     folder = verified_artifacts(model_name, int(version))
-    try:  # MLflow's pip-requirements check scans every installed package (seconds) only to warn:
-        # warnings show with LEADSCORE_DEBUG=1, so only then
-        quiet = not os.environ.get("LEADSCORE_DEBUG")
-        return unwrap(mlflow.pyfunc.load_model(str(folder), suppress_warnings=quiet)), int(version)
+    refused = f"{model_name} v{version} does not load"
+    advice = "promote another version or retrain"
+    try:
+        path = predictor_file(folder)
+    except KeyError:
+        raise ArtifactsCorrupt(f"{refused} (its model has no '{PREDICTOR_ARTIFACT}' artifact: it is no leadscore "
+                               f"predictor); {advice}") from None
+    try:
+        with open(path, "rb") as handle:
+            predictor = pickle.load(handle)
     except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
-        raise ArtifactsCorrupt(f"{model_name} v{version} does not load ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:200]}); promote another version or retrain") from None
+        raise ArtifactsCorrupt(f"{refused} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                               f"{advice}") from None
+    if not isinstance(predictor, LeadScorePredictor):
+        raise ArtifactsCorrupt(f"{refused} (it holds a {type(predictor).__name__}, not a LeadScorePredictor); {advice}")
+    return predictor, int(version)
