@@ -47,6 +47,7 @@ def test_risk_is_ranked_by_value_at_risk(made):
     ranked = ranked_risk(now)
     assert len(ranked) == len(now.risk) and ranked["value_at_risk"].is_monotonic_decreasing
     assert [r["deal_id"] for r in b["risk_ranked"]] == ranked["deal_id"].head(RISK_SHOWN).tolist()
+    assert len(ranked) > 25 and len(b["risk_ranked"]) == 25  # the page shows the top 25, the CSV every deal
     assert b["risk_total"]["value_at_risk"] == pytest.approx(ranked["expected_in_period"].sum())
 
 
