@@ -5,7 +5,7 @@ before they are loaded, and store failures as one line.
 `artifacts_digest` of its model folder; `verified_artifacts` (used by
 `training.registry.load_predictor`, the one way a version is loaded) refuses a version whose
 files are missing, truncated or altered with `ArtifactsCorrupt`, one line that says what to
-do; `predictor_file` is where the pickled predictor sits in them (the pyfunc model's artifact
+do; `read_predictor` unpickles the predictor from them (the pyfunc model's artifact
 `PREDICTOR_ARTIFACT`, as `MLmodel` records it). `readable_store` turns a corrupt tracking
 database or an unreachable server into one `RegistryUnavailable` line.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Iterator
 
@@ -95,11 +96,27 @@ def verified_artifacts(model_name: str, version: int) -> Path:
     return folder
 
 
-def predictor_file(folder: Path) -> Path:
-    """The pickled predictor inside a pyfunc model folder: the path `MLmodel` records for
-    the artifact `PREDICTOR_ARTIFACT`. KeyError when the model has no such artifact (a
-    pyfunc model that is no LeadScorePredictor)."""
+def read_predictor(folder: Path, label: str):
+    """The LeadScorePredictor pickled in a checked model folder (the pyfunc model's artifact
+    `PREDICTOR_ARTIFACT`, where `MLmodel` records it), unpickled; ArtifactsCorrupt (one line)
+    when the model has no such artifact, it does not unpickle or it holds something else."""
     import yaml
 
-    conf = yaml.safe_load((folder / "MLmodel").read_text())
-    return folder / conf["flavors"]["python_function"]["artifacts"][PREDICTOR_ARTIFACT]["path"]
+    from training.predictor import LeadScorePredictor
+
+    refused, advice = f"{label} does not load", "promote another version or retrain"
+    try:
+        conf = yaml.safe_load((folder / "MLmodel").read_text())
+        path = folder / conf["flavors"]["python_function"]["artifacts"][PREDICTOR_ARTIFACT]["path"]
+    except KeyError:
+        raise ArtifactsCorrupt(f"{refused} (its model has no '{PREDICTOR_ARTIFACT}' artifact: it is no leadscore "
+                               f"predictor); {advice}") from None
+    try:
+        with open(path, "rb") as handle:
+            predictor = pickle.load(handle)
+    except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
+        raise ArtifactsCorrupt(f"{refused} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                               f"{advice}") from None
+    if not isinstance(predictor, LeadScorePredictor):
+        raise ArtifactsCorrupt(f"{refused} (it holds a {type(predictor).__name__}, not a LeadScorePredictor); {advice}")
+    return predictor

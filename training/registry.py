@@ -16,14 +16,13 @@ The promotion gate (register a version, judge it, move the alias) is `training.g
 from __future__ import annotations
 
 import json
-import pickle
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from features.errors import LeadscoreError
 from features.schema import DatasetMeta
-from training.artifacts import PREDICTOR_ARTIFACT, ArtifactsCorrupt, predictor_file, readable_store, verified_artifacts
+from training.artifacts import read_predictor, readable_store, verified_artifacts
 from training.tracking import mlflow_client, registry_lock
 
 if TYPE_CHECKING:
@@ -275,11 +274,9 @@ def load_predictor(model_name: str, version: int | None = None, alias: str = CHA
     `alias` when no version is given, its files checked first (`verified_artifacts`).
     NoChampion / RegistryError when there is none, ArtifactsCorrupt when its files are
     missing, altered or do not load. The predictor is unpickled straight from the checked
-    files (`artifacts.predictor_file`): the object `mlflow.pyfunc.load_model(...)` would wrap,
+    files (`artifacts.read_predictor`): the object `mlflow.pyfunc.load_model(...)` would wrap,
     without unpickling the pyfunc wrapper (a second, compiled copy: twice the bytes) or
     MLflow's environment checks, which cost a command seconds."""
-    from training.predictor import LeadScorePredictor
-
     with readable_store():
         if version is None:
             version = require_champion(model_name) if alias == CHAMPION else alias_version(model_name, alias)
@@ -287,19 +284,4 @@ def load_predictor(model_name: str, version: int | None = None, alias: str = CHA
                 raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
         _check_version(mlflow_client(), model_name, int(version))
     folder = verified_artifacts(model_name, int(version))
-    refused = f"{model_name} v{version} does not load"
-    advice = "promote another version or retrain"
-    try:
-        path = predictor_file(folder)
-    except KeyError:
-        raise ArtifactsCorrupt(f"{refused} (its model has no '{PREDICTOR_ARTIFACT}' artifact: it is no leadscore "
-                               f"predictor); {advice}") from None
-    try:
-        with open(path, "rb") as handle:
-            predictor = pickle.load(handle)
-    except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
-        raise ArtifactsCorrupt(f"{refused} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                               f"{advice}") from None
-    if not isinstance(predictor, LeadScorePredictor):
-        raise ArtifactsCorrupt(f"{refused} (it holds a {type(predictor).__name__}, not a LeadScorePredictor); {advice}")
-    return predictor, int(version)
+    return read_predictor(folder, f"{model_name} v{version}"), int(version)
