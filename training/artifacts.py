@@ -15,10 +15,13 @@ import contextlib
 import hashlib
 import pickle
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from features.errors import LeadscoreError
 from training.tracking import mlflow_client, tracking_uri
+
+if TYPE_CHECKING:
+    from training.predictor import LeadScorePredictor
 
 ARTIFACTS_TAG = "leadscore.artifacts_sha256"  # on a version: sha256 of its model files, set at registration
 NOT_HASHED = frozenset({"registered_model_meta"})  # MLflow writes it (name, version) when a version is fetched
@@ -96,7 +99,7 @@ def verified_artifacts(model_name: str, version: int) -> Path:
     return folder
 
 
-def read_predictor(folder: Path, label: str):
+def read_predictor(folder: Path, label: str) -> LeadScorePredictor:
     """The LeadScorePredictor pickled in a checked model folder (the pyfunc model's artifact
     `PREDICTOR_ARTIFACT`, where `MLmodel` records it), unpickled; ArtifactsCorrupt (one line)
     when the model has no such artifact, it does not unpickle or it holds something else."""
@@ -107,13 +110,15 @@ def read_predictor(folder: Path, label: str):
     refused, advice = f"{label} does not load", "promote another version or retrain"
     try:
         conf = yaml.safe_load((folder / "MLmodel").read_text())
-        path = folder / conf["flavors"]["python_function"]["artifacts"][PREDICTOR_ARTIFACT]["path"]
-    except KeyError:
-        raise ArtifactsCorrupt(f"{refused} (its model has no '{PREDICTOR_ARTIFACT}' artifact: it is no leadscore "
-                               f"predictor); {advice}") from None
-    try:
+        try:
+            path = folder / conf["flavors"]["python_function"]["artifacts"][PREDICTOR_ARTIFACT]["path"]
+        except (KeyError, TypeError):
+            raise ArtifactsCorrupt(f"{refused} (its model has no '{PREDICTOR_ARTIFACT}' artifact: it is no "
+                                   f"leadscore predictor); {advice}") from None
         with open(path, "rb") as handle:
             predictor = pickle.load(handle)
+    except ArtifactsCorrupt:
+        raise
     except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
         raise ArtifactsCorrupt(f"{refused} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
                                f"{advice}") from None
