@@ -101,3 +101,24 @@ def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_ur
     store = open_store()
     assert len(forecasts(store)) == 2 and len(mlflow.search_runs(experiment_names=["leadscore-forecast"])) == 1
     store.close()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--targets", "{targets}"], "pass --group-by region"),  # a group column in the file, no --group-by
+    (["--targets", "{targets}", "--group-by", "segment"], "does not match --group-by segment"),
+    (["--group-by", "planet"], "planet"),
+    (["--as-of", "1999-01-01"], "1999-01-01"),
+    (["--periods", "2", "--as-of", "2024-12-20", "--targets", "{late}"], "outside the forecast"),
+])
+def test_bad_options_are_refused_before_the_model_is_loaded(tmp_path, local_mlflow_uri, extra, words):
+    # this MLflow store has no model at all: the options and the targets must be refused first, in one line
+    from features.synthetic import generate_data
+
+    folder = write_dataset(generate_data(500, seed=1)[0], tmp_path / "data")
+    (tmp_path / "targets.csv").write_text("period,region,target\n2025-01,EMEA,500000\n")
+    (tmp_path / "late.csv").write_text("period,target\n2025-03,500000\n")
+    args = [a.format(targets=tmp_path / "targets.csv", late=tmp_path / "late.csv") for a in extra]
+    out = CliRunner().invoke(app, ["forecast", "--data", str(folder), "--out", str(tmp_path / "f.json"), *args])
+    assert out.exit_code == 2, out.output
+    assert words in out.output and "champion" not in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "f.json").exists()
