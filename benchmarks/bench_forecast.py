@@ -19,9 +19,8 @@ Generated data (seed 0): one model trained on the data known at the first of 12 
 origins, then model vs oracle vs baselines (WAPE, bias, P10-P90 coverage, pinball).
 Olist (features/mappings/olist.yaml): no amounts, so the forecast counts won deals.
 Writes the "Revenue forecast backtest" section of benchmarks/RESULTS.md and the full
-JSON next to it (benchmarks/forecast_backtest_*.json). Figures only; nothing asserted. Over 300
-lines because the accuracy backtest and the speed comparisons share one data cache and one
-section writer.
+JSON next to it (benchmarks/forecast_backtest_*.json). Figures only; nothing asserted. The
+commands alone, with `leadscore score` too: `benchmarks.bench_cli_speed`.
 """
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ import argparse
 import json
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_backtest_grid import cached
+from benchmarks.bench_cli_speed import prepared_folder, time_commands
 from benchmarks.results import peak_rss_mib, record
 from features.errors import NotEnoughData
 from features.jsonsafe import json_safe
@@ -153,30 +152,12 @@ def _timed_in_trees(script: str, inputs: tuple, reference: Path) -> dict:
 
 
 def run_cli_speed(n_deals: int, reference: Path, repeats: int) -> dict:
-    """Wall seconds of `leadscore forecast --periods 3 --freq month --out F.json` (process start,
-    reading the data, the champion from the embedded MLflow registry, the forecast, the JSON,
-    the MLflow log and the track-record store), alternately in the reference tree and in this
-    one, on one generated dataset and one model (`leadscore generate` and `leadscore train`
-    of this tree, in a temporary folder)."""
-    def cli(tree: Path, cwd: str, *args: str) -> dict:
-        started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-m", "serving.cli", *args], cwd=cwd, capture_output=True, text=True,
-                       check=True, env={**os.environ, "PYTHONPATH": str(tree)})
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return {"wall": time.perf_counter() - started,
-                "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
-
+    """Wall and CPU seconds of `leadscore forecast --periods 3 --freq month --out F.json`,
+    alternately in the reference tree and in this one (`bench_cli_speed.time_commands`), on one
+    generated dataset and one model made with this tree in a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
-        cli(ROOT, tmp, "generate", "--deals", str(n_deals), "--seed", "0", "--out", "data")
-        cli(ROOT, tmp, "train", "--data", "data")
-        out = {"load_before": os.getloadavg(), "reference": [], "this": []}
-        for _ in range(repeats):
-            for name, tree in (("reference", reference), ("this", ROOT)):
-                out[name].append(cli(tree, tmp, "forecast", "--data", "data", "--periods", "3", "--freq", "month",
-                                     "--out", f"{name}.json"))
-                print(name, out[name][-1], flush=True)
-        out["load_after"] = os.getloadavg()
-    return out
+        timed = time_commands(prepared_folder(Path(tmp), n_deals), reference, repeats, ("forecast",))
+    return {"load_before": timed["load_before"], "load_after": timed["load_after"], **timed["forecast"]}
 
 
 def extra_speed_table(cli: dict | None, bt: dict | None, n_cli: int, n_bt: int, reference: Path) -> str:

@@ -12,8 +12,10 @@ from training import tracking
 HOLDOUT_X = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
 
 
-def log_constant_model(value: float, run_name: str, experiment: str = "gate-tests") -> str:
-    """One run holding a pyfunc model that always predicts `value`; returns the run id."""
+def log_constant_model(value: float, run_name: str, experiment: str = "gate-tests",
+                       artifacts: dict[str, str] | None = None) -> str:
+    """One run holding a pyfunc model that always predicts `value` (with `artifacts`, files
+    packed into it by name); returns the run id."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -29,5 +31,5 @@ def log_constant_model(value: float, run_name: str, experiment: str = "gate-test
         warnings.simplefilter("ignore")  # no input example: the signature is given
         # explicit requirements: inferring them starts a subprocess that takes seconds
         mlflow.pyfunc.log_model(name="model", python_model=Constant(value), signature=signature,
-                                pip_requirements=["mlflow"])
+                                pip_requirements=["mlflow"], artifacts=artifacts)
     return run.info.run_id

@@ -5,21 +5,27 @@ before they are loaded, and store failures as one line.
 `artifacts_digest` of its model folder; `verified_artifacts` (used by
 `training.registry.load_predictor`, the one way a version is loaded) refuses a version whose
 files are missing, truncated or altered with `ArtifactsCorrupt`, one line that says what to
-do. `readable_store` turns a corrupt tracking database or an unreachable server into one
-`RegistryUnavailable` line.
+do; `read_predictor` unpickles the predictor from them (the pyfunc model's artifact
+`PREDICTOR_ARTIFACT`, as `MLmodel` records it). `readable_store` turns a corrupt tracking
+database or an unreachable server into one `RegistryUnavailable` line.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import pickle
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from features.errors import LeadscoreError
 from training.tracking import mlflow_client, tracking_uri
 
+if TYPE_CHECKING:
+    from training.predictor import LeadScorePredictor
+
 ARTIFACTS_TAG = "leadscore.artifacts_sha256"  # on a version: sha256 of its model files, set at registration
 NOT_HASHED = frozenset({"registered_model_meta"})  # MLflow writes it (name, version) when a version is fetched
+PREDICTOR_ARTIFACT = "predictor"  # the pyfunc model's artifact holding the pickled LeadScorePredictor
 
 
 class ArtifactsCorrupt(LeadscoreError, ValueError):
@@ -91,3 +97,31 @@ def verified_artifacts(model_name: str, version: int) -> Path:
                                f"({found[:12]}... vs {expected[:12]}...): altered or truncated; promote another "
                                f"version (`leadscore rollback`) or retrain")
     return folder
+
+
+def read_predictor(folder: Path, label: str) -> LeadScorePredictor:
+    """The LeadScorePredictor pickled in a checked model folder (the pyfunc model's artifact
+    `PREDICTOR_ARTIFACT`, where `MLmodel` records it), unpickled; ArtifactsCorrupt (one line)
+    when the model has no such artifact, it does not unpickle or it holds something else."""
+    import yaml
+
+    from training.predictor import LeadScorePredictor
+
+    refused, advice = f"{label} does not load", "promote another version or retrain"
+    try:
+        conf = yaml.safe_load((folder / "MLmodel").read_text())
+        try:
+            path = folder / conf["flavors"]["python_function"]["artifacts"][PREDICTOR_ARTIFACT]["path"]
+        except (KeyError, TypeError):
+            raise ArtifactsCorrupt(f"{refused} (its model has no '{PREDICTOR_ARTIFACT}' artifact: it is no "
+                                   f"leadscore predictor); {advice}") from None
+        with open(path, "rb") as handle:
+            predictor = pickle.load(handle)
+    except ArtifactsCorrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
+        raise ArtifactsCorrupt(f"{refused} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                               f"{advice}") from None
+    if not isinstance(predictor, LeadScorePredictor):
+        raise ArtifactsCorrupt(f"{refused} (it holds a {type(predictor).__name__}, not a LeadScorePredictor); {advice}")
+    return predictor

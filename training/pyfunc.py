@@ -15,6 +15,7 @@ from mlflow.models import infer_signature
 
 from features.errors import LeadscoreError
 from features.snapshots import deals_at
+from training.artifacts import PREDICTOR_ARTIFACT
 from training.compiled import CompiledPredictor
 from training.request import score_request
 
@@ -29,7 +30,7 @@ class LeadScoreModel(mlflow.pyfunc.PythonModel):
     """MLflow wrapper; the real work is in `training.predictor.LeadScorePredictor`."""
 
     def load_context(self, context) -> None:
-        with open(context.artifacts["predictor"], "rb") as fh:
+        with open(context.artifacts[PREDICTOR_ARTIFACT], "rb") as fh:
             self.use(pickle.load(fh))
 
     def use(self, predictor) -> None:
@@ -85,7 +86,7 @@ def log_predictor(predictor, data, name: str = "model") -> mlflow.models.model.M
         y = wrapper.predict(None, x, {"as_of": as_of})
         signature = infer_signature(x, y, params={"as_of": ""})
         return mlflow.pyfunc.log_model(
-            name=name, python_model=wrapper, artifacts={"predictor": str(path)},
+            name=name, python_model=wrapper, artifacts={PREDICTOR_ARTIFACT: str(path)},
             code_paths=[str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "training")],
             signature=signature, input_example=x, pip_requirements=REQUIREMENTS)
 

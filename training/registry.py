@@ -16,14 +16,13 @@ The promotion gate (register a version, judge it, move the alias) is `training.g
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from features.errors import LeadscoreError
 from features.schema import DatasetMeta
-from training.artifacts import ArtifactsCorrupt, readable_store, verified_artifacts
+from training.artifacts import read_predictor, readable_store, verified_artifacts
 from training.tracking import mlflow_client, registry_lock
 
 if TYPE_CHECKING:
@@ -274,11 +273,10 @@ def load_predictor(model_name: str, version: int | None = None, alias: str = CHA
     """(LeadScorePredictor, version) of registered `version`, or of the version holding
     `alias` when no version is given, its files checked first (`verified_artifacts`).
     NoChampion / RegistryError when there is none, ArtifactsCorrupt when its files are
-    missing, altered or do not load."""
-    import mlflow
-
-    from training.pyfunc import unwrap
-
+    missing, altered or do not load. The predictor is unpickled straight from the checked
+    files (`artifacts.read_predictor`): the object `mlflow.pyfunc.load_model(...)` would wrap,
+    without unpickling the pyfunc wrapper (a second, compiled copy: twice the bytes) or
+    MLflow's environment checks, which cost a command seconds."""
     with readable_store():
         if version is None:
             version = require_champion(model_name) if alias == CHAMPION else alias_version(model_name, alias)
@@ -286,10 +284,4 @@ def load_predictor(model_name: str, version: int | None = None, alias: str = CHA
                 raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
         _check_version(mlflow_client(), model_name, int(version))
     folder = verified_artifacts(model_name, int(version))
-    try:  # MLflow's pip-requirements check scans every installed package (seconds) only to warn:
-        # warnings show with LEADSCORE_DEBUG=1, so only then
-        quiet = not os.environ.get("LEADSCORE_DEBUG")
-        return unwrap(mlflow.pyfunc.load_model(str(folder), suppress_warnings=quiet)), int(version)
-    except Exception as exc:  # noqa: BLE001 - a model that does not load is refused in one line
-        raise ArtifactsCorrupt(f"{model_name} v{version} does not load ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:200]}); promote another version or retrain") from None
+    return read_predictor(folder, f"{model_name} v{version}"), int(version)

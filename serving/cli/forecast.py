@@ -47,6 +47,7 @@ def forecast(
     with progress_steps(total=OUTLOOK_STEPS + 4 + log) as step:
         step("reading the data")
         dataset = read_dataset(data)
+        check_options(dataset, dataset.data_end if as_of is None else as_of, periods, freq, group_by, goals)
         step("loading the model")
         predictor, version = load_predictor(model_name, check_model_data(model_name, None, dataset.meta, str(data)))
         result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
@@ -64,6 +65,20 @@ def forecast(
                                                       "model": f"{model_name}/{version}", "n_sims": sims,
                                                       "seed": seed, "data_dir": data})
     print_forecast_summary(summary)
+
+
+def check_options(dataset, as_of, periods: int, freq: str, group_by: str | None, targets) -> None:
+    """The checks `outlook` starts with (as-of date, periods, grouping column, targets against
+    them), made before the model is loaded: a bad option or targets file is a one-line error
+    (exit 2) within the first second, not after MLflow and the model have loaded."""
+    from training.forecast.periods import check_as_of, make_periods
+    from training.forecast.prepared import check_group
+    from training.forecast.targets import checked_targets
+
+    per = make_periods(check_as_of(dataset, as_of), periods, freq)
+    check_group(dataset, group_by)
+    if targets is not None:
+        checked_targets(targets, per, freq, group_by, dataset.deals[group_by] if group_by else None)
 
 
 def read_targets(path: Path):

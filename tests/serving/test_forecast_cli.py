@@ -15,6 +15,7 @@ from serving.report_schemas import ForecastReport
 from training.forecast.config import ForecastConfig
 from training.forecast.outlook import outlook
 from training.forecast.report import forecast_dict
+from training.forecast.track_record import dataset_fingerprint
 
 AS_OF = "2024-06-10"
 FAST = ForecastConfig(n_sims=200, seed=0)
@@ -58,14 +59,20 @@ def test_bad_currency_is_one_line(tmp_path, currency):
     assert "--currency" in out.output and "Traceback" not in out.output
 
 
-def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_uri):
-    from training.run import log_run
+def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_uri, monkeypatch):
+    # the one forecast JSON: written, logged to MLflow and stored in the track record, all from the same run
+    import mlflow
 
+    from training.run import log_run
+    from training.store.connection import STORE_URL_ENV, open_store
+    from training.store.forecasts import forecasts
+
+    monkeypatch.setenv(STORE_URL_ENV, f"sqlite:///{tmp_path / 'store.db'}")
     data, _truth = models_cache.small_data()
     folder = write_dataset(data, tmp_path / "data")
     log_run(models_cache.small_train_result(), data, "forecast-cli", "leadscore", folder)
     out = CliRunner().invoke(app, ["forecast", "--data", str(folder), "--as-of", AS_OF, "--periods", "2",
-                                   "--sims", "200", "--no-log", "--out", str(tmp_path / "f.json")])
+                                   "--sims", "200", "--out", str(tmp_path / "f.json")])
     assert out.exit_code == 0, out.output
     written = json.loads((tmp_path / "f.json").read_text())
     local = forecast_dict(outlook(models_cache.small_predictor(), data, AS_OF, periods=2, config=FAST))
@@ -73,12 +80,48 @@ def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_ur
     assert {k: v for k, v in written.items() if k != "notes"} == {k: v for k, v in local.items() if k != "notes"}
     assert written["headline"]["period"] == "2024-06" and written["headline"]["closed_so_far"] > 0
     ForecastReport.model_validate(written)  # the documented forecast JSON (the /forecast schema without `data`)
-    # a targets file with a group column needs the matching --group-by: one line, nothing written
+    run = mlflow.search_runs(experiment_names=["leadscore-forecast"]).iloc[0]
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{run['run_id']}/forecast.json")) == written
+    assert run["metrics.landing_p50_2024_06"] == pytest.approx(written["headline"]["landing_p50"])
+    store = open_store()
+    stored = forecasts(store).sort_values("period_start")
+    store.close()
+    shown = [row for row in written["forecast"] if row["group"] == "(all)"]
+    assert len(stored) == len(shown) == 2 and set(stored["model_version"]) == {written["notes"][-1].split(" v")[-1]}
+    assert stored["data_fingerprint"].tolist() == [dataset_fingerprint(data)] * 2
+    assert stored["as_of"].tolist() == [pd.Timestamp(AS_OF)] * 2
+    for key in ("p10", "p50", "p90", "closed_so_far", "landing_p10", "landing_p50", "landing_p90"):
+        assert stored[key].tolist() == pytest.approx([row[key] for row in shown]), key
+    # a targets file with a group column needs the matching --group-by: one line, nothing written or stored
     (tmp_path / "t.csv").write_text("period,region,target\n2024-06,NA,500000\n")
     bad = CliRunner().invoke(app, ["forecast", "--data", str(folder), "--as-of", AS_OF, "--targets",
-                                   str(tmp_path / "t.csv"), "--no-log", "--out", str(tmp_path / "g.json")])
-    assert bad.exit_code != 0 and "--group-by region" in bad.output and "Traceback" not in bad.output
+                                   str(tmp_path / "t.csv"), "--out", str(tmp_path / "g.json")])
+    assert bad.exit_code == 2 and "--group-by region" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "g.json").exists()
+    store = open_store()
+    assert len(forecasts(store)) == 2 and len(mlflow.search_runs(experiment_names=["leadscore-forecast"])) == 1
+    store.close()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--targets", "{targets}"], "pass --group-by region"),  # a group column in the file, no --group-by
+    (["--targets", "{targets}", "--group-by", "segment"], "does not match --group-by segment"),
+    (["--group-by", "planet"], "planet"),
+    (["--as-of", "1999-01-01"], "1999-01-01"),
+    (["--periods", "2", "--as-of", "2024-12-20", "--targets", "{late}"], "outside the forecast"),
+])
+def test_bad_options_are_refused_before_the_model_is_loaded(tmp_path, local_mlflow_uri, extra, words):
+    # this MLflow store has no model at all: the options and the targets must be refused first, in one line
+    from features.synthetic import generate_data
+
+    folder = write_dataset(generate_data(500, seed=1)[0], tmp_path / "data")
+    (tmp_path / "targets.csv").write_text("period,region,target\n2025-01,EMEA,500000\n")
+    (tmp_path / "late.csv").write_text("period,target\n2025-03,500000\n")
+    args = [a.format(targets=tmp_path / "targets.csv", late=tmp_path / "late.csv") for a in extra]
+    out = CliRunner().invoke(app, ["forecast", "--data", str(folder), "--out", str(tmp_path / "f.json"), *args])
+    assert out.exit_code == 2, out.output
+    assert words in out.output and "champion" not in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "f.json").exists()
 
 
 @pytest.mark.parametrize("unit, said", [

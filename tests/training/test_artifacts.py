@@ -3,6 +3,8 @@ the sha256 recorded at registration, a truncated, deleted or altered model refus
 line, and an unreadable tracking store as one line. Real MLflow stores, constant models."""
 from __future__ import annotations
 
+import pickle
+import re
 import shutil
 
 import pytest
@@ -12,8 +14,8 @@ from training import artifacts, gate, registry
 from training.tracking import mlflow_client
 
 
-def _register(name: str = "ops") -> int:
-    decision = gate.register_and_gate(log_constant_model(0.4, "ops"), "model", name,
+def _register(name: str = "ops", artifacts: dict[str, str] | None = None) -> int:
+    decision = gate.register_and_gate(log_constant_model(0.4, "ops", artifacts=artifacts), "model", name,
                                       candidate=gate.HoldoutScore(0.2, 0.8, 0.4),
                                       skill={"n": 100, "z_vs_base_rate": 10.0, "z_vs_stage_rate": 10.0})
     return decision.version
@@ -56,10 +58,20 @@ def test_damaged_model_files_are_refused_in_one_line(local_mlflow_uri, damage, m
     assert "\n" not in str(refused.value) and "rollback" in str(refused.value) or "retrain" in str(refused.value)
 
 
-def test_a_model_that_does_not_load_is_refused_in_one_line(local_mlflow_uri):
-    version = _register()  # a constant pyfunc model: its files are intact, it is no LeadScorePredictor
-    with pytest.raises(artifacts.ArtifactsCorrupt, match=r"ops v1 does not load \(AttributeError"):
+@pytest.mark.parametrize("packed,message", [
+    (None, "its model has no 'predictor' artifact: it is no leadscore predictor"),
+    (pickle.dumps({"not": "a predictor"}), "it holds a dict, not a LeadScorePredictor"),
+    (b"not a pickle at all", "UnpicklingError"),
+])
+def test_a_model_that_does_not_load_is_refused_in_one_line(local_mlflow_uri, tmp_path, packed, message):
+    # its files are intact (the sha256 recorded at registration matches): it is no LeadScorePredictor
+    packed_file = tmp_path / "predictor.pkl"
+    if packed is not None:
+        packed_file.write_bytes(packed)
+    version = _register(artifacts=None if packed is None else {artifacts.PREDICTOR_ARTIFACT: str(packed_file)})
+    with pytest.raises(artifacts.ArtifactsCorrupt, match=rf"ops v1 does not load \({re.escape(message)}") as refused:
         registry.load_predictor("ops", version)
+    assert "\n" not in str(refused.value) and str(refused.value).endswith("promote another version or retrain")
 
 
 @pytest.mark.parametrize("content", [b"this is not a database\n", "truncate"])
@@ -73,3 +85,22 @@ def test_a_corrupt_tracking_database_is_one_line(local_mlflow_uri, tmp_path, mon
     with pytest.raises(artifacts.RegistryUnavailable, match="the model registry at sqlite:///.* cannot be read") as e:
         registry.require_champion("ops")
     assert "\n" not in str(e.value)
+
+
+def test_the_loaded_predictor_scores_as_the_one_mlflow_pyfunc_wraps(local_mlflow_uri, small_data, small_predictor):
+    # load_predictor unpickles the predictor from the files directly: the same scores as MLflow's own loader
+    import mlflow
+    import pandas as pd
+
+    from training.pyfunc import log_predictor, unwrap
+    from training.tracking import start_run
+
+    data, _truth = small_data
+    with start_run("ops-real") as run:
+        log_predictor(small_predictor, data)
+    version = gate.register_and_gate(run.info.run_id, "model", "ops", candidate=gate.HoldoutScore(0.2, 0.8, 0.4),
+                                     skill={"n": 100, "z_vs_base_rate": 10.0, "z_vs_stage_rate": 10.0}).version
+    loaded, loaded_version = registry.load_predictor("ops")
+    wrapped = unwrap(mlflow.pyfunc.load_model(f"models:/ops/{version}"))
+    assert loaded_version == version and type(loaded) is type(wrapped)
+    pd.testing.assert_frame_equal(loaded.score(data, explain=True), wrapped.score(data, explain=True))

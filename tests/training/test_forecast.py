@@ -171,6 +171,12 @@ def test_fan_chart_plots_landings_and_one_period_is_a_band(small_data, small_pre
     assert p50[-1] == pytest.approx(result.forecast.totals()["landing_p50"].iloc[0])
     widths = [np.ptp(c.get_paths()[0].vertices[:, 0]) for c in ax.collections if c.get_paths()]
     assert max(widths) > 0
+    # actuals are whole periods only: June, in progress, shows its landing, never its bookings so far
+    history = result.forecast.history
+    assert history["so_far"].iloc[-1] and history["actual"].iloc[-1] > 0
+    actual = [line for line in ax.get_lines() if line.get_label() == "actual"][0].get_ydata()
+    np.testing.assert_allclose(actual[:-1], history.loc[~history["so_far"], "actual"])
+    assert len(actual) == len(p50) == (~history["so_far"]).sum() + 1 and np.isnan(actual[-1])
 
 
 def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):

@@ -132,6 +132,8 @@ def test_per_group_targets_and_p_hit_by_brute_force(small_data, small_predictor)
     ({"period": ["2024-06"], "region": ["Atlantis"], "target": ["1"]}, "region", "no deal has"),
     ({"period": ["2024-06"], "owner": ["x"], "region": ["EU"], "target": ["1"]}, "region", "at most one group"),
     ({"period": ["2024-06", "2024-06"], "target": ["1", "2"]}, None, "more than one target"),
+    ({"period": ["2024-06"], "amount": ["1"]}, None, r"no column \['target'\]"),
+    ({"month": ["2024-06"], "target": ["1"]}, None, r"no column \['period'\]"),
 ])
 def test_bad_targets_are_one_line_errors_before_simulation(small_data, small_predictor, monkeypatch,
                                                            frame, group_by, message):
