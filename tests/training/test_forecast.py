@@ -163,20 +163,21 @@ def test_outputs_are_values(by_region):
 
 
 def test_fan_chart_plots_landings_and_one_period_is_a_band(small_data, small_predictor):
-    from training.forecast.report import fan_figure
+    from training.forecast.fan_chart import fan_points, fan_svg
 
     result = outlook(small_predictor, small_data[0], AS_OF, periods=1, config=FAST)
-    ax = fan_figure(result.forecast).axes[0]
-    p50 = [line for line in ax.get_lines() if line.get_label() == "P50"][0].get_ydata()
-    assert p50[-1] == pytest.approx(result.forecast.totals()["landing_p50"].iloc[0])
-    widths = [np.ptp(c.get_paths()[0].vertices[:, 0]) for c in ax.collections if c.get_paths()]
-    assert max(widths) > 0
+    doc = json.loads(json.dumps(forecast_dict(result)))
+    points = fan_points(doc)
+    landing = result.forecast.totals().iloc[0]
+    assert points[-1]["p50"] == pytest.approx(landing["landing_p50"])
+    assert points[-1]["p10"] < points[-1]["p90"]  # one period is a band, not a dot
     # actuals are whole periods only: June, in progress, shows its landing, never its bookings so far
     history = result.forecast.history
     assert history["so_far"].iloc[-1] and history["actual"].iloc[-1] > 0
-    actual = [line for line in ax.get_lines() if line.get_label() == "actual"][0].get_ydata()
-    np.testing.assert_allclose(actual[:-1], history.loc[~history["so_far"], "actual"])
-    assert len(actual) == len(p50) == (~history["so_far"]).sum() + 1 and np.isnan(actual[-1])
+    actual = [p["actual"] for p in points if "actual" in p]
+    np.testing.assert_allclose(actual, history.loc[~history["so_far"], "actual"].tail(len(actual)))
+    assert "actual" not in points[-1] and len(points) == len(actual) + 1
+    assert fan_svg(doc, str).count("<rect") >= 1
 
 
 def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
@@ -186,4 +187,6 @@ def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
     run = mlflow.MlflowClient(local_mlflow_uri).get_run(run_id)
     assert any(k.startswith("expected_2024") for k in run.data.metrics)
     names = {a.path for a in mlflow.MlflowClient(local_mlflow_uri).list_artifacts(run_id, "plots")}
-    assert "plots/forecast_fan.png" in names
+    assert "plots/forecast_fan.svg" in names
+    svg = mlflow.MlflowClient(local_mlflow_uri).download_artifacts(run_id, "plots/forecast_fan.svg")
+    assert open(svg).read().lstrip().startswith("<svg")

@@ -5,11 +5,11 @@ Writing files is the CLI's job.
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from features.jsonsafe import json_safe
-from training.forecast.core import Forecast
+from training.forecast.fan_chart import fan_svg
+from training.forecast.html_report import value_formatter
 from training.forecast.newdeals import ALL
 from training.forecast.outlook import Outlook
 
@@ -63,39 +63,14 @@ def forecast_table(result: Outlook) -> pd.DataFrame:
     return table
 
 
-# ---- chart for MLflow -------------------------------------------------------------------------
-
-def fan_figure(fc: Forecast):
-    """Whole-period actuals of past periods, then the landing's P10-P90 band and P50 of the
-    forecast periods (a period in progress lands at closed so far + the rest). With one
-    forecast period the band is drawn as a bar around its point."""
-    from training.plots import forecast_fan
-
-    hist = fc.history if fc.history is not None else pd.DataFrame(columns=["period", "actual", "so_far"])
-    past = hist.loc[~hist["so_far"]]
-    totals = fc.totals()
-    periods = list(past["period"]) + list(totals["period"])
-    freq = "M" if fc.freq == "month" else "Q"
-    nan = [np.nan] * len(past)
-    index = pd.PeriodIndex(periods, freq=freq)
-    low, mid, high = (nan + list(totals[f"landing_{q}"]) for q in ("p10", "p50", "p90"))
-    fig = forecast_fan(index, low, mid, high, actuals=list(past["actual"]) + [np.nan] * len(totals),
-                       title=f"Bookings forecast as of {fc.as_of.date()} (landing per period)",
-                       ylabel="won deals" if fc.value_unit == "won deals" else "bookings")
-    if len(totals) == 1:  # fill_between over one x is invisible: draw the band as a bar
-        x = index.to_timestamp()[-1]
-        half = pd.Timedelta(days=8 if fc.freq == "month" else 20)
-        fig.axes[0].fill_between([x - half, x + half], [low[-1]] * 2, [high[-1]] * 2, alpha=0.25, color="C0")
-    return fig
-
-
 # ---- MLflow ---------------------------------------------------------------------------------
 
 EXPERIMENT = "leadscore-forecast"
 
 
 def log_forecast(result: Outlook, params: dict) -> str:
-    """One MLflow run: the totals as metrics, the fan chart and the forecast JSON."""
+    """One MLflow run: the totals as metrics, the fan chart (the HTML report's SVG: MLflow shows it) and
+    the forecast JSON."""
     import mlflow
 
     from training.tracking import start_run
@@ -103,12 +78,13 @@ def log_forecast(result: Outlook, params: dict) -> str:
     fc = result.forecast
     with start_run(EXPERIMENT, run_name=f"forecast {fc.as_of.date()}", tags={"leadscore.kind": "forecast"}) as run:
         mlflow.log_params({k: str(v) for k, v in params.items()})
-        for _, r in fc.totals().iterrows():
-            for col in ("expected", "open_pipeline", "new_deals", "p10", "p50", "p90", "closed_so_far", "landing_p10",
-                        "landing_p50", "landing_p90"):
-                mlflow.log_metric(f"{col}_{r['period'].replace('-', '_')}", float(r[col]))
-        mlflow.log_figure(fan_figure(fc), "plots/forecast_fan.png")
-        mlflow.log_dict(forecast_dict(result), "forecast.json")
+        columns = ("expected", "open_pipeline", "new_deals", "p10", "p50", "p90", "closed_so_far", "landing_p10",
+                   "landing_p50", "landing_p90")
+        mlflow.log_metrics({f"{col}_{r['period'].replace('-', '_')}": float(r[col])
+                            for _, r in fc.totals().iterrows() for col in columns})  # one call, not one per metric
+        doc = forecast_dict(result)
+        mlflow.log_text(fan_svg(doc, value_formatter(doc, None)), "plots/forecast_fan.svg")  # the report's chart
+        mlflow.log_dict(doc, "forecast.json")
         return run.info.run_id
 
 
