@@ -90,10 +90,14 @@ def _dynamic_body(m: dict, money: _Fmt) -> str:
              section("Cohorts by creation month: share won by age", _cohort_table(t["cohorts"]),
                      "Blank cells: the cohort is not old enough yet at the report date. "
                      + defined(m, "cohorts.win_rate_<N>d", "Share won")),
-             "<div class='grid'>", section("Losses by stage", _loss_svg(t["funnel"]["losses_by_stage"])),
+             "<div class='grid'>", section("Losses by stage", _loss_svg(t["funnel"]["losses_by_stage"]),
+                                           _unknown_stage_note(t["funnel"])),
              section("Coverage", _coverage(t["coverage"], money, amounts)), "</div>",
              section(f"Stalled deals ({count(t['stalled']['count'])})", _stalled_table(t["stalled"], money),
                      _stalled_note(t["stalled"]))]
+    if t.get("stale", {}).get("count"):
+        parts.append(section(f"Stale deals ({count(t['stale']['count'])})", _stale_table(t["stale"], money, amounts),
+                             _stale_note(t["stale"], money, amounts)))
     if m.get("groups"):
         parts.append(section(f"By {words(m['group_by'])}", _group_table(m["groups"], money)))
     return "".join(parts)
@@ -107,9 +111,12 @@ def _kpis(t: dict, money: _Fmt, amounts: bool) -> str:
              ("Velocity / day", money(t["velocity"]["per_day"]))]
     if amounts:
         cards.append(("Open pipeline", money(t["changes"]["end_amount"])))
+    stale = t.get("stale") or {"count": 0, "amount": 0.0, "open_deals": 0}
     cards += [("Open deals", count(t["funnel"]["open"])), ("Coverage", ratio(cov["coverage"])),
               ("Stalled", f"{count(stalled['count'])} · {money(stalled['amount'])}" if amounts
-               else count(stalled["count"]))]
+               else count(stalled["count"])),
+              ("Stale", f"{count(stale['count'])} · {money(stale['amount'])}" if amounts
+               else f"{count(stale['count'])} of {count(stale['open_deals'])}")]
     return kpis(cards)
 
 
@@ -292,6 +299,16 @@ def _loss_svg(rows: list[dict]) -> str:
     return svg(w, 10 + len(rows) * lane, "".join(out), "losses by stage")
 
 
+def _unknown_stage_note(f: dict) -> str:
+    """Closed deals that no export showed past their creation (a current-state export)."""
+    unknown = f.get("closed_at_unknown_stage") or {}
+    if not unknown.get("lost") and not unknown.get("won"):
+        return ""
+    return (f"{count(unknown['lost'])} lost and {count(unknown['won'])} won deals closed at a stage nobody saw "
+            f"(the export holds current stages only, no history): they count in no stage, and no stage's conversion "
+            f"or time in stage is known without the history. Ingest later exports with --append to build it.")
+
+
 def _coverage(c: dict, money: _Fmt, amounts: bool) -> str:
     in_period = f"{money(c['pipeline_in_period'])} ({count(c['deals_in_period'])} deals)" if amounts \
         else f"{count(c['deals_in_period'])} deals (no amounts known)"
@@ -318,13 +335,32 @@ def _stalled_note(s: dict) -> str:
             f"{count(s['count'])} of {count(s['open_deals'])} open deals; largest {shown} shown.")
 
 
+def _stale_table(s: dict, money: _Fmt, amounts: bool) -> str:
+    if not amounts:  # every amount unknown: a column of dashes says nothing
+        return table(["deal", "why stale"], [[str(d["deal_id"]), d["reason"]] for d in s["deals"][:STALLED_SHOWN]],
+                     text_columns=(0, 1))
+    rows = [[str(d["deal_id"]), money(d["amount"]), d["reason"]] for d in s["deals"][:STALLED_SHOWN]]
+    return table(["deal", "amount", "why stale"], rows, text_columns=(0, 2))
+
+
+def _stale_note(s: dict, money: _Fmt, amounts: bool) -> str:
+    share = f"{money(s['amount'])} of {money(s['open_amount'])} open ({pct(s['share_of_open_amount'])}); " \
+        if amounts else ""
+    give_up = s["rule"].get("give_up_age_days")
+    age = f"open longer than {num(give_up)} days, the age after which almost no open deal went on to win, or " \
+        if give_up is not None else ""
+    return (f"Stale: {age}longer in its stage than any won deal stayed there. {count(s['count'])} of "
+            f"{count(s['open_deals'])} open deals; {share}the open pipeline, coverage and velocity above include "
+            f"them. Largest {min(STALLED_SHOWN, len(s['deals']))} shown.")
+
+
 def _group_table(groups: list[dict], money: _Fmt) -> str:
     headers = ["group", "open", "won", "lost", "win rate", "avg won", "median cycle (days)", "velocity / day",
-               "open pipeline", "stalled"]
+               "open pipeline", "stalled", "stale"]
     rows = [[str(g["group"]), count(g["funnel"]["open"]), count(g["funnel"]["won"]), count(g["funnel"]["lost"]),
              pct(g["funnel"]["win_rate"]), money(g["deal_size"]["average_won_amount"]),
              num(g["sales_cycle"]["median_days"]), money(g["velocity"]["per_day"]), money(g["changes"]["end_amount"]),
-             count(g["stalled"]["count"])] for g in groups]
+             count(g["stalled"]["count"]), count(g["stale"]["count"])] for g in groups]
     return table(headers, rows)
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from features.errors import NotEnoughData
+
 TIMESTAMP_DTYPE = "datetime64[us]"  # tz-naive UTC everywhere; merge_asof needs one dtype
 
 DEAL_REQUIRED = ["deal_id", "created_at"]
@@ -51,18 +53,23 @@ class DatasetMeta:
     static: bool = False  # lead export without dates: one row per lead, attributes only
     data_end: pd.Timestamp | None = None  # censoring time: outcomes after it are unknown
     name: str = "dataset"
+    # "recorded": stage_events is the CRM's stage history; "snapshots": a current-state export's
+    # stages, each known only from the export that showed it (features.snapshot_exports)
+    stage_history: str = "recorded"
 
     def to_dict(self) -> dict:
         return {"stages": list(self.stages), "attributes": dict(self.attributes),
                 "static": self.static, "name": self.name,
-                "data_end": None if self.data_end is None else self.data_end.isoformat()}
+                "data_end": None if self.data_end is None else self.data_end.isoformat(),
+                "stage_history": self.stage_history}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetMeta":
         end = d.get("data_end")
         return cls(stages=list(d["stages"]), attributes=dict(d.get("attributes") or {}),
                    static=bool(d.get("static", False)), name=d.get("name", "dataset"),
-                   data_end=None if end is None else pd.Timestamp(end))
+                   data_end=None if end is None else pd.Timestamp(end),
+                   stage_history=d.get("stage_history", "recorded"))
 
 
 @dataclass
@@ -85,7 +92,12 @@ class CanonicalData:
             stamps.append(self.stage_events["entered_at"].max())
         if self.activities is not None and len(self.activities):
             stamps.append(self.activities["occurred_at"].max())
-        return max(s for s in stamps if pd.notna(s))
+        known = [s for s in stamps if pd.notna(s)]
+        if not known:
+            what = "is a static lead export" if self.meta.static else "has no dated row"
+            raise NotEnoughData(f"dataset '{self.meta.name}' {what}: no data end, so nothing that needs a date "
+                                f"(as-of, forecast, backtest) can run on it; `leadscore train` and `score` can")
+        return max(known)
 
 
 @dataclass

@@ -31,7 +31,7 @@ def current_state(deals: pd.DataFrame, history: pd.DataFrame | None, stages: lis
     """Per open deal, its state as the export shows it: deal_id, stage, amount,
     expected_close_date. None when the export says nothing beyond the deals' own columns
     (it has a stage history and no expected close dates on deals)."""
-    snapshot_only = "stage" in deals and history is None
+    snapshot_only = is_snapshot_only(deals, history)
     if not snapshot_only and "expected_close_date" not in deals:
         return None
     open_deals = deals.loc[deals["outcome"].isna()]
@@ -41,6 +41,11 @@ def current_state(deals: pd.DataFrame, history: pd.DataFrame | None, stages: lis
                          "stage": stage.fillna(stages[0]).to_numpy(),
                          "amount": open_deals["amount"].to_numpy(dtype="float64", na_value=np.nan),
                          "expected_close_date": _expected_dates(open_deals, notes).to_numpy()})
+
+
+def is_snapshot_only(deals: pd.DataFrame, history: pd.DataFrame | None) -> bool:
+    """A current `stage` on deals and no stage history: stages are known only at the export."""
+    return "stage" in deals and history is None
 
 
 def snapshot_events(state: pd.DataFrame, stages: list[str], exported_at: pd.Timestamp) -> pd.DataFrame:

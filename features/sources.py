@@ -34,6 +34,7 @@ from features.snapshot_exports import (
     check_appendable,
     check_export_date,
     current_state,
+    is_snapshot_only,
     snapshot_events,
     with_events,
 )
@@ -120,9 +121,12 @@ def _current_state(data: CanonicalData, raw: "RawTables", notes: list[str]) -> p
     expected close dates on deals); the deals table then keeps neither column."""
     if data.meta.static:
         return None
+    snapshot_only = is_snapshot_only(data.deals, data.stage_events)
     state = current_state(data.deals, data.stage_events, data.meta.stages, notes)
     if state is None:
         return None
+    if snapshot_only:
+        data.meta.stage_history = "snapshots"
     raw.exported_at = raw.exported_at if raw.exported_at is not None else data.data_end
     check_export_date(data.deals, raw.exported_at)
     data.deals = data.deals.drop(columns=[c for c in ("stage", "expected_close_date") if c in data.deals])

@@ -276,6 +276,8 @@ class PipelineMetrics(BaseModel):
     stalled: Section = Field(description="Deals beyond the stage's historical P90 dwell or without recent activity.")
     cohorts: list[Section] = Field(description="Deals by creation month and what became of them.")
     coverage: Section = Field(description="Open pipeline against the target.")
+    stale: Optional[Section] = Field(None, description="Stale open deals (count, value, share, the rule, the "
+                                                       "largest with their reason); the other sections include them.")
 
 
 class PipelineGroup(PipelineMetrics):
@@ -292,7 +294,11 @@ class PipelineResponse(BaseModel):
     stages: list[str]
     parameters: Section
     activities_available: bool
-    stage_history_available: bool
+    stage_history_available: bool = Field(description="The CRM's own stage history is in the data.")
+    stage_history: Optional[str] = Field(None, description="'recorded' (the CRM's stage history) or 'snapshots' "
+                                                           "(current-state exports: a stage is known from the export "
+                                                           "that showed it; time in stage and the stage of closed "
+                                                           "deals never shown past creation are unknown).")
     definitions: dict[str, str] = Field(description="How each number is computed.")
     total: PipelineMetrics
     groups: Optional[list[PipelineGroup]] = Field(None, description="Per value of `group_by`.")

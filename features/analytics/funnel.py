@@ -16,7 +16,9 @@ MIN_SPELLS = 3  # fewer completed spells in a window is noise, not a trend
 def funnel(state: PipelineState) -> dict:
     """Per stage: advanced / (advanced + lost), advanced = reached a later stage or won
     with this as the furthest stage, lost = lost with this as the furthest stage; deals
-    still open there are left out.
+    still open there are left out. Deals closed at a stage nobody saw (a current-state
+    export: `closed_at_unknown_stage`) count in no stage, and while any of them was lost no
+    stage's conversion is known (None).
 
     Also deals reaching each stage (by furthest stage reached), the closed win rate
     (`features.winrates.closed_win_rate`) and losses by stage.
@@ -24,28 +26,32 @@ def funnel(state: PipelineState) -> dict:
     d, stages = state.deals, state.stages
     furthest = lookup(state.spells.groupby("deal_id")["stage_idx"].max(), d["deal_id"]).to_numpy(dtype="float64")
     won, lost, open_ = (d["outcome"] == "won").to_numpy(), (d["outcome"] == "lost").to_numpy(), d["outcome"].isna().to_numpy()
+    unknown = d["deal_id"].isin(state.spells.loc[state.spells["exit"] == "unknown", "deal_id"]).to_numpy()
+    unknown_losses = int((unknown & lost).sum())  # could be any stage's: no conversion is known then
     rows = []
     for i, stage in enumerate(stages):
-        at = furthest == i
+        at = (furthest == i) & ~unknown
         advanced = int((furthest > i).sum() + (at & won).sum())
         lost_here = int((at & lost).sum())
         rows.append({"stage": stage, "reached": int((furthest >= i).sum()), "open_here": int((at & open_).sum()),
                      "advanced": advanced, "lost_here": lost_here,
-                     "conversion": ratio(advanced, advanced + lost_here)})
+                     "conversion": ratio(advanced, advanced + lost_here) if not unknown_losses else None})
     return {"stages": rows, "won": int(won.sum()), "lost": int(lost.sum()), "open": int(open_.sum()),
-            "win_rate": closed_win_rate(won, lost), "losses_by_stage": losses_by_stage(state)}
+            "win_rate": closed_win_rate(won, lost), "losses_by_stage": losses_by_stage(state),
+            "closed_at_unknown_stage": {"won": int((unknown & won).sum()), "lost": unknown_losses}}
 
 
 def losses_by_stage(state: PipelineState) -> list[dict]:
-    """Lost deals counted by the stage they were in when lost (regressions included)."""
+    """Lost deals counted by the stage they were in when lost (regressions included; a
+    deal lost at a stage nobody saw counts in none)."""
     lost = state.spells.loc[state.spells["exit"] == "lost", "stage"].value_counts()
     total = int(lost.sum())
     return [{"stage": s, "lost": int(lost.get(s, 0)), "share": ratio(lost.get(s, 0), total)} for s in state.stages]
 
 
 def completed_spells(state: PipelineState) -> pd.DataFrame:
-    """Spells that ended (by a stage change or the close) by as_of, with dwell_days."""
-    return state.spells.loc[state.spells["end"].notna()]
+    """Spells that ended (by a stage change or the close) by as_of, with a known dwell_days."""
+    return state.spells.loc[state.spells["end"].notna() & state.spells["dwell_days"].notna()]
 
 
 def time_in_stage(state: PipelineState) -> list[dict]:

@@ -64,7 +64,9 @@ def pipeline_metrics(data: CanonicalData, as_of, group_by: str | None = None, ta
     stale = health.stale_table(state, rule)
     total = _metrics(state, target, stall_days_without_activity, window_days, thresholds, extra, (stale, rule))
     out = {**head, "parameters": params, "activities_available": data.activities is not None,
-           "stage_history_available": data.stage_events is not None, "definitions": definitions(False),
+           "stage_history_available": data.stage_events is not None and data.meta.stage_history == "recorded",
+           "stage_history": None if data.stage_events is None else data.meta.stage_history,
+           "definitions": definitions(False),
            "total": total}
     if group_by:
         keys = state.deals[group_by].astype("string").fillna(MISSING_GROUP)

@@ -131,8 +131,10 @@ def print_forecast_summary(result: dict) -> None:
     console.print(table)
     stale = result.get("stale_pipeline") or {}
     if stale.get("stale_open_count"):
-        console.print(f"stale pipeline: {stale['stale_open_count']:,} of {stale['open_count']:,} open deals, value "
-                      f"{_fmt_amount(stale['stale_open_value'])}, expected bookings from them "
+        counted = result.get("value_unit") == "won deals"  # no amounts: a value would only repeat the count
+        value = "" if counted else f", value {_fmt_amount(stale['stale_open_value'])}"
+        console.print(f"stale pipeline: {stale['stale_open_count']:,} of {stale['open_count']:,} open deals{value}, "
+                      f"expected {'won deals' if counted else 'bookings'} from them "
                       f"{_fmt_amount(stale['stale_expected_bookings'])} (included above)")
     for note in result.get("notes", []):
         console.print(f"[dim]{note}[/]")

@@ -102,6 +102,15 @@ def test_keep_column_keeps_a_suspected_leak_and_names_an_unknown_one():
     assert any("--keep-column nope: not a suspected leak" in m for m in kept.messages())
 
 
+def test_a_lower_threshold_leaves_out_a_strong_column_the_default_keeps():
+    # a near-leak (AUC ~0.93): kept at the default 0.97, left out with --leak-auc 0.9
+    data = closed_deals({"score": lambda won, rng: rng.normal(0, 1, len(won)) + 2.1 * won},
+                        attributes={"score": "numeric"})
+    assert guard_leaks(data).excluded_columns == []
+    strict = guard_leaks(data, threshold=0.9)
+    assert strict.excluded_columns == ["score"] and 0.9 <= strict.excluded[0].auc < LEAK_AUC
+
+
 @pytest.fixture(scope="module")
 def generated():
     return generate_data(1500, seed=3)[0]

@@ -403,3 +403,44 @@ def test_append_with_a_stage_history_adds_the_rows_after_the_stored_data(crm_exp
     added = events.loc[events["entered_at"] > first.data_end]
     assert added[["deal_id", "stage"]].values.tolist() == [["D7", "Qualification"]]
     assert len(events) == len(first.stage_events) + 1
+
+
+# ----------------------------------------------------------------------------- analytics of current-state exports
+
+def test_a_current_state_export_says_its_stages_are_snapshots(star, tmp_path):
+    ingest(star, tmp_path / "out")
+    assert read_dataset(tmp_path / "out").meta.stage_history == "snapshots"
+
+
+def test_an_export_with_a_stage_history_says_it_is_recorded(crm_export, tmp_path):
+    ingest(Path(__file__).resolve().parents[2] / "features/mappings/example_crm.yaml", tmp_path / "history")
+    assert read_dataset(tmp_path / "history").meta.stage_history == "recorded"
+
+
+def test_losses_of_a_current_state_export_are_at_an_unknown_stage_not_the_first(star, tmp_path):
+    from features.analytics import pipeline_metrics
+
+    ingest(star, tmp_path / "out")
+    m = pipeline_metrics(read_dataset(tmp_path / "out"), EXPORTED)
+    funnel = m["total"]["funnel"]
+    # O1 (won) and O2 (lost) closed before any export showed their stage
+    assert funnel["closed_at_unknown_stage"] == {"won": 1, "lost": 1}
+    assert [r["lost"] for r in funnel["losses_by_stage"]] == [0, 0, 0, 0]
+    assert all(r["conversion"] is None for r in funnel["stages"])  # the loss could be any stage's
+    assert all(r["spells"] == 0 for r in m["total"]["time_in_stage"])  # no stay was observed whole
+    assert m["total"]["stalled"]["thresholds_p90_days"] == {}
+    assert m["stage_history"] == "snapshots" and not m["stage_history_available"]
+
+
+def test_appended_exports_give_the_stage_a_deal_was_last_seen_in_when_lost(star, tmp_path):
+    from features.analytics import pipeline_metrics
+
+    ingest(star, tmp_path / "out")
+    later = LATER.copy()
+    later.loc[later["Opportunity"] == "O5", ["Close Date", "Deal Stage"]] = ["2024-03-25", "Lost"]
+    ingest(write_export(tmp_path / "later", later), tmp_path / "out", append=True, exported_at="2024-04-01")
+    data = read_dataset(tmp_path / "out")
+    assert data.meta.stage_history == "snapshots"  # kept by --append
+    funnel = pipeline_metrics(data, "2024-04-01")["total"]["funnel"]
+    assert {r["stage"]: r["lost"] for r in funnel["losses_by_stage"]}["Proposal"] == 1  # O5, seen there on 03-01
+    assert funnel["closed_at_unknown_stage"] == {"won": 1, "lost": 1}  # O1 and O2 still; O3 was seen

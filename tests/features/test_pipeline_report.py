@@ -72,6 +72,38 @@ def test_data_without_amounts_shows_counts(data):
     html = render_html(m, currency="USD")
     assert "Open pipeline" not in html and "$0" not in html
     assert f"<span>Open deals</span><b>{m['total']['funnel']['open']:,}</b>" in html
+    stale = m["total"]["stale"]
+    assert f"<span>Stale</span><b>{stale['count']:,} of {stale['open_deals']:,}</b>" in html
+    assert "<th>deal</th><th class=text>why stale</th>" in html  # no column of unknown amounts
     c = m["total"]["changes"]
     assert "(deals: no amounts known)" in html and f">+{c['new']['count']:,}<" in html  # the waterfall by count
     assert f">{m['total']['funnel']['open']:,}</text>" in html  # its end bar: the open deals
+
+
+def test_stale_deals_are_counted_listed_and_said_to_be_in_the_pipeline(data):
+    m = pipeline_metrics(data, "2024-11-15", group_by="segment")
+    stale = m["total"]["stale"]
+    assert stale["count"] > 0  # deals longer in their first stage than any won deal stayed there
+    html = render_html(m, currency="EUR")
+    assert f"<span>Stale</span><b>{stale['count']:,} · €" in html
+    assert f"<h2>Stale deals ({stale['count']:,})</h2>" in html
+    first = stale["deals"][0]
+    assert f"<td>{first['deal_id']}</td>" in html and f"<td class=text>{first['reason']}</td>" in html
+    assert f"{stale['count']:,} of {stale['open_deals']:,} open deals" in html
+    assert "the open pipeline, coverage and velocity above include them" in html
+    assert "<th>stale</th>" in html  # a column of the group table
+
+
+def test_a_pipeline_without_stale_deals_has_no_stale_section(data):
+    m = pipeline_metrics(data, "2024-11-15")
+    m["total"]["stale"] = {**m["total"]["stale"], "count": 0, "amount": 0.0, "deals": []}
+    html = render_html(m)
+    assert "Stale deals" not in html and "<span>Stale</span><b>0 · 0</b>" in html
+
+
+def test_losses_at_an_unknown_stage_are_said_not_drawn_in_the_first_stage(data):
+    m = pipeline_metrics(data, "2024-11-15")
+    assert "a stage nobody saw" not in render_html(m)  # a recorded history: every loss has its stage
+    m["total"]["funnel"]["closed_at_unknown_stage"] = {"won": 1200, "lost": 340}
+    html = render_html(m)
+    assert "340 lost and 1,200 won deals closed at a stage nobody saw" in html and "--append" in html

@@ -75,3 +75,27 @@ def test_a_refused_or_missing_folder_raises_and_is_tried_again(tmp_path, data):
 
     with pytest.raises(LeadscoreError, match="another dataset"):
         DataSource(tmp_path / "nowhere", check=refuse).current()
+
+
+def test_the_service_refuses_a_re_read_folder_holding_another_dataset(tmp_path, data):
+    """The service's check (`LeadScoreService._check_data`, a 409 on /forecast and /pipeline):
+    new rows of the model's dataset pass, another dataset in the folder is refused naming both."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from serving.service import LeadScoreService
+    from training.registry import ModelDataMismatch
+
+    folder = write_dataset(data, tmp_path / "data")
+    service = SimpleNamespace(config=SimpleNamespace(model_name="crm", data_dir=folder), version=3,
+                              predictor=SimpleNamespace(meta=data.meta))
+    source = DataSource(folder, check=partial(LeadScoreService.inner._check_data, service))
+    assert len(source.current().data.deals) == len(data.deals)
+    write_dataset(type(data)(deals=data.deals.iloc[:-5].copy(), meta=data.meta), folder)  # new rows: fine
+    assert len(source.current().data.deals) == len(data.deals) - 5
+    other = type(data.meta)(stages=["lead", "interested"], attributes={}, name="xed")
+    write_dataset(type(data)(deals=data.deals.copy(), meta=other), folder)
+    with pytest.raises(ModelDataMismatch) as refused:
+        source.current()
+    assert str(refused.value).startswith(f"model 'crm v3' was trained on dataset '{data.meta.name}' and {folder} "
+                                         f"holds dataset 'xed': they do not belong together (stages ")

@@ -79,3 +79,18 @@ def test_forecast_command_writes_the_one_forecast_json(tmp_path, local_mlflow_ur
                                    str(tmp_path / "t.csv"), "--no-log", "--out", str(tmp_path / "g.json")])
     assert bad.exit_code != 0 and "--group-by region" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.parametrize("unit, said", [
+    ("amount", "stale pipeline: 812 of 1,319 open deals, value 6.40M, expected bookings from them 41.25k"),
+    ("won deals", "stale pipeline: 812 of 1,319 open deals, expected won deals from them 3.5 (included above)")])
+def test_the_summary_says_the_stale_pipeline_in_the_forecasts_unit(unit, said):
+    from serving.cli.console import console
+    from serving.cli.forecast import print_forecast_summary
+
+    stale = {"stale_open_count": 812, "open_count": 1319, "stale_open_value": 6.4e6 if unit == "amount" else 812.0,
+             "stale_expected_bookings": 41_250.0 if unit == "amount" else 3.5}
+    with console.capture() as shown:
+        print_forecast_summary({"as_of": "2025-01-01", "value_unit": unit, "forecast": [], "stale_pipeline": stale,
+                                "notes": [], "out": "f.json"})
+    assert said in " ".join(shown.get().split())

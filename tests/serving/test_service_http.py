@@ -334,6 +334,22 @@ def test_refuses_to_start_with_a_bad_setting(serve_once, served, setting, messag
     assert message in proc.stderr.strip().splitlines()[-1]
 
 
+def test_refuses_to_start_with_data_of_another_dataset(serve_once, served, tmp_path):
+    """LEADSCORE_DATA holding another dataset than the champion's: one line naming both."""
+    from features.dataset import write_dataset
+    from features.schema import CanonicalData, DatasetMeta
+
+    other = DatasetMeta(stages=["lead", "interested"], attributes={"lead_source": "categorical"}, name="xed")
+    deals = pd.DataFrame({"deal_id": ["a"], "created_at": pd.to_datetime(["2024-01-01"]), "amount": [1.0],
+                          "closed_at": pd.to_datetime([None]), "outcome": [None]})
+    folder = write_dataset(CanonicalData(deals=deals, meta=other), tmp_path / "xed")
+    proc = serve_once(f"sqlite:///{served['data_dir'].parent / 'mlflow.db'}", LEADSCORE_DATA=str(folder))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert f"model 'leadscore v{served['version']}' was trained on dataset" in line, line
+    assert f"{folder} holds dataset 'xed': they do not belong together (stages " in line, line
+
+
 def test_scores_are_logged_with_trends_counted_in_status_and_monitored(client, open_deals):
     deals = open_deals[:5]
     first = post(client, "/score", {"deals": deals, "as_of": AS_OF, "explain": False})

@@ -200,6 +200,42 @@ def test_cli_commands_refuse_data_of_another_dataset(local_mlflow_uri, tmp_path,
     assert f"model 'crm v1' was trained on dataset 'demo' and {folder} holds dataset 'xed'" in message
 
 
+def test_cli_promote_refuses_a_version_of_another_dataset_unless_forced(local_mlflow_uri):
+    register_constant("crm", 0.2)
+    xed = register_constant("crm", 0.1, meta=XED)
+    out = CliRunner().invoke(app, ["promote", str(xed.version), "--model-name", "crm"])
+    assert out.exit_code == 2
+    line = " ".join(out.output.split())
+    assert line.startswith(f"error: crm v{xed.version} cannot be promoted: ") and \
+        "trained on dataset 'xed', champion v1 on 'demo'" in line
+    assert registry.champion_version("crm") == 1
+    forced = CliRunner().invoke(app, ["promote", str(xed.version), "--model-name", "crm", "--force"])
+    assert forced.exit_code == 0 and registry.champion_version("crm") == xed.version
+
+
+@pytest.mark.slow(reason="trains a (cold-start) model with the CLI into an MLflow store")
+def test_train_records_the_dataset_and_refuses_another_into_the_same_name(local_mlflow_uri, tmp_path):
+    from features.synthetic import generate_data
+
+    data, _truth = generate_data(10, seed=1, months=2)
+    folder = write_dataset(data, tmp_path / "tiny")
+    out = CliRunner().invoke(app, ["train", "--data", str(folder), "--metrics-out", str(tmp_path / "m.json")])
+    assert out.exit_code == 0, out.output
+    m = json.loads((tmp_path / "m.json").read_text())
+    tags = mlflow.MlflowClient().get_model_version("leadscore", str(m["model_version"])).tags
+    recorded = registry.recorded_dataset(tags)
+    assert (recorded.name, recorded.stages, recorded.attributes, recorded.static) == \
+        (data.meta.name, list(data.meta.stages), dict(data.meta.attributes), data.meta.static)
+    assert tags["leadscore.data_sha256"] == mlflow.get_run(m["run_id"]).data.params["data_sha256"]
+    xed = write_meta_only(tmp_path / "xed", XED)
+    refused = CliRunner().invoke(app, ["train", "--data", str(xed)])
+    assert refused.exit_code == 2
+    line = " ".join(refused.output.split())
+    assert f"model 'leadscore v{m['model_version']}' was trained on dataset '{data.meta.name}' and {xed} holds " \
+           f"dataset 'xed'" in line and line.endswith("to train it into 'leadscore' anyway pass --new-dataset")
+    assert registry.champion_version("leadscore") == m["model_version"]  # nothing registered
+
+
 # --- on real predictors (slow tier: the cached small predictor) --------------------------------
 
 @pytest.fixture(scope="module")

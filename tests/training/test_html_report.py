@@ -93,11 +93,19 @@ def test_one_period_is_a_band_and_a_period_in_progress_its_landing():
     assert "target €3.00M" in chart and ">€2.98M<" in chart  # the target line and the whole-period actual
 
 
-def test_won_deals_forecasts_count_and_stale_data_is_said():
-    doc = briefing_doc(value_unit="won deals", stale_pipeline={"data_end": "2024-05-01", "days_old": 19})
+STALE = {"stale_open_count": 812, "stale_open_value": 6_400_000.0, "open_count": 1_319, "open_value": 8_396_466.0,
+         "stale_expected_bookings": 41_250.0, "stale_expected_by_period": [30_000.0, 11_250.0],
+         "definition": "stale: open longer than the give-up age"}
+
+
+def test_won_deals_forecasts_count_and_the_stale_pipeline_is_said():
+    doc = briefing_doc(value_unit="won deals", stale_pipeline={**STALE, "stale_open_value": 812.0, "open_value": 1319.0,
+                                                               "stale_expected_bookings": 3.5,
+                                                               "stale_expected_by_period": [2.5, 1.0]})
     html = forecast_html(doc)
     assert "won deals (no amounts known)" in html and "€" not in html
-    assert "How current the data is" in html and "days old: 19" in html
+    assert "<h2>Stale pipeline</h2><p><b>812 of 1,319</b> open deals are stale, worth <b>812.0</b> of 1,319.0 " \
+           "(62%). The forecast expects 3.5 from them (2024Q2 2.5; 2024Q3 1.0), included in the figures below." in html
     assert "<td>Won</td><td>76</td><td>–</td>" in html and "<td>Amount raised</td><td>49</td><td>–</td>" in html
 
 
@@ -114,3 +122,12 @@ def test_track_record_page():
     assert "Forecast track record (quarterly, company total)" in html and "By horizon" in html
     assert "<td>6.6%</td><td>−6.6%</td><td>33%</td><td>100%</td><td>100%</td>" in html  # WAPE, bias, shares
     assert "<td>£3.10M</td><td>£2.98M</td><td>+£122.2k</td><td>yes</td>" in html
+
+
+def test_the_stale_pipeline_is_valued_in_the_currency_and_absent_without_stale_deals():
+    html = forecast_html(briefing_doc(stale_pipeline=STALE))
+    assert "<b>812 of 1,319</b> open deals are stale, worth <b>€6.40M</b> of €8.40M (76%)" in html
+    assert "expects €41.2k from them (2024Q2 €30.0k; 2024Q3 €11.2k)" in html
+    assert "stale: open longer than the give-up age." in html
+    assert "Stale pipeline" not in forecast_html(briefing_doc(stale_pipeline={**STALE, "stale_open_count": 0}))
+    assert "Stale pipeline" not in forecast_html(briefing_doc())

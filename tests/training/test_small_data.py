@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.dataset import write_dataset
+from features.schema import CanonicalData, DatasetMeta
 from features.synthetic import generate_data
 from serving.cli import app
 from training.folds import THREE_FOLDS
@@ -58,6 +59,19 @@ def test_same_day_closes_train_and_evaluate():
     assert len(same_instant) == 20 and not set(same_instant["deal_id"]) & set(result.test["deal_id"])
     # a deal closed three hours after creation is open for three hours, on no Monday midnight
     assert not ids & set(result.test["deal_id"])
+
+
+def test_same_day_closes_count_in_the_pipeline_metrics():
+    from features.analytics import pipeline_metrics
+
+    data, _truth = generate_data(1500, seed=2)
+    odd, ids = with_same_day_closes(data)
+    funnel = pipeline_metrics(odd, odd.data_end)["total"]["funnel"]
+    closed = odd.deals["outcome"]
+    assert (funnel["won"], funnel["lost"]) == ((closed == "won").sum(), (closed == "lost").sum())
+    same = odd.deals.loc[odd.deals["deal_id"].isin(ids)]
+    lost_in_lead = next(r for r in funnel["losses_by_stage"] if r["stage"] == odd.meta.stages[0])["lost"]
+    assert lost_in_lead >= (same["outcome"] == "lost").sum()  # a zero-length stay still ends in a loss there
 
 
 def tiny_export(tmp_path, n: int = 10):
@@ -185,3 +199,18 @@ def test_same_day_closes_go_through_the_backtest():
     odd, _ids = with_same_day_closes(data)
     bt = backtest(odd, "month", 2, train_config=TrainConfig(gap_days=30), config=ForecastConfig(n_sims=100))
     assert len(bt["rows"]) == 2 and bt["summary"]["model"]["origins"] == 2
+
+
+@pytest.mark.parametrize("command", [["backtest", "--origins", "2", "--out", "{tmp}/bt.json", "--no-log"],
+                                     ["forecast-accuracy", "--out", "{tmp}/fa.json"]])
+def test_a_static_export_refuses_what_needs_dates_in_one_line(tmp_path, command):
+    """A static lead export (X Education's kind) has no data end: one line, not `max() arg is an empty sequence`."""
+    meta = DatasetMeta(stages=["lead"], attributes={"origin": "categorical"}, static=True, name="leads")
+    deals = pd.DataFrame({"deal_id": ["a", "b"], "created_at": pd.to_datetime([None, None]),
+                          "closed_at": pd.to_datetime([None, None]), "outcome": ["won", "lost"], "origin": ["x", "y"]})
+    folder = write_dataset(CanonicalData(deals=deals, meta=meta), tmp_path / "leads")
+    out = CliRunner().invoke(app, [*(a.format(tmp=tmp_path) for a in command), "--data", str(folder)])
+    assert out.exit_code == 2
+    assert " ".join(out.output.split()).endswith(
+        "error: dataset 'leads' is a static lead export: no data end, so nothing that needs a date (as-of, forecast, "
+        "backtest) can run on it; `leadscore train` and `score` can")

@@ -36,7 +36,7 @@ def forecast_html(b: dict) -> str:
     grouped = f" · by {words(doc['group_by'])}" if doc.get("group_by") else ""
     title = f"Revenue forecast as of {doc['as_of'][:10]}"
     sub = f"{doc['freq']}ly periods · {unit}{grouped} · landing = closed so far + forecast of the rest"
-    body = [_headline(doc, fmt), _stale(doc),
+    body = [_headline(doc, fmt), _stale(doc, fmt),
             section("Landing per period", fan_svg(doc, fmt),
                     "Past periods: whole-period bookings. Forecast periods: where the period lands, closed-won so far "
                     "+ the forecast of the rest (a period in progress is its whole landing, not the rest only)."),
@@ -62,21 +62,20 @@ def _headline(doc: dict, fmt: Fmt) -> str:
     return kpis(cards)
 
 
-def _stale(doc: dict) -> str:
-    """Any `stale_*` entries of the forecast JSON (how current the pipeline data is)."""
-    items = {k: v for k, v in doc.items() if k.startswith("stale") and v not in (None, [], {})}
-    if not items:
+def _stale(doc: dict, fmt: Fmt) -> str:
+    """The forecast's stale-pipeline line (`valuation.stale_pipeline`): how much of the open
+    pipeline is stale and what the forecast expects from it (inside the totals)."""
+    s = doc.get("stale_pipeline") or {}
+    if not s.get("stale_open_count"):
         return ""
-    lines = []
-    for key, value in items.items():
-        if isinstance(value, dict):
-            lines += [f"{words(k)}: {v}" for k, v in value.items() if v is not None]
-        elif isinstance(value, list):
-            lines += [str(v) for v in value]
-        else:
-            lines.append(f"{words(key)}: {value}")
-    return section("How current the data is", "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in lines) + "</ul>",
-                   cls="callout")
+    share = s["stale_open_value"] / s["open_value"] if s.get("open_value") else None
+    periods = [r["period"] for r in doc["forecast"] if r["group"] == ALL]
+    by_period = "; ".join(f"{p} {fmt(v)}" for p, v in zip(periods, s["stale_expected_by_period"]))
+    body = (f"<p><b>{count(s['stale_open_count'])} of {count(s['open_count'])}</b> open deals are stale, worth "
+            f"<b>{fmt(s['stale_open_value'])}</b> of {fmt(s['open_value'])} ({pct(share)}). The forecast expects "
+            f"{fmt(s['stale_expected_bookings'])} from them ({escape(by_period)}), included in the figures "
+            f"below.</p>")
+    return section("Stale pipeline", body, escape(s.get("definition", "")) + ".", cls="callout")
 
 
 def _forecast_table(doc: dict, fmt: Fmt) -> str:
