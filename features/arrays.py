@@ -19,6 +19,7 @@ from features.errors import SchemaError
 from features.schema import TIMESTAMP_DTYPE
 
 NAT = np.datetime64("NaT", "us")
+ALL_SEEN = np.datetime64(np.iinfo("int64").min + 1, "us")  # stage_seen_from of a deal whose every entry is observed
 
 
 @dataclass
@@ -32,6 +33,8 @@ class DealArrays:
     `activities` is None when activity data is unknown (not the same as none);
     `activity_known` marks, per deal, whose activities are known when only some are (a
     batch merged from requests with and without activity data).
+    `stage_seen_from`: per deal, `features.snapshots.stage_seen_from` for a current-state
+    export (stays entered before it have an unknown entry); None: every entry observed.
     """
 
     deal_id: np.ndarray
@@ -41,6 +44,7 @@ class DealArrays:
     events: dict[str, np.ndarray]
     activities: dict[str, np.ndarray] | None
     activity_known: np.ndarray | None = None
+    stage_seen_from: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.deal_id)
@@ -63,15 +67,18 @@ class DealArrays:
                           "occurred_at": np.concatenate([p.activities["occurred_at"] for p in with_data])}
             known = np.concatenate([p.activity_known if p.activity_known is not None
                                     else np.full(len(p), p.activities is not None) for p in parts])
+        seen = None if all(p.stage_seen_from is None for p in parts) else np.concatenate(
+            [np.full(len(p), ALL_SEEN) if p.stage_seen_from is None else p.stage_seen_from for p in parts])
         return cls(deal_id=np.concatenate([p.deal_id for p in parts]),
                    created_at=np.concatenate([p.created_at for p in parts]),
                    amount=np.concatenate([p.amount for p in parts]), fields=fields, events=events,
-                   activities=activities, activity_known=None if known is None or known.all() else known)
+                   activities=activities, activity_known=None if known is None or known.all() else known,
+                   stage_seen_from=seen)
 
     @classmethod
     def from_canonical(cls, deals: pd.DataFrame, stage_events: pd.DataFrame | None,
-                       activities: pd.DataFrame | None, stages: list[str], numeric: dict[str, bool]
-                       ) -> "DealArrays":
+                       activities: pd.DataFrame | None, stages: list[str], numeric: dict[str, bool],
+                       stage_seen_from: np.ndarray | None = None) -> "DealArrays":
         """From checked canonical tables (`deals` with a RangeIndex and typed timestamps).
         `numeric`: field name -> whether it is a number (else a category, kept as text)."""
         ids = deals["deal_id"]
@@ -85,7 +92,8 @@ class DealArrays:
                    events=event_arrays(ids, stage_events, stages),
                    activities=None if activities is None else {
                        "deal": deal_positions(ids, activities["deal_id"]),
-                       "occurred_at": activities["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE)})
+                       "occurred_at": activities["occurred_at"].to_numpy(dtype=TIMESTAMP_DTYPE)},
+                   stage_seen_from=stage_seen_from)
 
 
 def _shift(deal: np.ndarray, offset: int) -> np.ndarray:

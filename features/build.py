@@ -3,6 +3,7 @@
 fit() learns the stage order, category levels and the history tables; transform() turns
 (deal open at T, T) snapshot rows into features that use only facts dated <= T and
 history from deals closed strictly before T. See DESIGN.md, "Point-in-time correctness".
+Over 300 lines: one estimator, whose fit and feature groups share its fitted state.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from features.errors import SchemaError
 from features.labels import make_labels, static_labels
 from features.lookups import FeatureLookups
 from features.schema import TIMESTAMP_DTYPE, CanonicalData, DatasetMeta
-from features.snapshots import activity_counts, as_of_grid, event_state, snapshot_positions, state_at
+from features.snapshots import activity_counts, as_of_grid, event_state, snapshot_positions, stage_seen_from, state_at
 from features.winrates import laplace_win_rate, smoothed_group_rate
 
 
@@ -64,7 +65,8 @@ class FeatureBuilder(BaseEstimator):
             return hist.FitPartial(levels=levels, events=None)
         groups = [c for c in self.group_columns if c in deals]
         arrays = DealArrays.from_canonical(deals, data.stage_events, None, list(data.meta.stages), {})
-        prepared = event_state(arrays.created_at, arrays.events, len(data.meta.stages))
+        seen = stage_seen_from(data, arrays.created_at)  # a current-state export's unseen entries: no dwell
+        prepared = event_state(arrays.created_at, arrays.events, len(data.meta.stages), seen)
         return hist.FitPartial(levels=levels, events=hist.history_events(deals, prepared, groups, data.data_end))
 
     def fit_partials(self, partials: list[hist.FitPartial], meta: DatasetMeta) -> "FeatureBuilder":
@@ -144,8 +146,9 @@ class FeatureBuilder(BaseEstimator):
     def arrays(self, data: CanonicalData, deals: pd.DataFrame | None = None) -> DealArrays:
         """The canonical tables as the arrays `columns` computes on."""
         deals = _checked_deals(data.deals, static=self.static_) if deals is None else deals
+        seen = None if self.static_ else stage_seen_from(data, deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE))
         return DealArrays.from_canonical(deals, None if self.static_ else data.stage_events,
-                                         None if self.static_ else data.activities, self.stages_, self.fields())
+                                         None if self.static_ else data.activities, self.stages_, self.fields(), seen)
 
     def fields(self) -> dict[str, bool]:
         """Per-deal columns the features read besides ids, dates and amounts: name -> numeric."""
@@ -166,7 +169,7 @@ class FeatureBuilder(BaseEstimator):
         lookups = lookups or self.lookups(with_codes=False)
         if self.static_:
             return self._deal_columns(arrays, pos, lookups)
-        state = state_at(pos, at, event_state(arrays.created_at, arrays.events, len(self.stages_)))
+        state = state_at(pos, at, event_state(arrays.created_at, arrays.events, len(self.stages_), arrays.stage_seen_from))
         cols = {**self._stage_features(state, arrays, pos, at, lookups), **amount_features(state, arrays, pos),
                 **close_date_features(state, at), **self._activity_features(arrays, pos, at),
                 **self._history_features(arrays, pos, at, lookups), **calendar_features(at),
@@ -196,8 +199,8 @@ class FeatureBuilder(BaseEstimator):
 
     # ---- feature groups -----------------------------------------------------------
     def _stage_features(self, state: dict, arrays: DealArrays, pos, at, lookups: FeatureLookups) -> dict:
-        stage = state["stage_index"]
-        days_in_stage = days(at - state["stage_entered_at"])
+        stage = state["stage_index"]  # a current-state export's stay entered unseen: time in it unknown (NaN)
+        days_in_stage = np.where(state["stage_entry_known"], days(at - state["stage_entered_at"]), np.nan)
         dwell = hist.lookup(lookups.dwell, stage.astype("int64"), at, strict=True)
         mean_dwell = dwell["dwell_days"] / dwell["spells"]
         return {"stage": stage.astype("int64"), "stage_index": stage,

@@ -275,12 +275,13 @@ def _cumulative(levels: pd.Index, codes: np.ndarray, at: np.ndarray, values: dic
 def _completed_spells(deals: pd.DataFrame, prepared: dict[str, np.ndarray], data_end: pd.Timestamp
                       ) -> pd.DataFrame:
     """Completed stage spells (`features.snapshots.stage_spells`: ended by the next stage
-    change, or by the deal's close by data_end), what the dwell table sums per stage in
-    order of the spell's end."""
+    change, or by the deal's close by data_end) whose entry was observed (a current-state
+    export's stay before its first sighting has no known length), what the dwell table
+    sums per stage in order of the spell's end."""
     closed_at = deals["closed_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     closed_at = np.where(closed_at <= np.datetime64(data_end), closed_at, np.datetime64("NaT"))
     spells = stage_spells(prepared, closed_at)
-    done = ~np.isnat(spells["left_at"])
+    done = ~np.isnat(spells["left_at"]) & spells["entry_known"]
     return pd.DataFrame({"stage_index": spells["stage_index"][done], "left_at": spells["left_at"][done],
                          "dwell_days": spells["dwell_days"][done]})
 

@@ -3,6 +3,8 @@ pipeline state as it was then (stage, amount, expected close date, activity coun
 
 Everything here is per deal (no state shared across deals), so a Dask version can run
 the same functions on a partition of deals with their own events and activities.
+Over 300 lines: the one point-in-time engine (open deals at T, their running state, stage
+spells, and which stage entries a current-state export did not observe) kept in one place.
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ from features.dates import as_of_timestamps
 from features.errors import NotEnoughData
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
 
+NAT = np.datetime64("NaT", "us")
+
 # running state carried by every prepared event row and picked up by one as-of search
-STATE_COLUMNS = ["stage_index", "stage_entered_at", "stage_changes", "stage_regressions",
+STATE_COLUMNS = ["stage_index", "stage_entered_at", "stage_entry_known", "stage_changes", "stage_regressions",
                  "furthest_stage_index", "event_amount", "first_amount", "amount_changes",
                  "expected_close_date", "close_date_pushes", "close_date_days_pushed"]
 
@@ -72,9 +76,35 @@ def running_state(data: CanonicalData) -> dict[str, np.ndarray]:
     cumulative, so its value at a deal's latest event at or before T uses nothing dated
     after T: compute it once and ask `deals_at` for as many dates as needed."""
     stages = _stage_names(data)
-    deals = data.deals
-    return event_state(deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE),
-                       event_arrays(deals["deal_id"], data.stage_events, stages), len(stages))
+    created = data.deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    return event_state(created, event_arrays(data.deals["deal_id"], data.stage_events, stages), len(stages),
+                       stage_seen_from(data, created))
+
+
+def stage_seen_from(data: CanonicalData, created: np.ndarray) -> np.ndarray | None:
+    """Per deal (aligned with `created`), the time from which its stage changes are seen as
+    they happen; None for a recorded stage history (every entry is dated as it happened).
+
+    In a current-state export (`meta.stage_history` "snapshots") a stage is a fact dated at
+    the export that showed it, not at its entry: the first export at or after a deal's
+    creation shows where the deal stands, not since when. A stay is timed only if it began
+    after that first sighting (the deal was seen elsewhere by an earlier export, and the
+    change is dated at the export that showed it), so its days in stage are known; every
+    earlier stay, the first stage from creation included, has an unknown entry. The exports
+    are the dates of the stage events (ingest writes them only at export dates) and the data
+    end. Point in time: at T only exports up to T can date a stay entered by T.
+    """
+    if data.meta.stage_history != "snapshots":
+        return None
+    events = data.stage_events
+    dates = [] if events is None else [events["entered_at"].to_numpy(dtype=TIMESTAMP_DTYPE)]
+    if data.meta.data_end is not None:
+        dates.append(np.array([np.datetime64(data.meta.data_end, "us")], dtype=TIMESTAMP_DTYPE))
+    exports = np.unique(np.concatenate(dates)) if dates else np.zeros(0, TIMESTAMP_DTYPE)
+    exports = exports[~np.isnat(exports)]
+    first = np.searchsorted(exports, created, side="left")
+    seen = exports[np.minimum(first, len(exports) - 1)] if len(exports) else np.full(len(created), NAT)
+    return np.where((first < len(exports)) & ~np.isnat(created), seen, NAT).astype(TIMESTAMP_DTYPE)
 
 
 def deals_at(data: CanonicalData, as_of, running: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
@@ -84,7 +114,8 @@ def deals_at(data: CanonicalData, as_of, running: dict[str, np.ndarray] | None =
     The one place outside the feature matrix that answers "which stage was this deal in
     at T, since when, for what amount": pipeline analytics, the forecast's risk list, the
     backtest's weighted pipeline, the oracle and the pyfunc example all read it. Columns:
-    deal_id, stage (name), stage_index, stage_entered_at, days_in_stage,
+    deal_id, stage (name), stage_index, stage_entered_at and days_in_stage (NaT / NaN when
+    the entry was not observed: `stage_seen_from`),
     furthest_stage_index, stage_changes, stage_regressions, amount (latest known at T;
     deals.amount for deals with no amount on an event dated at or before T),
     expected_close_date (latest known at T), close_date_pushes, close_date_days_pushed,
@@ -101,12 +132,13 @@ def deals_at(data: CanonicalData, as_of, running: dict[str, np.ndarray] | None =
     amount = deals["amount"].to_numpy(dtype="float64", na_value=np.nan)[pos]
     created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
     day = np.timedelta64(1, "D")
+    entered = np.where(state["stage_entry_known"], state["stage_entered_at"], NAT)
     return pd.DataFrame({
         "deal_id": deals["deal_id"].to_numpy()[pos],
         "stage": pd.array(np.asarray(stages, dtype=object)[stage_index], dtype="string"),
         "stage_index": stage_index,
-        "stage_entered_at": state["stage_entered_at"],
-        "days_in_stage": (at - state["stage_entered_at"]) / day,
+        "stage_entered_at": entered,
+        "days_in_stage": (at - entered) / day,
         "furthest_stage_index": state["furthest_stage_index"].astype("int64"),
         "stage_changes": state["stage_changes"],
         "stage_regressions": state["stage_regressions"],
@@ -122,7 +154,8 @@ def _stage_names(data: CanonicalData) -> list[str]:
     return list(data.meta.stages) if data.meta.stages else ["(none)"]
 
 
-def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: int) -> dict[str, np.ndarray]:
+def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: int,
+                seen_from: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-event running state of each deal, sorted by (deal, entered_at).
 
     `events`: deal (position, -1 = another deal's), stage_index, entered_at, amount,
@@ -131,6 +164,8 @@ def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: in
     there until it closes). Rows repeating the previous stage are field updates (amount,
     expected close date). Column `has_event_amount` says whether any of the deal's
     events carries an amount (if none does, deals.amount is the only amount known).
+    `seen_from`: per deal, `stage_seen_from` (None: every entry observed); column
+    `stage_entry_known` says whether the current stay's entry was observed.
     """
     keep = events["deal"] >= 0  # events of deals outside this partition/payload belong to someone else
     ev = {name: values[keep] for name, values in events.items()}
@@ -146,13 +181,16 @@ def event_state(created: np.ndarray, events: dict[str, np.ndarray], n_stages: in
     # sorted by (deal, entered_at), ties in input order, a missing time last (as sort_values does)
     entered = cols["entered_at"].view("int64")
     order = np.lexsort((np.where(np.isnat(cols["entered_at"]), np.iinfo("int64").max, entered), cols["deal"]))
-    return _running_state({name: values[order] for name, values in cols.items()}, n_stages)
+    out = _running_state({name: values[order] for name, values in cols.items()}, n_stages)
+    out["stage_entry_known"] = np.ones(len(out["deal"]), bool) if seen_from is None \
+        else out["stage_entered_at"] > np.asarray(seen_from, dtype=TIMESTAMP_DTYPE)[out["deal"]]
+    return out
 
 
 def stage_spells(running: dict[str, np.ndarray], closed_at: np.ndarray) -> dict[str, np.ndarray]:
     """One row per stay of a deal in a stage, from the running state of `event_state`,
     in (deal, entered_at) order: deal, stage_index, entered_at, left_at, next_stage_index,
-    dwell_days.
+    dwell_days, entry_known (the entry was observed: `stage_seen_from`).
 
     A spell starts where the stage changes (field updates do not start one) and ends at
     the deal's next stage change, else at its close (`closed_at`, per deal position, NaT
@@ -171,7 +209,8 @@ def stage_spells(running: dict[str, np.ndarray], closed_at: np.ndarray) -> dict[
     left = np.where(same_deal_next, next_start, closed_at.astype(TIMESTAMP_DTYPE)[deal]).astype(TIMESTAMP_DTYPE)
     return {"deal": deal, "stage_index": stage, "entered_at": entered, "left_at": left,
             "next_stage_index": np.where(same_deal_next, next_stage, -1),
-            "dwell_days": (left - entered) / np.timedelta64(1, "D")}
+            "dwell_days": (left - entered) / np.timedelta64(1, "D"),
+            "entry_known": np.asarray(running["stage_entry_known"], dtype=bool)[spell]}
 
 
 def _first_time(deal: np.ndarray, at: np.ndarray, n_deals: int) -> np.ndarray:

@@ -32,7 +32,10 @@ ZERO = {"account_prior_wins": "no earlier wins at this account",
 # a missing value that lowers the score, in words (default: "<label> not recorded: ...")
 NO_CLOSE_DATE = "no expected close date: deals without one win less often"
 NO_ACTIVITY = "no activities recorded: deals without them win less often"
-MISSING = {"amount": "deal amount not recorded: deals without an amount win less often",
+# a current-state export shows the stage, not since when (features.snapshots.stage_seen_from)
+NO_STAGE_ENTRY = "when the deal entered its current stage is not known: the export shows the stage, not since when"
+MISSING = {"days_in_stage": NO_STAGE_ENTRY, "stage_velocity": NO_STAGE_ENTRY,
+           "amount": "deal amount not recorded: deals without an amount win less often",
            "amount_change_ratio": "deal amount not recorded: deals without an amount win less often",
            "days_to_expected_close": NO_CLOSE_DATE, "expected_close_overdue": NO_CLOSE_DATE,
            "days_since_last_activity": NO_ACTIVITY, "activity_trend": NO_ACTIVITY}

@@ -119,6 +119,12 @@ SENTENCES = [  # feature, value, contribution, the deal's other values -> senten
      "1 day in proposal, 40 % of the usual time, shorter than 99 % of won deals at that stage"),
     ("days_in_stage", 5.0, 0.3, {}, "5 days in the current stage"),
     ("stage_velocity", 3.24, -0.1, {}, "3.2x the usual time in this stage"),
+    # a current-state export shows the stage, not since when: an unknown entry, never "0 days in"
+    ("days_in_stage", None, -0.3, DEAL, "when the deal entered its current stage is not known: the export "
+                                        "shows the stage, not since when"),
+    ("days_in_stage", None, 0.3, DEAL, None),
+    ("stage_velocity", None, -0.1, {}, "when the deal entered its current stage is not known: the export "
+                                       "shows the stage, not since when"),
     ("amount", 1234567.891, -0.2, {}, "deal amount: 1,234,568, higher than any of the won deals"),
     ("amount", 50.5, 0.2, {}, "deal amount: 50.50, typical of won deals"),
     ("amount", 0.5, -0.2, {}, "deal amount: 0.50, lower than any of the won deals"),
