@@ -20,7 +20,7 @@ from features.arrays import event_arrays
 from features.asof import asof_index
 from features.dates import DAY
 from features.schema import TIMESTAMP_DTYPE, CanonicalData
-from features.snapshots import event_state, stage_spells, state_at
+from features.snapshots import event_state, stage_seen_from, stage_spells, state_at
 
 SPELL_EXITS = ("advanced", "regressed", "won", "lost", "open", "unknown")
 
@@ -85,7 +85,7 @@ def build_state(data: CanonicalData, as_of: pd.Timestamp) -> PipelineState:
                           event_arrays(deals["deal_name"], _stage_entries(data, deals, as_of), stages), len(stages))
     spells = spell_table(running, deals, stages)
     if data.meta.stage_history == "snapshots":
-        spells = unseen_spells_unknown(spells, events)
+        spells = unseen_spells_unknown(spells, stage_seen_from(data, deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)))
     return PipelineState(as_of=as_of, stages=stages, deals=deals, spells=spells, events=events,
                          activities=_clip(data.activities, "occurred_at", as_of, names), running=running,
                          index=running_index(running))
@@ -135,20 +135,20 @@ def spell_table(running: dict[str, np.ndarray], deals: pd.DataFrame, stages: lis
                          "dwell_days": s["dwell_days"], "exit": exit_})
 
 
-def unseen_spells_unknown(spells: pd.DataFrame, events: pd.DataFrame | None) -> pd.DataFrame:
-    """Spells of a current-state export (`meta.stage_history` "snapshots"): a deal's stay in
-    the first stage from its creation until an export first showed it elsewhere, or until it
-    closed without being shown elsewhere, was never observed: its length is unknown
-    (dwell_days NaN, so no time in stage, stall threshold or bottleneck reads it), and a deal
-    that closed from it was won or lost at an unknown stage (exit "unknown"), not in the first
-    stage. Stays between two exports that saw the deal keep their length."""
-    first_seen = events.groupby("deal_id")["entered_at"].min() if events is not None and len(events) \
-        else pd.Series(dtype=TIMESTAMP_DTYPE)
-    seen_from = lookup(first_seen, spells["deal_id"])
-    unseen = ~(spells["start"] >= seen_from).to_numpy()  # NaT (never seen): unseen
+def unseen_spells_unknown(spells: pd.DataFrame, seen_from: np.ndarray) -> pd.DataFrame:
+    """Spells of a current-state export (`meta.stage_history` "snapshots"), with
+    `seen_from` = `features.snapshots.stage_seen_from` per (dense) deal id, the one rule of
+    what an export saw. A stay that began before the deal's first sighting was never observed
+    at all: a deal that closed from it was won or lost at an unknown stage (exit "unknown"),
+    not in the first stage. A stay's length is known only if it began after that sighting
+    (an export showed the change), as in the features: else dwell_days is NaN, so no time in
+    stage, stall threshold or bottleneck reads it."""
+    seen = pd.Series(np.asarray(seen_from)[spells["deal_id"].to_numpy()], index=spells.index)
+    stage_unseen = ~(spells["start"] >= seen).to_numpy()  # NaT (never seen): unseen
+    entry_unseen = ~(spells["start"] > seen).to_numpy()
     closed = spells["exit"].isin(["won", "lost"]).to_numpy()
-    return spells.assign(dwell_days=spells["dwell_days"].mask(unseen),
-                         exit=spells["exit"].mask(unseen & closed, "unknown"))
+    return spells.assign(dwell_days=spells["dwell_days"].mask(entry_unseen),
+                         exit=spells["exit"].mask(stage_unseen & closed, "unknown"))
 
 
 def amount_at(state: PipelineState, deals: pd.DataFrame, times: pd.Series | pd.Timestamp) -> np.ndarray:
