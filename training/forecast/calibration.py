@@ -70,14 +70,15 @@ def out_of_sample_from(predictor) -> pd.Timestamp | None:
     cutoff of the last time fold its model was fitted on (`info["folds"]`, `training.folds`):
     the train fold's for a LightGBM model (the validation fold only stops its boosting, the
     calibration fold fits a monotone map whose level the age shift, learned on the deals open at
-    the data end, sets again), the fold before the test fold's for a baseline fitted on every fold
-    but the test. None without a fold record (a model fitted without folds, in sample everywhere)."""
+    the data end, sets again), the fold before the test fold's for a constant (the stage baseline
+    of a cold start, fitted on every fold but the test; the no-signal fallback, the calibration
+    fold's rate). None without a fold record (a model fitted without folds, in sample everywhere)."""
     folds = (getattr(predictor, "info", None) or {}).get("folds") or {}
     names = list(folds)
     if not names:
         return None
-    fitted = "train" if getattr(predictor, "kind", None) == "lightgbm" and "train" in folds else names[-2] \
-        if len(names) > 1 else names[0]
+    constant = getattr(predictor, "kind", None) != "lightgbm" or predictor.tiers.constant
+    fitted = "train" if not constant and "train" in folds else names[max(len(names) - 2, 0)]
     return pd.Timestamp(folds[fitted]["labels_known_at"])
 
 
