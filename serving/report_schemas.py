@@ -139,7 +139,8 @@ class Ranges(BaseModel):
     new_factor: float
     out_of_sample_from: Optional[str] = Field(None, description=(
         "Only past periods starting on or after this date calibrate: no outcome from then on taught the "
-        "model (null: the model has no record of its time folds, every past period is used)."))
+        "model (null: every past period is used, because the model has no record of its time folds or fewer "
+        "than 3 past periods are out of sample; the note says which)."))
     in_sample_periods_left_out: int = Field(0, description="Past periods left out because the model was trained on them.")
     note: Optional[str] = None
     history: Optional[list[ShockHistoryRow]] = None

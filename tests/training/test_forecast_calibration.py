@@ -48,8 +48,13 @@ def test_no_past_period_is_valued_by_a_model_trained_on_its_outcomes(small_predi
         assert h["open_actual"] == by_start[h["start"]]["open_actual"]
 
 
-def test_too_few_periods_out_of_sample_give_the_stated_default(small_predictor, known):
+def test_too_few_periods_out_of_sample_fall_back_to_every_past_period_and_say_so(small_predictor, known):
     # quarters: the last whole ones before the as-of date all start before the cutoff
     shock = _shock(small_predictor, known, "quarter")
-    assert shock["method"] == "default" and shock["relative_sd"] == CONFIG.default_shock
-    assert shock["open_factor"] == 1.0 and "out of sample" in shock["note"]
+    blind = copy.copy(small_predictor)
+    blind.info = {}
+    everything = _shock(blind, known, "quarter")
+    assert shock["periods_used"] == everything["periods_used"] >= CONFIG.min_history_periods
+    assert shock["relative_sd"] == everything["relative_sd"] and shock["open_factors"] == everything["open_factors"]
+    assert shock["out_of_sample_from"] is None and shock["in_sample_periods_left_out"] == 0
+    assert "trained on too" in shock["note"] and "note" not in everything

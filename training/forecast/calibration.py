@@ -53,14 +53,26 @@ def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: s
     expectation): a calendar-blind model's seasonal misses would widen the range of one
     that knows the calendar. A given `config.shock` overrides the estimate.
     Past periods: the last `config.history_periods` before as_of, of them those out of
-    sample for the predictor (`out_of_sample_from`; fewer than `config.min_history_periods`:
-    the default shock, no bias correction).
+    sample for the predictor (`out_of_sample_from`); with fewer than
+    `config.min_history_periods` of those (a short history, or quarters), all of them, in-sample
+    ones included, and the note says so: the backtest's first quarterly origin (2 quarters out of
+    sample) forecast +0.02 to +0.14 of the actual without any bias correction on 5 of 5 seeds,
+    against -0.08 to +0.06 with the in-sample factor (the level of the open pipeline is set by
+    the age shift at the data end, not fitted to those periods, so their bias still tells).
     """
     since = out_of_sample_from(predictor)
-    rows = shock_history(predictor, known, as_of, freq, config.history_periods, rule, since=since)
+    n = config.history_periods
+    if since is not None and len(past_period_starts(known, as_of, freq, n, since)) < config.min_history_periods:
+        since = None  # too few out of sample (a short history, quarters): the in-sample ones too, stated
+        note = (f"fewer than {config.min_history_periods} past periods out of sample for the model: calibrated on "
+                f"past periods it was trained on too (their errors understate a forecast's)")
+    else:
+        note = None
+    rows = shock_history(predictor, known, as_of, freq, n, rule, since=since)
     out = calibrate(rows, freq, config, seasonal)
-    left_out = len(past_period_starts(known, as_of, freq, config.history_periods)) - len(
-        past_period_starts(known, as_of, freq, config.history_periods, since))
+    left_out = len(past_period_starts(known, as_of, freq, n)) - len(past_period_starts(known, as_of, freq, n, since))
+    if note:
+        out["note"] = f"{out['note']}; {note}" if out.get("note") else note
     return {**out, "out_of_sample_from": None if since is None else since.isoformat(),
             "in_sample_periods_left_out": left_out}
 
