@@ -124,16 +124,17 @@ def coverage_odds() -> str:
 def per_origin(cell: dict) -> str:
     """A missed cell origin by origin: errors of the model and the oracle relative to the
     actual, and where the model's expectation departs from the oracle's (open pipeline,
-    new deals), with the common shock the calibration estimated."""
+    new deals), with the common shock the calibration estimated and from how many past periods."""
     lines = [f"{cell['deals']:,} deals, seed {cell['seed']}, {cell['freq']}: per origin (errors / actual)", "",
              "| origin | actual | model err | oracle err | in model P10-P90 | open pipeline - oracle's | "
-             "new deals - oracle's | shock sd |", "|---|---:|---:|---:|---|---:|---:|---:|"]
+             "new deals - oracle's | shock sd | past periods calibrating |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in cell["rows"]:
         y = r["actual"]
         inside = r["model_p10"] <= y <= r["model_p90"]
         lines.append(f"| {r['origin'][:10]} | {y:,.0f} | {(r['model'] - y) / y:+.3f} | {(r['oracle'] - y) / y:+.3f} | "
                      f"{'yes' if inside else 'no'} | {(r['model_open_pipeline'] - r['oracle_open_pipeline']) / y:+.3f} | "
-                     f"{(r['model_new_deals'] - r['oracle_new_deals']) / y:+.3f} | {r['shock_relative_sd']:.3f} |")
+                     f"{(r['model_new_deals'] - r['oracle_new_deals']) / y:+.3f} | {r['shock_relative_sd']:.3f} | "
+                     f"{r.get('shock_periods_used', '')} |")
     return "\n".join(lines)
 
 

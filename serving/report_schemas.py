@@ -137,6 +137,11 @@ class Ranges(BaseModel):
     open_factor: float
     open_factors: dict[int, float] = Field(description="Open-pipeline bias factor per position in the quarter.")
     new_factor: float
+    out_of_sample_from: Optional[str] = Field(None, description=(
+        "Only past periods starting on or after this date calibrate: no outcome from then on taught the "
+        "model (null: every past period is used, because the model has no record of its time folds or fewer "
+        "than 3 past periods are out of sample; the note says which)."))
+    in_sample_periods_left_out: int = Field(0, description="Past periods left out because the model was trained on them.")
     note: Optional[str] = None
     history: Optional[list[ShockHistoryRow]] = None
 

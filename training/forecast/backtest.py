@@ -172,7 +172,8 @@ def _one_origin(data: CanonicalData, trained: _Trained, origin: pd.Timestamp, fr
     row = {**head, "value_unit": fc.value_unit, "actual": actual,
            "model": total["expected"], "model_p10": total["p10"], "model_p50": total["p50"], "model_p90": total["p90"],
            "model_open_pipeline": total["open_pipeline"], "model_new_deals": total["new_deals"],
-           "shock_relative_sd": fc.shock["relative_sd"], "stale_open_count": fc.stale["stale_open_count"],
+           "shock_relative_sd": fc.shock["relative_sd"], "shock_periods_used": fc.shock["periods_used"],
+           "stale_open_count": fc.stale["stale_open_count"],
            "stale_open_value": fc.stale["stale_open_value"],
            "stale_expected_bookings": fc.stale["stale_expected_bookings"]}
     return {**row, **_baseline_columns(known, origin, end, freq, rule, data, truth, config, oracle_sims)}

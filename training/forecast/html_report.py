@@ -211,7 +211,10 @@ def _notes(doc: dict) -> str:
     r = doc.get("ranges") or {}
     method = (f"Ranges: {r.get('method', '')}; common shock {ratio(r.get('relative_sd'), '')} (relative standard "
               f"deviation), bias factors open pipeline {ratio(r.get('open_factor'), '')}, new deals "
-              f"{ratio(r.get('new_factor'), '')}, from {count(r.get('periods_used'))} past periods.")
+              f"{ratio(r.get('new_factor'), '')}, from {count(r.get('periods_used'))} past periods"
+              + (f" out of sample for the model (from {r['out_of_sample_from'][:10]}; "
+                 f"{count(r.get('in_sample_periods_left_out'))} it was trained on left out)"
+                 if r.get("out_of_sample_from") else "") + ".")
     items = "".join(f"<li>{escape(n)}</li>" for n in doc.get("notes", []))
     return section("Notes and method", f"<ul>{items}</ul><p class='note'>{escape(method)}</p>")
 
