@@ -22,12 +22,13 @@ Without a cluster nothing here runs: the pandas path is the one-partition case.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,14 @@ from features.dataset import dataset_partitions, read_partition
 from features.dates import as_of_timestamps
 from features.partitions import split_data
 from features.schema import CanonicalData
+from features.snapshots import snapshot_positions
 
 FAN_IN = 4  # inputs per task of a reduction tree
+TRAINING_ROWS_MAX = 10_000_000  # snapshot rows brought to the command's process to train (~4.4 GiB)
+ROW_BYTES = 470  # a training row in memory: ~55 feature columns + labels (measured on generated deals)
+SAMPLE_HASH_KEY = "leadscore-sample"  # 16 characters: pandas' hash key for the deal sample
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,9 @@ def _table_rows(partial: hist.FitPartial, table: str, levels: dict[str, pd.Index
     return hist.table_rows(partial.events, table, levels)
 
 
-def _features_labels(part: CanonicalData | PartitionOnDisk, builder: FeatureBuilder, as_of) -> pd.DataFrame:
-    X, y, _ = build_training_set(load(part), as_of, builder)
+def _features_labels(part: CanonicalData | PartitionOnDisk, builder: FeatureBuilder, as_of,
+                     share: float = 1.0) -> pd.DataFrame:
+    X, y, _ = build_training_set(_deal_sample(load(part), share), as_of, builder)
     return pd.concat([X, y.drop(columns=["deal_id", "as_of"])], axis=1)
 
 
@@ -198,20 +206,53 @@ def _gathered_in_order(futures: list) -> list:
     return got
 
 
-def training_set(client, data: CanonicalData | str | Path) -> Callable:
+def training_set(client, data: CanonicalData | str | Path, max_rows: int | None = TRAINING_ROWS_MAX) -> Callable:
     """A `build_training_set` for `training.train.fit_predictor` that builds the set on the
-    cluster and brings it here: (features, labels, fitted builder)."""
+    cluster and brings it here: (features, labels, fitted builder). When the as-of grid
+    holds more than `max_rows` snapshot rows, only a sample of the deals (each with all its
+    rows, chosen by a hash of `deal_id`) is featurised and brought here, with a warning."""
     parts = partitions(client, data)
 
     def build(full: CanonicalData, as_of) -> tuple[pd.DataFrame, pd.DataFrame, FeatureBuilder]:
         builder = fit_builder(client, parts, meta=full.meta)
-        rows = gather_rows(client, client.map(_features_labels, parts, builder=builder, as_of=list(as_of)))
+        share = sample_share(len(snapshot_positions(full.deals, as_of_timestamps(as_of))[0]), max_rows)
+        rows = gather_rows(client, client.map(_features_labels, parts, builder=builder, as_of=list(as_of),
+                                              share=share))
         fitted = builder.result()
         keys = ["deal_id", "as_of"]
         X = rows[keys + fitted.feature_names_]
         return X, rows[keys + [c for c in rows.columns if c not in X.columns]], fitted
 
     return build
+
+
+def sample_share(rows: int, max_rows: int | None) -> float:
+    """The share of the deals to featurise so that about `max_rows` of `rows` come here (1: all)."""
+    if max_rows is None or rows <= max_rows:
+        return 1.0
+    share = max_rows / rows
+    logger.warning("the training set would hold %s snapshot rows (~%.1f GiB here): training on a %.1f %% "
+                   "sample of the deals (~%s rows, every row of a sampled deal)",
+                   f"{rows:,}", rows * ROW_BYTES / 2**30, 100 * share, f"{max_rows:,}")
+    return share
+
+
+def sampled_deals(deal_id: pd.Series, share: float) -> np.ndarray:
+    """Whether each deal is in the sample of `share` of the deals: a hash of its id (other
+    than the partitions' hash), so the same deals in every process and run."""
+    ids = np.asarray(deal_id.astype("str").to_numpy(), dtype=object)
+    return pd.util.hash_array(ids, hash_key=SAMPLE_HASH_KEY) < np.uint64(share * 2.0**64)
+
+
+def _deal_sample(data: CanonicalData, share: float) -> CanonicalData:
+    """The sampled deals with their events and activities (accounts and meta unchanged)."""
+    if share >= 1:
+        return data
+    keep = data.deals["deal_id"][sampled_deals(data.deals["deal_id"], share)]
+    tables = {name: getattr(data, name) for name in ("stage_events", "activities")}
+    return replace(data, deals=data.deals[data.deals["deal_id"].isin(keep)].reset_index(drop=True),
+                   **{name: None if t is None else t[t["deal_id"].isin(keep)].reset_index(drop=True)
+                      for name, t in tables.items()})
 
 
 def _score(part: CanonicalData | PartitionOnDisk, predictor, as_of, explain, finish) -> pd.DataFrame:

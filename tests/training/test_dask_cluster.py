@@ -74,6 +74,46 @@ def test_features_with_no_rows_keep_the_columns(client, folder, tmp_path):
     assert list(pd.read_parquet(tmp_path / "none.parquet").columns) == list(local.columns)
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_the_features_command_on_a_cluster_writes_what_pandas_writes(folder, tmp_path, suffix):
+    """`leadscore features --cluster local:1`: .parquet a dataset folder written by the
+    workers, .csv one file; either reads back as the pandas command's output."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    def run(out, *cluster):
+        result = CliRunner().invoke(app, ["features", "--data", str(folder), "--as-of", ",".join(AS_OF),
+                                          "--out", str(out), *cluster])
+        assert result.exit_code == 0, result.output
+
+    run(tmp_path / f"local{suffix}")
+    run(tmp_path / f"cluster{suffix}", "--cluster", "local:1")
+    read = pd.read_parquet if suffix == ".parquet" else pd.read_csv
+    assert (tmp_path / f"cluster{suffix}").is_dir() == (suffix == ".parquet")
+    pd.testing.assert_frame_equal(read(tmp_path / f"cluster{suffix}"), read(tmp_path / f"local{suffix}"),
+                                  check_exact=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"cluster{suffix}", f"local{suffix}"]
+
+
+def test_a_training_set_over_the_row_budget_is_a_sample_of_whole_deals(client, folder, caplog):
+    """Over `max_rows`, a hash-chosen share of the deals, each with every row the pandas set
+    has for it, and the rows kept near the budget; within it, the whole set."""
+    full = read_dataset(folder)
+    X_all, y_all, _ = build_training_set(full, AS_OF)
+    budget = len(X_all) // 3
+    X, y, builder = distributed.training_set(client, folder, max_rows=budget)(full, AS_OF)
+    share = budget / len(X_all)
+    keep = distributed.sampled_deals(X_all["deal_id"], share)
+    pd.testing.assert_frame_equal(X, X_all[keep].reset_index(drop=True), check_exact=True)
+    pd.testing.assert_frame_equal(y, y_all[keep].reset_index(drop=True), check_exact=True)
+    assert 0.8 * budget < len(X) < 1.2 * budget and "sample of the deals" in caplog.text
+    sampled = set(X["deal_id"])
+    assert 0.25 < len(sampled) / X_all["deal_id"].nunique() < 0.42
+    X_whole, _, _ = distributed.training_set(client, folder, max_rows=len(X_all))(full, AS_OF)
+    pd.testing.assert_frame_equal(X_whole, X_all, check_exact=True)
+
+
 def test_a_partitioned_folder_is_read_by_the_tasks_not_held_on_the_workers(client, folder):
     parts = distributed.partitions(client, folder)
     assert parts == [distributed.PartitionOnDisk(str(folder), i) for i in range(4)]
