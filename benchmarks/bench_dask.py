@@ -69,7 +69,7 @@ def peak_main_mib() -> float:
 
 
 def run_step(step: str, mode: str, folder: Path, workers: int, until: float | None = None,
-             memory_limit: str = "auto") -> dict:
+             memory_limit: str = "auto", first: int | None = None) -> dict:
     """One step in this process; returns its figures. On the cluster, a step still running
     at `until` (epoch seconds) is stopped there: its figures are then the tasks it finished."""
     from features.dataset import read_dataset
@@ -91,7 +91,7 @@ def run_step(step: str, mode: str, folder: Path, workers: int, until: float | No
         baseline = dict(sampler.peaks)
         with get_task_stream(client) as recording:
             t0, out = time.perf_counter(), {}
-            runner = threading.Thread(target=_record, args=(out, _cluster_step, step, client, folder, predictor),
+            runner = threading.Thread(target=_record, args=(out, _cluster_step, step, client, folder, predictor, first),
                                       daemon=True)
             runner.start()
             runner.join(None if until is None else max(0.0, until - time.time()))
@@ -131,13 +131,18 @@ def _pandas_step(step: str, data, predictor) -> int:
     return len(predictor.score(data, data.data_end, explain=True))
 
 
-def _cluster_step(step: str, client, folder: Path, predictor, out: dict) -> None:
-    """The step's figures into `out` as they come (what a deadline reports)."""
+def _cluster_step(step: str, client, folder: Path, predictor, out: dict, first: int | None = None) -> None:
+    """The step's figures into `out` as they come (what a deadline reports); `first`: the
+    features step on the first partitions only (their deals: a hash sample of the data)."""
     from features.dataset import read_partition
     from training import distributed
 
     if step == "features":  # the fit included, as `leadscore features --cluster` runs it
-        written = distributed.write_features(client, folder, AS_OF, folder.parent / "features.parquet")
+        parts = distributed.partitions(client, folder)[:first]
+        t0 = time.perf_counter()
+        builder = distributed.fit_builder(client, parts)
+        out.update(client.submit(_fitted_figures, builder).result(), fit_seconds=time.perf_counter() - t0)
+        written = distributed.write_feature_parts(client, parts, builder, AS_OF, folder.parent / "features.parquet")
         out.update(rows=written["rows"], files=written["files"], written_mib=written["bytes"] / 2**20)
         return
     if step == "fit":
@@ -215,13 +220,16 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join(STEPS))
     parser.add_argument("--out", type=Path, default=None, help="JSON of all figures")
     parser.add_argument("--memory-limit", default="auto", help="each local worker's, e.g. 6GiB")
+    parser.add_argument("--first-partitions", type=int, default=None,
+                        help="features step on the first K partitions only (per-partition costs of a big dataset)")
     parser.add_argument("--until", default=None, help="HH:MM (UTC): stop a cluster step still running then")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:  # a child: one step, figures on stdout
         until = None if args.until is None else _epoch_today(args.until)
-        print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers, until, args.memory_limit)))
+        print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers, until, args.memory_limit,
+                                    args.first_partitions)))
         return
     args.folder.parent.mkdir(parents=True, exist_ok=True)
     results = {"deals": args.deals, "partitions": args.partitions, "workers": args.workers,

@@ -146,9 +146,13 @@ def write_features(client, data: CanonicalData | str | Path, as_of, out: str | P
     named by as-of date, then partition: `pandas.read_parquet(out)` gives the pandas path's
     table row for row). Nothing is gathered here; returns the rows, files and bytes written.
     The folder replaces `out` once complete (a failure leaves `out` as it was)."""
-    dates = as_of_timestamps(as_of)
     parts = partitions(client, data)
-    builder = fit_builder(client, parts)
+    return write_feature_parts(client, parts, fit_builder(client, parts), as_of, out)
+
+
+def write_feature_parts(client, parts: list, builder, as_of, out: str | Path) -> dict[str, int]:
+    """`write_features` for given partitions and builder (a future or a fitted builder)."""
+    dates = as_of_timestamps(as_of)
     with _replacing(Path(out)) as staging:
         done = client.gather(client.map(_write_part, parts, range(len(parts)), builder=builder, as_of=dates,
                                         folder=str(staging), keep_empty=False))
