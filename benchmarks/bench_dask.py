@@ -131,7 +131,7 @@ def _pandas_step(step: str, data, predictor) -> int:
     return len(predictor.score(data, data.data_end, explain=True))
 
 
-def _cluster_step(step: str, client, folder: Path, predictor, out: dict, first: int | None = None) -> None:
+def _cluster_step(step: str, client, folder: Path, predictor, first: int | None, out: dict) -> None:
     """The step's figures into `out` as they come (what a deadline reports); `first`: the
     features step on the first partitions only (their deals: a hash sample of the data)."""
     from features.dataset import read_partition
