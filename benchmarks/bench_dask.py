@@ -8,8 +8,10 @@ durations from the scheduler's task stream (what one partition costs, to extrapo
 
 Steps: `generate` (`leadscore generate --partitions`: chunked, streamed), `fit` (the
 FeatureBuilder: history tables as a per-partition reduction), `features` (fit + feature
-rows and labels at four as-of dates, brought to the main process), `score` (every deal
-open at the data end, with explanations, by a predictor trained on 20k other deals).
+rows and labels at four as-of dates: in pandas one table; on the cluster each partition's
+task writes its rows into a Parquet dataset beside `--folder`), `score` (every deal open
+at the data end, with explanations, by a predictor trained on 20k other deals).
+`--memory-limit 6GiB`: each local worker's limit (Dask's spill/pause fractions apply to it).
 """
 from __future__ import annotations
 
@@ -66,7 +68,8 @@ def peak_main_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def run_step(step: str, mode: str, folder: Path, workers: int, until: float | None = None) -> dict:
+def run_step(step: str, mode: str, folder: Path, workers: int, until: float | None = None,
+             memory_limit: str = "auto", first: int | None = None) -> dict:
     """One step in this process; returns its figures. On the cluster, a step still running
     at `until` (epoch seconds) is stopped there: its figures are then the tasks it finished."""
     from features.dataset import read_dataset
@@ -82,13 +85,13 @@ def run_step(step: str, mode: str, folder: Path, workers: int, until: float | No
     from training.cluster import cluster_client
 
     t_start = time.perf_counter()
-    with PeakSampler() as sampler, cluster_client(f"local:{workers}") as client:
+    with PeakSampler() as sampler, cluster_client(f"local:{workers}", memory_limit=memory_limit) as client:
         client.wait_for_workers(workers)
         started = time.perf_counter() - t_start
         baseline = dict(sampler.peaks)
         with get_task_stream(client) as recording:
             t0, out = time.perf_counter(), {}
-            runner = threading.Thread(target=_record, args=(out, _cluster_step, step, client, folder, predictor),
+            runner = threading.Thread(target=_record, args=(out, _cluster_step, step, client, folder, predictor, first),
                                       daemon=True)
             runner.start()
             runner.join(None if until is None else max(0.0, until - time.time()))
@@ -128,19 +131,25 @@ def _pandas_step(step: str, data, predictor) -> int:
     return len(predictor.score(data, data.data_end, explain=True))
 
 
-def _cluster_step(step: str, client, folder: Path, predictor, out: dict) -> None:
-    """The step's figures into `out` as they come (what a deadline reports)."""
+def _cluster_step(step: str, client, folder: Path, predictor, first: int | None, out: dict) -> None:
+    """The step's figures into `out` as they come (what a deadline reports); `first`: the
+    features step on the first partitions only (their deals: a hash sample of the data)."""
     from features.dataset import read_partition
     from training import distributed
 
-    if step in ("fit", "features"):  # the fitted builder stays on the cluster, as `features` and `train` use it
+    if step == "features":  # the fit included, as `leadscore features --cluster` runs it
+        parts = distributed.partitions(client, folder)[:first]
         t0 = time.perf_counter()
-        parts = distributed.partitions(client, folder)
         builder = distributed.fit_builder(client, parts)
-        parts = parts if step == "features" else None  # the fit alone: a partition is freed once its partial is
         out.update(client.submit(_fitted_figures, builder).result(), fit_seconds=time.perf_counter() - t0)
-        frames = distributed.feature_frames(client, parts, builder, AS_OF) if step == "features" else None
-        out["rows"] = out["closed_deals"] if frames is None else len(distributed.gather_rows(client, frames))
+        written = distributed.write_feature_parts(client, parts, builder, AS_OF, folder.parent / "features.parquet")
+        out.update(rows=written["rows"], files=written["files"], written_mib=written["bytes"] / 2**20)
+        return
+    if step == "fit":
+        t0 = time.perf_counter()
+        builder = distributed.fit_builder(client, distributed.partitions(client, folder))
+        out.update(client.submit(_fitted_figures, builder).result(), fit_seconds=time.perf_counter() - t0)
+        out["rows"] = out["closed_deals"]
         return
     end = read_partition(folder, 0).data_end
     out["rows"] = len(distributed.score_partitions(client, folder, predictor, end, True))
@@ -210,13 +219,17 @@ def main() -> None:
     parser.add_argument("--no-generate", action="store_true")
     parser.add_argument("--steps", default=",".join(STEPS))
     parser.add_argument("--out", type=Path, default=None, help="JSON of all figures")
+    parser.add_argument("--memory-limit", default="auto", help="each local worker's, e.g. 6GiB")
+    parser.add_argument("--first-partitions", type=int, default=None,
+                        help="features step on the first K partitions only (per-partition costs of a big dataset)")
     parser.add_argument("--until", default=None, help="HH:MM (UTC): stop a cluster step still running then")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:  # a child: one step, figures on stdout
         until = None if args.until is None else _epoch_today(args.until)
-        print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers, until)))
+        print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers, until, args.memory_limit,
+                                    args.first_partitions)))
         return
     args.folder.parent.mkdir(parents=True, exist_ok=True)
     results = {"deals": args.deals, "partitions": args.partitions, "workers": args.workers,
@@ -226,7 +239,7 @@ def main() -> None:
     for step in args.steps.split(","):
         for mode in (["cluster"] if args.no_pandas else ["pandas", "cluster"]):
             proc = subprocess.run([sys.executable, __file__, "--step", step, "--mode", mode, "--folder",
-                                   str(args.folder), "--workers", str(args.workers)]
+                                   str(args.folder), "--workers", str(args.workers), "--memory-limit", args.memory_limit]
                                   + ([] if args.until is None else ["--until", args.until]),
                                   capture_output=True, text=True, env=_env())
             figures = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else \

@@ -53,16 +53,17 @@ def parse_cluster(spec: str | None) -> ClusterSpec | None:
 
 
 @contextmanager
-def cluster_client(spec: ClusterSpec | str, timeout_s: float = CONNECT_TIMEOUT_S
+def cluster_client(spec: ClusterSpec | str, timeout_s: float = CONNECT_TIMEOUT_S, memory_limit: str = "auto"
                    ) -> Iterator["distributed.Client"]:  # noqa: F821
     """A `distributed.Client` on the cluster of `spec`, closed (and a local cluster shut
-    down) on exit; a scheduler not answering within `timeout_s` is a `ClusterError`."""
+    down) on exit; a scheduler not answering within `timeout_s` is a `ClusterError`.
+    `memory_limit`: each local worker's (e.g. "6GiB"; "auto": the machine's memory / N)."""
     from distributed import Client, LocalCluster
 
     spec = parse_cluster(spec) if isinstance(spec, str) else spec
     if spec.workers is not None:
-        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          memory_limit=memory_limit) as cluster, Client(cluster) as client:
             yield client
         return
     try:

@@ -1,17 +1,20 @@
 """The pipeline's per-partition steps as Dask jobs (`--cluster`), with the pandas functions.
 
 A dataset is cut into partitions of whole deals (`features.partitions`): a partitioned
-folder is read partition by partition on the workers (they need the folder at the same
-path: a shared or copied disk); a single-file dataset is read here and split by the same
-hash. Then, per partition and with the functions the pandas path calls:
+folder is read partition by partition, each by the task that uses it (`PartitionOnDisk`;
+the workers need the folder at the same path: a shared or copied disk), so a worker holds
+only the partitions it is working on; a single-file dataset is read here, split by the
+same hash and scattered. Then, per partition and with the functions the pandas path calls:
 
 - fit: `FeatureBuilder.partial` on each partition, then reductions as trees of tasks
   (`tree_reduce`): the category levels united, and each history table on its own
   (its rows coded per partition, concatenated in partition order, summed once), so no
   step handles all the history at once; the fitted builder stays on the cluster and
   every partition task reads that one copy;
-- features and labels: `transform` + `make_labels` on each partition (`feature_frames`),
-  or the training set brought to this process (`training_set`, rows in the pandas order);
+- features and labels: `build_training_set` on each partition, written by its task into
+  a Parquet dataset (`write_features`: each task returns only its row count and bytes),
+  or the training set brought to this process (`training_set`, rows in the pandas order,
+  each partition's rows released on the workers as soon as they are here);
 - scores: `LeadScorePredictor.score` on each partition (`score_partitions`);
 - backtest: each origin one task over the data scattered once (`origin_mapper`).
 
@@ -19,7 +22,13 @@ Without a cluster nothing here runs: the pandas path is the one-partition case.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +37,38 @@ import pandas as pd
 from features import history as hist
 from features.build import FeatureBuilder, build_training_set
 from features.dataset import dataset_partitions, read_partition
+from features.dates import as_of_timestamps
 from features.partitions import split_data
 from features.schema import CanonicalData
+from features.snapshots import snapshot_positions
 
 FAN_IN = 4  # inputs per task of a reduction tree
+TRAINING_ROWS_MAX = 10_000_000  # snapshot rows brought to the command's process to train (~4.4 GiB)
+ROW_BYTES = 470  # a training row in memory: ~55 feature columns + labels (measured on generated deals)
+SAMPLE_HASH_KEY = "leadscore-sample"  # 16 characters: pandas' hash key for the deal sample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionOnDisk:
+    """Partition `i` of the partitioned dataset `folder`, read by the task that works on it."""
+
+    folder: str
+    i: int
+
+
+def load(part: CanonicalData | PartitionOnDisk) -> CanonicalData:
+    """A task's partition: read from disk, or the scattered tables themselves."""
+    return read_partition(part.folder, part.i) if isinstance(part, PartitionOnDisk) else part
 
 
 def partitions(client, data: CanonicalData | str | Path) -> list:
-    """Futures of the partitions (CanonicalData each), held in the workers' memory: read
-    on the workers from a partitioned folder, or split here (one per worker) and scattered."""
+    """The partitions as the per-partition tasks take them: `PartitionOnDisk` for each
+    partition of a partitioned folder (nothing is read here or held on the workers), else
+    the data split here (one part per worker) and scattered (futures of CanonicalData)."""
     if isinstance(data, (str, Path)) and dataset_partitions(data) > 1:
-        n = dataset_partitions(data)
-        return client.map(read_partition, [str(data)] * n, range(n), pure=False)
+        return [PartitionOnDisk(str(data), i) for i in range(dataset_partitions(data))]
     if isinstance(data, (str, Path)):
         data = read_partition(data, 0)
     n = max(1, len(client.scheduler_info()["workers"]))
@@ -52,7 +81,7 @@ def fit_builder(client, parts: list, builder: FeatureBuilder | None = None, meta
     concatenated as trees of tasks (`fan_in` inputs each); each table summed in its own task."""
     builder = builder or FeatureBuilder()
     meta = meta if meta is not None else client.submit(_meta, parts[0]).result()
-    partials = client.map(builder.partial, parts)
+    partials = client.map(_partial, parts, builder=builder)
     levels = tree_reduce(client, client.map(_levels, partials), hist.unite_levels, fan_in)
     if meta.static:
         return client.submit(builder.fit_history, levels, None, meta)
@@ -74,8 +103,12 @@ def tree_reduce(client, futures: list, combine: Callable, fan_in: int = FAN_IN):
     return futures[0]
 
 
-def _meta(data: CanonicalData):
-    return data.meta
+def _meta(part: CanonicalData | PartitionOnDisk):
+    return load(part).meta
+
+
+def _partial(part: CanonicalData | PartitionOnDisk, builder: FeatureBuilder) -> hist.FitPartial:
+    return builder.partial(load(part))
 
 
 def _levels(partial: hist.FitPartial) -> dict[str, pd.Index]:
@@ -86,38 +119,109 @@ def _table_rows(partial: hist.FitPartial, table: str, levels: dict[str, pd.Index
     return hist.table_rows(partial.events, table, levels)
 
 
-def _features_labels(data: CanonicalData, builder: FeatureBuilder, as_of) -> pd.DataFrame:
-    X, y, _ = build_training_set(data, as_of, builder)
+def _features_labels(part: CanonicalData | PartitionOnDisk, builder: FeatureBuilder, as_of,
+                     share: float = 1.0) -> pd.DataFrame:
+    X, y, _ = build_training_set(_deal_sample(load(part), share), as_of, builder)
     return pd.concat([X, y.drop(columns=["deal_id", "as_of"])], axis=1)
 
 
-def feature_frames(client, parts: list, builder, as_of) -> list:
-    """Futures of each partition's feature rows with labels (`features.build.features` per partition)."""
-    return client.map(_features_labels, parts, builder=builder, as_of=list(as_of))
+def _write_part(part: CanonicalData | PartitionOnDisk, i: int, builder: FeatureBuilder, as_of: pd.DatetimeIndex,
+                folder: str, keep_empty: bool) -> dict[str, int]:
+    """Partition i's feature rows + labels, one file per as-of date k (`part-KKKK-IIIII.parquet`,
+    empty dates skipped unless `keep_empty`); only the counts come back."""
+    rows = _features_labels(part, builder, as_of)
+    bounds = np.searchsorted(rows["as_of"].to_numpy(), as_of.to_numpy(), side="left").tolist() + [len(rows)]
+    written = 0
+    for k in range(len(as_of)):
+        if bounds[k + 1] > bounds[k] or (keep_empty and k == 0):
+            path = Path(folder) / f"part-{k:04d}-{i:05d}.parquet"
+            rows.iloc[bounds[k]:bounds[k + 1]].to_parquet(path, index=False)
+            written += path.stat().st_size
+    return {"rows": len(rows), "bytes": written}
+
+
+def write_features(client, data: CanonicalData | str | Path, as_of, out: str | Path) -> dict[str, int]:
+    """What `leadscore features --cluster --out X.parquet` calls: `features.build.features`
+    per partition, each task writing its rows into the Parquet dataset folder `out` (files
+    named by as-of date, then partition: `pandas.read_parquet(out)` gives the pandas path's
+    table row for row). Nothing is gathered here; returns the rows, files and bytes written.
+    The folder replaces `out` once complete (a failure leaves `out` as it was)."""
+    parts = partitions(client, data)
+    return write_feature_parts(client, parts, fit_builder(client, parts), as_of, out)
+
+
+def write_feature_parts(client, parts: list, builder, as_of, out: str | Path) -> dict[str, int]:
+    """`write_features` for given partitions and builder (a future or a fitted builder)."""
+    dates = as_of_timestamps(as_of)
+    with _replacing(Path(out)) as staging:
+        done = client.gather(client.map(_write_part, parts, range(len(parts)), builder=builder, as_of=dates,
+                                        folder=str(staging), keep_empty=False))
+        if not any(d["bytes"] for d in done):  # no rows at all: one empty file keeps the columns
+            done[0] = client.submit(_write_part, parts[0], 0, builder, dates, str(staging), True).result()
+        files = len(list(staging.glob("*.parquet")))
+    return {"rows": sum(d["rows"] for d in done), "files": files, "bytes": sum(d["bytes"] for d in done)}
+
+
+@contextmanager
+def _replacing(out: Path) -> Iterator[Path]:
+    """A fresh sibling folder to write into; on success it replaces `out` (file or folder)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def features(client, data: CanonicalData | str | Path, as_of, scratch: str | Path) -> pd.DataFrame:
+    """`write_features` into `scratch` (a folder the workers can write), read back here as
+    one table, and `scratch` removed: for outputs that are one file (.csv, .json)."""
+    write_features(client, data, as_of, scratch)
+    try:
+        return pd.read_parquet(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def gather_rows(client, frames: list) -> pd.DataFrame:
     """Partition frames brought here, in the order the pandas path gives: by as_of, then
     partition and row (`FeatureBuilder.transform` orders rows by as_of, stably)."""
-    out = pd.concat(client.gather(frames), ignore_index=True)
+    out = pd.concat(_gathered_in_order(frames), ignore_index=True)
     order = np.argsort(out["as_of"].to_numpy(), kind="stable")
     return out.take(order).reset_index(drop=True)
 
 
-def features(client, data: CanonicalData | str | Path, as_of) -> pd.DataFrame:
-    """What `leadscore features --cluster` calls: `features.build.features` per partition."""
-    parts = partitions(client, data)
-    return gather_rows(client, feature_frames(client, parts, fit_builder(client, parts), as_of))
+def _gathered_in_order(futures: list) -> list:
+    """The futures' results, in their order, brought here as they finish; each released on
+    its worker once here, so the workers never hold every partition's result at once."""
+    from distributed import as_completed
+
+    position = {future.key: i for i, future in enumerate(futures)}
+    got: list = [None] * len(futures)
+    for future, result in as_completed(futures, with_results=True):
+        got[position[future.key]] = result
+        future.release()
+    return got
 
 
-def training_set(client, data: CanonicalData | str | Path) -> Callable:
+def training_set(client, data: CanonicalData | str | Path, max_rows: int | None = TRAINING_ROWS_MAX) -> Callable:
     """A `build_training_set` for `training.train.fit_predictor` that builds the set on the
-    cluster and brings it here: (features, labels, fitted builder)."""
+    cluster and brings it here: (features, labels, fitted builder). When the as-of grid
+    holds more than `max_rows` snapshot rows, only a sample of the deals (each with all its
+    rows, chosen by a hash of `deal_id`) is featurised and brought here, with a warning."""
     parts = partitions(client, data)
 
     def build(full: CanonicalData, as_of) -> tuple[pd.DataFrame, pd.DataFrame, FeatureBuilder]:
         builder = fit_builder(client, parts, meta=full.meta)
-        rows = gather_rows(client, feature_frames(client, parts, builder, as_of))
+        share = sample_share(len(snapshot_positions(full.deals, as_of_timestamps(as_of))[0]), max_rows)
+        rows = gather_rows(client, client.map(_features_labels, parts, builder=builder, as_of=list(as_of),
+                                              share=share))
         fitted = builder.result()
         keys = ["deal_id", "as_of"]
         X = rows[keys + fitted.feature_names_]
@@ -126,7 +230,37 @@ def training_set(client, data: CanonicalData | str | Path) -> Callable:
     return build
 
 
-def _score(data: CanonicalData, predictor, as_of, explain, finish) -> pd.DataFrame:
+def sample_share(rows: int, max_rows: int | None) -> float:
+    """The share of the deals to featurise so that about `max_rows` of `rows` come here (1: all)."""
+    if max_rows is None or rows <= max_rows:
+        return 1.0
+    share = max_rows / rows
+    logger.warning("the training set would hold %s snapshot rows (~%.1f GiB here): training on a %.1f %% "
+                   "sample of the deals (~%s rows, every row of a sampled deal)",
+                   f"{rows:,}", rows * ROW_BYTES / 2**30, 100 * share, f"{max_rows:,}")
+    return share
+
+
+def sampled_deals(deal_id: pd.Series, share: float) -> np.ndarray:
+    """Whether each deal is in the sample of `share` of the deals: a hash of its id (other
+    than the partitions' hash), so the same deals in every process and run."""
+    ids = np.asarray(deal_id.astype("str").to_numpy(), dtype=object)
+    return pd.util.hash_array(ids, hash_key=SAMPLE_HASH_KEY) < np.uint64(share * 2.0**64)
+
+
+def _deal_sample(data: CanonicalData, share: float) -> CanonicalData:
+    """The sampled deals with their events and activities (accounts and meta unchanged)."""
+    if share >= 1:
+        return data
+    keep = data.deals["deal_id"][sampled_deals(data.deals["deal_id"], share)]
+    tables = {name: getattr(data, name) for name in ("stage_events", "activities")}
+    return replace(data, deals=data.deals[data.deals["deal_id"].isin(keep)].reset_index(drop=True),
+                   **{name: None if t is None else t[t["deal_id"].isin(keep)].reset_index(drop=True)
+                      for name, t in tables.items()})
+
+
+def _score(part: CanonicalData | PartitionOnDisk, predictor, as_of, explain, finish) -> pd.DataFrame:
+    data = load(part)
     scored = predictor.score(data, as_of, explain=explain)
     return scored if finish is None else finish(scored, data)
 
@@ -138,8 +272,8 @@ def score_partitions(client, data: CanonicalData | str | Path, predictor, as_of,
     context), concatenated in partition order."""
     parts = partitions(client, data)
     [shared] = client.scatter([predictor], broadcast=True)
-    frames = client.gather(client.map(_score, parts, predictor=shared, as_of=as_of, explain=explain, finish=finish))
-    return pd.concat(frames, ignore_index=True)
+    frames = client.map(_score, parts, predictor=shared, as_of=as_of, explain=explain, finish=finish)
+    return pd.concat(_gathered_in_order(frames), ignore_index=True)
 
 
 def origin_mapper(client, data: CanonicalData) -> Callable[[Callable, Iterable], list]:

@@ -95,19 +95,27 @@ def features(
     out: Path = typer.Option(..., "--out", help="Output .parquet, .csv or .json (features + labels)."),
     cluster=cluster_option(),
 ) -> None:
-    """Point-in-time feature rows (and labels) for every deal open at each as-of date."""
+    """Point-in-time feature rows (and labels) for every deal open at each as-of date.
+    With --cluster and a .parquet --out, the workers write it as a Parquet dataset folder."""
     from features.build import features as feature_rows
     from features.dataset import read_dataset
 
     dates = parse_dates_option(as_of)
-    check_suffix(out, FRAME_SUFFIXES)
+    suffix = check_suffix(out, FRAME_SUFFIXES)
     with maybe_cluster(cluster) as client:
         if client is None:
             frame = feature_rows(read_dataset(data), dates)
+        elif suffix == ".parquet":
+            from training.distributed import write_features
+
+            written = write_features(client, data, dates, out)
+            console.print(f"{written['rows']:,} snapshot rows in {written['files']} files -> {out}/ "
+                          f"(a Parquet dataset: pandas.read_parquet reads it as one table)")
+            return
         else:
             from training.distributed import features as cluster_rows
 
-            frame = cluster_rows(client, data, dates)
+            frame = cluster_rows(client, data, dates, out.with_name(f".{out.name}.parts"))
     write_output(frame, out)
     console.print(f"{len(frame):,} snapshot rows x {frame.shape[1]} columns -> {out}")
 

@@ -44,17 +44,87 @@ def test_two_worker_processes(client):
     assert len({w["pid"] if "pid" in w else w["id"] for w in workers.values()}) == 2
 
 
-def test_features_from_a_partitioned_folder_equal_pandas_row_for_row(client, folder):
-    on_cluster = distributed.features(client, folder, AS_OF)
+def test_features_written_by_the_workers_read_back_equal_pandas_row_for_row(client, folder, tmp_path):
+    """Each partition's task writes its rows (one file per as-of date): the folder read back
+    with pandas is the pandas table, in its order; only counts came back to this process."""
+    out = tmp_path / "rows.parquet"
+    out.write_bytes(b"an older single-file output")  # replaced
+    written = distributed.write_features(client, folder, AS_OF, out)
     local = features(read_dataset(folder), AS_OF)
-    assert len(local) > 300
-    pd.testing.assert_frame_equal(on_cluster, local, check_exact=True)
+    assert len(local) > 300 and written["rows"] == len(local)
+    assert written["files"] == len(list(out.glob("part-*.parquet"))) > 4
+    assert written["bytes"] == sum(p.stat().st_size for p in out.glob("*.parquet"))
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.parquet"]  # no staging folder left
+    pd.testing.assert_frame_equal(pd.read_parquet(out), _as_read_back(local, tmp_path), check_exact=True)
 
 
-def test_features_of_a_single_file_dataset_split_on_the_cluster(client, data):
+def _as_read_back(frame: pd.DataFrame, tmp_path) -> pd.DataFrame:
+    """The pandas path's table as its own .parquet output reads back (Parquet keeps a
+    categorical's values, not pandas' dtype of its categories)."""
+    frame.to_parquet(tmp_path / "local.parquet", index=False)
+    return pd.read_parquet(tmp_path / "local.parquet")
+
+
+def test_features_with_no_rows_keep_the_columns(client, folder, tmp_path):
+    """No deal open at the as-of date: an empty table with the pandas path's columns."""
+    early = ["2000-01-03"]
+    written = distributed.write_features(client, folder, early, tmp_path / "none.parquet")
+    local = features(read_dataset(folder), early)
+    assert written["rows"] == len(local) == 0 and written["files"] == 1
+    assert list(pd.read_parquet(tmp_path / "none.parquet").columns) == list(local.columns)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_the_features_command_on_a_cluster_writes_what_pandas_writes(folder, tmp_path, suffix):
+    """`leadscore features --cluster local:1`: .parquet a dataset folder written by the
+    workers, .csv one file; either reads back as the pandas command's output."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    def run(out, *cluster):
+        result = CliRunner().invoke(app, ["features", "--data", str(folder), "--as-of", ",".join(AS_OF),
+                                          "--out", str(out), *cluster])
+        assert result.exit_code == 0, result.output
+
+    run(tmp_path / f"local{suffix}")
+    run(tmp_path / f"cluster{suffix}", "--cluster", "local:1")
+    read = pd.read_parquet if suffix == ".parquet" else pd.read_csv
+    assert (tmp_path / f"cluster{suffix}").is_dir() == (suffix == ".parquet")
+    pd.testing.assert_frame_equal(read(tmp_path / f"cluster{suffix}"), read(tmp_path / f"local{suffix}"),
+                                  check_exact=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"cluster{suffix}", f"local{suffix}"]
+
+
+def test_a_training_set_over_the_row_budget_is_a_sample_of_whole_deals(client, folder, caplog):
+    """Over `max_rows`, a hash-chosen share of the deals, each with every row the pandas set
+    has for it, and the rows kept near the budget; within it, the whole set."""
+    full = read_dataset(folder)
+    X_all, y_all, _ = build_training_set(full, AS_OF)
+    budget = len(X_all) // 3
+    X, y, builder = distributed.training_set(client, folder, max_rows=budget)(full, AS_OF)
+    share = budget / len(X_all)
+    keep = distributed.sampled_deals(X_all["deal_id"], share)
+    pd.testing.assert_frame_equal(X, X_all[keep].reset_index(drop=True), check_exact=True)
+    pd.testing.assert_frame_equal(y, y_all[keep].reset_index(drop=True), check_exact=True)
+    assert 0.8 * budget < len(X) < 1.2 * budget and "sample of the deals" in caplog.text
+    sampled = set(X["deal_id"])
+    assert 0.25 < len(sampled) / X_all["deal_id"].nunique() < 0.42
+    X_whole, _, _ = distributed.training_set(client, folder, max_rows=len(X_all))(full, AS_OF)
+    pd.testing.assert_frame_equal(X_whole, X_all, check_exact=True)
+
+
+def test_a_partitioned_folder_is_read_by_the_tasks_not_held_on_the_workers(client, folder):
+    parts = distributed.partitions(client, folder)
+    assert parts == [distributed.PartitionOnDisk(str(folder), i) for i in range(4)]
+    assert not any(client.run(lambda dask_worker: len(dask_worker.data)).values())
+
+
+def test_features_of_a_single_file_dataset_split_on_the_cluster(client, data, tmp_path):
     """Split here by hash (other row order than the tables): the same rows, keyed alike."""
-    on_cluster = distributed.features(client, data, AS_OF)
-    local = features(data, AS_OF)
+    on_cluster = distributed.features(client, data, AS_OF, tmp_path / "scratch")
+    assert not (tmp_path / "scratch").exists()
+    local = _as_read_back(features(data, AS_OF), tmp_path)
     key = ["as_of", "deal_id"]
     pd.testing.assert_frame_equal(on_cluster.sort_values(key).reset_index(drop=True),
                                   local.sort_values(key).reset_index(drop=True), check_exact=True)
