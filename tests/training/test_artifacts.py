@@ -103,4 +103,5 @@ def test_the_loaded_predictor_scores_as_the_one_mlflow_pyfunc_wraps(local_mlflow
     loaded, loaded_version = registry.load_predictor("ops")
     wrapped = unwrap(mlflow.pyfunc.load_model(f"models:/ops/{version}"))
     assert loaded_version == version and type(loaded) is type(wrapped)
-    pd.testing.assert_frame_equal(loaded.score(data, explain=True), wrapped.score(data, explain=True))
+    as_of = data.data_end  # not 'now': two calls would differ by the clock
+    pd.testing.assert_frame_equal(loaded.score(data, as_of, explain=True), wrapped.score(data, as_of, explain=True))
