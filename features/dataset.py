@@ -59,9 +59,10 @@ def write_dataset(data: CanonicalData, out_dir: str | Path, rejects: pd.DataFram
 
 
 @contextmanager
-def staged_dataset(out_dir: str | Path) -> Iterator[Path]:
+def staged_dataset(out_dir: str | Path, carry_over: bool = True) -> Iterator[Path]:
     """A temporary sibling folder to write a dataset into; on success it replaces `out_dir`
-    (entries of the old folder that are not dataset files carried over), else it is removed."""
+    (a folder or a file; with `carry_over`, entries of the old folder that are not dataset
+    files are carried over), else it is removed."""
     out = Path(out_dir)
     _recover(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def staged_dataset(out_dir: str | Path) -> Iterator[Path]:
     staging.mkdir()  # not mkdtemp: the folder keeps the usual permissions (umask), not 0700
     try:
         yield staging
-        if out.exists():
+        if carry_over and out.is_dir():
             _carry_over(out, staging)
         _sync(staging)
         _swap(staging, out)
@@ -113,13 +114,20 @@ def _swap(staging: Path, out: Path) -> None:
     """staging becomes out; the old folder is kept as `.NAME.previous` until the new one is
     in place (`_recover` puts it back if a crash came in between)."""
     previous = _previous(out)
-    if previous.exists():
-        shutil.rmtree(previous)
+    _remove(previous)
     if out.exists():
         os.replace(out, previous)
     os.replace(staging, out)
     _fsync_dir(out.parent)
-    shutil.rmtree(previous, ignore_errors=True)
+    _remove(previous)
+
+
+def _remove(path: Path) -> None:
+    """A folder or a file, if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _recover(out: Path) -> None:

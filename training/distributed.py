@@ -23,11 +23,8 @@ Without a cluster nothing here runs: the pandas path is the one-partition case.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +33,7 @@ import pandas as pd
 
 from features import history as hist
 from features.build import FeatureBuilder, build_training_set
-from features.dataset import dataset_partitions, read_partition
+from features.dataset import dataset_partitions, read_partition, staged_dataset
 from features.dates import as_of_timestamps
 from features.partitions import split_data
 from features.schema import CanonicalData
@@ -153,30 +150,13 @@ def write_features(client, data: CanonicalData | str | Path, as_of, out: str | P
 def write_feature_parts(client, parts: list, builder, as_of, out: str | Path) -> dict[str, int]:
     """`write_features` for given partitions and builder (a future or a fitted builder)."""
     dates = as_of_timestamps(as_of)
-    with _replacing(Path(out)) as staging:
+    with staged_dataset(out, carry_over=False) as staging:  # replaces `out` once complete
         done = client.gather(client.map(_write_part, parts, range(len(parts)), builder=builder, as_of=dates,
                                         folder=str(staging), keep_empty=False))
         if not any(d["bytes"] for d in done):  # no rows at all: one empty file keeps the columns
             done[0] = client.submit(_write_part, parts[0], 0, builder, dates, str(staging), True).result()
         files = len(list(staging.glob("*.parquet")))
     return {"rows": sum(d["rows"] for d in done), "files": files, "bytes": sum(d["bytes"] for d in done)}
-
-
-@contextmanager
-def _replacing(out: Path) -> Iterator[Path]:
-    """A fresh sibling folder to write into; on success it replaces `out` (file or folder)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        yield staging
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def features(client, data: CanonicalData | str | Path, as_of, scratch: str | Path) -> pd.DataFrame:

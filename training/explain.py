@@ -17,10 +17,9 @@ deals at that stage"). What is a reason (`training/facts.py`):
 
 `explain` is on the scoring path of every request: the candidates are chosen for all rows
 at once (one argsort), and only those read are formatted, from plain Python values (one
-`.tolist()` per column used), feature by feature: the numbers compared with won deals are
-searched in their grid together (`sentences.numeric_many`, `times_in_stage`), the rest
-written one by one (a numpy call per value would cost more than the sentence itself).
-Over 300 lines: one explainer, whose sentence writers and row access belong together.
+`.tolist()` per column used), with percentiles by `bisect` on the grids as Python lists; a
+numpy call per value would cost more than the sentence itself. Over 300 lines: one
+explainer, whose sentence writers and row access belong together.
 """
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ AGE_FEATURES = ("deal_age_days", "days_in_stage")  # never a reason to win beyon
 SLACK = 3  # candidates read beyond top_k per side, in case some are no reasons (a missing value raising the score)
 SMALL_CELLS = 64  # candidate cells up to which missing values are looked up one by one
 FeatureRows = pd.DataFrame | Mapping[str, np.ndarray]
-RATIOS = {"stage_velocity": say.velocity, "amount_change_ratio": say.change_ratio, "activity_trend": say.pace}
 
 
 class FactorExplainer(BaseEstimator):
@@ -153,56 +151,23 @@ class FactorExplainer(BaseEstimator):
 
     def _describe(self, rows: "_Rows", row: list[int], feature: list[int], impact: list[float]
                   ) -> tuple[list, list[str]]:
-        """The value and sentence of each chosen factor, feature by feature: each feature's
-        writers made once, and its known numbers written together (`_many`). A missing value
-        is said to be missing (`_no_reasons_to_win` kept it from raising the score)."""
-        values: list = [None] * len(row)
-        sentences: list[str] = [""] * len(row)
-        cells: dict[int, list[int]] = {}
-        for k, j in enumerate(feature):
-            cells.setdefault(j, []).append(k)
-        for j, ks in cells.items():
-            name = rows.names[j]
-            gone, write = self._writers(name)
-            column = rows.column(j)
-            known: list[int] = []
-            for k in ks:
-                raw = column[row[k]]
-                value = values[k] = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # rows.value
-                if value is not None and (type(value) is not float or math.isfinite(value)):
-                    known.append(k)
-                else:
-                    sentences[k] = gone
-            many = self._many(name) if known else None
-            if many is not None and all(type(values[k]) is not str for k in known):
-                texts = many([values[k] for k in known], [row[k] for k in known], rows)
-            else:
-                texts = [write(values[k], impact[k], row[k], rows) for k in known]
-            for k, text in zip(known, texts):
-                sentences[k] = text
+        """The value and sentence of each chosen factor; each feature's writers made once. A
+        missing value is said to be missing (`_no_reasons_to_win` kept it from raising the score)."""
+        writers: dict[int, tuple] = {}
+        values, sentences = [], []
+        for i, j, effect in zip(row, feature, impact):
+            gone, write = writers.get(j) or writers.setdefault(j, self._writers(rows.names[j]))
+            raw = rows.column(j)[i]
+            value = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # rows.value, inlined
+            values.append(value)
+            known = value is not None and (type(value) is not float or math.isfinite(value))
+            sentences.append(write(value, effect, i, rows) if known else gone)
         return values, sentences
 
     def _writers(self, feature: str) -> tuple[str, Callable[[Any, float, int, "_Rows"], str]]:
         """(the sentence of a missing value, the writer of known ones) of one feature."""
         label = self.labels_.get(feature, feature.replace("_", " "))
         return say.missing(feature, label, feature in self.categorical_), self._known(feature, label)
-
-    def _many(self, feature: str) -> Callable[[list, list[int], "_Rows"], list[str]] | None:
-        """The writer of many known numbers of `feature` at once (values, their rows), where the
-        sentence is a number compared with won deals; None where `_known` writes cell by cell.
-        The same sentences as `_known`'s."""
-        if feature == self.days_in_stage_column:
-            def days_in_stage(values, at, rows):
-                names = [self._stage_name(rows.get(i, self.stage_column)) or self._stage_name(rows.get(i, "stage_index"))
-                         for i in at]
-                return say.times_in_stage(values, names, [rows.get(i, "stage_velocity") for i in at], self.stage_grids_)
-            return days_in_stage
-        if feature in (self.stage_column, "stage_index", "furthest_stage_index", *RATIOS) \
-                or (feature.endswith("_win_rate") and feature not in SHARED) or feature in self.categorical_:
-            return None
-        label = self.labels_.get(feature, feature.replace("_", " "))
-        numbers = say.numeric_many(feature, label, self.grids_.get(feature))
-        return lambda values, at, rows: numbers(values)
 
     def _known(self, feature: str, label: str) -> Callable[[Any, float, int, "_Rows"], str]:
         """The sentence of a known value, by the kind of fact the feature is."""
@@ -232,9 +197,9 @@ class FactorExplainer(BaseEstimator):
                 name = self._stage_name(rows.get(i, self.stage_column)) or self._stage_name(rows.get(i, "stage_index"))
                 return say.time_in_stage(value, name, rows.get(i, "stage_velocity"), self.stage_grids_.get(name))
             return days_in_stage
-        if feature in RATIOS:
-            ratio = RATIOS[feature]
-            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else ratio(value)
+        ratio = {"stage_velocity": say.velocity, "amount_change_ratio": say.change_ratio, "activity_trend": say.pace}
+        if feature in ratio:
+            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else ratio[feature](value)
         if feature.endswith("_win_rate") and feature not in SHARED:
             return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) \
                 else say.group_rate(label, value, rows.get(i, "global_win_rate"))

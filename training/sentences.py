@@ -20,8 +20,6 @@ import re
 from bisect import bisect_left, bisect_right
 from typing import Callable
 
-import numpy as np
-
 # zero, in words, for counts where "0, lower than 60 % of won deals" would read wrong
 ZERO = {"account_prior_wins": "no earlier wins at this account",
         "account_prior_losses": "no earlier losses at this account",
@@ -74,14 +72,8 @@ def compare(grid: list | None, value: float, whom: str = "won deals", more: str 
     above) the value, so ties (many zeros) never count on either side; "" without a grid."""
     if not grid:
         return ""
-    return compare_counts(bisect_left(grid, value), len(grid) - bisect_right(grid, value), len(grid), whom, more, less)
-
-
-def compare_counts(n_below: int, n_above: int, n: int, whom: str = "won deals", more: str = "higher",
-                   less: str = "lower") -> str:
-    """`compare`'s words from the counts of grid points strictly below and above the value."""
-    below = round(100 * n_below / n)
-    above = round(100 * n_above / n)
+    below = round(100 * bisect_left(grid, value) / len(grid))
+    above = round(100 * (len(grid) - bisect_right(grid, value)) / len(grid))
     if below < 60 and above < 60:  # around the middle
         return f", typical of {whom}"
     if below >= above:
@@ -120,25 +112,6 @@ def time_in_stage(value: float, stage_name: str | None, velocity, grid: list | N
     return f"{days(value)} {where}{usual}{compare(grid, value, 'won deals at that stage', 'longer', 'shorter')}"
 
 
-def times_in_stage(values: list[float], stage_names: list[str | None], velocities: list, grids: dict[str, list]
-                   ) -> list[str]:
-    """`time_in_stage` of many cells (`grids`: won deals' days per stage), each stage's grid
-    searched once for all its cells."""
-    out: list[str] = [""] * len(values)
-    by_stage: dict[str | None, list[int]] = {}
-    for k, name in enumerate(stage_names):
-        by_stage.setdefault(name, []).append(k)
-    for name, cells in by_stage.items():
-        where = f"in {name}" if name else "in the current stage"
-        grid = grids.get(name) if name is not None else None
-        words = compared(grid, [values[k] for k in cells], "won deals at that stage", "longer", "shorter") \
-            if grid else [""] * len(cells)
-        for k, compared_words in zip(cells, words):
-            usual = f", {ratio(velocities[k])} the usual time" if _finite(velocities[k]) else ""
-            out[k] = f"{days(values[k])} {where}{usual}{compared_words}"
-    return out
-
-
 def group_rate(label: str, value: float, overall) -> str:
     against = f", against {percent(overall)} overall" if _finite(overall) else ""
     return f"{label}: {percent(value)}{against}"
@@ -175,30 +148,6 @@ def numeric(feature: str, label: str, grid: list | None) -> Callable[[float], st
     rounded = whole(feature)
     return lambda value: zero_text if value == 0 and zero_text else \
         f"{label}: {number(value, rounded)}{compare(grid, value)}"
-
-
-def numeric_many(feature: str, label: str, grid: list | None) -> Callable[[list[float]], list[str]]:
-    """`numeric(feature, label, grid)` of many known values at once (a request's cells of one
-    feature): the percentile comparisons by one `searchsorted` each side, their words made
-    once per distinct pair of counts. The same sentences as `numeric`, value by value."""
-    one = numeric(feature, label, grid)
-    if feature in YES_NO or feature.endswith("_closed_deals") or not grid:
-        return lambda values: list(map(one, values))
-    zero_text = zero(feature, label) if feature in ZERO or feature.startswith("activities_") else None
-    rounded = whole(feature)
-    return lambda values: [zero_text if value == 0 and zero_text else f"{label}: {number(value, rounded)}{words}"
-                           for value, words in zip(values, compared(grid, values))]
-
-
-def compared(grid: list, values: list[float], whom: str = "won deals", more: str = "higher",
-             less: str = "lower") -> list[str]:
-    """`compare(grid, value, whom, more, less)` of each value, the grid searched once per side."""
-    points = np.asarray(grid, dtype="float64")
-    below = np.searchsorted(points, values, side="left").tolist()
-    above = (len(grid) - np.searchsorted(points, values, side="right")).tolist()
-    words: dict[tuple[int, int], str] = {}
-    return [words.get(pair) or words.setdefault(pair, compare_counts(*pair, len(grid), whom, more, less))
-            for pair in zip(below, above)]
 
 
 def zero(feature: str, label: str) -> str:

@@ -81,11 +81,13 @@ def build_state(data: CanonicalData, as_of: pd.Timestamp) -> PipelineState:
     deals = deals.rename(columns={"deal_id": "deal_name"}).assign(deal_id=np.arange(len(deals), dtype="int64"))
     events = _clip(data.stage_events, "entered_at", as_of, names)
     stages = list(data.meta.stages)
-    running = event_state(deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE),
-                          event_arrays(deals["deal_name"], _stage_entries(data, deals, as_of), stages), len(stages))
+    created = deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)
+    seen = stage_seen_from(data, created)  # None unless a current-state export
+    running = event_state(created, event_arrays(deals["deal_name"], _stage_entries(data, deals, as_of), stages),
+                          len(stages), seen)
     spells = spell_table(running, deals, stages)
-    if data.meta.stage_history == "snapshots":
-        spells = unseen_spells_unknown(spells, stage_seen_from(data, deals["created_at"].to_numpy(dtype=TIMESTAMP_DTYPE)))
+    if seen is not None:
+        spells = unseen_spells_unknown(spells, seen)
     return PipelineState(as_of=as_of, stages=stages, deals=deals, spells=spells, events=events,
                          activities=_clip(data.activities, "occurred_at", as_of, names), running=running,
                          index=running_index(running))
@@ -132,7 +134,7 @@ def spell_table(running: dict[str, np.ndarray], deals: pd.DataFrame, stages: lis
                       ["advanced", "regressed", outcome], default="open")
     return pd.DataFrame({"deal_id": s["deal"], "stage": np.asarray(stages, dtype=object)[s["stage_index"]],
                          "stage_idx": s["stage_index"], "start": s["entered_at"], "end": s["left_at"],
-                         "dwell_days": s["dwell_days"], "exit": exit_})
+                         "dwell_days": s["dwell_days"], "entry_known": s["entry_known"], "exit": exit_})
 
 
 def unseen_spells_unknown(spells: pd.DataFrame, seen_from: np.ndarray) -> pd.DataFrame:
@@ -141,13 +143,13 @@ def unseen_spells_unknown(spells: pd.DataFrame, seen_from: np.ndarray) -> pd.Dat
     what an export saw. A stay that began before the deal's first sighting was never observed
     at all: a deal that closed from it was won or lost at an unknown stage (exit "unknown"),
     not in the first stage. A stay's length is known only if it began after that sighting
-    (an export showed the change), as in the features: else dwell_days is NaN, so no time in
-    stage, stall threshold or bottleneck reads it."""
+    (an export showed the change): `entry_known` of the spells, the features' own rule
+    (`features.snapshots.event_state`); else dwell_days is NaN, so no time in stage, stall
+    threshold or bottleneck reads it."""
     seen = pd.Series(np.asarray(seen_from)[spells["deal_id"].to_numpy()], index=spells.index)
     stage_unseen = ~(spells["start"] >= seen).to_numpy()  # NaT (never seen): unseen
-    entry_unseen = ~(spells["start"] > seen).to_numpy()
     closed = spells["exit"].isin(["won", "lost"]).to_numpy()
-    return spells.assign(dwell_days=spells["dwell_days"].mask(entry_unseen),
+    return spells.assign(dwell_days=spells["dwell_days"].mask(~spells["entry_known"].to_numpy()),
                          exit=spells["exit"].mask(stage_unseen & closed, "unknown"))
 
 
