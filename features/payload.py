@@ -13,8 +13,8 @@ canonical tables it would be, with the validator's reason and detail: equivalenc
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -56,45 +56,109 @@ class CheckedPayload:
     facts: dict[str, tuple[np.ndarray, np.ndarray]]  # field name -> (deal position, time) of dated facts
 
 
+PAYLOAD_FIELDS = ["deal_id", "created_at", "amount", "stage", "stage_entered_at", "expected_close_date",
+                  *DEAL_CATEGORICAL]  # a deal's own fields, besides the dataset's attributes
+HISTORY_FIELDS = ["stage", "entered_at", "amount", "expected_close_date"]
+
+
+@dataclass
+class PayloadColumns:
+    """Payload deals as columns of the values sent, what `checked_payload` checks: a list of
+    payload values (datetimes, text, numbers, None) or an array of values already parsed
+    (datetime64, float64) per field. Built from dicts by `payload_columns`, or straight from a
+    JSON body by the service (`serving.columnar`)."""
+
+    deals: dict[str, Sequence]  # PAYLOAD_FIELDS and the attributes -> one value per deal (None: absent)
+    history: dict[str, Sequence]  # "deal" (position) and HISTORY_FIELDS -> one value per stage history row
+    listed: Sequence[bool]  # per deal: sent its stage history (else its one row is `implied_entry`)
+    activities: dict[str, Sequence] | None  # "deal" and "occurred_at" per activity; None: no deal sent any
+    activity_sent: Sequence[bool]  # per deal: sent the activities key (a list, maybe empty)
+
+    def __len__(self) -> int:
+        return len(self.deals["deal_id"])
+
+    def rows(self) -> int:
+        """Deals plus their stage history and activity rows."""
+        return len(self) + len(self.history["deal"]) + (0 if self.activities is None else
+                                                          len(self.activities["deal"]))
+
+
+def implied_entry(stage, stage_entered_at, created_at, amount, expected_close_date) -> dict | None:
+    """The stage history row of a deal sent without history: it entered its current stage at
+    stage_entered_at (or creation); None without a stage."""
+    if stage is None:
+        return None
+    return {"stage": stage, "entered_at": stage_entered_at or created_at, "amount": amount,
+            "expected_close_date": expected_close_date}
+
+
+def payload_columns(records: list[dict], meta: DatasetMeta) -> PayloadColumns:
+    """Payload deals (dicts) as columns; a deal's missing key reads as None."""
+    names = list(dict.fromkeys([*PAYLOAD_FIELDS, *meta.attributes]))
+    deals = {name: [r.get(name) for r in records] for name in names}
+    # flat lists by comprehension, no per-row tuples: a 1,000-deal request has ~25,000 child rows
+    histories = [rec.get("stage_history") or _implied(rec) for rec in records]
+    history = {"deal": [i for i, rows in enumerate(histories) for _ in rows]}
+    history.update({name: [h.get(name) for rows in histories for h in rows] for name in HISTORY_FIELDS})
+    sent = ["activities" in rec for rec in records]
+    activities = None
+    if any(sent):
+        acts = [rec.get("activities") or () for rec in records]
+        activities = {"deal": [i for i, items in enumerate(acts) for _ in items],
+                      "occurred_at": [act.get("occurred_at") for items in acts for act in items]}
+    return PayloadColumns(deals, history, [bool(rec.get("stage_history")) for rec in records], activities, sent)
+
+
+def _implied(rec: dict) -> list[dict]:
+    entry = implied_entry(rec.get("stage"), rec.get("stage_entered_at"), rec.get("created_at"), rec.get("amount"),
+                          rec.get("expected_close_date"))
+    return [] if entry is None else [entry]
+
+
 def payload_arrays(records: list[dict], meta: DatasetMeta) -> CheckedPayload:
     """Payload deals -> arrays, with every check of `features.validation.validate` that applies
-    to open deals, row by row in plain Python (see the module docstring)."""
+    to open deals (see the module docstring)."""
+    return checked_payload(payload_columns(records, meta), meta)
+
+
+def checked_payload(columns: PayloadColumns, meta: DatasetMeta) -> CheckedPayload:
+    """Payload columns -> arrays, rejects and dated facts (`payload_arrays`)."""
     stages = {s: i for i, s in enumerate(meta.stages)}
-    deals = _DealChecks(records)
-    created, amount, fields = _checked_deal_fields(records, meta, stages, deals)
+    deals = _DealChecks(columns.deals["deal_id"])
+    created, amount, fields = _checked_deal_fields(columns.deals, meta, stages, deals)
     rejects = deals.rejects
-    events, event_facts = _payload_events(records, stages, created, deals.rejected, rejects) if not meta.static \
+    events, event_facts = _payload_events(columns, stages, created, deals.rejected, rejects) if not meta.static \
         else (empty_events(), (np.zeros(0, "int64"), np.zeros(0, TIMESTAMP_DTYPE)))
-    activities = _payload_activities(records, created, deals.rejected, rejects) if not meta.static else None
+    activities = _payload_activities(columns, created, deals.rejected, rejects) if not meta.static else None
+    sent = np.asarray(columns.activity_sent, dtype=bool)
     arrays = DealArrays(deal_id=np.array(deals.ids, dtype=object), created_at=created, amount=amount,
                         fields=fields, events=events, activities=activities,
-                        activity_known=None if activities is None else _activity_known(records))
-    facts = {"created_at": (np.arange(len(records)), created), "stage_history": event_facts}
+                        activity_known=None if activities is None or sent.all() else sent)
+    facts = {"created_at": (np.arange(len(columns)), created), "stage_history": event_facts}
     if activities is not None:
         facts["activities"] = (activities["deal"], activities["occurred_at"])
     return CheckedPayload(arrays=arrays, rejects=rejects, facts=facts)
 
 
-def _checked_deal_fields(records: list[dict], meta: DatasetMeta, stages: dict[str, int], deals: "_DealChecks"
-                         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def _checked_deal_fields(columns: dict[str, Sequence], meta: DatasetMeta, stages: dict[str, int],
+                         deals: "_DealChecks") -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(created_at, amount, category and attribute fields) of the deals, rejecting bad
     ones in the validator's order of checks."""
-    created, bad_created = checked_times([r.get("created_at") for r in records])
-    amount, bad_amount = numbers([r.get("amount") for r in records])
+    created, bad_created = checked_times(columns["created_at"])
+    amount, bad_amount = numbers(columns["amount"])
     deals.reject(_missing_ids(deals.ids), Reason.MISSING_REQUIRED, "deal_id", lambda i: "deal_id")
     deals.reject(bad_created, Reason.UNPARSEABLE_DATE, "created_at",
-                 lambda i: f"created_at={records[i].get('created_at')}")
+                 lambda i: f"created_at={columns['created_at'][i]}")
     if not meta.static:
         deals.reject(np.isnat(created), Reason.MISSING_REQUIRED, "created_at", lambda i: "created_at")
-    deals.reject(bad_amount, Reason.UNPARSEABLE_NUMBER, "amount",
-                 lambda i: f"amount={records[i].get('amount')}")
+    deals.reject(bad_amount, Reason.UNPARSEABLE_NUMBER, "amount", lambda i: f"amount={columns['amount'][i]}")
     deals.reject(amount < 0, Reason.NEGATIVE_AMOUNT, "amount", lambda i: f"amount={amount[i]}")
-    stage = [r.get("stage") for r in records]
+    stage = columns["stage"]
     deals.reject([i for i, v in enumerate(stage) if v is not None and v not in stages], Reason.UNKNOWN_STAGE,
                  "stage", lambda i: f"stage={stage[i]}")
-    fields = {c: strings([r.get(c) for r in records]) for c in DEAL_CATEGORICAL}
+    fields = {c: strings(columns[c]) for c in DEAL_CATEGORICAL}
     for name, kind in meta.attributes.items():
-        values = [r.get(name) for r in records]
+        values = columns[name]
         if kind != "numeric":
             fields[name] = strings(values)
             continue
@@ -108,9 +172,9 @@ def _checked_deal_fields(records: list[dict], meta: DatasetMeta, stages: dict[st
 class _DealChecks:
     """The deals' rejects: the first reason of a deal wins, as in the validator."""
 
-    def __init__(self, records: list[dict]):
-        self.ids = [r.get("deal_id") for r in records]
-        self.rejected = np.zeros(len(records), dtype=bool)
+    def __init__(self, ids: Sequence):
+        self.ids = list(ids)
+        self.rejected = np.zeros(len(self.ids), dtype=bool)
         self.rejects: list[PayloadReject] = []
 
     def reject(self, rows: np.ndarray | list[int], reason: str, field: str, detail) -> None:
@@ -145,23 +209,19 @@ def _repeated_ids(ids: list, rejected: np.ndarray) -> list[int]:
     return out
 
 
-def _payload_events(records: list[dict], stages: dict[str, int], created: np.ndarray, rejected: np.ndarray,
+def _payload_events(columns: PayloadColumns, stages: dict[str, int], created: np.ndarray, rejected: np.ndarray,
                     rejects: list[PayloadReject]) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Stage history rows (or the one implied row of a deal sent without history), in the
     order of the validator's `stage_events` table."""
-    # flat lists by comprehension, no per-row tuples: a 1,000-deal request has ~25,000 child rows
-    histories = [rec.get("stage_history") or _implied_entry(rec) for rec in records]
-    deal = [i for i, history in enumerate(histories) for _ in history]
-    stage = [h.get("stage") for history in histories for h in history]
-    entered = [h.get("entered_at") for history in histories for h in history]
-    amount, bad_amount = child_numbers([h.get("amount") for history in histories for h in history])
-    ecd = [h.get("expected_close_date") for history in histories for h in history]
-    deal_pos = np.array(deal, dtype="int64")
+    rows = columns.history
+    deal, stage, entered, ecd = rows["deal"], rows["stage"], rows["entered_at"], rows["expected_close_date"]
+    amount, bad_amount = child_numbers(rows["amount"])
+    deal_pos = np.asarray(deal, dtype="int64")
     entered_at, bad_entered = checked_times(entered)
     expected_close, bad_ecd = checked_times(ecd)
     codes = np.array([stages.get(s, -1) for s in stage], dtype="int64")
-    checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id",
-               lambda row: f"deal_id={records[deal[row]].get('deal_id')}"),
+    ids = columns.deals["deal_id"]
+    checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id", lambda row: f"deal_id={ids[deal[row]]}"),
               (bad_entered, Reason.UNPARSEABLE_DATE, "entered_at", lambda row: f"entered_at={entered[row]}"),
               (np.isnat(entered_at), Reason.MISSING_REQUIRED, "entered_at", lambda row: "entered_at"),
               (codes < 0, Reason.UNKNOWN_STAGE, "stage", lambda row: f"stage={stage[row]}"),
@@ -170,7 +230,7 @@ def _payload_events(records: list[dict], stages: dict[str, int], created: np.nda
               (bad_amount, Reason.UNPARSEABLE_NUMBER, "amount", lambda row: f"amount={amount[row]}"),
               (amount < 0, Reason.NEGATIVE_AMOUNT, "amount", lambda row: f"amount={amount[row]}"),
               (bad_ecd, Reason.UNPARSEABLE_DATE, "expected_close_date", lambda row: f"expected_close_date={ecd[row]}")]
-    _reject_children(rejects, "stage_events", "stage_history", deal, records, checks)
+    _reject_children(rejects, "stage_events", "stage_history", deal_pos, ids, columns.listed, checks)
     events = {"deal": deal_pos, "stage_index": codes, "entered_at": entered_at, "amount": amount,
               "expected_close_date": expected_close}
     return events, (deal_pos, entered_at)
@@ -180,12 +240,12 @@ IMPLIED_FIELDS = {"entered_at": "stage_entered_at", "amount": "amount", "expecte
                   "stage": "stage", "deal_id": "deal_id"}  # a field of the implied stage row -> the deal's field
 
 
-def _reject_children(rejects: list[PayloadReject], table: str, nested: str, deal: list[int],
-                     records: list[dict], checks: list[tuple]) -> None:
+def _reject_children(rejects: list[PayloadReject], table: str, nested: str, deal: np.ndarray, ids: Sequence,
+                     listed: Sequence[bool] | None, checks: list[tuple]) -> None:
     """Child rows failing a check (mask, reason, field, detail), first reason wins. `deal`:
     each row's deal position, in request order; a deal's rows are its list in order, or
-    the one row implied by a deal sent without history."""
-    if not deal:
+    the one row implied by a deal sent without history (`listed` false; None: all listed)."""
+    if not len(deal):
         return
     flagged = np.zeros(len(deal), dtype=bool)
     for mask, reason, field, detail in checks:
@@ -193,42 +253,25 @@ def _reject_children(rejects: list[PayloadReject], table: str, nested: str, deal
             continue
         for row in np.flatnonzero(mask & ~flagged).tolist():  # rejects are few, usually none
             flagged[row] = True
-            i = deal[row]
-            listed = bool(records[i].get(nested))
-            index = row - bisect_left(deal, i) if listed else None
-            rejects.append(PayloadReject(table, row, i, nested, index, field if listed else IMPLIED_FIELDS[field],
-                                         records[i].get("deal_id"), reason, detail(row)))
+            i = int(deal[row])
+            sent = listed is None or bool(listed[i])
+            index = row - int(np.searchsorted(deal, i)) if sent else None
+            rejects.append(PayloadReject(table, row, i, nested, index, field if sent else IMPLIED_FIELDS[field],
+                                         ids[i], reason, detail(row)))
 
 
-def _implied_entry(rec: dict) -> list[dict]:
-    """A deal sent without history entered its current stage at stage_entered_at (or creation)."""
-    if rec.get("stage") is None:
-        return []
-    return [{"stage": rec.get("stage"), "entered_at": rec.get("stage_entered_at") or rec.get("created_at"),
-             "amount": rec.get("amount"), "expected_close_date": rec.get("expected_close_date")}]
-
-
-def _activity_known(records: list[dict]) -> np.ndarray | None:
-    """Per deal, whether it sent its activities (a list, maybe empty): a deal without the key
-    has unknown activities whatever the other deals of the request sent. None: all known."""
-    known = np.fromiter(("activities" in rec for rec in records), dtype=bool, count=len(records))
-    return None if known.all() else known
-
-
-def _payload_activities(records: list[dict], created: np.ndarray, rejected: np.ndarray,
+def _payload_activities(columns: PayloadColumns, created: np.ndarray, rejected: np.ndarray,
                         rejects: list[PayloadReject]) -> dict[str, np.ndarray] | None:
-    if not any("activities" in rec for rec in records):
+    if columns.activities is None:
         return None  # no activity data at all: activity features are missing, not zero
-    acts = [rec.get("activities") or () for rec in records]
-    deal = [i for i, items in enumerate(acts) for _ in items]
-    occurred = [act.get("occurred_at") for items in acts for act in items]
-    deal_pos = np.array(deal, dtype="int64")
+    deal, occurred = columns.activities["deal"], columns.activities["occurred_at"]
+    deal_pos = np.asarray(deal, dtype="int64")
     occurred_at, bad = checked_times(occurred)
-    checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id",
-               lambda row: f"deal_id={records[deal[row]].get('deal_id')}"),
+    ids = columns.deals["deal_id"]
+    checks = [(rejected[deal_pos], Reason.DEAL_REJECTED, "deal_id", lambda row: f"deal_id={ids[deal[row]]}"),
               (bad, Reason.UNPARSEABLE_DATE, "occurred_at", lambda row: f"occurred_at={occurred[row]}"),
               (np.isnat(occurred_at), Reason.MISSING_REQUIRED, "occurred_at", lambda row: "occurred_at"),
               (occurred_at < created[deal_pos], Reason.EVENT_BEFORE_CREATE, "occurred_at",
                lambda row: f"occurred_at {pd.Timestamp(occurred_at[row])}")]
-    _reject_children(rejects, "activities", "activities", deal, records, checks)
+    _reject_children(rejects, "activities", "activities", deal_pos, ids, None, checks)
     return {"deal": deal_pos, "occurred_at": occurred_at}

@@ -17,6 +17,7 @@ import anyio.to_thread
 import numpy as np
 
 from features.arrays import DealArrays
+from features.payload import PayloadColumns
 from training.compiled import DealScorer, Explain, Scores
 
 log = logging.getLogger("leadscore.serving")
@@ -29,8 +30,10 @@ def child_rows(arrays: DealArrays) -> int:
     return len(arrays.events["deal"]) + (0 if arrays.activities is None else len(arrays.activities["deal"]))
 
 
-def request_rows(deals: list[dict]) -> int:
+def request_rows(deals: list[dict] | PayloadColumns) -> int:
     """Deals plus their stage history and activity entries, as sent."""
+    if isinstance(deals, PayloadColumns):
+        return deals.rows()
     return len(deals) + sum(len(d.get("stage_history", ())) + len(d.get("activities", ())) for d in deals)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response
 
+from features.payload import PayloadColumns
 from serving.batching import LARGE_REQUEST_ROWS, ScoreBatcher, request_rows
 from serving.errors import problem
 from serving.schemas import DEAL_FIELDS, score_response_json
@@ -30,16 +31,19 @@ SCORE_COLUMNS = ["deal_id", "as_of", "close_probability", "score", "tier", "p_cl
                  "stale", "stale_reason"]
 
 
-async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict], as_of, explain: Explain,
+async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: list[dict] | PayloadColumns, as_of,
+                        explain: Explain,
                         version: int, strict_keys: bool = False,
                         record: Callable[[Scores], list | None] = lambda _scored: None) -> Response | JSONResponse:
-    """Schema-checked deals (`serving.schemas.ScoreRequest`) -> the `/score` response. A deal
-    key that is neither a deal field nor a model attribute is a warning on that deal, or,
-    with `strict_keys`, a 422 naming each with its close match. `record(scored)` gets the
+    """Schema-checked deals (`serving.schemas.ScoreRequest`'s dicts, or the columns of a clean
+    body: `serving.columnar`) -> the `/score` response. A deal key that is neither a deal
+    field nor a model attribute is a warning on that deal, or, with `strict_keys`, a 422
+    naming each with its close match (a clean body has none). `record(scored)` gets the
     scores (the service queues them for the score log) and returns each scored row's trend,
     or None."""
     known = DEAL_FIELDS | set(model.meta.attributes)
-    unknown = unknown_deal_keys(deals, known)
+    columnar = isinstance(deals, PayloadColumns)
+    unknown = {} if columnar else unknown_deal_keys(deals, known)
     if unknown and strict_keys:
         errors = unknown_key_errors(unknown, known)
         return problem(422, f"{len(errors)} unknown deal field(s) (LEADSCORE_STRICT_KEYS=1); first: "
@@ -60,22 +64,23 @@ async def score_request(model: CompiledPredictor, batcher: ScoreBatcher, deals: 
     logged = BackgroundTask(log.info, "scored %d deals (ids %s%s)", len(ids), ",".join(map(str, ids[:5])),
                             ",..." if len(ids) > 5 else "")
     # written as the ScoreResponse JSON directly: validating our own output per deal cost more than scoring
-    body = score_response_json(version, checked.as_of, shape_scores(scored, deals, warnings, version, trends))
+    sent_ids = deals.deals["deal_id"] if columnar else [deal["deal_id"] for deal in deals]
+    body = score_response_json(version, checked.as_of, shape_scores(scored, sent_ids, warnings, version, trends))
     return Response(body, media_type="application/json", background=logged)
 
 
-def shape_scores(scored: Scores | pd.DataFrame, records: list[dict], warnings: dict[int, list[str]],
+def shape_scores(scored: Scores | pd.DataFrame, deal_ids: list, warnings: dict[int, list[str]],
                  version: int, trends: list | None = None) -> list[dict]:
-    """Scored rows (a frame or {column: values}) in request order, NaN/NaT as null, plus model
-    version and warnings. Built from plain column lists: pandas' object conversions cost
-    more than the scoring of a deal."""
+    """Scored rows (a frame or {column: values}) in the order of `deal_ids` (the request's),
+    NaN/NaT as null, plus model version and warnings. Built from plain column lists: pandas'
+    object conversions cost more than the scoring of a deal."""
     columns = {c: _plain_values(scored[c], day=c.startswith("expected_close_date_")) for c in SCORE_COLUMNS if c in scored}
     position = {deal_id: i for i, deal_id in enumerate(columns["deal_id"])}
     rows = []
-    for i, rec in enumerate(records):
-        k = position.get(rec["deal_id"])
+    for i, deal_id in enumerate(deal_ids):
+        k = position.get(deal_id)
         row = {c: (None if k is None else values[k]) for c, values in columns.items()}
-        row["deal_id"] = rec["deal_id"]
+        row["deal_id"] = deal_id
         row["model_version"] = version
         row["warnings"] = warnings.get(i, [])
         trend = None if k is None or trends is None else trends[k]

@@ -23,6 +23,7 @@ from features.errors import LeadscoreError
 from features.jsonsafe import json_safe
 from serving import big_bodies, errors, limits, reload
 from serving.auth import ApiKeyMiddleware, load_api_keys
+from serving.columnar import install_columnar_score
 from serving.data_source import DataSnapshot, DataSource
 from serving.docs.site import site as docs_site
 from serving.docs.spec import build_spec
@@ -113,7 +114,7 @@ class LeadScoreService:
             return errors.problem(422, str(exc), [{"field": "as_of", "message": str(exc)}])
         if at is not None and (late := limits.score_as_of_error(at)) is not None:
             return late
-        # deals: plain dicts, None values dropped (serving.schemas.ValidDeal)
+        # deals: plain dicts, None values dropped (serving.schemas.ValidDeal), or the columns of a clean body
         return await score_request(self.model, self.batcher, deals, at, explain and explain_method, self.version,
                                    strict_keys=self.config.strict_keys, record=self._record)
 
@@ -248,6 +249,8 @@ logging.getLogger(errors.BENTOML_APP_LOGGER).addFilter(errors.SchemaErrorLogFilt
 errors.escape_log_lines()
 limits.install_header_timeout(_settings().header_timeout_s)
 big_bodies.install_off_loop_parsing()
+# a clean /score body is read straight into columns; any other goes to ScoreRequest (serving/columnar.py)
+install_columnar_score(lambda: reload.in_use().model.meta, big_bodies.PROCESS_BODY_BYTES, big_bodies.THREAD_BODY_BYTES)
 # the first added is the outer one: every answer names the model version (X-Model-Version);
 # a request without a key is refused before its body is read
 LeadScoreService.add_asgi_middleware(reload.ModelVersionMiddleware)

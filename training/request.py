@@ -1,7 +1,7 @@
 """The request path: payload deals -> checked arrays -> scores, the same for the HTTP
 service and the MLflow pyfunc model.
 
-    check_request:      validation (`features.payload.payload_arrays`, every check the
+    check_request:      validation (`features.payload.checked_payload`, every check the
                         scoring code relies on) -> rejects as request field paths ->
                         facts dated after as-of
     CompiledPredictor.score_arrays:  scoring
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import DealArrays
-from features.payload import PayloadReject, payload_arrays
+from features.payload import PayloadColumns, PayloadReject, checked_payload, payload_columns
 from features.schema import Reason
 from training.compiled import CompiledPredictor, Explain, Scores, rows_at
 from training.predictor import default_as_of
@@ -81,10 +81,12 @@ def score_request(model: CompiledPredictor, deals: list[dict], as_of=None, expla
                          category_warnings(model, checked.arrays))
 
 
-def check_request(model: CompiledPredictor, deals: list[dict], as_of=None) -> CheckedRequest:
-    """Payload deals -> arrays and the request's field errors (rejects, then facts after as-of)."""
+def check_request(model: CompiledPredictor, deals: list[dict] | PayloadColumns, as_of=None) -> CheckedRequest:
+    """Payload deals (dicts, or columns parsed from the body: `serving.columnar`) -> arrays
+    and the request's field errors (rejects, then facts after as-of)."""
     at = None if model.static else default_as_of(as_of)
-    checked = payload_arrays(deals, model.meta)
+    columns = deals if isinstance(deals, PayloadColumns) else payload_columns(deals, model.meta)
+    checked = checked_payload(columns, model.meta)
     errors = reject_errors(checked.rejects)
     if not errors and at is not None:
         errors = future_errors(checked.facts, at)

@@ -121,7 +121,7 @@ def _both_json(predictor, as_of, records, data, version=7):
     by it and kept for the callers' symmetry with the canonical-table path."""
     scored = score_request(CompiledPredictor.compile(predictor), records, as_of, explain=True)
     assert scored.checked.errors == []
-    rows = shape_scores(scored.scores, records, scored.warnings, version)
+    rows = shape_scores(scored.scores, [r["deal_id"] for r in records], scored.warnings, version)
     fast = json.loads(score_response_json(version, as_of, rows))
     slow = json.loads(ScoreResponse(model_version=version, as_of=as_of, deals=rows).model_dump_json())
     return fast, slow, rows

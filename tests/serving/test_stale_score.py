@@ -31,7 +31,7 @@ def test_score_response_flags_a_deal_older_than_every_win():
               "stage": data.meta.stages[0]}]
     compiled = CompiledPredictor.compile(predictor)
     scored = compiled.score_arrays(payload_arrays(deals, predictor.meta).arrays, at)
-    body = json.loads(score_response_json(1, at, shape_scores(scored, deals, {}, 1)))
+    body = json.loads(score_response_json(1, at, shape_scores(scored, [d["deal_id"] for d in deals], {}, 1)))
     got = {d["deal_id"]: (d["stale"], d["stale_reason"]) for d in body["deals"]}
     assert got["young"] == (False, None)
     assert got["old"][0] is True

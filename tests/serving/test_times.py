@@ -34,7 +34,7 @@ def test_score_answer_times_carry_z_on_the_fast_path_and_the_model_path():
               "close_probability": np.array([0.4]), "score": np.array([40]), "tier": np.array(["warm"], dtype=object),
               "expected_close_date_p50": np.array(["2024-11-02"], dtype="datetime64[ns]")}
     trend = {"direction": "improving", "change": 0.1, "since": dt.datetime(2024, 9, 20, 6, 30), "factor": None}
-    rows = shape_scores(scored, [{"deal_id": "D1"}], {}, 3, [trend])
+    rows = shape_scores(scored, ["D1"], {}, 3, [trend])
     for as_of in (pd.Timestamp("2024-10-01"), pd.Timestamp("2024-10-01T02:00:00+02:00")):
         fast = json.loads(score_response_json(3, as_of, rows))
         assert fast["as_of"] == fast["deals"][0]["as_of"] == "2024-10-01T00:00:00Z"
