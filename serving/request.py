@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from features.payload import PayloadColumns
 from serving.batching import LARGE_REQUEST_ROWS, ScoreBatcher, request_rows
 from serving.errors import problem
-from serving.schemas import DEAL_FIELDS, score_response_json
+from serving.schemas import DEAL_FIELDS, SCORED_DEFAULTS, score_response_json
 from serving.times import as_utc
 from serving.unknown_fields import unknown_deal_keys, unknown_key_errors, unknown_key_warnings
 from training.compiled import CompiledPredictor, Explain, Scores
@@ -76,10 +76,12 @@ def shape_scores(scored: Scores | pd.DataFrame, deal_ids: list, warnings: dict[i
     object conversions cost more than the scoring of a deal."""
     columns = {c: _plain_values(scored[c], day=c.startswith("expected_close_date_")) for c in SCORE_COLUMNS if c in scored}
     position = {deal_id: i for i, deal_id in enumerate(columns["deal_id"])}
+    fields = [(name, columns.get(name), default) for name, default in SCORED_DEFAULTS.items()]
     rows = []
     for i, deal_id in enumerate(deal_ids):
         k = position.get(deal_id)
-        row = {c: (None if k is None else values[k]) for c, values in columns.items()}
+        # the response's fields in its order (`serving.schemas.SCORED_FIELDS`): written as they are
+        row = {name: default if values is None else None if k is None else values[k] for name, values, default in fields}
         row["deal_id"] = deal_id
         row["model_version"] = version
         row["warnings"] = warnings.get(i, [])

@@ -21,9 +21,10 @@ from itertools import chain, islice, repeat
 from operator import itemgetter, le
 from typing import Annotated, Any, Literal, Optional
 
+import orjson
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, field_validator
-from pydantic_core import PydanticSerializationError, core_schema, to_json
+from pydantic_core import core_schema
 from typing_extensions import NotRequired, TypedDict
 
 from serving.times import UTC, UtcTime, as_utc
@@ -294,6 +295,8 @@ def _utc(t: dt.datetime) -> dt.datetime:
 # --- fast response rendering ------------------------------------------------------
 
 _FIELDS = [(name, info.get_default(call_default_factory=True)) for name, info in ScoredDeal.model_fields.items()]
+SCORED_DEFAULTS = dict(_FIELDS)  # a response row's keys (in the order the model writes them) and defaults
+SCORED_FIELDS = list(SCORED_DEFAULTS)
 _FLOAT_FIELDS = [name for name, info in ScoredDeal.model_fields.items() if info.annotation in (float, Optional[float])]
 _DATE_FIELDS = [name for name in ScoredDeal.model_fields if name.startswith("expected_close_date_")]
 _TIERS = frozenset(("hot", "warm", "cold", "baseline"))
@@ -301,20 +304,24 @@ _TIERS = frozenset(("hot", "warm", "cold", "baseline"))
 
 def score_response_json(model_version: int, as_of, deals: list[dict]) -> bytes:
     """The JSON body of `ScoreResponse(model_version=..., as_of=..., deals=...)`, written by
-    pydantic-core's serializer from plain dicts instead of building and validating a model
-    per deal and factor (1,000 deals: ~60 ms that way, ~5 ms this way). The rows come from
-    our own scoring code; a row this writer is not sure to render as the model would (a
-    wrong type, a datetime where a date belongs, a score out of range, a value JSON cannot
-    hold) falls back to the model, whose output is the reference (tests/serving/test_fast_paths.py)."""
+    orjson from plain dicts instead of building and validating a model per deal and factor
+    (1,000 deals: ~60 ms that way, a few ms this way; orjson writes what pydantic-core's
+    serializer writes, "Z" times and shortest floats alike, and is ~5x faster on plain dicts).
+    The rows come from our own scoring code (`SCORED_FIELDS` in order: taken as they are);
+    a row this writer is not sure to render as the model would (a wrong type, a datetime
+    where a date belongs, a score out of range, a value JSON cannot hold) falls back to the
+    model, whose output is the reference (tests/serving/test_fast_paths.py)."""
     if isinstance(as_of, pd.Timestamp) and not as_of.nanosecond:
         as_of = as_of.to_pydatetime()
     if type(as_of) is dt.datetime:
         as_of = as_utc(as_of)
-    rows = [{name: row.get(name, default) for name, default in _FIELDS} for row in deals]
+    rows = [row if list(row) == SCORED_FIELDS else {name: row.get(name, default) for name, default in _FIELDS}
+            for row in deals]
     if type(model_version) is int and _utc_datetime(as_of) and all(map(_plain_row, rows)):
         try:
-            return to_json({"model_version": model_version, "as_of": as_of, "deals": rows}, inf_nan_mode="null")
-        except PydanticSerializationError:  # e.g. a numpy scalar among the factors
+            return orjson.dumps({"model_version": model_version, "as_of": as_of, "deals": rows},
+                                option=orjson.OPT_UTC_Z)
+        except TypeError:  # e.g. a numpy scalar among the factors, an integer beyond 64 bits
             pass
     return ScoreResponse(model_version=model_version, as_of=as_of, deals=deals).model_dump_json().encode()
 
