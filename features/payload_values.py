@@ -10,6 +10,7 @@ import datetime as dt
 import re
 from itertools import compress, repeat
 from operator import is_not
+from types import NoneType
 
 import numpy as np
 import pandas as pd
@@ -91,12 +92,13 @@ def iso_times(values: list) -> np.ndarray | None:
     one). On this form ISO 8601 parsers agree: `datetime.fromisoformat`, pydantic."""
     if len(values) <= FEW_TIMES:
         return _few_iso_times(values)
-    sent = None if None not in values else np.fromiter(map(is_not, values, repeat(None)), bool, len(values))
+    kinds = set(map(type, values))
+    if not kinds <= {str, NoneType}:
+        return None
+    sent = np.fromiter(map(is_not, values, repeat(None)), bool, len(values)) if NoneType in kinds else None
     present = values if sent is None else list(compress(values, sent))
     if not present:
         return np.full(len(values), NAT, dtype=TIMESTAMP_DTYPE)
-    if set(map(type, present)) != {str}:
-        return None
     lengths = set(map(len, present))
     if not lengths <= UTC_SUFFIXES.keys():
         return None

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_not
 from typing import Annotated, Any, Callable, Optional
 
 import msgspec
@@ -167,7 +168,7 @@ def _parsed_times(deal: dict, history: dict, activities: dict | None) -> tuple[d
     columns = [deal[name] for name in TIME_FIELDS] + [history["entered_at"], history["expected_close_date"]]
     if activities is not None:
         columns.append(activities["occurred_at"])
-    sent = [column.count(None) < len(column) for column in columns]  # e.g. no expected close date anywhere
+    sent = [any(map(is_not, column, repeat(None))) for column in columns]  # e.g. no expected close date anywhere
     parsed = iso_times([value for column, some in zip(columns, sent) if some for value in column])
     if parsed is None:
         return None

@@ -7,6 +7,7 @@ together), field errors become a 422, and the scores become the `ScoreResponse` 
 from __future__ import annotations
 
 import logging
+from itertools import repeat
 from typing import Callable
 
 import anyio.to_thread
@@ -75,20 +76,22 @@ def shape_scores(scored: Scores | pd.DataFrame, deal_ids: list, warnings: dict[i
     NaN/NaT as null, plus model version and warnings. Built from plain column lists: pandas'
     object conversions cost more than the scoring of a deal."""
     columns = {c: _plain_values(scored[c], day=c.startswith("expected_close_date_")) for c in SCORE_COLUMNS if c in scored}
-    position = {deal_id: i for i, deal_id in enumerate(columns["deal_id"])}
-    fields = [(name, columns.get(name), default) for name, default in SCORED_DEFAULTS.items()]
-    rows = []
-    for i, deal_id in enumerate(deal_ids):
-        k = position.get(deal_id)
-        # the response's fields in its order (`serving.schemas.SCORED_FIELDS`): written as they are
-        row = {name: default if values is None else None if k is None else values[k] for name, values, default in fields}
-        row["deal_id"] = deal_id
-        row["model_version"] = version
-        row["warnings"] = warnings.get(i, [])
-        trend = None if k is None or trends is None else trends[k]
-        row["trend"] = trend if trend is None else {**trend, "since": as_utc(trend["since"])}
-        rows.append(row)
-    return rows
+    scored_ids = columns["deal_id"]
+    if scored_ids == list(deal_ids):  # the usual case: scored in request order
+        found: list[int | None] = list(range(len(scored_ids)))
+        columns["deal_id"] = scored_ids
+    else:
+        position = {deal_id: i for i, deal_id in enumerate(scored_ids)}
+        found = [position.get(deal_id) for deal_id in deal_ids]
+        columns = {c: [None if k is None else values[k] for k in found] for c, values in columns.items()}
+        columns["deal_id"] = list(deal_ids)
+    columns["model_version"] = repeat(version)
+    columns["warnings"] = [warnings.get(i, []) for i in range(len(found))]
+    columns["trend"] = repeat(None) if trends is None else [
+        None if k is None or trends[k] is None else {**trends[k], "since": as_utc(trends[k]["since"])} for k in found]
+    # the response's fields in its order (`serving.schemas.SCORED_FIELDS`): written as they are
+    return [dict(zip(SCORED_DEFAULTS, values))
+            for values in zip(*(columns.get(name, repeat(default)) for name, default in SCORED_DEFAULTS.items()))]
 
 
 def _plain_values(column, day: bool = False) -> list:
