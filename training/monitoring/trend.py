@@ -72,7 +72,9 @@ class TrendIndex:
     def observe(self, scored) -> list[dict | None]:
         """Trends of scored output columns (deal_id, as_of, close_probability, top_factors)."""
         ids = list(scored["deal_id"])
-        at = pd.to_datetime(np.asarray(scored["as_of"])).to_pydatetime()
+        times = np.asarray(scored["as_of"])
+        at = times.astype("datetime64[us]").tolist() if times.dtype.kind == "M" and not np.isnat(times).any() \
+            else pd.to_datetime(times).to_pydatetime()  # datetimes alike; pandas' conversion is ~0.5 ms a call
         factors = scored.get("top_factors") or [None] * len(ids)
         p_ref, ref_at, ref_names = np.full(len(ids), np.nan), [None] * len(ids), [None] * len(ids)
         window = timedelta(days=TREND_DAYS)
