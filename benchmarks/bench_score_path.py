@@ -5,7 +5,7 @@ where wall-clock latencies say more about the neighbours than about the code.
 
 Runs the request path the service runs after BentoML has read the body: the body read
 into columns (`serving.columnar.decode_score`; `ScoreRequest` validation from the JSON
-bytes when it is not clean), `serving.request.score_request` (checks, features, scores,
+bytes when it is small or not clean), `serving.request.score_request` (checks, features, scores,
 explanations, warnings) and the response JSON, on the small generated data and
 predictor of tests/models_cache.py (trained once and kept in --predictor). Reports the
 median over rounds of the per-round p50 of process CPU time (all threads) for one deal and
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from serving.batching import ScoreBatcher
-from serving.columnar import decode_score
+from serving.columnar import COLUMNAR_BODY_BYTES, decode_score
 from serving.request import score_request
 from serving.schemas import ScoreRequest
 from tests.payloads import payload_records
@@ -45,7 +45,8 @@ def load(path: Path):
 
 def cpu_ms(loop, model: CompiledPredictor, batcher: ScoreBatcher, body: bytes, n: int) -> list[float]:
     async def one_request():
-        fields = decode_score(body, model.meta) or dict(ScoreRequest.model_validate_json(body))
+        columnar = decode_score(body, model.meta) if len(body) >= COLUMNAR_BODY_BYTES else None  # as the service
+        fields = columnar or dict(ScoreRequest.model_validate_json(body))
         return await score_request(model, batcher, fields["deals"], pd.Timestamp(fields["as_of"]),
                                    fields.get("explain", True), 1)
     out = []

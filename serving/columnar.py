@@ -14,6 +14,11 @@ answers (every 4xx, its field paths, the warnings) stay the reference: this modu
 "clean" or "let the full path speak" and words no error. The request path's own checks
 (`features.payload.checked_payload`: stages, dates against creation and as-of) run on these
 columns as on the model's dicts. The OpenAPI spec still comes from the request model.
+
+Small bodies (under `COLUMNAR_BODY_BYTES`: a few deals) stay with the request model: there
+its C parse and the checks on dicts cost what the decode and the time check cost here
+(one deal with 32 stage changes and 57 activities: 0.36 vs 0.45 ms CPU), and the columns
+pay off from a few dozen deals on (1,000 deals: ~60 vs ~35 ms).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ MAX_ID_LENGTH = 200  # ScoreRequest's deal_id max_length
 TIME_FIELDS = ("created_at", "stage_entered_at", "expected_close_date")
 OPTIONS = ("as_of", "explain", "explain_method")  # ScoreRequest's fields besides `deals`
 _ABSENT = msgspec.Raw(b"")
+COLUMNAR_BODY_BYTES = 64 * 1024
 
 
 class StageEntry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -182,24 +188,24 @@ def _parsed_times(deal: dict, history: dict, activities: dict | None) -> tuple[d
             {} if activities is None else {"occurred_at": parts[5]})
 
 
-def install_columnar_score(meta: Callable[[], DatasetMeta], max_bytes: int, thread_bytes: int) -> None:
+def install_columnar_score(meta: Callable[[], DatasetMeta], min_bytes: int, max_bytes: int, thread_bytes: int) -> None:
     """Wraps BentoML's JSON request parsing (`_bentoml_impl.serde.JSONSerde.parse_request`):
-    a `ScoreRequest` body under `max_bytes` is decoded here when clean (in a worker thread
-    from `thread_bytes` on), else by the wrapped parser. `meta`: the served model's dataset
-    (its attributes), for the request being handled."""
+    a `ScoreRequest` body of `min_bytes` up to `max_bytes` is decoded here when clean (in a
+    worker thread from `thread_bytes` on), else by the wrapped parser. `meta`: the served
+    model's dataset (its attributes), for the request being handled."""
     import anyio.to_thread
     from _bentoml_impl.serde import JSONSerde
 
-    JSONSerde._leadscore_columnar = (meta, max_bytes, thread_bytes)
+    JSONSerde._leadscore_columnar = (meta, min_bytes, max_bytes, thread_bytes)
     if getattr(JSONSerde, "_leadscore_columnar_installed", False):
         return
     wrapped = JSONSerde.parse_request
 
     async def parse_request(self, request, cls: type[BaseModel]):
         if isinstance(cls, type) and issubclass(cls, ScoreRequest):
-            meta_of, most, in_thread = JSONSerde._leadscore_columnar
+            meta_of, least, most, in_thread = JSONSerde._leadscore_columnar
             body = await request.body()
-            if len(body) < most:
+            if least <= len(body) < most:
                 decode = functools.partial(decode_score, body, meta_of())
                 fields = decode() if len(body) < in_thread else await anyio.to_thread.run_sync(decode)
                 if fields is not None:

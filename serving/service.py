@@ -23,7 +23,7 @@ from features.errors import LeadscoreError
 from features.jsonsafe import json_safe
 from serving import big_bodies, errors, limits, reload
 from serving.auth import ApiKeyMiddleware, load_api_keys
-from serving.columnar import install_columnar_score
+from serving.columnar import COLUMNAR_BODY_BYTES, install_columnar_score
 from serving.data_source import DataSnapshot, DataSource
 from serving.docs.site import site as docs_site
 from serving.docs.spec import build_spec
@@ -249,8 +249,9 @@ logging.getLogger(errors.BENTOML_APP_LOGGER).addFilter(errors.SchemaErrorLogFilt
 errors.escape_log_lines()
 limits.install_header_timeout(_settings().header_timeout_s)
 big_bodies.install_off_loop_parsing()
-# a clean /score body is read straight into columns; any other goes to ScoreRequest (serving/columnar.py)
-install_columnar_score(lambda: reload.in_use().model.meta, big_bodies.PROCESS_BODY_BYTES, big_bodies.THREAD_BODY_BYTES)
+# a clean /score body of many deals is read straight into columns; any other goes to ScoreRequest (serving/columnar.py)
+install_columnar_score(lambda: reload.in_use().model.meta, COLUMNAR_BODY_BYTES, big_bodies.PROCESS_BODY_BYTES,
+                       big_bodies.THREAD_BODY_BYTES)
 # the first added is the outer one: every answer names the model version (X-Model-Version);
 # a request without a key is refused before its body is read
 LeadScoreService.add_asgi_middleware(reload.ModelVersionMiddleware)

@@ -235,7 +235,12 @@ def test_bentomls_json_parsing_hands_score_the_columns_of_a_clean_body(data, rec
     class Request(ScoreRequest):  # BentoML subclasses the input_spec
         pass
 
-    install_columnar_score(lambda: data.meta, 2**21, 2**18)
+    install_columnar_score(lambda: data.meta, 0, 2**21, 2**18)
+    small = asyncio.run(JSONSerde().parse_request(_request(body(records[:2])), Request))
+    assert isinstance(small.deals, PayloadColumns)
+    install_columnar_score(lambda: data.meta, 2**16, 2**21, 2**18)  # a few deals: the request model reads them
+    assert isinstance(asyncio.run(JSONSerde().parse_request(_request(body(records[:2])), Request)).deals, list)
+    install_columnar_score(lambda: data.meta, 0, 2**21, 2**18)
     clean = asyncio.run(JSONSerde().parse_request(_request(body(records[:2])), Request))
     assert isinstance(clean, Request) and isinstance(clean.deals, PayloadColumns) and clean.explain is True
     padded = copy.deepcopy(records[:2])
