@@ -171,8 +171,12 @@ class FactorExplainer(BaseEstimator):
 
     def _known(self, feature: str, label: str) -> Callable[[Any, float, int, "_Rows"], str]:
         """The sentence of a known value, by the kind of fact the feature is."""
-        number = say.numeric(feature, label, self.grids_.get(feature))
+        numeric = say.numeric(feature, label, self.grids_.get(feature))
         memo: dict[tuple, str] = {}
+        said: dict[float, str] = {}  # a number's sentence depends on the value only: counts repeat a lot
+
+        def number(value) -> str:  # (not zeros: -0.0 == 0.0 as keys, and "-0" is not "0")
+            return numeric(value) if value == 0 else said.get(value) or said.setdefault(value, numeric(value))
 
         def text(value, impact: float) -> str:  # a category's sentence depends on the level and the sign only
             key = (value, impact > 0)
@@ -201,8 +205,16 @@ class FactorExplainer(BaseEstimator):
         if feature in ratio:
             return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else ratio[feature](value)
         if feature.endswith("_win_rate") and feature not in SHARED:
-            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) \
-                else say.group_rate(label, value, rows.get(i, "global_win_rate"))
+            rates: dict[tuple, str] = {}
+
+            def rate(value, impact, i, rows):
+                if isinstance(value, str):
+                    return text(value, impact)
+                key = (value, rows.get(i, "global_win_rate"))
+                if value == 0 or key[1] == 0:  # -0.0 == 0.0 as keys
+                    return say.group_rate(label, *key)
+                return rates.get(key) or rates.setdefault(key, say.group_rate(label, *key))
+            return rate
         if feature in self.categorical_:
             return lambda value, impact, i, rows: text(value, impact)
         return lambda value, impact, i, rows: text(value, impact) if type(value) is str else number(value)
