@@ -2,9 +2,11 @@
 
 The request path of both the service (`/score`) and the MLflow pyfunc model: a payload deal
 is a dict of canonical deal fields plus `stage`, optional `stage_entered_at`,
-`expected_close_date`, `stage_history` and `activities`. Every check the scoring code
-relies on is made here, on plain Python values (a request-sized payload costs
-microseconds, where building and validating canonical frames costs ~10 ms): required ids
+`expected_close_date`, `stage_history` and `activities`. The deals are read into columns
+(`PayloadColumns`: from dicts by `payload_columns`, or by the service straight from a JSON
+body, `serving.columnar`) and every check the scoring code relies on is made on those
+(`checked_payload`; a request-sized payload costs microseconds to a few ms, where building
+and validating canonical frames costs ~10 ms): required ids
 and dates, dates that parse (ISO text or datetimes), numbers that parse, non-negative
 amounts, known stages, children dated before their deal, numeric attributes, unique ids.
 Each reject says where in the request it is (`PayloadReject.path`) and which row of the
