@@ -288,3 +288,18 @@ def test_round_equals_python_round():
     want = [round(float(v), 4) for v in x]
     np.testing.assert_array_equal(np.array(got), np.array(want))
     assert all(type(v) is float for v in got)
+
+
+def test_sentences_written_once_per_value_are_each_values_own(plain_explainer):
+    """A request's reasons reuse the sentence of a number (or a group's rate) already written for
+    another deal; each is still the sentence of its own value, -0.0 and 0.0 included."""
+    amounts = [50.5, 50.5, -0.0, 0.0, 0.0, -0.0, 7.0, 7.0]
+    rates = [0.4213, 0.4213, 0.0, -0.0, 0.2, 0.2, 0.4213, 0.0]
+    X = pd.DataFrame({"amount": amounts, "owner_win_rate": rates, "global_win_rate": 0.31})
+    C = np.column_stack([np.full(len(X), -0.5), np.full(len(X), 0.3), np.zeros(len(X)), np.zeros(len(X))])
+    got = plain_explainer.explain(X, C)
+    for row, amount, rate in zip(got, amounts, rates):
+        deal = {"amount": amount, "owner_win_rate": rate, "global_win_rate": 0.31}
+        assert row["negative"][0]["sentence"] == plain_explainer.sentence("amount", amount, -0.5, deal)
+        assert row["positive"][0]["sentence"] == plain_explainer.sentence("owner_win_rate", rate, 0.3, deal)
+    assert got[2]["negative"][0]["sentence"] != got[3]["negative"][0]["sentence"]  # "-0" is not "0"
