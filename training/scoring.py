@@ -58,12 +58,14 @@ BASIS_MODEL, BASIS_BASE_RATE, BASIS_COLD_START = "model", "base rate", "cold sta
 
 
 def score(data: CanonicalData, as_of=None, explain: bool = True, model_name: str = "leadscore",
-          version: int | None = None, client=None, data_dir: str | Path | None = None) -> pd.DataFrame:
+          version: int | None = None, client=None, data_dir: str | Path | None = None,
+          predictor: LeadScorePredictor | None = None) -> pd.DataFrame:
     """Deals open at `as_of` (default: the data end) scored by `version` (default: the
-    champion): the `COLUMNS` (+ `STRUCTURED` factors), best score first. With a Dask
-    `client`: per partition on the cluster (`data_dir`'s partitions, else `data` split),
-    each partition's table made there."""
-    predictor, version = load_predictor(model_name, version)
+    champion; `predictor`: that version already loaded): the `COLUMNS` (+ `STRUCTURED`
+    factors), best score first. With a Dask `client`: per partition on the cluster
+    (`data_dir`'s partitions, else `data` split), each partition's table made there."""
+    if predictor is None or version is None:
+        predictor, version = load_predictor(model_name, version)
     as_of = None if predictor.static else (pd.Timestamp(as_of) if as_of else data.data_end)
     table = partial(_table, version=version, basis=basis(predictor), as_of=as_of)
     if client is not None:
