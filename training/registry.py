@@ -12,6 +12,9 @@ it checks the version's artifacts against the sha256 recorded when it was regist
 (`training.artifacts`) and refuses a truncated, deleted or altered model in
 one line (`ArtifactsCorrupt`); an unreadable store is one line too (`RegistryUnavailable`).
 The promotion gate (register a version, judge it, move the alias) is `training.gate`.
+`find_version` returns what loading a version needs as plain values (`RegisteredVersion`),
+so a command can ask MLflow in another process. Over 300 lines: finding and loading a
+version share the aliases and the dataset check with promote and rollback.
 """
 from __future__ import annotations
 
@@ -96,10 +99,8 @@ def check_model_data(model_name: str, version: int | None, data: DatasetMeta, da
     predictor's); by default read from the version's tags (`version` None: the champion).
     Returns the version checked (None when only `recorded` was given)."""
     if recorded is None:
-        client = mlflow_client()
         version = version if version is not None else require_champion(model_name)
-        _check_version(client, model_name, int(version))
-        recorded = recorded_dataset(client.get_model_version(model_name, str(version)).tags or {})
+        recorded = recorded_dataset(_check_version(mlflow_client(), model_name, int(version)).tags or {})
     differs = None if recorded is None else dataset_difference(recorded, data)
     if differs:
         label = f"{model_name} v{version}" if version is not None else model_name
@@ -208,12 +209,13 @@ def _promotion_problems(client, model_name: str, version: int, current: int | No
     return problems
 
 
-def _check_version(client, model_name: str, version: int) -> None:
-    """RegistryError naming the existing versions when `version` is not registered."""
+def _check_version(client, model_name: str, version: int):
+    """The registered `version`'s record (MLflow's ModelVersion); RegistryError naming the
+    existing versions when it is not registered."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_model_version(model_name, str(version))
+        return client.get_model_version(model_name, str(version))
     except MlflowException:
         known = ", ".join(map(str, _versions_or_empty(client, model_name))) or "none"
         raise RegistryError(f"model '{model_name}' has no version {version} (versions: {known}); "
@@ -300,20 +302,14 @@ def find_version(model_name: str, version: int | None = None, alias: str = CHAMP
             version = require_champion(model_name) if alias == CHAMPION else alias_version(model_name, alias)
             if version is None:
                 raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
-        client = mlflow_client()
-        _check_version(client, model_name, int(version))
-        tags = client.get_model_version(model_name, str(version)).tags or {}
+        tags = _check_version(mlflow_client(), model_name, int(version)).tags or {}
     return RegisteredVersion(model_name, int(version), verified_artifacts(model_name, int(version)),
                              recorded_dataset(tags))
 
 
 def load_predictor(model_name: str, version: int | None = None, alias: str = CHAMPION) -> tuple[LeadScorePredictor, int]:
-    """(LeadScorePredictor, version) of registered `version`, or of the version holding
-    `alias` when no version is given (`find_version`: NoChampion / RegistryError when there
-    is none, ArtifactsCorrupt when its files are missing, altered or do not load). The
-    predictor is unpickled straight from the checked files (`artifacts.read_predictor`): the
-    object `mlflow.pyfunc.load_model(...)` would wrap, without unpickling the pyfunc wrapper
-    (a second, compiled copy: twice the bytes) or MLflow's environment checks, which cost a
-    command seconds."""
+    """(LeadScorePredictor, version) of `find_version`'s version, unpickled straight from its
+    checked files: the object `mlflow.pyfunc.load_model(...)` would wrap, without the pyfunc
+    wrapper (a second, compiled copy) or MLflow's environment checks (seconds of a command)."""
     found = find_version(model_name, version, alias)
     return found.load(), found.version

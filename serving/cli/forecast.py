@@ -53,8 +53,11 @@ def run_forecast(side: SideProcess, found, data: Path, out: Path, as_of: str | N
     the side process, which also logs the MLflow run. Returns the forecast JSON + out, run_id."""
     from features.dataset import read_dataset
     from training.forecast.config import ForecastConfig
+    from training.forecast.newdeals import ALL
     from training.forecast.outlook import OUTLOOK_STEPS, outlook
-    from training.forecast.report import forecast_dict, log_forecast
+    from training.forecast.report import forecast_dict
+    from training.forecast.run_log import log_forecast
+    from training.forecast.track_record import ForecastRecorder
 
     with progress_steps(total=OUTLOOK_STEPS + 4 + log) as step:
         step("reading the data")
@@ -63,42 +66,33 @@ def run_forecast(side: SideProcess, found, data: Path, out: Path, as_of: str | N
         step("loading the model")
         registered = found()
         registered.check_data(dataset.meta, str(data))
-        side.submit(prepare_side)  # while the forecast runs here
+        if log:
+            side.submit(prepare_side)  # while the forecast runs here
         predictor, version = registered.load(), registered.version
         result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
                          group_by=group_by, targets=goals, config=ForecastConfig(n_sims=sims, seed=seed), step=step)
         result.forecast.notes.append(f"model {model_name} v{version}")
         step("storing the forecast in the track record")
-        note = side.submit(record_forecast, result, model_name, version, dataset)()  # before any output
-        if note:
-            result.forecast.notes.append(note)
+        ForecastRecorder().record(result, model_name, version, dataset)  # the track record, before any output
         step(f"writing {out.name}")
         doc = forecast_dict(result)
         write_forecast(result, out, dataset, currency, doc)
         summary = {**doc, "out": str(out)}
         if log:
             step("logging to MLflow")
-            summary["run_id"] = side.submit(log_forecast, result, {
+            summary["run_id"] = side.submit(log_forecast, doc, {
                 "as_of": result.forecast.as_of, "periods": periods, "freq": freq, "group_by": group_by,
-                "model": f"{model_name}/{version}", "n_sims": sims, "seed": seed, "data_dir": data})()
+                "model": f"{model_name}/{version}", "n_sims": sims, "seed": seed, "data_dir": data}, ALL)()
     return summary
 
 
 def prepare_side() -> None:
-    """In the side process, while the forecast runs: load what unpickling the forecast needs
-    and MLflow's run context, so that storing and logging it start at once."""
+    """In the side process, while the forecast runs: load the forecast's run logger and
+    MLflow's run context, so that logging the run starts at once."""
     from training.tracking import warm_run_context
 
-    import_modules("training.forecast.report", "training.forecast.track_record")
+    import_modules("training.forecast.run_log")
     warm_run_context()
-
-
-def record_forecast(result, model_name: str, version: int, dataset) -> str | None:
-    """In the side process: store the forecast in the track record (`ForecastRecorder`);
-    the note to add to the forecast when the store is unavailable, else None."""
-    from training.forecast.track_record import ForecastRecorder
-
-    return ForecastRecorder().record(result, model_name, version, dataset)
 
 
 def check_options(dataset, as_of, periods: int, freq: str, group_by: str | None, targets) -> None:
