@@ -61,6 +61,29 @@ def test_an_error_in_the_command_stops_the_child_at_once():
         os.kill(pid, 0)  # gone, not left running its call
 
 
+def _cached_mlflow_stores() -> int:
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    return TrackingStoreRegistry._get_store_with_resolved_uri.cache_info().currsize
+
+
+def _experiments() -> list[str]:
+    from training.tracking import mlflow_client
+
+    return sorted(e.name for e in mlflow_client().search_experiments())
+
+
+def test_the_child_opens_mlflow_stores_of_its_own(local_mlflow_uri):
+    # a database connection must not cross fork(): the stores this process opened are not the child's
+    from training.tracking import ensure_experiment
+
+    ensure_experiment("opened-here")
+    assert _cached_mlflow_stores() > 0
+    with side_process() as side:
+        assert side.submit(_cached_mlflow_stores)() == 0
+        assert "opened-here" in side.submit(_experiments)()  # the same database, through its own connection
+
+
 @pytest.mark.slow(reason="a whole `leadscore forecast` in a Python child that imports the forecast's libraries")
 def test_the_forecast_command_leaves_mlflow_to_the_side_process(tmp_path, local_mlflow_uri):
     from features.dataset import write_dataset
