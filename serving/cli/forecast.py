@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
@@ -12,7 +12,10 @@ from serving.cli.console import console, fmt, progress_steps
 from serving.cli.models import pandas_frequency
 from serving.cli.output import CURRENCY_ENV, check_suffix, checked_currency, write_output
 from serving.cli.side_process import SideProcess, import_modules, side_process
-from training.registry import find_version
+from training.registry import RegisteredVersion, find_version
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORECAST_FORMATS = (".csv", ".json", ".html")
 
@@ -46,9 +49,9 @@ def forecast(
     print_forecast_summary(summary)
 
 
-def run_forecast(side: SideProcess, found, data: Path, out: Path, as_of: str | None, periods: int, freq: str,
-                 group_by: str | None, goals, sims: int, seed: int, model_name: str, log: bool,
-                 currency: str | None) -> dict:
+def run_forecast(side: SideProcess, found: Callable[[], RegisteredVersion], data: Path, out: Path,
+                 as_of: str | None, periods: int, freq: str, group_by: str | None, goals: pd.DataFrame | None,
+                 sims: int, seed: int, model_name: str, log: bool, currency: str | None) -> dict:
     """The forecast command's steps; `found()` is the registry's answer (`find_version`) from
     the side process, which also logs the MLflow run. Returns the forecast JSON + out, run_id."""
     from features.dataset import read_dataset
