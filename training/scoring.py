@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.schema import CanonicalData
 from features.snapshots import deals_at
-from training.predictor import LeadScorePredictor
 from training.registry import load_predictor
+
+if TYPE_CHECKING:  # not imported at run time: the score log's writer (`trend_and_log`) runs without the model's code
+    from training.predictor import LeadScorePredictor
 
 REASONS = 3  # reason_1..3 (positive factors) and risk_1..3 (negative ones)
 REASON_COLUMNS = [f"reason_{k}" for k in range(1, REASONS + 1)]

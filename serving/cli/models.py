@@ -10,7 +10,7 @@ import typer
 from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console, fmt, progress_steps
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
-from serving.cli.side_process import side_process
+from serving.cli.side_process import import_modules, side_process
 from training.cluster import ClusterError
 from training.registry import find_version
 
@@ -178,6 +178,7 @@ def score(
             step("check the model against the data")
             registered = found()
             registered.check_data(dataset.meta, str(data))
+            side.submit(import_modules, "training.scoring", "training.monitoring.trend")  # the score log's, meanwhile
             step("score open deals")
             frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name,
                                 version=registered.version, client=client, data_dir=data,
