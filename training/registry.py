@@ -12,10 +12,15 @@ it checks the version's artifacts against the sha256 recorded when it was regist
 (`training.artifacts`) and refuses a truncated, deleted or altered model in
 one line (`ArtifactsCorrupt`); an unreadable store is one line too (`RegistryUnavailable`).
 The promotion gate (register a version, judge it, move the alias) is `training.gate`.
+`find_version` returns what loading a version needs as plain values (`RegisteredVersion`),
+so a command can ask MLflow in another process. Over 300 lines: finding and loading a
+version share the aliases and the dataset check with promote and rollback.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -94,10 +99,8 @@ def check_model_data(model_name: str, version: int | None, data: DatasetMeta, da
     predictor's); by default read from the version's tags (`version` None: the champion).
     Returns the version checked (None when only `recorded` was given)."""
     if recorded is None:
-        client = mlflow_client()
         version = version if version is not None else require_champion(model_name)
-        _check_version(client, model_name, int(version))
-        recorded = recorded_dataset(client.get_model_version(model_name, str(version)).tags or {})
+        recorded = recorded_dataset(_check_version(mlflow_client(), model_name, int(version)).tags or {})
     differs = None if recorded is None else dataset_difference(recorded, data)
     if differs:
         label = f"{model_name} v{version}" if version is not None else model_name
@@ -206,12 +209,13 @@ def _promotion_problems(client, model_name: str, version: int, current: int | No
     return problems
 
 
-def _check_version(client, model_name: str, version: int) -> None:
-    """RegistryError naming the existing versions when `version` is not registered."""
+def _check_version(client, model_name: str, version: int):
+    """The registered `version`'s record (MLflow's ModelVersion); RegistryError naming the
+    existing versions when it is not registered."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_model_version(model_name, str(version))
+        return client.get_model_version(model_name, str(version))
     except MlflowException:
         known = ", ".join(map(str, _versions_or_empty(client, model_name))) or "none"
         raise RegistryError(f"model '{model_name}' has no version {version} (versions: {known}); "
@@ -269,19 +273,43 @@ def require_champion(model_name: str) -> int:
     return version
 
 
-def load_predictor(model_name: str, version: int | None = None, alias: str = CHAMPION) -> tuple[LeadScorePredictor, int]:
-    """(LeadScorePredictor, version) of registered `version`, or of the version holding
-    `alias` when no version is given, its files checked first (`verified_artifacts`).
-    NoChampion / RegistryError when there is none, ArtifactsCorrupt when its files are
-    missing, altered or do not load. The predictor is unpickled straight from the checked
-    files (`artifacts.read_predictor`): the object `mlflow.pyfunc.load_model(...)` would wrap,
-    without unpickling the pyfunc wrapper (a second, compiled copy: twice the bytes) or
-    MLflow's environment checks, which cost a command seconds."""
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered version found and its files checked (`find_version`): what loading it
+    needs from MLflow, as plain values (a command can look it up in another process)."""
+
+    model_name: str
+    version: int
+    folder: Path  # its model files, checked against their sha256
+    dataset: DatasetMeta | None  # the dataset it was trained on (None: not recorded)
+
+    def check_data(self, data: DatasetMeta, data_label: str) -> None:
+        """ModelDataMismatch (one line) when `data` is another dataset than the version's own."""
+        if self.dataset is not None:
+            check_model_data(self.model_name, self.version, data, data_label, recorded=self.dataset)
+
+    def load(self) -> LeadScorePredictor:
+        """The predictor, unpickled straight from the checked files (`artifacts.read_predictor`)."""
+        return read_predictor(self.folder, f"{self.model_name} v{self.version}")
+
+
+def find_version(model_name: str, version: int | None = None, alias: str = CHAMPION) -> RegisteredVersion:
+    """Registered `version`, or the version holding `alias` when no version is given, with its
+    files checked (`verified_artifacts`) and the dataset it records. NoChampion / RegistryError
+    when there is none, ArtifactsCorrupt when its files are missing or altered."""
     with readable_store():
         if version is None:
             version = require_champion(model_name) if alias == CHAMPION else alias_version(model_name, alias)
             if version is None:
                 raise RegistryError(f"no version of model '{model_name}' holds the alias '{alias}'")
-        _check_version(mlflow_client(), model_name, int(version))
-    folder = verified_artifacts(model_name, int(version))
-    return read_predictor(folder, f"{model_name} v{version}"), int(version)
+        tags = _check_version(mlflow_client(), model_name, int(version)).tags or {}
+    return RegisteredVersion(model_name, int(version), verified_artifacts(model_name, int(version)),
+                             recorded_dataset(tags))
+
+
+def load_predictor(model_name: str, version: int | None = None, alias: str = CHAMPION) -> tuple[LeadScorePredictor, int]:
+    """(LeadScorePredictor, version) of `find_version`'s version, unpickled straight from its
+    checked files: the object `mlflow.pyfunc.load_model(...)` would wrap, without the pyfunc
+    wrapper (a second, compiled copy) or MLflow's environment checks (seconds of a command)."""
+    found = find_version(model_name, version, alias)
+    return found.load(), found.version

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.schema import CanonicalData
 from features.snapshots import deals_at
-from training.predictor import LeadScorePredictor
 from training.registry import load_predictor
+
+if TYPE_CHECKING:  # not imported at run time: the score log's writer (`trend_and_log`) runs without the model's code
+    from training.predictor import LeadScorePredictor
 
 REASONS = 3  # reason_1..3 (positive factors) and risk_1..3 (negative ones)
 REASON_COLUMNS = [f"reason_{k}" for k in range(1, REASONS + 1)]
@@ -58,12 +61,14 @@ BASIS_MODEL, BASIS_BASE_RATE, BASIS_COLD_START = "model", "base rate", "cold sta
 
 
 def score(data: CanonicalData, as_of=None, explain: bool = True, model_name: str = "leadscore",
-          version: int | None = None, client=None, data_dir: str | Path | None = None) -> pd.DataFrame:
+          version: int | None = None, client=None, data_dir: str | Path | None = None,
+          predictor: LeadScorePredictor | None = None) -> pd.DataFrame:
     """Deals open at `as_of` (default: the data end) scored by `version` (default: the
-    champion): the `COLUMNS` (+ `STRUCTURED` factors), best score first. With a Dask
-    `client`: per partition on the cluster (`data_dir`'s partitions, else `data` split),
-    each partition's table made there."""
-    predictor, version = load_predictor(model_name, version)
+    champion; `predictor`: that version already loaded): the `COLUMNS` (+ `STRUCTURED`
+    factors), best score first. With a Dask `client`: per partition on the cluster
+    (`data_dir`'s partitions, else `data` split), each partition's table made there."""
+    if predictor is None or version is None:
+        predictor, version = load_predictor(model_name, version)
     as_of = None if predictor.static else (pd.Timestamp(as_of) if as_of else data.data_end)
     table = partial(_table, version=version, basis=basis(predictor), as_of=as_of)
     if client is not None:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -65,6 +66,28 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(uri))
+
+
+def forget_inherited_stores() -> None:
+    """In a forked child: forget the MLflow stores the parent had opened (their SQLAlchemy
+    pools hold its database connections, which must not be used across fork()); the child
+    then opens its own. Nothing to do when the parent had not loaded MLflow (the CLI)."""
+    if "mlflow" not in sys.modules:
+        return
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    for registry in (TrackingStoreRegistry, ModelRegistryStoreRegistry):
+        registry._get_store_with_resolved_uri.cache_clear()
+
+
+def warm_run_context() -> None:
+    """Resolve MLflow's run-context tags once (source, git commit, notebook checks): the first
+    time imports GitPython and IPython (~0.1-0.2 CPU s). A command's side process does it
+    while the command works, so that the command's run then starts at once."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    resolve_tags({})
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 
@@ -11,6 +11,11 @@ from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console, fmt, progress_steps
 from serving.cli.models import pandas_frequency
 from serving.cli.output import CURRENCY_ENV, check_suffix, checked_currency, write_output
+from serving.cli.side_process import SideProcess, import_modules, side_process
+from training.registry import RegisteredVersion, find_version
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORECAST_FORMATS = (".csv", ".json", ".html")
 
@@ -34,37 +39,63 @@ def forecast(
                                                 "GBP, CHF, ...; default: plain numbers)."),
 ) -> None:
     """Bookings per period with P10/P50/P90: open pipeline + deals not yet created."""
-    from features.dataset import read_dataset
-    from training.forecast.config import ForecastConfig
-    from training.forecast.outlook import OUTLOOK_STEPS, outlook
-    from training.forecast.report import forecast_dict, log_forecast
-    from training.forecast.track_record import ForecastRecorder
-    from training.registry import check_model_data, load_predictor
-
     check_suffix(out, FORECAST_FORMATS)
     currency = checked_currency(currency)
     goals = read_targets(targets) if targets else None
+    with side_process() as side:  # MLflow starts in the side process while the data and the forecast load here
+        found = side.submit(find_version, model_name)
+        summary = run_forecast(side, found, data, out, as_of, periods, freq, group_by, goals, sims, seed, model_name,
+                               log, currency)
+    print_forecast_summary(summary)
+
+
+def run_forecast(side: SideProcess, found: Callable[[], RegisteredVersion], data: Path, out: Path,
+                 as_of: str | None, periods: int, freq: str, group_by: str | None, goals: pd.DataFrame | None,
+                 sims: int, seed: int, model_name: str, log: bool, currency: str | None) -> dict:
+    """The forecast command's steps; `found()` is the registry's answer (`find_version`) from
+    the side process, which also logs the MLflow run. Returns the forecast JSON + out, run_id."""
+    from features.dataset import read_dataset
+    from training.forecast.config import ForecastConfig
+    from training.forecast.newdeals import ALL
+    from training.forecast.outlook import OUTLOOK_STEPS, outlook
+    from training.forecast.report import forecast_dict
+    from training.forecast.run_log import log_forecast
+    from training.forecast.track_record import ForecastRecorder
+
     with progress_steps(total=OUTLOOK_STEPS + 4 + log) as step:
         step("reading the data")
         dataset = read_dataset(data)
         check_options(dataset, dataset.data_end if as_of is None else as_of, periods, freq, group_by, goals)
         step("loading the model")
-        predictor, version = load_predictor(model_name, check_model_data(model_name, None, dataset.meta, str(data)))
+        registered = found()
+        registered.check_data(dataset.meta, str(data))
+        if log:
+            side.submit(prepare_side)  # while the forecast runs here
+        predictor, version = registered.load(), registered.version
         result = outlook(predictor, dataset, dataset.data_end if as_of is None else as_of, periods, freq,
                          group_by=group_by, targets=goals, config=ForecastConfig(n_sims=sims, seed=seed), step=step)
         result.forecast.notes.append(f"model {model_name} v{version}")
         step("storing the forecast in the track record")
         ForecastRecorder().record(result, model_name, version, dataset)  # the track record, before any output
         step(f"writing {out.name}")
-        write_forecast(result, out, dataset, currency)
-        summary = {**forecast_dict(result), "out": str(out)}
+        doc = forecast_dict(result)
+        write_forecast(result, out, dataset, currency, doc)
+        summary = {**doc, "out": str(out)}
         if log:
             step("logging to MLflow")
-            summary["run_id"] = log_forecast(result, {"as_of": result.forecast.as_of, "periods": periods,
-                                                      "freq": freq, "group_by": group_by,
-                                                      "model": f"{model_name}/{version}", "n_sims": sims,
-                                                      "seed": seed, "data_dir": data})
-    print_forecast_summary(summary)
+            summary["run_id"] = side.submit(log_forecast, doc, {
+                "as_of": result.forecast.as_of, "periods": periods, "freq": freq, "group_by": group_by,
+                "model": f"{model_name}/{version}", "n_sims": sims, "seed": seed, "data_dir": data}, ALL)()
+    return summary
+
+
+def prepare_side() -> None:
+    """In the side process, while the forecast runs: load the forecast's run logger and
+    MLflow's run context, so that logging the run starts at once."""
+    from training.tracking import warm_run_context
+
+    import_modules("training.forecast.run_log")
+    warm_run_context()
 
 
 def check_options(dataset, as_of, periods: int, freq: str, group_by: str | None, targets) -> None:
@@ -94,16 +125,17 @@ def read_targets(path: Path):
         raise LeadscoreError(f"cannot read targets file {path}: {exc}") from None
 
 
-def write_forecast(result, out: Path, dataset=None, currency: str | None = None) -> Path:
-    """By suffix: .csv (the table), .json, .html (the report for finance, with what changed
-    since the previous stored forecast and the track record when the store can be read);
-    with .csv and .html the risk list ranked by value at risk goes beside as <name>.risk.csv."""
+def write_forecast(result, out: Path, dataset=None, currency: str | None = None, doc: dict | None = None) -> Path:
+    """By suffix: .csv (the table), .json (`doc`, the forecast JSON when already made), .html
+    (the report for finance, with what changed since the previous stored forecast and the
+    track record when the store can be read); with .csv and .html the risk list ranked by
+    value at risk goes beside as <name>.risk.csv."""
     from training.forecast.briefing import ranked_risk
     from training.forecast.report import forecast_dict, forecast_table
 
     suffix = out.suffix.lower()
     if suffix == ".json":
-        write_output(forecast_dict(result), out)
+        write_output(forecast_dict(result) if doc is None else doc, out)
         return out
     if suffix == ".csv":
         write_output(forecast_table(result), out)

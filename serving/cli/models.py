@@ -10,7 +10,9 @@ import typer
 from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console, fmt, progress_steps
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
+from serving.cli.side_process import import_modules, side_process
 from training.cluster import ClusterError
+from training.registry import find_version
 
 TRAIN_STEPS = 7
 EVALUATE_STEPS = 4
@@ -164,20 +166,24 @@ def score(
     owner, what the score rests on (`basis`) and the reasons in words (`reason_1..3`,
     `risk_1..3`); a CSV is rounded for a CRM import, Parquet and JSON keep `top_factors`."""
     from features.dataset import read_dataset, read_partition
-    from training.registry import check_model_data
     from training.scoring import csv_table, trend_and_log
     from training.scoring import score as score_deals
 
     suffix = check_suffix(out, FRAME_SUFFIXES)
-    with maybe_cluster(cluster) as client, progress_steps(total=SCORE_STEPS) as step:
-        step("read data")
-        dataset = read_dataset(data) if client is None else read_partition(data, 0)  # cluster: workers read
-        step("check the model against the data")
-        version = check_model_data(model_name, None, dataset.meta, str(data))
-        step("score open deals")
-        frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name, version=version,
-                            client=client, data_dir=data)
-        step("write scores")
-        frame, logged = trend_and_log(frame, model_name, version)
-        write_output(csv_table(frame) if suffix == ".csv" else frame, out)
+    with side_process() as side:  # MLflow starts in the side process while the data and the model's code load here
+        found = side.submit(find_version, model_name)
+        with maybe_cluster(cluster) as client, progress_steps(total=SCORE_STEPS) as step:
+            step("read data")
+            dataset = read_dataset(data) if client is None else read_partition(data, 0)  # cluster: workers read
+            step("check the model against the data")
+            registered = found()
+            registered.check_data(dataset.meta, str(data))
+            side.submit(import_modules, "training.scoring", "training.monitoring.trend")  # the score log's, meanwhile
+            step("score open deals")
+            frame = score_deals(dataset, as_of=as_of, explain=explain, model_name=model_name,
+                                version=registered.version, client=client, data_dir=data,
+                                predictor=registered.load())
+            step("write scores")
+            frame, logged = side.submit(trend_and_log, frame, model_name, registered.version)()  # the score log
+            write_output(csv_table(frame) if suffix == ".csv" else frame, out)
     console.print(f"{len(frame):,} deals scored -> {out} ({logged})")

@@ -15,7 +15,8 @@ from training.forecast.core import forecast
 from training.forecast.newdeals import ALL
 from training.forecast.outlook import outlook
 from training.forecast.periods import make_periods
-from training.forecast.report import forecast_dict, forecast_table, log_forecast
+from training.forecast.report import forecast_dict, forecast_table
+from training.forecast.run_log import log_forecast
 
 AS_OF = pd.Timestamp("2024-06-10")
 FAST = ForecastConfig(n_sims=400, seed=3)
@@ -183,7 +184,7 @@ def test_fan_chart_plots_landings_and_one_period_is_a_band(small_data, small_pre
 def test_forecast_is_logged_to_mlflow(by_region, local_mlflow_uri):
     import mlflow
 
-    run_id = log_forecast(by_region, {"as_of": AS_OF})
+    run_id = log_forecast(forecast_dict(by_region), {"as_of": AS_OF}, ALL)
     run = mlflow.MlflowClient(local_mlflow_uri).get_run(run_id)
     assert any(k.startswith("expected_2024") for k in run.data.metrics)
     names = {a.path for a in mlflow.MlflowClient(local_mlflow_uri).list_artifacts(run_id, "plots")}

@@ -173,6 +173,15 @@ def test_check_model_data_names_both_and_allows_new_data_of_the_same_dataset(loc
         registry.check_model_data("served", None, DEMO, "LEADSCORE_DATA", recorded=XED)
 
 
+def test_a_found_version_checks_data_against_the_dataset_it_recorded(tmp_path):
+    # what `leadscore forecast` / `score` check with the side process's answer (`registry.find_version`)
+    found = registry.RegisteredVersion("crm", 3, tmp_path, DEMO)
+    found.check_data(DatasetMeta(stages=list(DEMO.stages), attributes=dict(DEMO.attributes), name="demo"), "d")
+    with pytest.raises(registry.ModelDataMismatch, match="^model 'crm v3' was trained on dataset 'demo' and data/xed"):
+        found.check_data(XED, "data/xed")
+    registry.RegisteredVersion("crm", 3, tmp_path, None).check_data(XED, "data/xed")  # nothing recorded: no check
+
+
 def test_training_promoting_and_serving_another_dataset_are_refused(local_mlflow_uri, tmp_path):
     register_constant("crm", 0.2)
     with pytest.raises(registry.ModelDataMismatch, match="to train it into 'crm' anyway pass --new-dataset"):

@@ -1,6 +1,6 @@
 """Forecast and backtest outputs as values: the one forecast JSON (the CLI, MLflow and
-the service's /forecast all use `forecast_dict`), the CSV table, the fan chart for MLflow
-and MLflow logging. The HTML report is `html_report.forecast_html` (over `briefing`).
+the service's /forecast all use `forecast_dict`; its MLflow run is `run_log.log_forecast`),
+the CSV table and the backtest's MLflow run. The HTML report is `html_report.forecast_html` (over `briefing`).
 Writing files is the CLI's job.
 """
 from __future__ import annotations
@@ -8,10 +8,9 @@ from __future__ import annotations
 import pandas as pd
 
 from features.jsonsafe import json_safe
-from training.forecast.fan_chart import fan_svg
-from training.forecast.html_report import value_formatter
 from training.forecast.newdeals import ALL
 from training.forecast.outlook import Outlook
+from training.forecast.run_log import EXPERIMENT
 
 PARTS = ("open_pipeline = deals open at the as-of date; new_deals = deals not created yet that are created and won "
          "inside the period; expected = their sum (analytic expectation); p10/p50/p90 = Monte Carlo quantiles of "
@@ -63,30 +62,7 @@ def forecast_table(result: Outlook) -> pd.DataFrame:
     return table
 
 
-# ---- MLflow ---------------------------------------------------------------------------------
-
-EXPERIMENT = "leadscore-forecast"
-
-
-def log_forecast(result: Outlook, params: dict) -> str:
-    """One MLflow run: the totals as metrics, the fan chart (the HTML report's SVG: MLflow shows it) and
-    the forecast JSON."""
-    import mlflow
-
-    from training.tracking import start_run
-
-    fc = result.forecast
-    with start_run(EXPERIMENT, run_name=f"forecast {fc.as_of.date()}", tags={"leadscore.kind": "forecast"}) as run:
-        mlflow.log_params({k: str(v) for k, v in params.items()})
-        columns = ("expected", "open_pipeline", "new_deals", "p10", "p50", "p90", "closed_so_far", "landing_p10",
-                   "landing_p50", "landing_p90")
-        mlflow.log_metrics({f"{col}_{r['period'].replace('-', '_')}": float(r[col])
-                            for _, r in fc.totals().iterrows() for col in columns})  # one call, not one per metric
-        doc = forecast_dict(result)
-        mlflow.log_text(fan_svg(doc, value_formatter(doc, None)), "plots/forecast_fan.svg")  # the report's chart
-        mlflow.log_dict(doc, "forecast.json")
-        return run.info.run_id
-
+# ---- MLflow (a forecast's run: `run_log.log_forecast`) ---------------------------------------
 
 def backtest_figure(result: dict):
     from training.plots import forecast_fan
