@@ -14,17 +14,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 
 from features.asof import run_ends
+from features.dates import as_of_timestamps
 from features.history import GroupTable, History
 from features.schema import TIMESTAMP_DTYPE
 
 
 def as_of_dates(as_of) -> np.ndarray:
-    """The sorted distinct as-of dates, as the tables' timestamp dtype."""
-    dates = pd.DatetimeIndex(pd.to_datetime(np.atleast_1d(np.asarray(as_of, dtype=object))))
-    return np.unique(dates.as_unit("ns").to_numpy().astype(TIMESTAMP_DTYPE))
+    """The sorted distinct as-of dates (`features.dates.as_of_timestamps`), as a numpy array."""
+    return as_of_timestamps(as_of).to_numpy()
 
 
 def answering_rows(code: np.ndarray, at: np.ndarray, dates: np.ndarray) -> np.ndarray:
