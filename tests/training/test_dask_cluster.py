@@ -177,6 +177,9 @@ def test_batch_scores_equal_pandas(client, folder, small_predictor):
     on_cluster = distributed.score_partitions(client, folder, small_predictor, pd.Timestamp("2024-06-03"), True)
     assert len(local) > 100
     pd.testing.assert_frame_equal(on_cluster, local, check_exact=True)
+    sent = distributed.predictor_at(small_predictor, pd.Timestamp("2024-06-03"))  # what the workers got
+    assert list(sent.builder.history_.as_of) == [pd.Timestamp("2024-06-03")]
+    assert small_predictor.builder.history_.as_of is None  # the caller's predictor is left whole
 
 
 def test_backtest_origins_as_tasks_equal_the_serial_loop(client, small_data, small_predictor):
