@@ -140,7 +140,7 @@ def _cluster_step(step: str, client, folder: Path, predictor, first: int | None,
     if step == "features":  # the fit included, as `leadscore features --cluster` runs it
         parts = distributed.partitions(client, folder)[:first]
         t0 = time.perf_counter()
-        builder = distributed.fit_builder(client, parts)
+        builder = distributed.fit_builder(client, parts, as_of=AS_OF)  # as `write_features` fits it
         out.update(client.submit(_fitted_figures, builder).result(), fit_seconds=time.perf_counter() - t0)
         written = distributed.write_feature_parts(client, parts, builder, AS_OF, folder.parent / "features.parquet")
         out.update(rows=written["rows"], files=written["files"], written_mib=written["bytes"] / 2**20)
@@ -156,11 +156,15 @@ def _cluster_step(step: str, client, folder: Path, predictor, first: int | None,
 
 
 def _fitted_figures(builder) -> dict:
-    """Closed deals in the fitted builder's history and its history tables' size."""
+    """Closed deals in the fitted builder's history (full builder only: a cut one has a row per
+    as-of date), its history tables' size (with their levels) and the pickled builder's size."""
     history = builder.history_
     tables = [history.outcomes, history.dwell, history.open_load, *history.groups.values()]
-    return {"closed_deals": len(history.outcomes.table),
-            "history_mib": sum(t.table.memory_usage(deep=True).sum() for t in tables if t is not None) / 2**20}
+    cut = history.as_of is not None
+    return {"closed_deals": None if cut else len(history.outcomes.table), "history_cut_to_dates": cut,
+            "history_mib": sum(t.table.memory_usage(deep=True).sum() + t.levels.memory_usage(deep=True)
+                               for t in tables if t is not None) / 2**20,
+            "builder_pickle_mib": len(pickle.dumps(builder, protocol=5)) / 2**20}
 
 
 def _task_costs(stream: list[dict]) -> dict:

@@ -7,6 +7,7 @@ Over 300 lines: one estimator, whose fit and feature groups share its fitted sta
 """
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from features import history as hist
+from features import history_cut
 from features.arrays import DealArrays, deal_positions
 from features.dates import as_of_timestamps
 from features.definitions import (
@@ -155,6 +157,15 @@ class FeatureBuilder(BaseEstimator):
         out = {col: False for col in [*self.raw_categoricals_, *self.group_columns_]}
         return {**out, **{attr: kind == "numeric" for attr, kind in self.attributes_.items()}}
 
+    def for_dates(self, as_of) -> "FeatureBuilder":
+        """A copy whose history tables keep only the rows a lookup at the as-of dates `as_of`
+        reads (`features.history_cut`): the same features at those dates, in a fraction of the
+        memory (what every worker of a cluster job holds); it refuses any other date."""
+        check_is_fitted(self, "feature_names_")
+        cut = copy.copy(self)
+        cut.history_ = None if self.history_ is None else history_cut.cut_history(self.history_, as_of)
+        return cut
+
     def lookups(self, with_codes: bool = True) -> FeatureLookups:
         """The search structures `columns` reads (see features/lookups.py)."""
         check_is_fitted(self, "feature_names_")
@@ -166,6 +177,9 @@ class FeatureBuilder(BaseEstimator):
         Categorical features are int64 codes of `categories_` (-1: missing or unseen).
         Training and serving both come here; only how `arrays` is made differs (and
         serving passes the `lookups` it keeps)."""
+        if self.history_ is not None and self.history_.as_of is not None and not np.isin(at, self.history_.as_of).all():
+            raise ValueError(f"this builder's history was cut to the as-of dates {_dates(self.history_.as_of)} "
+                             f"(FeatureBuilder.for_dates): use the full builder for other dates")
         lookups = lookups or self.lookups(with_codes=False)
         if self.static_:
             return self._deal_columns(arrays, pos, lookups)
@@ -262,6 +276,10 @@ class FeatureBuilder(BaseEstimator):
         return out
 
 
+def _dates(dates: np.ndarray) -> str:
+    return ", ".join(str(d)[:10] for d in dates[:5]) + (f" and {len(dates) - 5} more" if len(dates) > 5 else "")
+
+
 def _checked_deals(deals: pd.DataFrame, static: bool) -> pd.DataFrame:
     required = ["deal_id"] if static else ["deal_id", "created_at"]
     missing = [c for c in required if c not in deals]
@@ -292,7 +310,7 @@ def build_training_set(data: CanonicalData, as_of=None, builder: FeatureBuilder 
     if len(late):
         raise ValueError(f"as-of date {late[0].date()} is after the end of the data ({data.data_end}): "
                          f"its labels would be unknown; use as-of dates up to the data end")
-    X = builder.transform(data, as_of)
+    X = builder.for_dates(as_of).transform(data, as_of)  # the same rows; lookups in the tables cut to these dates
     return X, make_labels(data, X[["deal_id", "as_of"]]), builder
 
 

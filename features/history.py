@@ -56,6 +56,7 @@ class History:
     groups: dict[str, GroupTable]  # column -> won, lost, won_amount per value
     dwell: GroupTable  # stage index -> dwell_days, spells over completed spells
     open_load: GroupTable | None  # owner -> open deals (created minus closed)
+    as_of: np.ndarray | None = None  # the only as-of dates the tables answer (`features.history_cut`); None: any
 
 
 def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
@@ -186,10 +187,11 @@ def cumulative_table(rows: TableRows) -> GroupTable:
     return _cumulative(rows.levels, rows.codes, rows.at, rows.values)
 
 
-def history_of(tables: dict[str, GroupTable]) -> History:
-    """The `History` of the tables named by `history_tables`."""
+def history_of(tables: dict[str, GroupTable], as_of: np.ndarray | None = None) -> History:
+    """The `History` of the tables named by `history_tables` (cut to the dates `as_of`, if given)."""
     groups = {name.removeprefix("group:"): t for name, t in tables.items() if name.startswith("group:")}
-    return History(outcomes=tables["outcomes"], groups=groups, dwell=tables["dwell"], open_load=tables.get("open_load"))
+    return History(outcomes=tables["outcomes"], groups=groups, dwell=tables["dwell"], open_load=tables.get("open_load"),
+                   as_of=as_of)
 
 
 def combine_history(parts: Sequence[HistoryEvents], group_columns: Sequence[str],

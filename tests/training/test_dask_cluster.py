@@ -103,6 +103,7 @@ def test_a_training_set_over_the_row_budget_is_a_sample_of_whole_deals(client, f
     X_all, y_all, _ = build_training_set(full, AS_OF)
     budget = len(X_all) // 3
     X, y, builder = distributed.training_set(client, folder, max_rows=budget)(full, AS_OF)
+    assert builder.history_.as_of is None  # the model's builder is whole (the tasks used it cut)
     share = budget / len(X_all)
     keep = distributed.sampled_deals(X_all["deal_id"], share)
     pd.testing.assert_frame_equal(X, X_all[keep].reset_index(drop=True), check_exact=True)
@@ -130,11 +131,15 @@ def test_features_of_a_single_file_dataset_split_on_the_cluster(client, data, tm
                                   local.sort_values(key).reset_index(drop=True), check_exact=True)
 
 
-@pytest.mark.parametrize("fan_in", [2, 3])
-def test_the_fit_reduced_as_a_tree_equals_the_pandas_fit(client, folder, fan_in):
-    """4 partitions: rounds of 2 (4 -> 2 -> 1) or 3 (4 -> 2, a lone input passed on -> 1)."""
-    builder = distributed.fit_builder(client, distributed.partitions(client, folder), fan_in=fan_in).result()
+@pytest.mark.parametrize("fan_in, as_of", [(2, None), (3, None), (2, AS_OF)])
+def test_the_fit_reduced_as_a_tree_equals_the_pandas_fit(client, folder, fan_in, as_of):
+    """4 partitions: rounds of 2 (4 -> 2 -> 1) or 3 (4 -> 2, a lone input passed on -> 1);
+    with `as_of`, each table cut to those dates in its task: the pandas fit's `for_dates`."""
+    builder = distributed.fit_builder(client, distributed.partitions(client, folder), fan_in=fan_in,
+                                      as_of=as_of).result()
     local = FeatureBuilder().fit(read_dataset(folder))
+    local = local if as_of is None else local.for_dates(as_of)
+    assert (builder.history_.as_of is None) == (as_of is None)
     assert builder.feature_names_ == local.feature_names_ and builder.group_columns_ == local.group_columns_
     for name in ("outcomes", "dwell", "open_load"):
         pd.testing.assert_frame_equal(getattr(builder.history_, name).table, getattr(local.history_, name).table,
@@ -172,6 +177,9 @@ def test_batch_scores_equal_pandas(client, folder, small_predictor):
     on_cluster = distributed.score_partitions(client, folder, small_predictor, pd.Timestamp("2024-06-03"), True)
     assert len(local) > 100
     pd.testing.assert_frame_equal(on_cluster, local, check_exact=True)
+    sent = distributed.predictor_at(small_predictor, pd.Timestamp("2024-06-03"))  # what the workers got
+    assert list(sent.builder.history_.as_of) == [pd.Timestamp("2024-06-03")]
+    assert small_predictor.builder.history_.as_of is None  # the caller's predictor is left whole
 
 
 def test_backtest_origins_as_tasks_equal_the_serial_loop(client, small_data, small_predictor):

@@ -1,0 +1,61 @@
+"""History tables cut to the as-of dates a job asks for: the same answers in a fraction of the memory.
+
+A history table (`features.history.GroupTable`) keeps a row per (group, time a fact became
+known): at 10M deals ~8.7M rows in each of the grouping columns' tables, 3.75 GiB in all,
+which every worker building features needs. A job that builds features at a few as-of
+dates T only ever reads, per group, the last row dated before T (strict lookups) or at/before
+T (the open load): `cut_table` keeps those rows and drops the rest, so every lookup at those
+dates returns the same row, bit for bit, and the tables of the small grouping columns
+(owner, source, ...) shrink to a few rows per level and date. The cut `History` records its
+dates (`History.as_of`) and `FeatureBuilder.columns` refuses any other date.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from features.asof import run_ends
+from features.dates import as_of_timestamps
+from features.history import GroupTable, History
+from features.schema import TIMESTAMP_DTYPE
+
+
+def as_of_dates(as_of) -> np.ndarray:
+    """The sorted distinct as-of dates (`features.dates.as_of_timestamps`), as a numpy array."""
+    return as_of_timestamps(as_of).to_numpy()
+
+
+def answering_rows(code: np.ndarray, at: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """Which rows of a table sorted by (code, at), one row per (code, at), a lookup at one of
+    `dates` (sorted) can return: row i answers T strictly when at_i < T <= the next row's
+    time in its code, and at-or-before when at_i <= T < it (the last row of a code: no end)."""
+    if not len(code):
+        return np.zeros(0, dtype=bool)
+    t = at.astype(TIMESTAMP_DTYPE).view("int64")
+    d = dates.astype(TIMESTAMP_DTYPE).view("int64")
+    nxt = np.empty_like(t)
+    nxt[:-1] = t[1:]
+    last = run_ends(code)
+    nxt[last] = np.iinfo("int64").max
+    strict = np.searchsorted(d, nxt, side="right") > np.searchsorted(d, t, side="right")  # some T in (at, next]
+    at_or_before = np.searchsorted(d, nxt, side="left") > np.searchsorted(d, t, side="left")  # some T in [at, next)
+    return strict | at_or_before
+
+
+def cut_table(table: GroupTable, dates: np.ndarray) -> GroupTable:
+    """The rows of `table` a lookup at `dates` (`as_of_dates`) can return (`answering_rows`)."""
+    t = table.table
+    keep = answering_rows(t["code"].to_numpy(), t["at"].to_numpy(dtype=TIMESTAMP_DTYPE), dates)
+    return GroupTable(levels=table.levels, table=t.loc[keep].reset_index(drop=True))
+
+
+def cut_history(history: History, as_of) -> History:
+    """Every table of `history` cut to the as-of dates `as_of`: lookups at those dates only."""
+    dates = as_of_dates(as_of)
+    if history.as_of is not None and not np.isin(dates, history.as_of).all():
+        raise ValueError("these history tables were already cut to other as-of dates: cut the full history")
+    return replace(history, outcomes=cut_table(history.outcomes, dates), dwell=cut_table(history.dwell, dates),
+                   groups={col: cut_table(t, dates) for col, t in history.groups.items()},
+                   open_load=None if history.open_load is None else cut_table(history.open_load, dates),
+                   as_of=dates)
