@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from training.attribution import PathAttribution
 from training.lightgbm_fast import lgb_matrix, matrix_ready, predict_booster
+from training.truncation import weighted_quantile
 
 Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
 
@@ -205,21 +206,11 @@ class CloseProbabilityModel(BaseEstimator):
 
 
 class TimeToCloseModel(BaseEstimator):
-    """Distribution of days from T to a won close, for deals that will be won.
-
-    Three LightGBM quantile models (P10/P50/P90) on log1p(days), each shifted on the
-    calibration fold so its empirical level matches (conformalised quantile regression).
-    A log-normal through the quantiles gives P(close by d | won); multiplied by P(won) it
-    gives P(won by d), which therefore never exceeds P(won).
-
-    Right truncation: a fold's won row (as-of T, d days to the close) is known only if the
-    close came by the fold's label cutoff, d <= cutoff - T, so short durations are
-    over-represented (the later in the fold, the shorter the longest duration seen). `fit`
-    takes each fold's inverse-probability weights (`truncation_weights`) for the boosters,
-    the early stopping and the conformal shifts alike; without them the quantiles come out
-    short (the grid's 20,000-deal seed-0 model put 0.47 of the wins of deals 0-14 days old
-    inside the next month where the true process puts 0.23).
-    """
+    """Distribution of days from T to a won close, for deals that will be won: three LightGBM
+    quantile models (P10/P50/P90) on log1p(days), their rows weighted against the folds' label
+    cutoffs (`training.truncation`), each shifted on the calibration fold so its (weighted) level
+    matches (conformalised quantile regression). A log-normal through the quantiles gives
+    P(close by d | won); times P(won), P(won by d), which therefore never exceeds P(won)."""
 
     quantiles = (0.1, 0.5, 0.9)
 
@@ -235,11 +226,7 @@ class TimeToCloseModel(BaseEstimator):
         self.n_jobs = n_jobs
 
     def fit(self, X: pd.DataFrame, days: np.ndarray, X_valid: pd.DataFrame, days_valid: np.ndarray,
-            X_calib: pd.DataFrame, days_calib: np.ndarray,
-            weights: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> "TimeToCloseModel":
-        """`weights`: per row of the three folds (train, valid, calib), the inverse probability
-        of the row's duration being seen by its fold's label cutoff (`truncation_weights`);
-        None: every row counts once (no truncation)."""
+            X_calib: pd.DataFrame, days_calib: np.ndarray, weights: tuple | None = None) -> "TimeToCloseModel":
         self.feature_names_in_ = list(X.columns)
         y, y_valid, y_calib = (np.log1p(np.clip(np.asarray(d, float), 0, None)) for d in (days, days_valid, days_calib))
         w, w_valid, w_calib = weights or (None, None, np.ones(len(y_calib)))
@@ -256,8 +243,7 @@ class TimeToCloseModel(BaseEstimator):
             self.boosters_.append(booster)
         raw = self._raw_quantiles(X_calib)
         # shift each quantile so that a (weighted) share alpha of the calibration fold falls below it
-        self.shifts_ = np.array([weighted_quantile(y_calib - raw[:, k], w_calib, a)
-                                 for k, a in enumerate(self.quantiles)])
+        self.shifts_ = np.array([weighted_quantile(y_calib - raw[:, k], w_calib, a) for k, a in enumerate(self.quantiles)])
         return self
 
     def _raw_quantiles(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -272,30 +258,6 @@ class TimeToCloseModel(BaseEstimator):
         q = self._raw_quantiles(X) + self.shifts_
         q = np.sort(q, axis=1)
         return np.maximum(q, 0.0)
-
-
-def truncation_weights(days: np.ndarray, limits_days: np.ndarray) -> np.ndarray:
-    """Inverse-probability weights of a fold's won rows against right truncation.
-
-    `days`: each won row's days from its as-of date to the close; `limits_days`: for every
-    row of the fold (won, lost or still open), the days from its as-of date to the fold's
-    label cutoff. A duration d is seen only from as-of dates at least d before the cutoff,
-    so its rows are the share G(d) = P(limit >= d) of what they would be without the cutoff;
-    each row counts 1 / G(d) (1 for durations every as-of date of the fold sees). A row seen
-    has d <= its own limit, so G(d) >= 1 / len(limits_days): the weights are bounded."""
-    limits = np.sort(np.asarray(limits_days, dtype=float))
-    if not len(limits):
-        return np.ones(len(days))
-    seen = 1.0 - np.searchsorted(limits, np.asarray(days, dtype=float), side="left") / len(limits)
-    return 1.0 / np.maximum(seen, 1.0 / len(limits))
-
-
-def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
-    """The q-quantile of `values` with `weights` (the lower value at a tie of cumulative weight;
-    `np.quantile`'s 'inverted_cdf' with equal weights)."""
-    order = np.argsort(values, kind="stable")
-    cum = np.cumsum(np.asarray(weights, dtype=float)[order])
-    return float(np.asarray(values)[order][min(np.searchsorted(cum, q * cum[-1], side="left"), len(cum) - 1)])
 
 
 def lognormal_params(log_quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,8 +38,9 @@ from training.folds import (
     won_as_known_at,
 )
 from training.holdout import evaluate_on_test, model_params, sample_test
-from training.models import CloseProbabilityModel, StageTimeBaseline, TimeToCloseModel, truncation_weights
+from training.models import CloseProbabilityModel, StageTimeBaseline, TimeToCloseModel
 from training.predictor import LeadScorePredictor, Tiers
+from training.truncation import truncation_weights
 
 MIN_CLASS_COUNT = 200  # fewer won or lost closed deals than this: cold start
 WARM_UP_DAYS = 28  # the as-of grid starts this long after the first deal (history to look back on)
