@@ -74,24 +74,44 @@ def holds(cell: dict) -> bool:
                 and cell["coverage"] is not None and lo <= cell["coverage"] <= hi)
 
 
-def table(cells: list[dict]) -> str:
-    lines = ["| deals | seed | freq (origins) | WAPE | oracle WAPE | / oracle | / best baseline | P10-P90 coverage "
-             "| oracle coverage | holds | backtest s |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+def table(cells: list[dict], before: dict | None = None) -> str:
+    """One row per cell; with `before` (cells of another run by key, e.g. the previous code on
+    the same data and models), its WAPE / oracle, coverage and verdict beside."""
+    head = "| deals | seed | freq (origins) | WAPE | oracle WAPE | / oracle | / best baseline | P10-P90 coverage " \
+           "| oracle coverage | holds | backtest s |"
+    rule = "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"
+    if before is not None:
+        head += " before: / oracle | before: coverage | before: holds |"
+        rule += "---:|---:|---|"
+    lines = [head, rule]
     for c in sorted(cells, key=lambda c: (c["deals"], c["freq"], c["seed"])):
-        lines.append(f"| {c['deals']:,} | {c['seed']} | {c['freq']} ({c['origins']}) | {c['wape']:.3f} | "
-                     f"{c['oracle_wape']:.3f} | {c['vs_oracle']:.2f} | {c['vs_best_baseline']:.2f} | "
-                     f"{c['coverage']:.2f} | {c['oracle_coverage']:.2f} | {'yes' if c['holds'] else '**no**'} | "
-                     f"{c['seconds']:.0f} |")
+        line = (f"| {c['deals']:,} | {c['seed']} | {c['freq']} ({c['origins']}) | {c['wape']:.3f} | "
+                f"{c['oracle_wape']:.3f} | {c['vs_oracle']:.2f} | {c['vs_best_baseline']:.2f} | "
+                f"{c['coverage']:.2f} | {c['oracle_coverage']:.2f} | {'yes' if c['holds'] else '**no**'} | "
+                f"{c['seconds']:.0f} |")
+        if before is not None:
+            b = before.get(cell_key(c))
+            line += (f" {b['vs_oracle']:.2f} | {b['coverage']:.2f} | {'yes' if b['holds'] else 'no'} |" if b
+                     else " not run | | |")
+        lines.append(line)
     held = sum(c["holds"] for c in cells)
-    return "\n".join(lines) + (f"\n\n{held} of {len(cells)} cells hold (bounds: model WAPE <= 1.25 x oracle, "
-                               f"<= 0.6 x best baseline, P10-P90 coverage 0.70-0.90).")
+    out = "\n".join(lines) + (f"\n\n{held} of {len(cells)} cells hold (bounds: model WAPE <= 1.25 x oracle, "
+                              f"<= 0.6 x best baseline, P10-P90 coverage 0.70-0.90)")
+    if before is not None:
+        paired = [before[cell_key(c)] for c in cells if cell_key(c) in before]
+        out += f"; before, {sum(b['holds'] for b in paired)} of the same {len(paired)}"
+    return out + "."
 
 
-def pooled(cells: list[dict]) -> str:
+def cell_key(cell: dict) -> str:
+    return f"{cell['deals']}/{cell['seed']}/{cell['freq']}"
+
+
+def pooled(cells: list[dict], label: str = "") -> str:
     """Per size and frequency, every origin of every seed together: WAPE / the oracle's,
     P10-P90 coverage (with its binomial standard error at 0.8) beside the oracle's."""
-    lines = ["| deals | freq | cells | origins | WAPE / oracle | P10-P90 coverage | oracle coverage | cells holding |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | deals | freq | cells | origins | WAPE / oracle | P10-P90 coverage | oracle coverage | cells holding |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(c["deals"], c["freq"]) for c in cells})
     for n, freq in keys:
         group = [c for c in cells if (c["deals"], c["freq"]) == (n, freq)]
@@ -102,7 +122,7 @@ def pooled(cells: list[dict]) -> str:
         inside = np.mean([r["model_p10"] <= r["actual"] <= r["model_p90"] for r in rows])
         oracle_inside = np.mean([r["oracle_p10"] <= r["actual"] <= r["oracle_p90"] for r in rows])
         se = np.sqrt(0.8 * 0.2 / len(rows))
-        lines.append(f"| {n:,} | {freq} | {len(group)} | {len(rows)} | {err / oracle_err:.2f} | {inside:.2f} "
+        lines.append(f"| {label} | {n:,} | {freq} | {len(group)} | {len(rows)} | {err / oracle_err:.2f} | {inside:.2f} "
                      f"(+-{se:.2f}) | {oracle_inside:.2f} | {sum(c['holds'] for c in group)} |")
     return "\n".join(lines)
 
@@ -147,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/leadscore_grid"))
     parser.add_argument("--stop-at", default=None, help="HH:MM UTC: start no cell after it")
     parser.add_argument("--fresh", action="store_true", help="ignore the finished cells in the cache")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a cache of another run (e.g. the previous code, same data and models) to compare with")
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     done_path = args.cache / "cells.json"
@@ -168,9 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     cells = list(done.values())  # every finished cell in the cache, from this run or earlier ones
     full = [(n, seed, freq) for n in FULL["sizes"] for freq in FULL["freqs"] for seed in FULL["seeds"]]
     missing = [f"{n:,}/{s}/{f}" for n, s, f in full if f"{n}/{s}/{f}" not in done]
-    body = table(cells) + (f"\n\nCells of the full grid not run yet (deals/seed/freq): {', '.join(missing)}."
-                           if missing else "")
-    body += f"\n\nPooled per size and frequency (all seeds' origins together):\n\n{pooled(cells)}\n\n{coverage_odds()}"
+    before = json.loads((args.before / "cells.json").read_text()) if args.before else None
+    body = table(cells, before) + (f"\n\nCells of the full grid not run yet (deals/seed/freq): {', '.join(missing)}."
+                                   if missing else "")
+    both = pooled(cells, "after" if before else "")
+    if before:
+        paired = [before[k] for k in done if k in before]
+        both += "\n" + "\n".join(pooled(paired, "before").splitlines()[2:])
+    body += f"\n\nPooled per size and frequency (all seeds' origins together):\n\n{both}\n\n{coverage_odds()}"
     body += "".join(f"\n\n{per_origin(c)}" for c in cells if not c["holds"] and c["freq"] == "month")
     print(body)
     record("Backtest grid (seeds x sizes)", body,

@@ -126,6 +126,13 @@ class ShockHistoryRow(BaseModel):
     corrected: float
 
 
+class Timing(BaseModel):
+    model_config = CLOSED
+    shift: float = Field(description="Added to the centre of log1p(days to a won close).")
+    scale: float = Field(description="Multiplies the spread of log1p(days to a won close).")
+    won_rows: int = Field(description="Past (deal, period start) rows won by the as-of date that informed it.")
+
+
 class Ranges(BaseModel):
     """How the P10-P90 ranges were made: the common shock and the bias factors, estimated
     from how past forecasts compared with what was booked."""
@@ -142,6 +149,9 @@ class Ranges(BaseModel):
         "model (null: every past period is used, because the model has no record of its time folds or fewer "
         "than 3 past periods are out of sample; the note says which)."))
     in_sample_periods_left_out: int = Field(0, description="Past periods left out because the model was trained on them.")
+    timing: Optional[Timing] = Field(None, description=(
+        "The time-to-close correction learned from the deals open at those past periods' starts and won since "
+        "(training/forecast/timing.py); it values the open pipeline of the forecast and of the past periods."))
     note: Optional[str] = None
     history: Optional[list[ShockHistoryRow]] = None
 

@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from training.attribution import PathAttribution
 from training.lightgbm_fast import lgb_matrix, matrix_ready, predict_booster
+from training.truncation import weighted_quantile
 
 Z90 = norm.ppf(0.9)  # P10..P90 spans +-1.2816 sd of a normal
 
@@ -205,13 +206,11 @@ class CloseProbabilityModel(BaseEstimator):
 
 
 class TimeToCloseModel(BaseEstimator):
-    """Distribution of days from T to a won close, for deals that will be won.
-
-    Three LightGBM quantile models (P10/P50/P90) on log1p(days), each shifted on the
-    calibration fold so its empirical level matches (conformalised quantile regression).
-    A log-normal through the quantiles gives P(close by d | won); multiplied by P(won) it
-    gives P(won by d), which therefore never exceeds P(won).
-    """
+    """Distribution of days from T to a won close, for deals that will be won: three LightGBM
+    quantile models (P10/P50/P90) on log1p(days), their rows weighted against the folds' label
+    cutoffs (`training.truncation`), each shifted on the calibration fold so its (weighted) level
+    matches (conformalised quantile regression). A log-normal through the quantiles gives
+    P(close by d | won); times P(won), P(won by d), which therefore never exceeds P(won)."""
 
     quantiles = (0.1, 0.5, 0.9)
 
@@ -227,23 +226,24 @@ class TimeToCloseModel(BaseEstimator):
         self.n_jobs = n_jobs
 
     def fit(self, X: pd.DataFrame, days: np.ndarray, X_valid: pd.DataFrame, days_valid: np.ndarray,
-            X_calib: pd.DataFrame, days_calib: np.ndarray) -> "TimeToCloseModel":
+            X_calib: pd.DataFrame, days_calib: np.ndarray, weights: tuple | None = None) -> "TimeToCloseModel":
         self.feature_names_in_ = list(X.columns)
         y, y_valid, y_calib = (np.log1p(np.clip(np.asarray(d, float), 0, None)) for d in (days, days_valid, days_calib))
+        w, w_valid, w_calib = weights or (None, None, np.ones(len(y_calib)))
         self.boosters_ = []
         for alpha in self.quantiles:
             params = {"objective": "quantile", "alpha": alpha, "metric": "quantile",
                       "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
                       "min_data_in_leaf": self.min_child_samples, "seed": self.random_state,
                       "num_threads": self.n_jobs, "verbosity": -1}
-            train_set = lgb.Dataset(X, y)
-            valid_set = lgb.Dataset(X_valid, y_valid, reference=train_set)
+            train_set = lgb.Dataset(X, y, weight=w)
+            valid_set = lgb.Dataset(X_valid, y_valid, weight=w_valid, reference=train_set)
             booster = lgb.train(params, train_set, num_boost_round=self.n_estimators, valid_sets=[valid_set],
                                 callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
             self.boosters_.append(booster)
         raw = self._raw_quantiles(X_calib)
-        # shift each quantile so that exactly alpha of the calibration fold falls below it
-        self.shifts_ = np.array([np.quantile(y_calib - raw[:, k], a) for k, a in enumerate(self.quantiles)])
+        # shift each quantile so that a (weighted) share alpha of the calibration fold falls below it
+        self.shifts_ = np.array([weighted_quantile(y_calib - raw[:, k], w_calib, a) for k, a in enumerate(self.quantiles)])
         return self
 
     def _raw_quantiles(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

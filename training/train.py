@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import FeatureBuilder, build_training_set
+from features.dates import DAY
 from features.errors import NotEnoughData
 from features.leakage import LEAK_AUC, LeakDecision, guard_leaks, without_columns
 from features.schema import CanonicalData
@@ -39,6 +40,7 @@ from training.folds import (
 from training.holdout import evaluate_on_test, model_params, sample_test
 from training.models import CloseProbabilityModel, StageTimeBaseline, TimeToCloseModel
 from training.predictor import LeadScorePredictor, Tiers
+from training.truncation import truncation_weights
 
 MIN_CLASS_COUNT = 200  # fewer won or lost closed deals than this: cold start
 WARM_UP_DAYS = 28  # the as-of grid starts this long after the first deal (history to look back on)
@@ -96,7 +98,7 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
     close_model = _fit_close_model(feats, fold_labels, builder, cold, config, folds.calib_fold)
     close_model = _recent_rate_fallback(close_model, feats, fold_labels, folds, messages)
     step("time-to-close model")
-    time_model = _fit_time_model(feats, labels, fold_labels, builder, cold, config, folds.calib_fold)
+    time_model = _fit_time_model(feats, labels, fold_labels, builder, cold, config, folds)
     step("explanations")
     explainer = None if cold else _fit_explainer(feats, fold_labels, builder)
     staleness = fit_stale_rule(data)
@@ -214,17 +216,21 @@ def _won_rows(feats, labels, fold_labels, fold: str) -> np.ndarray:
 
 
 def _fit_time_model(feats, labels, fold_labels, builder: FeatureBuilder, cold: bool, config: TrainConfig,
-                    calib_fold: str = "calib"):
+                    folds: TimeFolds | None = None):
     names = builder.feature_names_
     tr = _won_rows(feats, labels, fold_labels, "train")
     days = labels["days_to_close"]
     if cold:
         tr = tr | _won_rows(feats, labels, fold_labels, "valid") | _won_rows(feats, labels, fold_labels, "calib")
         return StageTimeBaseline().fit(feats.loc[tr, names], days[tr].to_numpy())
-    va, ca = (_won_rows(feats, labels, fold_labels, f) for f in ("valid", calib_fold))
+    rows = [_won_rows(feats, labels, fold_labels, f) for f in ("train", "valid", folds.calib_fold)]
+    limits = ((feats["fold"].map(dict(zip(folds.names, folds.label_cutoffs))) - feats["as_of"]) / DAY).to_numpy(float)
+    weights = tuple(truncation_weights(days[r].to_numpy(), limits[(feats["fold"] == f).to_numpy()])
+                    for r, f in zip(rows, ("train", "valid", folds.calib_fold)))
+    (tr, va, ca) = rows
     model = TimeToCloseModel(random_state=config.seed, n_jobs=config.n_jobs, **config.time_params)
     return model.fit(feats.loc[tr, names], days[tr].to_numpy(), feats.loc[va, names], days[va].to_numpy(),
-                     feats.loc[ca, names], days[ca].to_numpy())
+                     feats.loc[ca, names], days[ca].to_numpy(), weights=weights)
 
 
 def _fit_explainer(feats, fold_labels, builder: FeatureBuilder) -> FactorExplainer:

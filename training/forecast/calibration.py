@@ -25,6 +25,7 @@ from training.forecast.bookings import BookingRule
 from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import NewDealModel
 from training.forecast.periods import FREQS, period_end, position
+from training.forecast.timing import TimingCorrection, fit_timing
 from training.forecast.valuation import p_won_in
 
 MIN_DAYS_BEFORE_PAST_PERIOD = pd.Timedelta(days=60)
@@ -37,8 +38,9 @@ def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: s
     """Bias factors and the common shock, from past periods fully observed before as_of.
 
     Bias factors = sum realised / sum predicted (clipped; 1 when disabled): for the open
-    pipeline one per month of the quarter (`position`; overall when fewer than 2 past
-    periods share it), for new deals one overall. They absorb calibration drift over
+    pipeline one per month of the quarter (`position`), shrunk toward the overall one by how
+    much the positions really differ (`position_factors`: the first monthly origins rest on
+    2 periods per position), for new deals one overall. They absorb calibration drift over
     time, amounts that shrink before they are booked and timing bias. The new-deal factor
     comes from the past periods whose new-deal model was of the kind used at as_of
     (`seasonal`: `NewDealModel.season_` set, see newdeals): a model blind to the calendar
@@ -68,13 +70,13 @@ def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: s
                 f"past periods it was trained on too (their errors understate a forecast's)")
     else:
         note = None
-    rows = shock_history(predictor, known, as_of, freq, n, rule, since=since)
+    rows, timing = shock_history(predictor, known, as_of, freq, n, rule, since=since)
     out = calibrate(rows, freq, config, seasonal)
     left_out = len(past_period_starts(known, as_of, freq, n)) - len(past_period_starts(known, as_of, freq, n, since))
     if note:
         out["note"] = f"{out['note']}; {note}" if out.get("note") else note
     return {**out, "out_of_sample_from": None if since is None else since.isoformat(),
-            "in_sample_periods_left_out": left_out}
+            "in_sample_periods_left_out": left_out, "timing": timing.to_dict()}
 
 
 def out_of_sample_from(predictor) -> pd.Timestamp | None:
@@ -104,12 +106,10 @@ def calibrate(rows: pd.DataFrame, freq: str, config: ForecastConfig, seasonal: b
                         f"for the model: no bias correction, common shock {sd}"}
     rows = rows.assign(position=[position(s, freq) for s in rows["start"]])
     clip = config.bias_clip if config.correct_bias else (1.0, 1.0)
-    overall = _ratio(rows["open_actual"], rows["open_predicted"], clip)
+    overall, by_pos = position_factors(rows, clip)
     same_kind = rows.loc[rows["new_seasonal"] == seasonal]
     new_factor = _ratio(same_kind["new_actual"], same_kind["new_predicted"], clip) \
         if len(same_kind) >= max(PERIODS_PER_YEAR[freq], config.min_history_periods) else 1.0
-    by_pos = {int(p): _ratio(g["open_actual"], g["open_predicted"], clip) if len(g) >= 2 else overall
-              for p, g in rows.groupby("position")}
     loo = np.array([_loo_factor(rows, j, clip) for j in range(len(rows))])
     mu = loo * rows["open_predicted"] + new_factor * rows["new_predicted"]
     # a period whose new deals were forecast by the other kind of new-deal model tells the
@@ -139,10 +139,30 @@ def _ratio(actual: pd.Series, predicted: pd.Series, clip: tuple) -> float:
 
 def _loo_factor(rows: pd.DataFrame, j: int, clip: tuple) -> float:
     """Open-pipeline factor for past period j estimated without period j."""
-    others = rows.drop(index=rows.index[j])
-    same = others.loc[others["position"] == rows["position"].iloc[j]]
-    use = same if len(same) >= 2 else others
-    return _ratio(use["open_actual"], use["open_predicted"], clip)
+    overall, by_pos = position_factors(rows.drop(index=rows.index[j]), clip)
+    return by_pos.get(int(rows["position"].iloc[j]), overall)
+
+
+def position_factors(rows: pd.DataFrame, clip: tuple) -> tuple[float, dict[int, float]]:
+    """The overall open-pipeline factor (sum realised / sum predicted) and one per position
+    (month of the quarter): the position's own ratio shrunk toward the overall one, on the
+    log scale, by B = tau^2 / (tau^2 + s_w^2 / n_p) (empirical Bayes): s_w^2 the pooled
+    variance of the past periods' log ratios within a position, tau^2 the variance of the
+    positions' mean log ratios beyond what s_w^2 explains; tau^2 = 0 (the positions differ
+    no more than periods of one position do) gives every position the overall factor."""
+    overall = _ratio(rows["open_actual"], rows["open_predicted"], clip)
+    ok = rows.loc[(rows["open_actual"] > 0) & (rows["open_predicted"] > 0)]
+    log_ratio = np.log(ok["open_actual"] / ok["open_predicted"])
+    n_p, mean_p = log_ratio.groupby(ok["position"]).size(), log_ratio.groupby(ok["position"]).mean()
+    dof = len(log_ratio) - len(n_p)
+    if len(n_p) < 2 or dof < 1:
+        return overall, {int(p): overall for p in rows["position"].unique()}
+    within = float(((log_ratio - mean_p.reindex(ok["position"]).to_numpy()) ** 2).sum() / dof)
+    between = max(0.0, float(mean_p.var(ddof=1)) - within * float((1 / n_p).mean()))
+    weight = between / (between + within / n_p) if between > 0 else n_p * 0.0
+    own = {p: _ratio(g["open_actual"], g["open_predicted"], (0.0, np.inf)) for p, g in rows.groupby("position")}
+    return overall, {int(p): float(np.clip(overall * (own[p] / overall) ** weight.get(p, 0.0), *clip))
+                     if overall > 0 and own[p] > 0 else overall for p in own}
 
 
 def past_period_starts(known: CanonicalData, as_of: pd.Timestamp, freq: str, n: int,
@@ -157,13 +177,14 @@ def past_period_starts(known: CanonicalData, as_of: pd.Timestamp, freq: str, n: 
 
 
 def shock_history(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: str, n: int,
-                  rule: BookingRule, since: pd.Timestamp | None = None) -> pd.DataFrame:
+                  rule: BookingRule, since: pd.Timestamp | None = None) -> tuple[pd.DataFrame, TimingCorrection]:
     """Predicted mean, independent-draw variance and realised bookings of past periods (of
-    the last `n`, those starting on or after `since`)."""
+    the last `n`, those starting on or after `since`), and the time-to-close correction
+    (`timing.fit_timing`) learned from the deals open at their starts, which values them."""
     starts = past_period_starts(known, as_of, freq, n, since)
     if not starts:
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
-    open_part = _open_pipeline_history(predictor, known, starts, freq, rule)
+        return pd.DataFrame(columns=HISTORY_COLUMNS), TimingCorrection()
+    open_part, timing = _open_pipeline_history(predictor, known, as_of, starts, freq, rule)
     rows = []
     for s in starts:
         checkpoint()
@@ -174,26 +195,30 @@ def shock_history(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: st
                      "open_actual": o["y"], "new_predicted": new["mu"], "new_variance": new["var"],
                      "new_actual": new["y"], "new_seasonal": new["seasonal"]})
     out = pd.DataFrame(rows)
-    return out.loc[out["predicted"] > 0].reset_index(drop=True)
+    return out.loc[out["predicted"] > 0].reset_index(drop=True), timing
 
 
-def _open_pipeline_history(predictor, known: CanonicalData, starts: list[pd.Timestamp], freq: str,
-                           rule: BookingRule) -> pd.DataFrame:
+def _open_pipeline_history(predictor, known: CanonicalData, as_of: pd.Timestamp, starts: list[pd.Timestamp],
+                           freq: str, rule: BookingRule) -> tuple[pd.DataFrame, TimingCorrection]:
     """Per past start (index): predicted mean `mu`, variance `var` and realised `y` of the
-    deals open then, each deal valued at its amount known then."""
+    deals open then, each deal valued at its amount known then with the time-to-close
+    correction learned from the same deals (returned beside)."""
     feats = predictor.builder.transform(known, starts)  # many as-of dates in one pass
     scored = predictor.score_features(feats)
+    deals = known.deals.set_index("deal_id")
+    closed = deals["closed_at"].reindex(feats["deal_id"]).to_numpy(dtype="datetime64[us]")
+    won_ever = (deals["outcome"] == "won").reindex(feats["deal_id"]).fillna(False).to_numpy(dtype=bool)
+    timing = fit_timing(scored, closed, won_ever, as_of)
+    scored = timing.apply(scored)
     end_of = {pd.Timestamp(s): period_end(s, freq) for s in starts}
     ends = pd.DatetimeIndex(scored["as_of"]).map(end_of).to_numpy(dtype="datetime64[us]")
     q = p_won_in(scored, scored["as_of"].to_numpy(), scored["as_of"].to_numpy(), ends)
     amount = rule.booked(feats["amount"].astype("float64")).to_numpy(dtype="float64")
-    deals = known.deals.set_index("deal_id")
     final = rule.booked(deals["amount"].reindex(feats["deal_id"])).to_numpy(dtype="float64")
-    closed = deals["closed_at"].reindex(feats["deal_id"]).to_numpy(dtype="datetime64[us]")
-    won = (deals["outcome"] == "won").reindex(feats["deal_id"]).fillna(False).to_numpy(dtype=bool) & (closed < ends)
+    won = won_ever & (closed < ends)
     frame = pd.DataFrame({"start": scored["as_of"].to_numpy(), "mu": amount * q, "var": amount ** 2 * q * (1 - q),
                           "y": np.where(won, final, 0.0)})
-    return frame.groupby("start").sum()
+    return frame.groupby("start").sum(), timing
 
 
 def _new_deal_history(known: CanonicalData, start: pd.Timestamp, end: pd.Timestamp, rule: BookingRule) -> dict:

@@ -9,7 +9,7 @@ service.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Callable
 
@@ -24,6 +24,7 @@ from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import NewDealModel
 from training.forecast.periods import check_as_of, make_periods
 from training.forecast.risk import RiskContext, risk_context
+from training.forecast.timing import TimingCorrection
 from training.forecast.valuation import OpenPipeline, score_open_deals
 
 HISTORY_PERIODS_SHOWN = 6
@@ -77,6 +78,7 @@ def prepare(predictor, data: CanonicalData, as_of, freq: str = "month", group_by
     fitted = NewDealModel(group_column=group_by).fit(known, as_of, rule=scored.rule)
     step("calibrating on past periods")
     shock = estimate_shock(predictor, known, as_of, freq, config, scored.rule, seasonal=fitted.season_ is not None)
+    scored = replace(scored, deals=TimingCorrection(**shock["timing"]).apply(scored.deals))  # as the past periods were valued
     return Prepared(as_of=as_of, freq=freq, group_by=group_by, known=known, scored=scored, new_deals=fitted,
                     shock=shock, history=realised_history(known, as_of, freq, HISTORY_PERIODS_SHOWN, scored.rule))
 

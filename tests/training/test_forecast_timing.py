@@ -1,0 +1,122 @@
+"""When won deals close: durations cut by a label cutoff or by the as-of date must not
+make the time to close look short, and the per-month-of-quarter bias factors are shrunk
+toward the overall one by how much the months really differ."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from training.forecast.calibration import position_factors
+from training.forecast.timing import TimingCorrection, fit_timing
+from training.forecast.valuation import LOGQ, p_won_in
+from training.models import Z90, TimeToCloseModel
+from training.truncation import truncation_weights, weighted_quantile
+
+TRUE_MU, TRUE_SIGMA = np.log1p(40.0), 0.8  # log1p(days to a won close) ~ N(TRUE_MU, TRUE_SIGMA)
+
+
+def _fold(rng: np.random.Generator, n: int, fold_days: float, gap_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fold's rows: as-of dates spread over `fold_days`, labels known `gap_days` after the
+    fold's end; returns every row's limit (days to the cutoff), the durations and whether seen."""
+    limit = gap_days + fold_days * rng.random(n)
+    days = np.expm1(rng.normal(TRUE_MU, TRUE_SIGMA, n))
+    return limit, days, days <= limit
+
+
+def test_truncation_weights_undo_a_label_cutoff():
+    rng = np.random.default_rng(3)
+    limit, days, seen = _fold(rng, 40_000, fold_days=120, gap_days=45)
+    w = truncation_weights(days[seen], limit)
+    true_median = np.expm1(TRUE_MU)
+    # the rows a cutoff lets through are short: the plain median is off by more than a tenth
+    assert np.median(days[seen]) < 0.9 * true_median
+    assert weighted_quantile(days[seen], w, 0.5) == pytest.approx(true_median, rel=0.05)
+    # the P90 is nearer the truth too; what is left is the tail no as-of date of the fold sees
+    true_p90 = np.expm1(TRUE_MU + Z90 * TRUE_SIGMA)
+    assert abs(weighted_quantile(days[seen], w, 0.9) - true_p90) < 0.5 * abs(np.quantile(days[seen], 0.9) - true_p90)
+    assert w.min() == 1.0 and w.max() <= len(limit)  # durations every as-of date sees count once; bounded
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_time_to_close_model_weights_its_folds_against_their_cutoffs(seed):
+    rng = np.random.default_rng(seed)
+    folds = [_fold(rng, n, fold_days=d, gap_days=45) for n, d in ((6_000, 120), (2_000, 30), (2_000, 30))]
+    X = [pd.DataFrame({"noise": rng.random(int(seen.sum()))}) for _, _, seen in folds]
+    days = [d[seen] for _, d, seen in folds]
+    weights = tuple(truncation_weights(d[seen], limit) for limit, d, seen in folds)
+    params = {"n_estimators": 50, "min_child_samples": 200, "n_jobs": 1}
+    weighted = TimeToCloseModel(**params).fit(X[0], days[0], X[1], days[1], X[2], days[2], weights=weights)
+    plain = TimeToCloseModel(**params).fit(X[0], days[0], X[1], days[1], X[2], days[2])
+    probe = pd.DataFrame({"noise": np.linspace(0, 1, 50)})
+    true_q = TRUE_MU + np.array([-Z90, 0.0, Z90]) * TRUE_SIGMA
+    gap_weighted = true_q - np.median(weighted.predict_log_quantiles(probe), axis=0)
+    gap_plain = true_q - np.median(plain.predict_log_quantiles(probe), axis=0)
+    # without the weights the short late folds pull the median and the P90 down; the weights
+    # take back part of it (durations beyond a fold's longest limit stay unseen: the
+    # forecast re-levels the distribution on past origins, `fit_timing`)
+    assert (gap_plain[1:] > 0.25).all()
+    assert (gap_weighted[1:] < gap_plain[1:] - 0.05).all() and (gap_weighted[1:] > -0.1).all()
+
+
+def _past_origins(rng: np.random.Generator, model_shift: float, as_of: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+    """Deals open at six monthly starts before `as_of`, all later won after log1p-days ~ N(TRUE_MU,
+    TRUE_SIGMA); the model's quantiles are centred `model_shift` off the truth (right spread)."""
+    starts = pd.date_range(end=as_of - pd.offsets.MonthBegin(1), periods=6, freq="MS")
+    start = np.repeat(starts.to_numpy(), 800)
+    close = start + (np.expm1(rng.normal(TRUE_MU, TRUE_SIGMA, start.size)) * 86400).astype("timedelta64[s]")
+    logq = np.tile(TRUE_MU + model_shift + np.array([-Z90, 0.0, Z90]) * TRUE_SIGMA, (start.size, 1))
+    return pd.DataFrame(logq, columns=LOGQ).assign(as_of=start), close
+
+
+def test_timing_correction_recovers_the_true_durations_from_wins_seen_so_far():
+    as_of = pd.Timestamp("2024-07-01")
+    scored, close = _past_origins(np.random.default_rng(5), -0.4, as_of)
+    won = np.ones(len(scored), dtype=bool)
+    fitted = fit_timing(scored, close, won, as_of)
+    assert fitted.shift == pytest.approx(0.4, abs=0.06) and fitted.scale == pytest.approx(1.0, abs=0.08)
+    # the wins seen by the as-of date are the quick ones: their plain mean would correct far less
+    seen = close <= as_of.to_datetime64()
+    naive = np.mean(np.log1p((close[seen] - scored["as_of"].to_numpy()[seen]) / np.timedelta64(1, "D"))) - (TRUE_MU - 0.4)
+    assert naive < 0.6 * 0.4
+
+    # P(close in the next month | won) of a deal open at as_of, against the true log-normal
+    deal = pd.DataFrame([scored[LOGQ].iloc[0].to_numpy()], columns=LOGQ).assign(close_probability=1.0)
+    end = as_of + pd.offsets.MonthBegin(1)
+    truth = float(norm.cdf((np.log1p((end - as_of).days) - TRUE_MU) / TRUE_SIGMA))
+    before = p_won_in(deal, as_of, as_of, end)[0]
+    after = p_won_in(fitted.apply(deal), as_of, as_of, end)[0]
+    assert before > truth + 0.1  # the short model books too much of the pipeline in the first month
+    assert after == pytest.approx(truth, abs=0.03)
+
+
+def test_timing_correction_is_none_without_wins_and_shrinks_with_few():
+    as_of = pd.Timestamp("2024-07-01")
+    scored, close = _past_origins(np.random.default_rng(6), -0.4, as_of)
+    assert fit_timing(scored, close, np.zeros(len(scored), dtype=bool), as_of) == TimingCorrection()
+    few = np.zeros(len(scored), dtype=bool)
+    few[:: len(scored) // 8] = True
+    small = fit_timing(scored, close, few, as_of)
+    many = fit_timing(scored, close, np.ones(len(scored), dtype=bool), as_of)
+    assert 0 < small.won_rows < 10 and 0 <= small.shift < many.shift
+
+
+def _rows(ratios: dict[int, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"position": p, "open_predicted": 100.0, "open_actual": 100.0 * r}
+                         for p, rs in ratios.items() for r in rs])
+
+
+def test_position_factors_follow_the_months_only_as_far_as_they_really_differ():
+    clip = (0.5, 2.0)
+    # months that differ no more than periods of one month do: every month gets the overall factor
+    overall, same = position_factors(_rows({1: [0.7, 0.9], 2: [0.9, 0.7], 3: [0.8, 0.8]}), clip)
+    assert overall == pytest.approx(0.8) and all(f == pytest.approx(overall) for f in same.values())
+    # months that differ far beyond the periods' noise keep (nearly) their own factor
+    overall, apart = position_factors(_rows({1: [0.60, 0.61], 2: [1.0, 1.01], 3: [1.4, 1.41]}), clip)
+    assert apart[1] == pytest.approx(0.605, rel=0.01) and apart[3] == pytest.approx(1.405, rel=0.01)
+    # in between: each month's factor lies strictly between its own ratio and the overall one
+    overall, mixed = position_factors(_rows({1: [0.6, 0.8], 2: [1.0, 0.8], 3: [1.1, 1.3]}), clip)
+    own = {1: 0.7, 2: 0.9, 3: 1.2}
+    for p, r in own.items():
+        assert min(r, overall) < mixed[p] < max(r, overall)
