@@ -151,32 +151,47 @@ class FactorExplainer(BaseEstimator):
 
     def _describe(self, rows: "_Rows", row: list[int], feature: list[int], impact: list[float]
                   ) -> tuple[list, list[str]]:
-        """The value and sentence of each chosen factor; each feature's writers made once. A
-        missing value is said to be missing (`_no_reasons_to_win` kept it from raising the score)."""
-        writers: dict[int, tuple] = {}
-        values, sentences = [], []
-        for i, j, effect in zip(row, feature, impact):
-            gone, write = writers.get(j) or writers.setdefault(j, self._writers(rows.names[j]))
-            raw = rows.column(j)[i]
-            value = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # rows.value, inlined
-            values.append(value)
-            known = value is not None and (type(value) is not float or math.isfinite(value))
-            sentences.append(write(value, effect, i, rows) if known else gone)
+        """The value and sentence of each chosen factor, feature by feature: each feature's
+        writers made once, and a sentence that depends on the value and the sign of the
+        impact only (`_writers`) written once per such pair in the request (zeros excepted:
+        -0.0 == 0.0 as keys). A missing value is said to be missing (`_no_reasons_to_win`
+        kept it from raising the score)."""
+        values: list = [None] * len(row)
+        sentences: list = [None] * len(row)
+        if not row:
+            return values, sentences
+        order = np.argsort(np.asarray(feature), kind="stable")
+        cuts = np.flatnonzero(np.diff(np.asarray(feature)[order])) + 1
+        for group in np.split(order, cuts):
+            ks = group.tolist()
+            j = feature[ks[0]]
+            gone, write, by_value = self._writers(rows.names[j])
+            column = rows.column(j)
+            written: dict[tuple, str] = {}
+            for k in ks:
+                i, effect, raw = row[k], impact[k], column[row[k]]
+                value = values[k] = (None if raw != raw else raw) if type(raw) is float else _plain(raw)  # rows.value
+                if value is None or (type(value) is float and not math.isfinite(value)):
+                    sentences[k] = gone
+                elif not by_value or value == 0:
+                    sentences[k] = write(value, effect, i, rows)
+                else:
+                    key = (value, effect > 0)
+                    sentences[k] = written.get(key) or written.setdefault(key, write(value, effect, i, rows))
         return values, sentences
 
-    def _writers(self, feature: str) -> tuple[str, Callable[[Any, float, int, "_Rows"], str]]:
-        """(the sentence of a missing value, the writer of known ones) of one feature."""
+    def _writers(self, feature: str) -> tuple[str, Callable[[Any, float, int, "_Rows"], str], bool]:
+        """(the sentence of a missing value, the writer of known ones, whether that writer's
+        sentence depends on the value and the sign of the impact only) of one feature."""
         label = self.labels_.get(feature, feature.replace("_", " "))
-        return say.missing(feature, label, feature in self.categorical_), self._known(feature, label)
+        return say.missing(feature, label, feature in self.categorical_), *self._known(feature, label)
 
-    def _known(self, feature: str, label: str) -> Callable[[Any, float, int, "_Rows"], str]:
-        """The sentence of a known value, by the kind of fact the feature is."""
+    def _known(self, feature: str, label: str) -> tuple[Callable[[Any, float, int, "_Rows"], str], bool]:
+        """The sentence of a known value, by the kind of fact the feature is, and whether it
+        depends on the value and the sign of the impact only (False: on other features of the row too)."""
         numeric = say.numeric(feature, label, self.grids_.get(feature))
         memo: dict[tuple, str] = {}
-        said: dict[float, str] = {}  # a number's sentence depends on the value only: counts repeat a lot
-
-        def number(value) -> str:  # (not zeros: -0.0 == 0.0 as keys, and "-0" is not "0")
-            return numeric(value) if value == 0 else said.get(value) or said.setdefault(value, numeric(value))
+        number = numeric  # written once per value by `_describe`
 
         def text(value, impact: float) -> str:  # a category's sentence depends on the level and the sign only
             key = (value, impact > 0)
@@ -192,18 +207,19 @@ class FactorExplainer(BaseEstimator):
                 key = (name, rows.get(i, "furthest_stage_index"), impact > 0)
                 return stages.get(key) or stages.setdefault(
                     key, say.stage(name, self._stage_name(key[1]), impact))
-            return stage
+            return stage, False
         if feature == "furthest_stage_index":
-            return lambda value, impact, i, rows: say.reached(self._stage_name(value), impact) \
-                if self._stage_name(value) else number(value)
+            return (lambda value, impact, i, rows: say.reached(self._stage_name(value), impact)
+                    if self._stage_name(value) else number(value)), True
         if feature == self.days_in_stage_column:
             def days_in_stage(value, impact, i, rows):
                 name = self._stage_name(rows.get(i, self.stage_column)) or self._stage_name(rows.get(i, "stage_index"))
                 return say.time_in_stage(value, name, rows.get(i, "stage_velocity"), self.stage_grids_.get(name))
-            return days_in_stage
+            return days_in_stage, False
         ratio = {"stage_velocity": say.velocity, "amount_change_ratio": say.change_ratio, "activity_trend": say.pace}
         if feature in ratio:
-            return lambda value, impact, i, rows: text(value, impact) if isinstance(value, str) else ratio[feature](value)
+            return (lambda value, impact, i, rows: text(value, impact) if isinstance(value, str)
+                    else ratio[feature](value)), True
         if feature.endswith("_win_rate") and feature not in SHARED:
             rates: dict[tuple, str] = {}
 
@@ -214,10 +230,10 @@ class FactorExplainer(BaseEstimator):
                 if value == 0 or key[1] == 0:  # -0.0 == 0.0 as keys
                     return say.group_rate(label, *key)
                 return rates.get(key) or rates.setdefault(key, say.group_rate(label, *key))
-            return rate
+            return rate, False
         if feature in self.categorical_:
-            return lambda value, impact, i, rows: text(value, impact)
-        return lambda value, impact, i, rows: text(value, impact) if type(value) is str else number(value)
+            return (lambda value, impact, i, rows: text(value, impact)), True
+        return (lambda value, impact, i, rows: text(value, impact) if type(value) is str else number(value)), True
 
     def _stage_name(self, value) -> str | None:
         """A stage's name from its name or its position in `stages_`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+import lightgbm as lgb
 import models_cache
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from payloads import canonical_from_records, payload_records
 from serving.request import shape_scores
 from serving.schemas import ScoreRequest, ScoreResponse, score_response_json
 from training.compiled import CompiledPredictor
-from training.lightgbm_fast import lgb_matrix, shared_matrix
+from training.lightgbm_fast import _inner_predictor, lgb_matrix, predict_booster, shared_matrix
 from training.request import score_request
 
 
@@ -67,6 +68,26 @@ def test_models_on_the_shared_matrix_equal_lightgbm_on_the_frame(predictor, scor
         np.testing.assert_array_equal(predictor.close_model.contributions(M, method="shap"), want["contrib"])
         # a frame passed directly takes the same route
         np.testing.assert_array_equal(predictor.close_model.predict_proba(X), want["p"])
+
+
+def test_predict_booster_answers_as_booster_predict_with_one_predictor_per_booster(predictor, scoring):
+    """`predict_booster` keeps LightGBM's predictor object per booster: the same output as
+    `Booster.predict` (one thread, as it runs), and a booster reloaded in place answers as its new model."""
+    close, time = predictor.close_model, predictor.time_model
+    names = predictor.feature_names
+    M = shared_matrix(scoring[0][3][names], close, time)
+    booster = close.booster_
+    for kwargs in ({}, {"raw_score": True}, {"pred_leaf": True, "num_iteration": 3}, {"pred_contrib": True}):
+        for rows in (M[:1], M):
+            got = predict_booster(booster, rows, names, **kwargs)
+            want = booster.predict(rows, num_threads=1, **kwargs)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    assert _inner_predictor(booster, 1) is _inner_predictor(booster, 1)
+    copy = lgb.Booster(model_str=booster.model_to_string())
+    np.testing.assert_array_equal(predict_booster(copy, M, names), booster.predict(M))
+    copy.model_from_string(time.boosters_[0].model_to_string())  # another model in the same Booster object
+    np.testing.assert_array_equal(predict_booster(copy, M, names), time.boosters_[0].predict(M))
 
 
 def test_matrix_maps_reordered_and_unseen_categories_like_lightgbm(predictor, scoring):

@@ -226,3 +226,20 @@ def test_one_walk_gives_predict_bitwise_and_the_same_contributions():
         np.testing.assert_array_equal(contrib, model.contributions(rows, attribution=table))
     raw = table.raw_from_leaves(model.booster_.predict(M, pred_leaf=True, num_iteration=model.best_iteration_))
     np.testing.assert_array_equal(raw, model.predict_raw(M))
+
+
+def test_a_few_rows_sum_the_dense_table_as_the_sparse_product_does(booster, data, monkeypatch):
+    """Up to FEW_ROWS rows the leaves' rows are summed directly: bitwise the product's sums."""
+    from training.attribution import FEW_ROWS
+
+    X, _ = data
+    attribution = PathAttribution().fit(booster)
+    M = lgb_matrix(X, booster.pandas_categorical)
+    for rows in (M[:1], M[7:9], M[100:100 + FEW_ROWS]):
+        leaves = booster.predict(rows, pred_leaf=True)
+        few = attribution.from_leaves(leaves)
+        with monkeypatch.context() as patch:
+            patch.setattr("training.attribution.FEW_ROWS", 0)
+            product = attribution.from_leaves(leaves)
+        assert few.shape == product.shape == (len(rows), X.shape[1] + 1)
+        np.testing.assert_array_equal(few.view("int64"), product.view("int64"))  # the same bits, signed zeros too

@@ -303,3 +303,21 @@ def test_sentences_written_once_per_value_are_each_values_own(plain_explainer):
         assert row["negative"][0]["sentence"] == plain_explainer.sentence("amount", amount, -0.5, deal)
         assert row["positive"][0]["sentence"] == plain_explainer.sentence("owner_win_rate", rate, 0.3, deal)
     assert got[2]["negative"][0]["sentence"] != got[3]["negative"][0]["sentence"]  # "-0" is not "0"
+
+
+def test_a_sentence_written_once_per_value_and_sign_is_each_deals_own(plain_explainer):
+    """`_describe` writes a sentence that depends on the value and the sign only once per request;
+    one that reads other features of the deal (days in stage: its stage and usual time) is each
+    deal's own even when the value repeats."""
+    n = 6
+    X = pd.DataFrame({"owner": ["bob", "bob", "ann", "bob", "ann", "bob"], "days_in_stage": np.full(n, 10.0),
+                      "stage_velocity": [0.4, 3.2, 0.4, 1.0, np.nan, 3.2], "stage": ["proposal"] * n,
+                      "global_win_rate": 0.31})
+    sign = np.array([1.0, -1.0, 1.0, 1.0, -1.0, -1.0])
+    C = np.column_stack([0.5 * sign, -0.4 * sign, np.zeros(n), np.zeros(n), np.zeros(n)])
+    got = plain_explainer.explain(X, C)
+    for row, deal in zip(got, X.astype(object).where(X.notna(), None).to_dict("records")):
+        for f in row["positive"] + row["negative"]:
+            assert f["sentence"] == plain_explainer.sentence(f["feature"], deal[f["feature"]], f["impact"], deal)
+    said = {f["sentence"] for row in got for f in row["positive"] + row["negative"] if f["feature"] == "days_in_stage"}
+    assert len(said) == 4  # 0.4x, 3.2x and 1.0x the usual time, and none when it is unknown
