@@ -28,6 +28,7 @@ from serving.data_source import DataSnapshot, DataSource
 from serving.docs.site import site as docs_site
 from serving.docs.spec import build_spec
 from serving.forecast_targets import request_targets
+from serving.in_flight import InFlight, InFlightMiddleware
 from serving.loader import ServingConfig, build_served, deployment_check
 from serving.request import score_request
 from serving.schemas import ForecastRequest, MonitorRequest, PipelineRequest, ScoreRequest, ScoreResponse, StatusRequest
@@ -80,7 +81,8 @@ class LeadScoreService:
             self.config.source_mapping, self.config.data_dir, self.config.source_refresh_s).start()
         self.track_record = ForecastRecorder()  # a store outage never fails /forecast: a note instead
         self.forecasts = PreparedCache()  # /forecast's reusable state per (data fingerprint, as_of, ...)
-        self.score_log = ScoreLog()  # a writer thread: a store outage never fails /score, it is counted
+        # a writer thread, writing while no request is in flight: a store outage never fails /score, it is counted
+        self.score_log = ScoreLog(idle=InFlight.idle)
         self.trends = seeded_trend_index()  # recent scores per deal, in memory: no query per request
         self.heavy = {name: limits.EndpointLimiter(name, self.config.heavy_concurrency, self.config.heavy_queue,
                                                    self.config.timeout_s) for name in ("forecast", "pipeline", "monitor")}
@@ -254,6 +256,7 @@ install_columnar_score(lambda: reload.in_use().model.meta, COLUMNAR_BODY_BYTES, 
                        big_bodies.THREAD_BODY_BYTES)
 # the first added is the outer one: every answer names the model version (X-Model-Version);
 # a request without a key is refused before its body is read
+LeadScoreService.add_asgi_middleware(InFlightMiddleware)  # the score log writes when none is in flight
 LeadScoreService.add_asgi_middleware(reload.ModelVersionMiddleware)
 LeadScoreService.add_asgi_middleware(ApiKeyMiddleware)
 LeadScoreService.add_asgi_middleware(errors.RequestGuardMiddleware, max_body_bytes=_settings().max_body_bytes,

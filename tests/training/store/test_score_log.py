@@ -3,6 +3,7 @@ is counted (one log line per outage), never raised; the queue is bounded."""
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -104,4 +105,38 @@ def test_the_writer_survives_a_row_it_cannot_write(tmp_path):
     assert score_log.flush() and score_log.status()["failed"] == 1
     score_log.submit(scored(["b"]), "leadscore", 1)
     assert score_log.flush() and score_log.status()["written"] == 1
+    score_log.close()
+
+
+def _written_within(score_log: ScoreLog, rows: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while score_log.status()["written"] < rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return score_log.status()["written"] == rows
+
+
+def test_writes_wait_for_an_idle_service(tmp_path):
+    """Rows are written while no request is in flight (`idle`): writing holds the GIL a request needs."""
+    busy = [True]
+    score_log = ScoreLog(f"sqlite:///{tmp_path / 'store.db'}", idle=lambda: not busy[0], defer_s=60,
+                         interval_s=0.01, chunk_rows=2)
+    score_log.submit(scored(["a", "b", "c"]), "leadscore", 1)
+    time.sleep(0.3)
+    assert score_log.status()["written"] == 0 and score_log.status()["pending"] == 3
+    busy[0] = False
+    assert _written_within(score_log, 3, 10)
+    score_log.close()
+
+
+def test_a_never_idle_service_still_logs_after_defer_s_and_flush_never_waits(tmp_path):
+    score_log = ScoreLog(f"sqlite:///{tmp_path / 'store.db'}", idle=lambda: False, defer_s=0.2, interval_s=0.01,
+                         chunk_rows=2)
+    score_log.submit(scored(["a", "b", "c"]), "leadscore", 1)
+    assert _written_within(score_log, 3, 10)
+    slow = ScoreLog(f"sqlite:///{tmp_path / 'store2.db'}", idle=lambda: False, defer_s=600, interval_s=0.01)
+    slow.submit(scored(["d", "e"]), "leadscore", 1)
+    started = time.monotonic()
+    assert slow.flush(timeout_s=20) and time.monotonic() - started < 10
+    assert slow.status()["written"] == 2
+    slow.close()
     score_log.close()
