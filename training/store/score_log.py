@@ -64,7 +64,7 @@ class ScoreLog:
 
     def __init__(self, url: str | None = None, *, max_pending_rows: int = 200_000, batch_rows: int = 5_000,
                  interval_s: float = 0.2, opener: Callable[[str | None], Store] = open_store,
-                 idle: Callable[[], bool] | None = None, defer_s: float = 1.0, chunk_rows: int = 250) -> None:
+                 idle: Callable[[], bool] | None = None, defer_s: float = 1.0, chunk_rows: int = 100) -> None:
         self.url, self.max_pending_rows, self.batch_rows, self.interval_s = url, max_pending_rows, batch_rows, interval_s
         self.idle, self.defer_s, self.chunk_rows = idle, defer_s, chunk_rows
         self._hurry = 0  # flush or close calls waiting: write without waiting for idle
