@@ -144,7 +144,7 @@ class ScoreLog:
     def _write(self, batch: Sequence[tuple[Columns, str, str]]) -> None:
         rows = [row for scored, name, version in batch for row in score_rows(scored, name, version)]
         deadline = time.monotonic() + self.defer_s
-        step = len(rows) if self.idle is None else max(1, self.chunk_rows)
+        step = max(1, len(rows) if self.idle is None else self.chunk_rows)
         done = 0
         try:
             self._store = self._store or self._opener(self.url)

@@ -140,3 +140,12 @@ def test_a_never_idle_service_still_logs_after_defer_s_and_flush_never_waits(tmp
     assert slow.status()["written"] == 2
     slow.close()
     score_log.close()
+
+
+def test_an_empty_batch_is_no_outage(tmp_path):
+    for idle in (None, lambda: True):
+        score_log = ScoreLog(f"sqlite:///{tmp_path / 'store.db'}", idle=idle)
+        score_log.submit(scored([]), "leadscore", 1)
+        assert score_log.flush()
+        assert score_log.status()["outages"] == 0 and score_log.status()["written"] == 0
+        score_log.close()
