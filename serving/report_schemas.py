@@ -131,6 +131,9 @@ class Timing(BaseModel):
     shift: float = Field(description="Added to the centre of log1p(days to a won close).")
     scale: float = Field(description="Multiplies the spread of log1p(days to a won close).")
     won_rows: int = Field(description="Past (deal, period start) rows won by the as-of date that informed it.")
+    month_of_quarter: list[float] = Field(description=(
+        "Won closes in months 1, 2, 3 of a quarter over those the corrected log-normal expects there "
+        "(the pile-up before quarter ends); multiplies the monthly open-pipeline factors."))
 
 
 class Ranges(BaseModel):

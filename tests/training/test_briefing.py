@@ -39,6 +39,8 @@ def test_the_math_adds_up_to_the_forecast(made):
         assert row["open_pipeline_value"] * row["p_won_in_period"] == pytest.approx(t["open_pipeline"])
         assert row["open_pipeline"] + row["new_deals"] + row["closed_so_far"] == pytest.approx(t["landing_expected"])
         assert row["landing_p50"] == pytest.approx(t["landing_p50"])
+        # the factor each period's open pipeline was multiplied by (quarters: the one overall factor)
+        assert row["open_factor"] == now.forecast.shock["open_factors"][0]
     assert b["math"][0]["open_deals"] == len(now.forecast.deals)
 
 

@@ -1,6 +1,6 @@
 """When won deals close: durations cut by a label cutoff or by the as-of date must not
-make the time to close look short, and the per-month-of-quarter bias factors are shrunk
-toward the overall one by how much the months really differ."""
+make the time to close look short, and the pile-up of wins before quarter ends is measured
+on the wins themselves, not copied from a few past monthly totals."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from training.forecast.calibration import position_factors
+from training.forecast.calibration import calibrate
+from training.forecast.config import ForecastConfig
 from training.forecast.timing import TimingCorrection, fit_timing
 from training.forecast.valuation import LOGQ, p_won_in
 from training.models import Z90, TimeToCloseModel
@@ -102,21 +103,49 @@ def test_timing_correction_is_none_without_wins_and_shrinks_with_few():
     assert 0 < small.won_rows < 10 and 0 <= small.shift < many.shift
 
 
-def _rows(ratios: dict[int, list[float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"position": p, "open_predicted": 100.0, "open_actual": 100.0 * r}
-                         for p, rs in ratios.items() for r in rs])
+def _pulled(close: np.ndarray, rng: np.random.Generator, share: float = 0.6, days: int = 15) -> np.ndarray:
+    """Wins closing in the first `days` days of a quarter moved, with probability `share`, to the
+    last days of the quarter before (the pile-up before quarter ends)."""
+    when = pd.DatetimeIndex(close)
+    first = ((when.month - 1) % 3 == 0) & (when.day <= days) & (rng.random(len(close)) < share)
+    moved = when - pd.to_timedelta(2 * when.day.to_numpy(), unit="D")
+    return np.where(first, moved.to_numpy(), when.to_numpy()).astype(close.dtype)
 
 
-def test_position_factors_follow_the_months_only_as_far_as_they_really_differ():
-    clip = (0.5, 2.0)
-    # months that differ no more than periods of one month do: every month gets the overall factor
-    overall, same = position_factors(_rows({1: [0.7, 0.9], 2: [0.9, 0.7], 3: [0.8, 0.8]}), clip)
-    assert overall == pytest.approx(0.8) and all(f == pytest.approx(overall) for f in same.values())
-    # months that differ far beyond the periods' noise keep (nearly) their own factor
-    overall, apart = position_factors(_rows({1: [0.60, 0.61], 2: [1.0, 1.01], 3: [1.4, 1.41]}), clip)
-    assert apart[1] == pytest.approx(0.605, rel=0.01) and apart[3] == pytest.approx(1.405, rel=0.01)
-    # in between: each month's factor lies strictly between its own ratio and the overall one
-    overall, mixed = position_factors(_rows({1: [0.6, 0.8], 2: [1.0, 0.8], 3: [1.1, 1.3]}), clip)
-    own = {1: 0.7, 2: 0.9, 3: 1.2}
-    for p, r in own.items():
-        assert min(r, overall) < mixed[p] < max(r, overall)
+def test_month_of_quarter_intensity_finds_the_quarter_end_pile_up():
+    as_of = pd.Timestamp("2024-07-01")
+    scored, close = _past_origins(np.random.default_rng(7), 0.0, as_of)
+    won = np.ones(len(scored), dtype=bool)
+    plain = fit_timing(scored, close, won, as_of).month_of_quarter
+    assert plain == pytest.approx((1.0, 1.0, 1.0), abs=0.06)  # no calendar in the closes: none found
+    pulled = fit_timing(scored, _pulled(close, np.random.default_rng(8)), won, as_of).month_of_quarter
+    assert pulled[0] < 0.9 and pulled[2] > 1.1 and pulled[0] < pulled[1] < pulled[2]
+    # two wins cannot move it far from 1 (the gamma prior)
+    few = np.zeros(len(scored), dtype=bool)
+    few[:2] = True
+    assert fit_timing(scored, close, few, as_of).month_of_quarter == pytest.approx((1.0, 1.0, 1.0), abs=0.25)
+
+
+def _history(ratios: list[float]) -> pd.DataFrame:
+    """Monthly past periods from 2023-07 with open-pipeline realised / predicted `ratios` (no new deals)."""
+    starts = pd.date_range("2023-07-01", periods=len(ratios), freq="MS")
+    rows = pd.DataFrame({"start": starts, "open_predicted": 100.0, "open_variance": 25.0,
+                         "open_actual": 100.0 * np.asarray(ratios), "new_predicted": 0.0, "new_variance": 0.0,
+                         "new_actual": 0.0, "new_seasonal": False})
+    return rows.assign(predicted=rows["open_predicted"], variance=rows["open_variance"], actual=rows["open_actual"])
+
+
+def test_month_of_quarter_factors_follow_the_timing_not_two_noisy_past_months():
+    config = ForecastConfig()
+    months = (0.9, 1.0, 1.1)
+    # past months 1, 2, 3, 1, 2, 3 booked what the intensity says, except one month 1 that
+    # booked 0.7 of it (a quiet month: six past months are a small sample)
+    ratios = [0.9 * 0.7, 1.0, 1.1, 0.9, 1.0, 1.1]
+    out = calibrate(_history(ratios), "month", config, months=months)
+    level = sum(ratios) / sum(months * 2)  # realised / predicted over the past months valued with the intensity
+    assert out["open_factor"] == pytest.approx(level)
+    assert [out["open_factors"][p] for p in (1, 2, 3)] == pytest.approx([level * m for m in months])
+    # the quiet month moves every month's factor a little, not month 1's by a third
+    assert out["open_factors"][1] / out["open_factors"][3] == pytest.approx(0.9 / 1.1)
+    # quarters have no month of the quarter: one factor
+    assert set(calibrate(_history(ratios), "quarter", config, months=months)["open_factors"]) == {0}

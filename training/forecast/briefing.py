@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from features.jsonsafe import json_safe
 from features.schema import CanonicalData
+from training.forecast.calibration import period_factors
 from training.forecast.changes import deal_changes, previous_forecast
 from training.forecast.newdeals import ALL
 from training.forecast.outlook import Outlook
@@ -39,6 +40,7 @@ def landing_math(result: Outlook) -> list[dict]:
     fc = result.forecast
     deals = fc.deals
     value = float(deals["value"].sum())
+    factors = period_factors(fc.shock, fc.periods, fc.freq)
     rows = []
     for k, r in fc.totals().iterrows():
         rows.append({"period": r["period"], "partial": bool(r["partial"]), "open_deals": int(len(deals)),
@@ -47,7 +49,7 @@ def landing_math(result: Outlook) -> list[dict]:
                      "open_pipeline": r["open_pipeline"], "new_deals": r["new_deals"],
                      "closed_so_far": r["closed_so_far"], "landing_expected": r["landing_expected"],
                      "landing_p10": r["landing_p10"], "landing_p50": r["landing_p50"],
-                     "landing_p90": r["landing_p90"], "open_factor": _factor(fc.shock, k)})
+                     "landing_p90": r["landing_p90"], "open_factor": factors[k]})
     return rows
 
 
@@ -95,9 +97,3 @@ def briefing(result: Outlook, data: CanonicalData, store: Store | None, currency
         except STORE_ERRORS as exc:
             out["store_note"] = f"the track-record store could not be read: {str(exc).splitlines()[0][:300]}"
     return json_safe(out)
-
-
-def _factor(shock: dict, k: int) -> float | None:
-    """The open-pipeline bias factor applied to period k (keys are ints, or str after JSON)."""
-    factors = shock.get("open_factors") or {}
-    return factors.get(k, factors.get(str(k)))

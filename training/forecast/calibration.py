@@ -38,10 +38,11 @@ def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: s
     """Bias factors and the common shock, from past periods fully observed before as_of.
 
     Bias factors = sum realised / sum predicted (clipped; 1 when disabled): for the open
-    pipeline one per month of the quarter (`position`), shrunk toward the overall one by how
-    much the positions really differ (`position_factors`: the first monthly origins rest on
-    2 periods per position), for new deals one overall. They absorb calibration drift over
-    time, amounts that shrink before they are booked and timing bias. The new-deal factor
+    pipeline one overall, over the past periods valued with the month-of-quarter close
+    intensity of the timing correction (`timing.month_of_quarter_intensity`), times that
+    intensity for each month of the quarter (`open_factors`; monthly periods); for new deals
+    one overall. They absorb calibration drift over time, amounts that shrink before they
+    are booked and timing bias. The new-deal factor
     comes from the past periods whose new-deal model was of the kind used at as_of
     (`seasonal`: `NewDealModel.season_` set, see newdeals): a model blind to the calendar
     errs by season, and those errors say nothing about a model that knows it; and only over
@@ -71,7 +72,7 @@ def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: s
     else:
         note = None
     rows, timing = shock_history(predictor, known, as_of, freq, n, rule, since=since)
-    out = calibrate(rows, freq, config, seasonal)
+    out = calibrate(rows, freq, config, seasonal, timing.month_of_quarter)
     left_out = len(past_period_starts(known, as_of, freq, n)) - len(past_period_starts(known, as_of, freq, n, since))
     if note:
         out["note"] = f"{out['note']}; {note}" if out.get("note") else note
@@ -96,21 +97,29 @@ def out_of_sample_from(predictor) -> pd.Timestamp | None:
     return pd.Timestamp(folds[fitted]["labels_known_at"])
 
 
-def calibrate(rows: pd.DataFrame, freq: str, config: ForecastConfig, seasonal: bool = False) -> dict:
-    """`estimate_shock` from the past periods' rows (`shock_history`)."""
+def calibrate(rows: pd.DataFrame, freq: str, config: ForecastConfig, seasonal: bool = False,
+              months: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict:
+    """`estimate_shock` from the past periods' rows (`shock_history`); `months`: the won-close
+    intensity in months 1-3 of a quarter (`TimingCorrection.month_of_quarter`), which values
+    monthly periods (past and forecast) by their month of the quarter."""
     if len(rows) < config.min_history_periods:
         sd = config.default_shock if config.shock is None else config.shock
-        return {"relative_sd": sd, "method": "default", "periods_used": len(rows), "open_factors": {},
-                "open_factor": 1.0, "new_factor": 1.0,
+        return {"relative_sd": sd, "method": "default", "periods_used": len(rows),
+                "open_factors": position_factors(1.0, freq, months), "open_factor": 1.0, "new_factor": 1.0,
                 "note": f"fewer than {config.min_history_periods} past periods before the as-of date out of sample "
                         f"for the model: no bias correction, common shock {sd}"}
     rows = rows.assign(position=[position(s, freq) for s in rows["start"]])
+    g = np.array([position_factors(1.0, freq, months)[p] for p in rows["position"]])
+    rows = rows.assign(open_predicted=rows["open_predicted"] * g, open_variance=rows["open_variance"] * g ** 2)
+    rows = rows.assign(predicted=rows["open_predicted"] + rows["new_predicted"],
+                       variance=rows["open_variance"] + rows["new_variance"])
     clip = config.bias_clip if config.correct_bias else (1.0, 1.0)
-    overall, by_pos = position_factors(rows, clip)
+    overall = _ratio(rows["open_actual"], rows["open_predicted"], clip)
     same_kind = rows.loc[rows["new_seasonal"] == seasonal]
     new_factor = _ratio(same_kind["new_actual"], same_kind["new_predicted"], clip) \
         if len(same_kind) >= max(PERIODS_PER_YEAR[freq], config.min_history_periods) else 1.0
-    loo = np.array([_loo_factor(rows, j, clip) for j in range(len(rows))])
+    loo = np.array([_ratio(rows["open_actual"].drop(index=j), rows["open_predicted"].drop(index=j), clip)
+                    for j in rows.index])  # each period's own intensity is in its open_predicted already
     mu = loo * rows["open_predicted"] + new_factor * rows["new_predicted"]
     # a period whose new deals were forecast by the other kind of new-deal model tells the
     # shock its open-pipeline error only (its new deals count at their expectation)
@@ -121,13 +130,13 @@ def calibrate(rows: pd.DataFrame, freq: str, config: ForecastConfig, seasonal: b
     sd = float(min(np.sqrt(max(0.0, excess.mean())), config.max_shock)) if config.shock is None \
         else float(config.shock)
     return {"relative_sd": sd, "method": "estimated from past periods" if config.shock is None else "given",
-            "periods_used": int(len(rows)), "open_factor": overall, "open_factors": by_pos,
+            "periods_used": int(len(rows)), "open_factor": overall, "open_factors": position_factors(overall, freq, months),
             "new_factor": new_factor,
             "history": rows.assign(start=rows["start"].astype(str), corrected=mu).to_dict("records")}
 
 
 def period_factors(shock: dict, per: pd.DataFrame, freq: str) -> list[float]:
-    """The open-pipeline bias factor of each forecast period (by its month of the quarter)."""
+    """The open-pipeline factor of each forecast period (by its month of the quarter)."""
     return [shock.get("open_factors", {}).get(position(pd.Period(p).start_time, freq), shock["open_factor"])
             for p in per["period"]]
 
@@ -137,32 +146,12 @@ def _ratio(actual: pd.Series, predicted: pd.Series, clip: tuple) -> float:
     return float(np.clip(actual.sum() / total, *clip)) if total > 0 else 1.0
 
 
-def _loo_factor(rows: pd.DataFrame, j: int, clip: tuple) -> float:
-    """Open-pipeline factor for past period j estimated without period j."""
-    overall, by_pos = position_factors(rows.drop(index=rows.index[j]), clip)
-    return by_pos.get(int(rows["position"].iloc[j]), overall)
-
-
-def position_factors(rows: pd.DataFrame, clip: tuple) -> tuple[float, dict[int, float]]:
-    """The overall open-pipeline factor (sum realised / sum predicted) and one per position
-    (month of the quarter): the position's own ratio shrunk toward the overall one, on the
-    log scale, by B = tau^2 / (tau^2 + s_w^2 / n_p) (empirical Bayes): s_w^2 the pooled
-    variance of the past periods' log ratios within a position, tau^2 the variance of the
-    positions' mean log ratios beyond what s_w^2 explains; tau^2 = 0 (the positions differ
-    no more than periods of one position do) gives every position the overall factor."""
-    overall = _ratio(rows["open_actual"], rows["open_predicted"], clip)
-    ok = rows.loc[(rows["open_actual"] > 0) & (rows["open_predicted"] > 0)]
-    log_ratio = np.log(ok["open_actual"] / ok["open_predicted"])
-    n_p, mean_p = log_ratio.groupby(ok["position"]).size(), log_ratio.groupby(ok["position"]).mean()
-    dof = len(log_ratio) - len(n_p)
-    if len(n_p) < 2 or dof < 1:
-        return overall, {int(p): overall for p in rows["position"].unique()}
-    within = float(((log_ratio - mean_p.reindex(ok["position"]).to_numpy()) ** 2).sum() / dof)
-    between = max(0.0, float(mean_p.var(ddof=1)) - within * float((1 / n_p).mean()))
-    weight = between / (between + within / n_p) if between > 0 else n_p * 0.0
-    own = {p: _ratio(g["open_actual"], g["open_predicted"], (0.0, np.inf)) for p, g in rows.groupby("position")}
-    return overall, {int(p): float(np.clip(overall * (own[p] / overall) ** weight.get(p, 0.0), *clip))
-                     if overall > 0 and own[p] > 0 else overall for p in own}
+def position_factors(overall: float, freq: str, months: tuple[float, float, float]) -> dict[int, float]:
+    """The open-pipeline factor per `position`: the overall bias factor times the won-close
+    intensity of the month of the quarter (monthly periods), the overall one for quarters."""
+    if freq != "month":
+        return {0: overall}
+    return {p: float(overall * months[p - 1]) for p in (1, 2, 3)}
 
 
 def past_period_starts(known: CanonicalData, as_of: pd.Timestamp, freq: str, n: int,
