@@ -29,16 +29,19 @@ BASELINES = ("stage_rate", "naive_bayes", "logistic")
 
 def train(data: CanonicalData, truth: pd.DataFrame | None = None, experiment: str = "leadscore",
           model_name: str = MODEL_NAME, config: TrainConfig | None = None,
-          step: Callable[[str], None] = lambda _s: None, data_dir: str | Path = "", new_dataset: bool = False) -> dict:
+          step: Callable[[str], None] = lambda _s: None, data_dir: str | Path = "", new_dataset: bool = False,
+          fingerprint: dict | None = None, training_ids: np.ndarray | None = None) -> dict:
     """Train on the canonical tables, log one MLflow run (`data_dir`: where they were read,
     logged as a parameter), register the predictor and run the promotion gate. Training
-    another dataset into an existing `model_name` is refused unless `new_dataset`."""
+    another dataset into an existing `model_name` is refused unless `new_dataset`. When `data`
+    is a sample of the deals (`train --cluster`), `fingerprint` and `training_ids` are the
+    whole data's (`training.distributed_sample.DealSample`); else they come from `data`."""
     registry.check_training_target(model_name, data.meta, str(data_dir or data.meta.name), new_dataset)
     result = fit_predictor(data, config, step)
     step("ground-truth comparison")
     add_truth_metrics(result, data, truth)
     step("MLflow run and registry")
-    return log_run(result, data, experiment, model_name, data_dir)
+    return log_run(result, data, experiment, model_name, data_dir, fingerprint, training_ids)
 
 
 def add_truth_metrics(result: TrainResult, data: CanonicalData, truth: pd.DataFrame | None) -> None:
@@ -52,11 +55,12 @@ def add_truth_metrics(result: TrainResult, data: CanonicalData, truth: pd.DataFr
         cp["oracle"] = oracle_test_metrics(data, truth, result.test, cp["base_rate"])
 
 
-def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_name: str, data_dir) -> dict:
+def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_name: str, data_dir,
+            fingerprint: dict | None = None, training_ids: np.ndarray | None = None) -> dict:
     """One MLflow run: params, data fingerprint, metrics with baselines, plots, the model."""
     predictor = result.predictor
     with tracking.start_run(experiment, run_name=f"{predictor.kind}-{data.meta.name}") as run:
-        fingerprint = _log_params(result, data, data_dir)
+        fingerprint = _log_params(result, data, data_dir, fingerprint)
         skill = candidate_skill(result)
         result.metrics["close_probability"]["skill"] = skill
         tracking.log_metrics_nested(result.metrics)
@@ -64,7 +68,7 @@ def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_nam
         if result.test_features is not None:  # the drift reference (training.monitoring.reference)
             judged = deal_features(predictor.builder)
             log_reference(build_reference(result.test_features[judged], result.test["model"].to_numpy(), "test fold"))
-        log_training_ids(data)  # which deals trained this version (hashed): `leadscore forget` asks
+        log_training_ids(data if training_ids is None else training_ids)  # which deals trained this version (hashed): `leadscore forget` asks
         info = log_predictor(predictor, data)
         decision = gate.register_and_gate(
             run.info.run_id, "model", model_name, candidate=candidate_score(result), skill=skill,
@@ -90,11 +94,11 @@ def candidate_skill(result: TrainResult) -> dict:
                              result.metrics["close_probability"]["base_rate"], stage)
 
 
-def _log_params(result: TrainResult, data: CanonicalData, data_dir) -> dict:
+def _log_params(result: TrainResult, data: CanonicalData, data_dir, fingerprint: dict | None = None) -> dict:
     import mlflow
 
-    fingerprint = tracking.data_fingerprint({"deals": data.deals, "stage_events": data.stage_events,
-                                             "activities": data.activities})
+    fingerprint = fingerprint or tracking.data_fingerprint({"deals": data.deals, "stage_events": data.stage_events,
+                                                            "activities": data.activities})
     mlflow.log_params({"data_dir": str(data_dir), "dataset": data.meta.name, "static": data.meta.static,
                        "model_kind": result.predictor.kind, "n_features": len(result.predictor.feature_names),
                        "data_end": None if data.meta.static else str(data.data_end), **fingerprint})
