@@ -83,7 +83,7 @@ def train(
             sample = deal_sample(client, data, lambda outline: training_grid(outline, config), max_training_rows)
             dataset, truth = sample.data, read_truth(data)
             truth = None if truth is None else truth[truth["deal_id"].isin(dataset.deals["deal_id"])]
-            whole = {"fingerprint": sample.fingerprint, "training_ids": sample.ids}
+            whole = {"fingerprint": sample.fingerprint, "training_ids": sample.ids, "serve_from_end": True}
             config.first_created, config.notes = sample.first_created, tuple(filter(None, [sample.note(max_training_rows)]))
             config.training_set = training_set(client, data, sample.share)  # features on the cluster
             if distributed_fit:
