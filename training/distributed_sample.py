@@ -36,6 +36,7 @@ from training.distributed import (
 )
 from training.forget import training_ids
 from training.tracking import fingerprint_of, table_facts
+from training.train import TrainConfig, training_grid
 
 ROW_BYTES = 470  # a training row in memory: ~55 feature columns + labels (measured on generated deals)
 
@@ -165,3 +166,22 @@ def sample_share(rows: int, max_rows: int | None) -> float:
                    "sample of the deals (~%s rows, every row of a sampled deal)",
                    f"{rows:,}", rows * ROW_BYTES / 2**30, 100 * share, f"{max_rows:,}")
     return share
+
+
+def cluster_inputs(client, data: str | Path, config: TrainConfig, max_rows: int | None = TRAINING_ROWS_MAX,
+                   distributed_fit: bool = False) -> tuple[CanonicalData, pd.DataFrame | None, dict]:
+    """What `leadscore train --cluster` hands `training.run.train` instead of the dataset:
+    (the sampled deals' tables, their generator truth if any, the whole data's fingerprint
+    and ids with `serve_from_end`); `config` set to build the rows on the cluster (the grid
+    of the whole data, the sample's note; `distributed_fit`: the booster on `lightgbm.dask`)."""
+    from features.dataset import read_truth
+    from training.distributed_fit import DaskBoosterTrainer
+
+    sample = deal_sample(client, data, lambda outline: training_grid(outline, config), max_rows)
+    truth = read_truth(data)
+    truth = None if truth is None else truth[truth["deal_id"].isin(sample.data.deals["deal_id"])]
+    config.first_created, config.notes = sample.first_created, tuple(filter(None, [sample.note(max_rows)]))
+    config.training_set = training_set(client, data, sample.share)  # features on the cluster
+    if distributed_fit:
+        config.close_params["booster_trainer"] = DaskBoosterTrainer()
+    return sample.data, truth, {"fingerprint": sample.fingerprint, "training_ids": sample.ids, "serve_from_end": True}

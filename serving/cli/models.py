@@ -75,19 +75,10 @@ def train(
         if client is None:
             dataset, truth, whole = read_dataset(data), read_truth(data), {}
         else:  # the whole dataset stays on the workers: only the deals that train come here
-            from training.distributed_fit import DaskBoosterTrainer
-            from training.distributed_sample import deal_sample, training_set
-            from training.train import training_grid
+            from training.distributed_sample import cluster_inputs
 
             step("deal sample")
-            sample = deal_sample(client, data, lambda outline: training_grid(outline, config), max_training_rows)
-            dataset, truth = sample.data, read_truth(data)
-            truth = None if truth is None else truth[truth["deal_id"].isin(dataset.deals["deal_id"])]
-            whole = {"fingerprint": sample.fingerprint, "training_ids": sample.ids, "serve_from_end": True}
-            config.first_created, config.notes = sample.first_created, tuple(filter(None, [sample.note(max_training_rows)]))
-            config.training_set = training_set(client, data, sample.share)  # features on the cluster
-            if distributed_fit:
-                config.close_params["booster_trainer"] = DaskBoosterTrainer()
+            dataset, truth, whole = cluster_inputs(client, data, config, max_training_rows, distributed_fit)
         summary = train_model(dataset, truth, experiment=experiment, model_name=model_name, config=config,
                               step=step, data_dir=data, new_dataset=new_dataset, **whole)
     if metrics_out is not None:
