@@ -52,13 +52,15 @@ def train(
     cluster=cluster_option(),
     distributed_fit: bool = typer.Option(False, "--distributed-fit", help="With --cluster: fit the close-probability "
                                          "booster data-parallel with lightgbm.dask."),
-    max_training_rows: int = typer.Option(TRAINING_ROWS_MAX, "--max-training-rows", min=1000,
-                                          help="With --cluster: snapshot rows brought to this process to train; "
-                                               "past it, a hash sample of the deals (~470 bytes a row)."),
+    max_training_rows: Optional[int] = typer.Option(
+        None, "--max-training-rows", min=1000, help=f"With --cluster: snapshot rows brought to this process to train "
+        f"(default {TRAINING_ROWS_MAX:,}, ~470 bytes a row); past it, a hash sample of the deals."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
     if distributed_fit and cluster is None:
         raise ClusterError("--distributed-fit needs --cluster (or $LEADSCORE_DASK_SCHEDULER)")
+    if max_training_rows is not None and cluster is None:
+        raise ClusterError("--max-training-rows needs --cluster (without it every snapshot row trains, in pandas)")
     from features.dataset import read_dataset, read_truth
     from training.run import train as train_model
     from training.train import TrainConfig
@@ -78,7 +80,8 @@ def train(
             from training.distributed_sample import cluster_inputs
 
             step("deal sample")
-            dataset, truth, whole = cluster_inputs(client, data, config, max_training_rows, distributed_fit)
+            dataset, truth, whole = cluster_inputs(client, data, config, max_training_rows or TRAINING_ROWS_MAX,
+                                                   distributed_fit)
         summary = train_model(dataset, truth, experiment=experiment, model_name=model_name, config=config,
                               step=step, data_dir=data, new_dataset=new_dataset, **whole)
     if metrics_out is not None:
