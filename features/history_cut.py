@@ -66,10 +66,12 @@ def cut_table(table: GroupTable, dates: np.ndarray) -> GroupTable:
 
 
 def cut_history(history: History, as_of) -> History:
-    """Every table of `history` cut to the as-of dates `as_of`: lookups at those dates only."""
+    """Every table of `history` cut to the as-of dates `as_of`: lookups at those dates only
+    (`history` may be cut from a date already, `cut_history_from`, if `as_of` are not earlier)."""
     dates = as_of_dates(as_of)
     if history.as_of is not None and not np.isin(dates, history.as_of).all():
         raise ValueError("these history tables were already cut to other as-of dates: cut the full history")
+    check_dates(history, dates)  # tables cut from a date: later dates only (their rows are a suffix per group)
     return replace(history, outcomes=cut_table(history.outcomes, dates), dwell=cut_table(history.dwell, dates),
                    groups={col: cut_table(t, dates) for col, t in history.groups.items()},
                    open_load=None if history.open_load is None else cut_table(history.open_load, dates),

@@ -116,3 +116,9 @@ def test_a_builder_cut_from_its_data_end_scores_that_date_and_later_as_the_full_
         cut.transform(data, ["2024-06-03", end])
     with pytest.raises(ValueError, match="already cut"):
         cut.from_date(end)
+    # what `score --cluster` sends the workers: cut again to the scoring date (`predictor_at`)
+    later = [end + pd.Timedelta(days=7)]
+    pd.testing.assert_frame_equal(cut.for_dates(later).transform(data, later), builder.transform(data, later),
+                                  check_exact=True)
+    with pytest.raises(HistoryCutError, match="is before"):
+        cut.for_dates(["2024-06-03"])
