@@ -10,7 +10,10 @@ Steps: `generate` (`leadscore generate --partitions`: chunked, streamed), `fit` 
 FeatureBuilder: history tables as a per-partition reduction), `features` (fit + feature
 rows and labels at four as-of dates: in pandas one table; on the cluster each partition's
 task writes its rows into a Parquet dataset beside `--folder`), `score` (every deal open
-at the data end, with explanations, by a predictor trained on 20k other deals).
+at the data end, with explanations, by a predictor trained on 20k other deals), `train`
+(`leadscore train`: pandas on the whole data; on the cluster `training.distributed_sample`,
+the deals sampled to `--max-training-rows`; the time each of its steps started, and the
+registered model's pickled size; MLflow: `$MLFLOW_TRACKING_URI`; `--steps train` to run it).
 `--memory-limit 6GiB`: each local worker's limit (Dask's spill/pause fractions apply to it).
 """
 from __future__ import annotations
@@ -69,7 +72,7 @@ def peak_main_mib() -> float:
 
 
 def run_step(step: str, mode: str, folder: Path, workers: int, until: float | None = None,
-             memory_limit: str = "auto", first: int | None = None) -> dict:
+             memory_limit: str = "auto", first: int | None = None, max_rows: int | None = None) -> dict:
     """One step in this process; returns its figures. On the cluster, a step still running
     at `until` (epoch seconds) is stopped there: its figures are then the tasks it finished."""
     from features.dataset import read_dataset
@@ -77,6 +80,10 @@ def run_step(step: str, mode: str, folder: Path, workers: int, until: float | No
     predictor = pickle.loads((folder.parent / "predictor.pkl").read_bytes()) if step == "score" else None
     if mode == "pandas":
         t0 = time.perf_counter()
+        if step == "train":
+            out: dict = {}
+            _train(None, folder, None, out)
+            return {"seconds": time.perf_counter() - t0, **out, "peak_main_mib": peak_main_mib()}
         data = read_dataset(folder)
         rows = _pandas_step(step, data, predictor)
         return {"seconds": time.perf_counter() - t0, "rows": rows, "peak_main_mib": peak_main_mib()}
@@ -91,8 +98,9 @@ def run_step(step: str, mode: str, folder: Path, workers: int, until: float | No
         baseline = dict(sampler.peaks)
         with get_task_stream(client) as recording:
             t0, out = time.perf_counter(), {}
-            runner = threading.Thread(target=_record, args=(out, _cluster_step, step, client, folder, predictor, first),
-                                      daemon=True)
+            args = (_train, client, folder, max_rows) if step == "train" else \
+                (_cluster_step, step, client, folder, predictor, first)
+            runner = threading.Thread(target=_record, args=(out, *args), daemon=True)
             runner.start()
             runner.join(None if until is None else max(0.0, until - time.time()))
             seconds = time.perf_counter() - t0
@@ -153,6 +161,37 @@ def _cluster_step(step: str, client, folder: Path, predictor, first: int | None,
         return
     end = read_partition(folder, 0).data_end
     out["rows"] = len(distributed.score_partitions(client, folder, predictor, end, True))
+
+
+def _train(client, folder: Path, max_rows: int | None, out: dict) -> None:
+    """`leadscore train` (pandas without `client`), each step's start (seconds) into `out`."""
+    from features.dataset import read_dataset, read_truth
+    from training import registry
+    from training.cluster import TRAINING_ROWS_MAX
+    from training.distributed_sample import cluster_inputs
+    from training.run import train
+    from training.train import TrainConfig
+
+    t0, config, steps = time.perf_counter(), TrainConfig(), out.setdefault("steps", [])
+
+    def step(name: str) -> None:
+        steps.append([name, round(time.perf_counter() - t0, 1)])
+        print(f"{time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+
+    if client is None:
+        step("read the dataset")
+        data, truth, whole = read_dataset(folder), read_truth(folder), {}
+    else:
+        step("deal sample")
+        data, truth, whole = cluster_inputs(client, folder, config, max_rows or TRAINING_ROWS_MAX)
+    summary = train(data, truth, experiment="bench-dask", model_name="bench-dask", config=config, step=step,
+                    data_dir=folder, new_dataset=True, **whole)
+    step("done")
+    predictor, _version = registry.load_predictor("bench-dask", summary["model_version"])
+    cp = summary["close_probability"]
+    out.update(test_rows=cp.get("n"), auc=cp.get("auc"), brier=cp.get("brier"),
+               messages=summary["messages"], model_pickle_mib=len(pickle.dumps(predictor, protocol=5)) / 2**20,
+               deals_here=len(data.deals))
 
 
 def _fitted_figures(builder) -> dict:
@@ -227,13 +266,14 @@ def main() -> None:
     parser.add_argument("--first-partitions", type=int, default=None,
                         help="features step on the first K partitions only (per-partition costs of a big dataset)")
     parser.add_argument("--until", default=None, help="HH:MM (UTC): stop a cluster step still running then")
+    parser.add_argument("--max-training-rows", type=int, default=None, help="the train step on the cluster")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:  # a child: one step, figures on stdout
         until = None if args.until is None else _epoch_today(args.until)
         print(json.dumps(run_step(args.step, args.mode, args.folder, args.workers, until, args.memory_limit,
-                                    args.first_partitions)))
+                                    args.first_partitions, args.max_training_rows)))
         return
     args.folder.parent.mkdir(parents=True, exist_ok=True)
     results = {"deals": args.deals, "partitions": args.partitions, "workers": args.workers,
@@ -244,7 +284,9 @@ def main() -> None:
         for mode in (["cluster"] if args.no_pandas else ["pandas", "cluster"]):
             proc = subprocess.run([sys.executable, __file__, "--step", step, "--mode", mode, "--folder",
                                    str(args.folder), "--workers", str(args.workers), "--memory-limit", args.memory_limit]
-                                  + ([] if args.until is None else ["--until", args.until]),
+                                  + ([] if args.until is None else ["--until", args.until])
+                                  + ([] if args.max_training_rows is None else
+                                     ["--max-training-rows", str(args.max_training_rows)]),
                                   capture_output=True, text=True, env=_env())
             figures = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else \
                 {"error": proc.stderr.strip().splitlines()[-1:]}

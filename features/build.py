@@ -166,6 +166,15 @@ class FeatureBuilder(BaseEstimator):
         cut.history_ = None if self.history_ is None else history_cut.cut_history(self.history_, as_of)
         return cut
 
+    def from_date(self, start) -> "FeatureBuilder":
+        """A copy whose history tables answer every as-of date from `start` on (what a model
+        serving from its data end needs: `features.history_cut.cut_history_from`), the same
+        features at those dates; it refuses earlier dates."""
+        check_is_fitted(self, "feature_names_")
+        cut = copy.copy(self)
+        cut.history_ = None if self.history_ is None else history_cut.cut_history_from(self.history_, start)
+        return cut
+
     def lookups(self, with_codes: bool = True) -> FeatureLookups:
         """The search structures `columns` reads (see features/lookups.py)."""
         check_is_fitted(self, "feature_names_")
@@ -177,9 +186,8 @@ class FeatureBuilder(BaseEstimator):
         Categorical features are int64 codes of `categories_` (-1: missing or unseen).
         Training and serving both come here; only how `arrays` is made differs (and
         serving passes the `lookups` it keeps)."""
-        if self.history_ is not None and self.history_.as_of is not None and not np.isin(at, self.history_.as_of).all():
-            raise ValueError(f"this builder's history was cut to the as-of dates {_dates(self.history_.as_of)} "
-                             f"(FeatureBuilder.for_dates): use the full builder for other dates")
+        if self.history_ is not None:
+            history_cut.check_dates(self.history_, at)
         lookups = lookups or self.lookups(with_codes=False)
         if self.static_:
             return self._deal_columns(arrays, pos, lookups)
@@ -274,10 +282,6 @@ class FeatureBuilder(BaseEstimator):
             else:
                 out[name] = lookups.categories[name].encode(values, len(arrays))[pos]
         return out
-
-
-def _dates(dates: np.ndarray) -> str:
-    return ", ".join(str(d)[:10] for d in dates[:5]) + (f" and {len(dates) - 5} more" if len(dates) > 5 else "")
 
 
 def _checked_deals(deals: pd.DataFrame, static: bool) -> pd.DataFrame:

@@ -174,15 +174,18 @@ def dataset_partitions(data_dir: str | Path) -> int:
     return partition_count(d) or 1
 
 
-def read_partition(data_dir: str | Path, i: int) -> CanonicalData:
+def read_partition(data_dir: str | Path, i: int, deals_only: bool = False) -> CanonicalData:
     """Partition i alone: its deals, their events and activities, with the whole accounts
-    table and meta (the single-file layout is its own one partition)."""
+    table and meta (the single-file layout is its own one partition). `deals_only`: its
+    deals and meta, nothing else read."""
     d, meta = _checked_folder(data_dir)
     n = partition_count(d)
     if n is None and i == 0:
-        return read_dataset(d)
+        return CanonicalData(deals=pd.read_parquet(d / "deals.parquet"), meta=meta) if deals_only else read_dataset(d)
     if not 0 <= i < (n or 1):
         raise ValueError(f"{d} has {n or 1} partition(s): there is no partition {i}")
+    if deals_only:
+        return CanonicalData(meta=meta, **read_partition_tables(d, i, ("deals",)))
     return CanonicalData(meta=meta, accounts=_accounts(d), **read_partition_tables(d, i))
 
 

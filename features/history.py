@@ -57,6 +57,7 @@ class History:
     dwell: GroupTable  # stage index -> dwell_days, spells over completed spells
     open_load: GroupTable | None  # owner -> open deals (created minus closed)
     as_of: np.ndarray | None = None  # the only as-of dates the tables answer (`features.history_cut`); None: any
+    answers_from: np.datetime64 | None = None  # cut to answer only as-of dates from this one on (`history_cut`)
 
 
 def closed_deals(deals: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:

@@ -19,6 +19,9 @@ from features.errors import LeadscoreError
 
 SCHEDULER_ENV = "LEADSCORE_DASK_SCHEDULER"
 CONNECT_TIMEOUT_S = 20
+# snapshot rows `train --cluster` brings to its process by default (~0.9 GiB at ~470 bytes a row;
+# `--max-training-rows`): past it, a hash sample of the deals trains
+TRAINING_ROWS_MAX = 2_000_000
 FIT_LOCK = "leadscore-lightgbm-fit"  # one LightGBM fit at a time on a cluster (`distributed.Lock`)
 
 

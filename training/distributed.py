@@ -14,7 +14,7 @@ same hash and scattered. Then, per partition and with the functions the pandas p
   (`FeatureBuilder.for_dates`: 1M deals' 398 MiB of history tables -> 22 MiB at four dates);
 - features and labels: `build_training_set` on each partition, written by its task into
   a Parquet dataset (`write_features`: each task returns only its row count and bytes),
-  or the training set brought to this process (`training_set`, rows in the pandas order,
+  or the training set brought to this process (`training.distributed_sample`, rows in the pandas order,
   each partition's rows released on the workers as soon as they are here);
 - scores: `LeadScorePredictor.score` on each partition (`score_partitions`), the predictor
   sent once with its history cut to the scoring date (`predictor_at`);
@@ -24,7 +24,6 @@ Without a cluster nothing here runs: the pandas path is the one-partition case.
 """
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -40,14 +39,10 @@ from features.dataset import dataset_partitions, read_partition, staged_dataset
 from features.dates import as_of_timestamps
 from features.partitions import split_data
 from features.schema import CanonicalData
-from features.snapshots import snapshot_positions
 
 FAN_IN = 4  # inputs per task of a reduction tree
-TRAINING_ROWS_MAX = 10_000_000  # snapshot rows brought to the command's process to train (~4.4 GiB)
-ROW_BYTES = 470  # a training row in memory: ~55 feature columns + labels (measured on generated deals)
 SAMPLE_HASH_KEY = "leadscore-sample"  # 16 characters: pandas' hash key for the deal sample
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -128,9 +123,9 @@ def _table_rows(partial: hist.FitPartial, table: str, levels: dict[str, pd.Index
     return hist.table_rows(partial.events, table, levels)
 
 
-def _features_labels(part: CanonicalData | PartitionOnDisk, builder: FeatureBuilder, as_of,
+def features_labels(part: CanonicalData | PartitionOnDisk, builder: FeatureBuilder, as_of,
                      share: float = 1.0) -> pd.DataFrame:
-    X, y, _ = build_training_set(_deal_sample(load(part), share), as_of, builder)
+    X, y, _ = build_training_set(sampled_data(load(part), share), as_of, builder)
     return pd.concat([X, y.drop(columns=["deal_id", "as_of"])], axis=1)
 
 
@@ -138,7 +133,7 @@ def _write_part(part: CanonicalData | PartitionOnDisk, i: int, builder: FeatureB
                 folder: str, keep_empty: bool) -> dict[str, int]:
     """Partition i's feature rows + labels, one file per as-of date k (`part-KKKK-IIIII.parquet`,
     empty dates skipped unless `keep_empty`); only the counts come back."""
-    rows = _features_labels(part, builder, as_of)
+    rows = features_labels(part, builder, as_of)
     bounds = np.searchsorted(rows["as_of"].to_numpy(), as_of.to_numpy(), side="left").tolist() + [len(rows)]
     written = 0
     for k in range(len(as_of)):
@@ -184,12 +179,12 @@ def features(client, data: CanonicalData | str | Path, as_of, scratch: str | Pat
 def gather_rows(client, frames: list) -> pd.DataFrame:
     """Partition frames brought here, in the order the pandas path gives: by as_of, then
     partition and row (`FeatureBuilder.transform` orders rows by as_of, stably)."""
-    out = pd.concat(_gathered_in_order(frames), ignore_index=True)
+    out = pd.concat(gathered_in_order(frames), ignore_index=True)
     order = np.argsort(out["as_of"].to_numpy(), kind="stable")
     return out.take(order).reset_index(drop=True)
 
 
-def _gathered_in_order(futures: list) -> list:
+def gathered_in_order(futures: list) -> list:
     """The futures' results, in their order, brought here as they finish; each released on
     its worker once here, so the workers never hold every partition's result at once."""
     from distributed import as_completed
@@ -202,38 +197,6 @@ def _gathered_in_order(futures: list) -> list:
     return got
 
 
-def training_set(client, data: CanonicalData | str | Path, max_rows: int | None = TRAINING_ROWS_MAX) -> Callable:
-    """A `build_training_set` for `training.train.fit_predictor` that builds the set on the
-    cluster and brings it here: (features, labels, fitted builder). When the as-of grid
-    holds more than `max_rows` snapshot rows, only a sample of the deals (each with all its
-    rows, chosen by a hash of `deal_id`) is featurised and brought here, with a warning."""
-    parts = partitions(client, data)
-
-    def build(full: CanonicalData, as_of) -> tuple[pd.DataFrame, pd.DataFrame, FeatureBuilder]:
-        builder = fit_builder(client, parts, meta=full.meta)
-        share = sample_share(len(snapshot_positions(full.deals, as_of_timestamps(as_of))[0]), max_rows)
-        cut = client.submit(FeatureBuilder.for_dates, builder, list(as_of))  # what each worker holds
-        rows = gather_rows(client, client.map(_features_labels, parts, builder=cut, as_of=list(as_of),
-                                              share=share))
-        fitted = builder.result()
-        keys = ["deal_id", "as_of"]
-        X = rows[keys + fitted.feature_names_]
-        return X, rows[keys + [c for c in rows.columns if c not in X.columns]], fitted
-
-    return build
-
-
-def sample_share(rows: int, max_rows: int | None) -> float:
-    """The share of the deals to featurise so that about `max_rows` of `rows` come here (1: all)."""
-    if max_rows is None or rows <= max_rows:
-        return 1.0
-    share = max_rows / rows
-    logger.warning("the training set would hold %s snapshot rows (~%.1f GiB here): training on a %.1f %% "
-                   "sample of the deals (~%s rows, every row of a sampled deal)",
-                   f"{rows:,}", rows * ROW_BYTES / 2**30, 100 * share, f"{max_rows:,}")
-    return share
-
-
 def sampled_deals(deal_id: pd.Series, share: float) -> np.ndarray:
     """Whether each deal is in the sample of `share` of the deals: a hash of its id (other
     than the partitions' hash), so the same deals in every process and run."""
@@ -241,7 +204,7 @@ def sampled_deals(deal_id: pd.Series, share: float) -> np.ndarray:
     return pd.util.hash_array(ids, hash_key=SAMPLE_HASH_KEY) < np.uint64(share * 2.0**64)
 
 
-def _deal_sample(data: CanonicalData, share: float) -> CanonicalData:
+def sampled_data(data: CanonicalData, share: float) -> CanonicalData:
     """The sampled deals with their events and activities (accounts and meta unchanged)."""
     if share >= 1:
         return data
@@ -266,7 +229,7 @@ def score_partitions(client, data: CanonicalData | str | Path, predictor, as_of,
     parts = partitions(client, data)
     [shared] = client.scatter([predictor_at(predictor, as_of)], broadcast=True)
     frames = client.map(_score, parts, predictor=shared, as_of=as_of, explain=explain, finish=finish)
-    return pd.concat(_gathered_in_order(frames), ignore_index=True)
+    return pd.concat(gathered_in_order(frames), ignore_index=True)
 
 
 def predictor_at(predictor, as_of):

@@ -36,14 +36,6 @@ from training.attribution import PathAttribution
 from training.cluster import FIT_LOCK
 
 DISTRIBUTED_ROUNDS = 1000  # rounds trained on the cluster; the best iteration is chosen afterwards
-DISTRIBUTED_FIT_DEALS = 2_000_000  # deals from which `train --cluster` fits data-parallel unasked
-
-
-def wants_distributed_fit(n_deals: int, asked: bool) -> bool:
-    """`--distributed-fit`, or a dataset so large that its training set (~10-20 snapshot rows
-    per deal) is better fitted on the cluster."""
-    return asked or n_deals >= DISTRIBUTED_FIT_DEALS
-
 
 def _shuffled(frame: pd.DataFrame, buckets: int, seed: int) -> list[pd.DataFrame]:
     """One partition's rows dealt at random into `buckets` pieces."""

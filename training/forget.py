@@ -43,16 +43,24 @@ def id_hashes(ids: Iterable[str]) -> np.ndarray:
     return np.unique(pd.util.hash_pandas_object(values.astype(str), index=False).to_numpy(dtype="uint64"))
 
 
-def log_training_ids(data: CanonicalData) -> None:
-    """Into the active MLflow run: the hashed deal and account ids training read."""
-    import mlflow
-
+def training_ids(data: CanonicalData) -> np.ndarray:
+    """The hashed deal and account ids of `data` (`id_hashes`; per partition, `np.unique` of
+    the partitions' arrays concatenated is the same set)."""
     ids = [*data.deals["deal_id"].astype(str)]
     if "account_id" in data.deals:
         ids += data.deals["account_id"].dropna().astype(str).tolist()
+    return id_hashes(ids)
+
+
+def log_training_ids(data: CanonicalData | np.ndarray) -> None:
+    """Into the active MLflow run: the hashed deal and account ids training read (the
+    tables, or their `training_ids` already hashed)."""
+    import mlflow
+
+    hashes = data if isinstance(data, np.ndarray) else training_ids(data)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(IDS_ARTIFACT).name
-        np.save(path, id_hashes(ids))
+        np.save(path, hashes)
         mlflow.log_artifact(str(path), artifact_path=str(Path(IDS_ARTIFACT).parent))
 
 

@@ -139,32 +139,39 @@ def registry_lock(timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
 
 # --- what a run logs -------------------------------------------------------------------
 
-def _frame_digest(frame: pd.DataFrame) -> bytes:
-    """Order-independent digest of a table: its schema plus the sorted row hashes."""
+def table_facts(frame: pd.DataFrame) -> dict:
+    """What `data_fingerprint` needs of one table, or of one partition of it (`fingerprint_of`
+    combines partitions): its schema, sorted row hashes, row count and timestamp range."""
     frame = frame.reindex(columns=sorted(frame.columns, key=str))
-    schema = json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode()
-    rows = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64"))
-    return hashlib.sha256(schema + rows.tobytes()).digest()
+    stamps = [s for col in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[col])
+              for s in (frame[col].min(), frame[col].max())]
+    return {"schema": json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode(),
+            "hashes": np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")),
+            "rows": int(len(frame)), "stamps": [s for s in stamps if pd.notna(s)]}
+
+
+def fingerprint_of(tables: Mapping[str, list[dict]]) -> dict[str, str | int]:
+    """`data_fingerprint` from each table's `table_facts`, one per partition (in any order:
+    the same digest as the whole tables; the schema is the first partition's)."""
+    digest = hashlib.sha256()
+    out: dict[str, str | int] = {}
+    stamps = []
+    for name in sorted(tables):
+        parts = tables[name]
+        rows = np.sort(np.concatenate([p["hashes"] for p in parts]))
+        digest.update(name.encode() + hashlib.sha256(parts[0]["schema"] + rows.tobytes()).digest())
+        out[f"rows_{name}"] = sum(p["rows"] for p in parts)
+        stamps.extend(s for p in parts for s in p["stamps"])
+    out["data_sha256"] = digest.hexdigest()
+    out["data_from"] = min(stamps).isoformat() if stamps else ""
+    out["data_to"] = max(stamps).isoformat() if stamps else ""
+    return out
 
 
 def data_fingerprint(frames: Mapping[str, pd.DataFrame | None]) -> dict[str, str | int]:
     """What a run saw: sha256 over the canonical tables (row order does not matter,
     schema does), the row count of each table and the range of its timestamps."""
-    digest = hashlib.sha256()
-    out: dict[str, str | int] = {}
-    stamps = []
-    for name in sorted(k for k, v in frames.items() if v is not None):
-        frame = frames[name]
-        digest.update(name.encode() + _frame_digest(frame))
-        out[f"rows_{name}"] = int(len(frame))
-        for col in frame.columns:
-            if pd.api.types.is_datetime64_any_dtype(frame[col]):
-                stamps.extend([frame[col].min(), frame[col].max()])
-    stamps = [s for s in stamps if pd.notna(s)]
-    out["data_sha256"] = digest.hexdigest()
-    out["data_from"] = min(stamps).isoformat() if stamps else ""
-    out["data_to"] = max(stamps).isoformat() if stamps else ""
-    return out
+    return fingerprint_of({name: [table_facts(frame)] for name, frame in frames.items() if frame is not None})
 
 
 # MLflow accepts letters, digits, _ - . space : and /; a "/" inside a group label such as

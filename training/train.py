@@ -60,6 +60,10 @@ class TrainConfig:
     close_params: dict = field(default_factory=dict)
     time_params: dict = field(default_factory=dict)
     training_set: Callable | None = field(default=None, repr=False)  # None: build_training_set; or on a cluster
+    # when `data` is a sample of the deals (`train --cluster`): the whole data's first creation
+    # (the as-of grid starts from it) and what the run says about the sample
+    first_created: pd.Timestamp | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -86,7 +90,7 @@ def fit_predictor(data: CanonicalData, config: TrainConfig | None = None,
         _check_folds(feats, fold_labels, folds)
     except NotEnoughData as exc:
         return _fit_without_folds(data, config, leaks, step, reason=str(exc))
-    messages = leaks.messages() + list(folds.notes)
+    messages = list(config.notes) + leaks.messages() + list(folds.notes)
     counts = _class_counts(data, folds.label_cutoffs[0])
     cold = min(counts["won"], counts["lost"]) < config.min_class_count
     step("close-probability model")
@@ -144,9 +148,16 @@ def _training_set(data: CanonicalData, config: TrainConfig, leave_out: list[str]
     return feats, labels, builder, folds
 
 
+def training_grid(data: CanonicalData, config: TrainConfig) -> pd.DatetimeIndex:
+    """The as-of dates of the training set `fit_predictor` builds on `data` (NotEnoughData:
+    too short for time folds)."""
+    return _plan_folds(data, config)[0]
+
+
 def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIndex, TimeFolds]:
     """The as-of grid and folds of the first plan of `fold_plans` that fits the export."""
-    start = data.deals["created_at"].min() + pd.Timedelta(days=WARM_UP_DAYS)
+    first = data.deals["created_at"].min() if config.first_created is None else config.first_created
+    start = first + pd.Timedelta(days=WARM_UP_DAYS)
     for names, gap_days, note in fold_plans(config.gap_days):
         end = data.data_end - pd.Timedelta(days=gap_days)
         try:

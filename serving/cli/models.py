@@ -11,7 +11,7 @@ from serving.cli.cluster import cluster_option, maybe_cluster
 from serving.cli.console import console, fmt, progress_steps
 from serving.cli.output import FRAME_SUFFIXES, check_suffix, write_output
 from serving.cli.side_process import import_modules, side_process
-from training.cluster import ClusterError
+from training.cluster import TRAINING_ROWS_MAX, ClusterError
 from training.registry import find_version
 
 TRAIN_STEPS = 7
@@ -51,11 +51,16 @@ def train(
                                       help="As-of dates of the training snapshots (pandas frequency: W-MON, D, MS)."),
     cluster=cluster_option(),
     distributed_fit: bool = typer.Option(False, "--distributed-fit", help="With --cluster: fit the close-probability "
-                                         "booster data-parallel with lightgbm.dask (automatic from 2M deals)."),
+                                         "booster data-parallel with lightgbm.dask."),
+    max_training_rows: Optional[int] = typer.Option(
+        None, "--max-training-rows", min=1000, help=f"With --cluster: snapshot rows brought to this process to train "
+        f"(default {TRAINING_ROWS_MAX:,}, ~470 bytes a row); past it, a hash sample of the deals."),
 ) -> None:
     """Train, evaluate against the baselines, log to MLflow, register and gate."""
     if distributed_fit and cluster is None:
         raise ClusterError("--distributed-fit needs --cluster (or $LEADSCORE_DASK_SCHEDULER)")
+    if max_training_rows is not None and cluster is None:
+        raise ClusterError("--max-training-rows needs --cluster (without it every snapshot row trains, in pandas)")
     from features.dataset import read_dataset, read_truth
     from training.run import train as train_model
     from training.train import TrainConfig
@@ -63,22 +68,22 @@ def train(
     config = TrainConfig(gap_days=gap_days, snapshot_freq=snapshot_freq, keep_columns=tuple(keep_column),
                          **({} if leak_auc is None else {"leak_auc": leak_auc}))
 
-    with maybe_cluster(cluster) as client, progress_steps(total=TRAIN_STEPS) as step:
+    with maybe_cluster(cluster) as client, progress_steps(total=TRAIN_STEPS + (cluster is not None)) as step:
         if mapping is not None:
             from features.sources import ingest
 
             step("ingest")
             ingest(mapping_path=mapping, out_dir=data)
-        dataset = read_dataset(data)
-        if client is not None:
-            from training.distributed import training_set
-            from training.distributed_fit import DaskBoosterTrainer, wants_distributed_fit
+        if client is None:
+            dataset, truth, whole = read_dataset(data), read_truth(data), {}
+        else:  # the whole dataset stays on the workers: only the deals that train come here
+            from training.distributed_sample import cluster_inputs
 
-            config.training_set = training_set(client, data)  # features on the cluster
-            if wants_distributed_fit(len(dataset.deals), distributed_fit):
-                config.close_params["booster_trainer"] = DaskBoosterTrainer()
-        summary = train_model(dataset, read_truth(data), experiment=experiment, model_name=model_name,
-                              config=config, step=step, data_dir=data, new_dataset=new_dataset)
+            step("deal sample")
+            dataset, truth, whole = cluster_inputs(client, data, config, max_training_rows or TRAINING_ROWS_MAX,
+                                                   distributed_fit)
+        summary = train_model(dataset, truth, experiment=experiment, model_name=model_name, config=config,
+                              step=step, data_dir=data, new_dataset=new_dataset, **whole)
     if metrics_out is not None:
         write_output(summary, metrics_out)
     print_train_summary(summary)

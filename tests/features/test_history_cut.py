@@ -10,7 +10,7 @@ import pytest
 
 from features import history as hist
 from features.build import FeatureBuilder, build_training_set
-from features.history_cut import as_of_dates, cut_history, cut_table
+from features.history_cut import HistoryCutError, as_of_dates, cut_history, cut_table, cut_table_from
 from features.snapshots import as_of_grid
 from features.synthetic import generate_data
 
@@ -81,3 +81,44 @@ def test_a_cut_builder_refuses_other_dates(fitted):
     assert len(cut.for_dates(["2024-03-04"]).transform(data, ["2024-03-04"]))  # a subset of its dates: fine
     with pytest.raises(ValueError, match="already cut to other as-of dates"):
         cut_history(cut.history_, ["2024-06-03"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_table_cut_from_a_date_answers_every_later_date_as_the_full_table(seed, strict):
+    rng = np.random.default_rng(seed)
+    table = _table(rng)
+    start = START + 40 * DAY
+    cut = cut_table_from(table, start)
+    assert len(cut.table) < len(table.table) / 2
+    dates = START + np.array([40, 41, 45, 52, 59, 60, 90]) * DAY  # on the start, on row times, after every row
+    codes = np.repeat(np.arange(-1, 8), len(dates))
+    at = np.tile(dates, 9)
+    full = hist.lookup(table.search_index(), codes, at, strict=strict)
+    got = hist.lookup(cut.search_index(), codes, at, strict=strict)
+    for name in full:
+        np.testing.assert_array_equal(got[name], full[name])
+    assert not np.array_equal(hist.lookup(cut.search_index(), codes, at - 20 * DAY, strict=strict)["won"],
+                              hist.lookup(table.search_index(), codes, at - 20 * DAY, strict=strict)["won"])
+
+
+def test_a_builder_cut_from_its_data_end_scores_that_date_and_later_as_the_full_one(fitted):
+    """What `train --cluster` registers: the same features from the data end on (the end,
+    later dates), a fraction of the size, and a one-line refusal of earlier dates."""
+    data, builder = fitted
+    end = data.data_end
+    cut = builder.from_date(end)
+    for at in ([end], [end + pd.Timedelta(days=1), end + pd.Timedelta(days=90)]):
+        pd.testing.assert_frame_equal(cut.transform(data, at), builder.transform(data, at), check_exact=True)
+    assert len(pickle.dumps(cut)) < len(pickle.dumps(builder)) / 3
+    assert builder.history_.answers_from is None  # the fitted builder itself is left whole
+    with pytest.raises(HistoryCutError, match=f"as-of 2024-06-03 is before {str(end)[:10]}: this model's history"):
+        cut.transform(data, ["2024-06-03", end])
+    with pytest.raises(ValueError, match="already cut"):
+        cut.from_date(end)
+    # what `score --cluster` sends the workers: cut again to the scoring date (`predictor_at`)
+    later = [end + pd.Timedelta(days=7)]
+    pd.testing.assert_frame_equal(cut.for_dates(later).transform(data, later), builder.transform(data, later),
+                                  check_exact=True)
+    with pytest.raises(HistoryCutError, match="is before"):
+        cut.for_dates(["2024-06-03"])

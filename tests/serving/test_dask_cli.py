@@ -30,6 +30,13 @@ def test_distributed_fit_needs_a_cluster(tmp_path):
     assert out.exit_code == 2 and "--distributed-fit needs --cluster" in out.output
 
 
+def test_the_training_rows_cap_needs_a_cluster(tmp_path):
+    out = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--max-training-rows", "50000"])
+    assert out.exit_code == 2 and "--max-training-rows needs --cluster" in out.output
+    out = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--max-training-rows", "10", "--cluster", "local:1"])
+    assert out.exit_code == 2 and "--max-training-rows" in out.output and "Traceback" not in out.output
+
+
 def test_generate_partitions(tmp_path):
     out = CliRunner().invoke(app, ["generate", "--deals", "400", "--seed", "3", "--partitions", "3",
                                    "--out", str(tmp_path / "p")])

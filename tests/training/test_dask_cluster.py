@@ -3,6 +3,7 @@ backtest's origins equal the pandas path; `lightgbm.dask` close to the single-ma
 empty and label-sorted partitions. Slow: starting the cluster and importing on the workers."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -10,9 +11,10 @@ from sklearn.metrics import roc_auc_score
 from features.build import FeatureBuilder, build_training_set, features
 from features.dataset import read_dataset, write_dataset
 from features.partitions import dask_table
-from training import distributed
+from training import distributed, distributed_sample, tracking
 from training.cluster import ClusterError, cluster_client, parse_cluster
 from training.distributed_fit import DaskBoosterTrainer, dask_booster
+from training.forget import training_ids
 from training.models import CloseProbabilityModel
 
 pytestmark = pytest.mark.slow
@@ -98,20 +100,36 @@ def test_the_features_command_on_a_cluster_writes_what_pandas_writes(folder, tmp
 
 def test_a_training_set_over_the_row_budget_is_a_sample_of_whole_deals(client, folder, caplog):
     """Over `max_rows`, a hash-chosen share of the deals, each with every row the pandas set
-    has for it, and the rows kept near the budget; within it, the whole set."""
+    has for it (the builder fitted on every deal), and the rows kept near the budget; the
+    sampled deals' tables come here, the whole data's fingerprint and ids computed per
+    partition; within the budget, the whole set."""
     full = read_dataset(folder)
-    X_all, y_all, _ = build_training_set(full, AS_OF)
+    X_all, y_all, whole = build_training_set(full, AS_OF)
     budget = len(X_all) // 3
-    X, y, builder = distributed.training_set(client, folder, max_rows=budget)(full, AS_OF)
+    sample = distributed_sample.deal_sample(client, folder, lambda _outline: pd.DatetimeIndex(AS_OF), budget)
+    assert sample.rows == len(X_all) and sample.deals == len(full.deals) == 3000
+    assert sample.share == pytest.approx(budget / len(X_all)) and "sample of the deals" in caplog.text
+    expected = distributed.sampled_data(full, sample.share)
+    for name in ("deals", "stage_events", "activities"):
+        pd.testing.assert_frame_equal(getattr(sample.data, name), getattr(expected, name), check_exact=True)
+    pd.testing.assert_frame_equal(sample.data.accounts, full.accounts)
+    assert sample.fingerprint == tracking.data_fingerprint(
+        {"deals": full.deals, "stage_events": full.stage_events, "activities": full.activities})
+    np.testing.assert_array_equal(sample.ids, training_ids(full))
+    X, y, builder = distributed_sample.training_set(client, folder, sample.share)(sample.data, AS_OF)
     assert builder.history_.as_of is None  # the model's builder is whole (the tasks used it cut)
-    share = budget / len(X_all)
-    keep = distributed.sampled_deals(X_all["deal_id"], share)
+    # row for row the pandas training set of the same deal sample, with the builder of every deal
+    X_p, y_p, _ = build_training_set(sample.data, AS_OF, whole)
+    pd.testing.assert_frame_equal(X, X_p, check_exact=True)
+    pd.testing.assert_frame_equal(y, y_p, check_exact=True)
+    keep = distributed.sampled_deals(X_all["deal_id"], sample.share)
     pd.testing.assert_frame_equal(X, X_all[keep].reset_index(drop=True), check_exact=True)
-    pd.testing.assert_frame_equal(y, y_all[keep].reset_index(drop=True), check_exact=True)
-    assert 0.8 * budget < len(X) < 1.2 * budget and "sample of the deals" in caplog.text
-    sampled = set(X["deal_id"])
-    assert 0.25 < len(sampled) / X_all["deal_id"].nunique() < 0.42
-    X_whole, _, _ = distributed.training_set(client, folder, max_rows=len(X_all))(full, AS_OF)
+    assert len(X) == sample.sampled_rows and 0.8 * budget < len(X) < 1.2 * budget
+    assert 0.25 < len(set(X["deal_id"])) / X_all["deal_id"].nunique() < 0.42
+    assert f"trained on {len(X):,} of {len(X_all):,} snapshot rows" in sample.note(budget)
+    everything = distributed_sample.deal_sample(client, folder, lambda _outline: pd.DatetimeIndex(AS_OF), len(X_all))
+    assert everything.share == 1 and everything.note(len(X_all)) == ""
+    X_whole, _, _ = distributed_sample.training_set(client, folder)(everything.data, AS_OF)
     pd.testing.assert_frame_equal(X_whole, X_all, check_exact=True)
 
 
@@ -273,3 +291,37 @@ def test_cluster_specs():
     for bad in ["local:0", "local:x", "10.0.0.5:8786", "tcp://host", "http://h:1"]:
         with pytest.raises(ClusterError):
             parse_cluster(bad)
+
+
+def test_train_on_the_cluster_never_reads_the_whole_dataset_here(client, folder, tmp_path, monkeypatch,
+                                                                 local_mlflow_uri):
+    """`train --cluster` brings only the sampled deals here: the whole-dataset reader is never
+    called in the command's process (it raises here; the workers read their partitions), and
+    the run says how much of the data trained."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import features.dataset
+    from features.dataset import read_partition
+    from features.history_cut import HistoryCutError
+    from serving.cli import app
+    from training import registry
+
+    def whole_dataset(*_args, **_kwargs):
+        raise AssertionError("read_dataset called in the command's process under --cluster")
+
+    monkeypatch.setattr(features.dataset, "read_dataset", whole_dataset)
+    out = CliRunner().invoke(app, ["train", "--data", str(folder), "--cluster", client.scheduler.address,
+                                   "--max-training-rows", "4000", "--metrics-out", str(tmp_path / "m.json")])
+    assert out.exit_code == 0, out.output
+    note = next(m for m in json.loads((tmp_path / "m.json").read_text())["messages"] if m.startswith("trained on"))
+    assert "a hash sample of" in note and "of 3,000; --max-training-rows 4,000" in note
+    # the registered model: plain (no Dask), its history cut to serve from the data end on
+    predictor, _version = registry.load_predictor("leadscore", None)
+    end = read_partition(folder, 0).data_end
+    assert predictor.info["history_from"] == end.isoformat() and predictor.builder.history_.answers_from == end
+    part = read_partition(folder, 1)
+    assert len(predictor.score(part, end)) == part.deals["closed_at"].isna().sum() > 0
+    with pytest.raises(HistoryCutError, match="is before"):
+        predictor.score(part, end - pd.Timedelta(days=30))
