@@ -168,7 +168,7 @@ class FeatureBuilder(BaseEstimator):
 
     def from_date(self, start) -> "FeatureBuilder":
         """A copy whose history tables answer every as-of date from `start` on (what a model
-        serving from its data end needs: `features.history_cut.cut_history_from`), the same
+        serving and forecasting from a date needs: `features.history_cut.cut_history_from`), the same
         features at those dates; it refuses earlier dates."""
         check_is_fitted(self, "feature_names_")
         cut = copy.copy(self)

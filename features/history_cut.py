@@ -9,8 +9,8 @@ dates returns the same row, bit for bit, and the tables of the small grouping co
 (owner, source, ...) shrink to a few rows per level and date. The cut `History` records its
 dates (`History.as_of`) and `FeatureBuilder.columns` refuses any other date.
 
-`cut_history_from` is the open-ended cut a model serves with: every date from its data
-end on (`train --cluster`, where the full tables are GiBs): per group the last row before
+`cut_history_from` is the open-ended cut a model serves with: every date from its
+out-of-sample start on (`train --cluster`, where the full tables are GiBs; `training.run`): per group the last row before
 that date and every row from it on (`History.answers_from`); earlier dates are refused.
 """
 from __future__ import annotations
@@ -110,7 +110,7 @@ def check_dates(history: History, at: np.ndarray) -> None:
     if history.answers_from is not None and len(at) and np.min(at) < history.answers_from:
         raise HistoryCutError(
             f"as-of {str(np.min(at))[:10]} is before {str(history.answers_from)[:10]}: this model's history "
-            f"tables were cut to answer as-of dates from its data end on (`train --cluster`; see its "
+            f"tables were cut to answer as-of dates from its out-of-sample start on (`train --cluster`; see its "
             f"info['history_from']); train without --cluster for a model that scores earlier dates")
 
 

@@ -39,9 +39,9 @@ def train(data: CanonicalData, truth: pd.DataFrame | None = None, experiment: st
     another dataset into an existing `model_name` is refused unless `new_dataset`. When `data`
     is a sample of the deals (`train --cluster`), `fingerprint` and `training_ids` are the
     whole data's (`training.distributed_sample.DealSample`); else they come from `data`.
-    `serve_from_end`: the registered predictor keeps only the history its data end and later
-    dates read (`FeatureBuilder.from_date`; 3.75 GiB -> a few hundred MiB at 10M deals), said
-    in its `info["history_from"]`; it refuses earlier as-of dates in one line."""
+    `serve_from_end`: the registered predictor keeps only the history that as-of dates from its
+    out-of-sample start on read (`cut_history_for_serving`; 3.75 GiB -> a few hundred MiB at 10M
+    deals), said in its `info["history_from"]`; it refuses earlier as-of dates in one line."""
     registry.check_training_target(model_name, data.meta, str(data_dir or data.meta.name), new_dataset)
     result = fit_predictor(data, config, step)
     step("ground-truth comparison")
@@ -64,15 +64,22 @@ def add_truth_metrics(result: TrainResult, data: CanonicalData, truth: pd.DataFr
 
 
 def cut_history_for_serving(result: TrainResult, end: pd.Timestamp) -> None:
-    """The result's predictor with its builder cut to answer from `end` on (after every
-    evaluation that reads earlier dates), said in its info and the run's messages."""
+    """The result's predictor with its builder cut (after every evaluation that reads earlier
+    dates) to answer the as-of dates its users ask: scoring from the data `end` on, and the
+    forecast's calibration, which values the past periods from the model's out-of-sample start
+    on (`training.forecast.calibration.out_of_sample_from`); said in its info and the run's
+    messages."""
+    from training.forecast.calibration import out_of_sample_from
+
     predictor = result.predictor
     if predictor.static:
         return
-    result.predictor = replace(predictor, builder=predictor.builder.from_date(end),
-                               info={**predictor.info, "history_from": end.isoformat()})
-    result.messages.append(f"the registered model keeps the history it needs to score as-of dates from its data "
-                           f"end ({end.date()}) on; earlier as-of dates are refused")
+    start = min(end, out_of_sample_from(predictor) or end)
+    result.predictor = replace(predictor, builder=predictor.builder.from_date(start),
+                               info={**predictor.info, "history_from": start.isoformat()})
+    result.messages.append(f"the registered model keeps the history it needs to score as-of dates from its "
+                           f"out-of-sample start ({start.date()}) on: scores and forecasts; earlier as-of dates "
+                           f"are refused")
 
 
 def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_name: str, data_dir,
@@ -180,7 +187,7 @@ def champion_score(model_name: str, version: int, data: CanonicalData, test: pd.
     else:
         try:
             feats = predictor.builder.transform_rows(data, test[["deal_id", "as_of"]])
-        except HistoryCutError:  # a champion trained with --cluster serves from its data end only
+        except HistoryCutError:  # a champion trained with --cluster answers from its out-of-sample start only
             return None
         merged = test[["deal_id", "as_of", "won"]].merge(feats, on=["deal_id", "as_of"], how="inner")
     if len(merged) < len(test):

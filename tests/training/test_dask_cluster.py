@@ -307,6 +307,8 @@ def test_train_on_the_cluster_never_reads_the_whole_dataset_here(client, folder,
     from features.history_cut import HistoryCutError
     from serving.cli import app
     from training import registry
+    from training.forecast.calibration import out_of_sample_from
+    from training.forecast.core import forecast
 
     def whole_dataset(*_args, **_kwargs):
         raise AssertionError("read_dataset called in the command's process under --cluster")
@@ -317,11 +319,17 @@ def test_train_on_the_cluster_never_reads_the_whole_dataset_here(client, folder,
     assert out.exit_code == 0, out.output
     note = next(m for m in json.loads((tmp_path / "m.json").read_text())["messages"] if m.startswith("trained on"))
     assert "a hash sample of" in note and "of 3,000; --max-training-rows 4,000" in note
-    # the registered model: plain (no Dask), its history cut to serve from the data end on
+    # the registered model: plain (no Dask), its history cut to serve from its out-of-sample
+    # start on (scores at the data end, and the forecast's calibration on the past periods since)
     predictor, _version = registry.load_predictor("leadscore", None)
     end = read_partition(folder, 0).data_end
-    assert predictor.info["history_from"] == end.isoformat() and predictor.builder.history_.answers_from == end
+    start = out_of_sample_from(predictor)
+    assert start < end and predictor.info["history_from"] == start.isoformat()
+    assert predictor.builder.history_.answers_from == start
     part = read_partition(folder, 1)
     assert len(predictor.score(part, end)) == part.deals["closed_at"].isna().sum() > 0
     with pytest.raises(HistoryCutError, match="is before"):
-        predictor.score(part, end - pd.Timedelta(days=30))
+        predictor.score(part, start - pd.Timedelta(days=30))
+    monkeypatch.undo()
+    made = forecast(predictor, features.dataset.read_dataset(folder), end, periods=2)
+    assert made.shock["periods_used"] > 0 and made.table["p50"].sum() > 0
