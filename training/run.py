@@ -83,8 +83,7 @@ def cut_history_for_serving(result: TrainResult, end: pd.Timestamp) -> None:
 
 
 def log_run(result: TrainResult, data: CanonicalData, experiment: str, model_name: str, data_dir,
-            fingerprint: dict | None = None, training_ids: np.ndarray | None = None, serve_from_end: bool = False
-          ) -> dict:
+            fingerprint: dict | None = None, training_ids: np.ndarray | None = None) -> dict:
     """One MLflow run: params, data fingerprint, metrics with baselines, plots, the model."""
     predictor = result.predictor
     with tracking.start_run(experiment, run_name=f"{predictor.kind}-{data.meta.name}") as run:
