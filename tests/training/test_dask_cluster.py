@@ -309,10 +309,12 @@ def test_train_on_the_cluster_never_reads_the_whole_dataset_here(client, folder,
     from training import registry
     from training.forecast.calibration import out_of_sample_from
     from training.forecast.core import forecast
+    from training.run import champion_score
 
     def whole_dataset(*_args, **_kwargs):
         raise AssertionError("read_dataset called in the command's process under --cluster")
 
+    read_dataset = features.dataset.read_dataset
     monkeypatch.setattr(features.dataset, "read_dataset", whole_dataset)
     out = CliRunner().invoke(app, ["train", "--data", str(folder), "--cluster", client.scheduler.address,
                                    "--max-training-rows", "4000", "--metrics-out", str(tmp_path / "m.json")])
@@ -330,6 +332,12 @@ def test_train_on_the_cluster_never_reads_the_whole_dataset_here(client, folder,
     assert len(predictor.score(part, end)) == part.deals["closed_at"].isna().sum() > 0
     with pytest.raises(HistoryCutError, match="is before"):
         predictor.score(part, start - pd.Timedelta(days=30))
-    monkeypatch.undo()
-    made = forecast(predictor, features.dataset.read_dataset(folder), end, periods=2)
+    whole = read_dataset(folder)
+    made = forecast(predictor, whole, end, periods=2)
     assert made.shock["periods_used"] > 0 and made.table["p50"].sum() > 0
+    # as a champion, it is left out of the promotion comparison on test rows it cannot score
+    t, deals = start - pd.Timedelta(days=30), whole.deals
+    open_then = deals[(deals["created_at"] <= t) & ~(deals["closed_at"] <= t)]
+    early = pd.DataFrame({"deal_id": open_then["deal_id"].head(5), "as_of": t, "won": False})
+    assert len(early) == 5
+    assert champion_score("leadscore", None, whole, early) is None
