@@ -23,7 +23,7 @@ import weakref
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from lightgbm.basic import _LIB, _c_str, _InnerPredictor, _safe_call
+from lightgbm.basic import _LIB, _InnerPredictor, _c_str, _safe_call
 
 # Below this many rows a prediction runs on one thread: starting OpenMP's team costs more
 # (~5-10 ms on a busy machine) than walking a few hundred trees for a request's deals.
