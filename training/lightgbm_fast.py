@@ -9,21 +9,16 @@ hold it equal to LightGBM's own conversion (tests/serving/test_fast_paths.py).
 `Booster.predict` also builds a new predictor object per call (a copy of its parameters,
 two C calls, the parameter string): ~40 us, a tenth of a one-deal request's four calls.
 `predict_booster` keeps one per booster and parameters (`_inner_predictor`) and calls it as
-`Booster.predict` would (the same C call: identical output, tested). One row (a one-deal
-request) goes to LightGBM's single-row C call with a configuration made once per booster and
-kind of prediction (`_OneRow`): no per-call checks, buffers or parameter parsing in Python,
-~15-25 us a call instead of ~50-65 (the same trees walked: identical output, tested).
+`Booster.predict` would (the same C call: identical output, tested).
 """
 from __future__ import annotations
 
-import ctypes
-import threading
 import weakref
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from lightgbm.basic import _LIB, _InnerPredictor, _c_str, _safe_call
+from lightgbm.basic import _InnerPredictor
 
 # Below this many rows a prediction runs on one thread: starting OpenMP's team costs more
 # (~5-10 ms on a busy machine) than walking a few hundred trees for a request's deals.
@@ -79,14 +74,10 @@ def predict_booster(booster: lgb.Booster, X: pd.DataFrame | np.ndarray, feature_
     if not isinstance(X, np.ndarray) or set(kwargs) - PREDICT_ARGUMENTS - {"num_threads"}:
         return booster.predict(X, **kwargs)
     num_iteration = kwargs.get("num_iteration")
-    num_iteration = booster.best_iteration if num_iteration is None else num_iteration
-    raw_score, pred_leaf, pred_contrib = (kwargs.get(k, False) for k in ("raw_score", "pred_leaf", "pred_contrib"))
-    predictor = _inner_predictor(booster, kwargs.get("num_threads"))
-    if X.shape[0] == 1 and X.ndim == 2 and X.dtype == np.float64 and not pred_contrib:
-        kind = _PREDICT_LEAF if pred_leaf else _PREDICT_RAW if raw_score else _PREDICT_NORMAL
-        return _one_row(booster, predictor, kind, num_iteration, X.shape[1]).predict(X)
-    return predictor.predict(X, num_iteration=num_iteration, raw_score=raw_score, pred_leaf=pred_leaf,
-                             pred_contrib=pred_contrib)
+    return _inner_predictor(booster, kwargs.get("num_threads")).predict(
+        X, num_iteration=booster.best_iteration if num_iteration is None else num_iteration,
+        raw_score=kwargs.get("raw_score", False), pred_leaf=kwargs.get("pred_leaf", False),
+        pred_contrib=kwargs.get("pred_contrib", False))
 
 
 # `Booster.predict`'s own arguments; any other keyword is a prediction parameter
@@ -101,50 +92,6 @@ def _inner_predictor(booster: lgb.Booster, num_threads: int | None) -> _InnerPre
     found = _PREDICTORS.setdefault(booster, {})
     if key not in found:
         found[key] = _InnerPredictor.from_booster(booster, {} if num_threads is None else {"num_threads": num_threads})
-    return found[key]
-
-
-# LightGBM's C API prediction kinds (c_api.h) and float64 data
-_PREDICT_NORMAL, _PREDICT_RAW, _PREDICT_LEAF, _DTYPE_FLOAT64 = 0, 1, 2, 1
-
-
-class _OneRow:
-    """LightGBM's single-row prediction (`LGBM_BoosterPredictForMatSingleRowFast`) for one
-    booster, kind of prediction, iteration count, column count and the parameters of
-    `predictor` (its `pred_parameter`, as `Booster.predict` passes them). Returns what
-    `_InnerPredictor.predict` returns for a one-row float64 matrix."""
-
-    def __init__(self, booster: lgb.Booster, predictor: _InnerPredictor, kind: int, num_iteration: int, ncol: int):
-        self.handle = ctypes.c_void_p()
-        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-            booster._handle, ctypes.c_int(kind), ctypes.c_int(0), ctypes.c_int(num_iteration),
-            ctypes.c_int(_DTYPE_FLOAT64), ctypes.c_int32(ncol), _c_str(predictor.pred_parameter),
-            ctypes.byref(self.handle)))
-        weakref.finalize(self, _LIB.LGBM_FastConfigFree, self.handle)
-        self.leaf = kind == _PREDICT_LEAF
-        self.size = booster.num_trees() if self.leaf else booster.num_model_per_iteration()  # the most it writes
-        self.lock = threading.Lock()  # one call at a time per configuration
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        row = np.ascontiguousarray(X[0])
-        out = np.empty(self.size, dtype=np.float64)
-        written = ctypes.c_int64(0)
-        with self.lock:
-            _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                self.handle, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(written),
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))
-        out = out[:written.value]
-        if self.leaf:
-            return out.astype(np.int32).reshape(1, -1)
-        return out if written.value == 1 else out.reshape(1, -1)
-
-
-def _one_row(booster: lgb.Booster, predictor: _InnerPredictor, kind: int, num_iteration: int, ncol: int) -> _OneRow:
-    """The `_OneRow` of these settings, made once per booster and model handle (as `_inner_predictor`)."""
-    key = ("one row", booster._handle.value, predictor.pred_parameter, kind, num_iteration, ncol)
-    found = _PREDICTORS.setdefault(booster, {})
-    if key not in found:
-        found[key] = _OneRow(booster, predictor, kind, num_iteration, ncol)
     return found[key]
 
 

@@ -20,7 +20,7 @@ from payloads import canonical_from_records, payload_records
 from serving.request import shape_scores
 from serving.schemas import ScoreRequest, ScoreResponse, score_response_json
 from training.compiled import CompiledPredictor
-from training.lightgbm_fast import _inner_predictor, _one_row, lgb_matrix, predict_booster, shared_matrix
+from training.lightgbm_fast import _inner_predictor, lgb_matrix, predict_booster, shared_matrix
 from training.request import score_request
 
 
@@ -71,9 +71,8 @@ def test_models_on_the_shared_matrix_equal_lightgbm_on_the_frame(predictor, scor
 
 
 def test_predict_booster_answers_as_booster_predict_with_one_predictor_per_booster(predictor, scoring):
-    """`predict_booster` keeps LightGBM's predictor object per booster, and one row takes the
-    single-row C call: the same output as `Booster.predict` (one thread, as it runs), and a
-    booster reloaded in place answers as its new model."""
+    """`predict_booster` keeps LightGBM's predictor object per booster: the same output as
+    `Booster.predict` (one thread, as it runs), and a booster reloaded in place answers as its new model."""
     close, time = predictor.close_model, predictor.time_model
     names = predictor.feature_names
     M = shared_matrix(scoring[0][3][names], close, time)
@@ -84,22 +83,11 @@ def test_predict_booster_answers_as_booster_predict_with_one_predictor_per_boost
             want = booster.predict(rows, num_threads=1, **kwargs)
             assert got.dtype == want.dtype
             np.testing.assert_array_equal(got, want)
-    for each in [booster, *time.boosters_]:  # one row at a time, every row (missing values among them)
-        for kwargs in ({}, {"raw_score": True}, {"pred_leaf": True}):
-            want = each.predict(M, num_threads=1, num_iteration=each.best_iteration or None, **kwargs)
-            got = np.concatenate([predict_booster(each, M[i:i + 1], names, **kwargs) for i in range(len(M))])
-            assert got.dtype == want.dtype and got.shape == want.shape
-            np.testing.assert_array_equal(got, want)
-    assert np.isnan(M).any()
     assert _inner_predictor(booster, 1) is _inner_predictor(booster, 1)
-    assert _one_row(booster, _inner_predictor(booster, 1), 2, 0, M.shape[1]) \
-        is _one_row(booster, _inner_predictor(booster, 1), 2, 0, M.shape[1])
     copy = lgb.Booster(model_str=booster.model_to_string())
-    for rows in (M, M[:1]):
-        np.testing.assert_array_equal(predict_booster(copy, rows, names), booster.predict(rows))
+    np.testing.assert_array_equal(predict_booster(copy, M, names), booster.predict(M))
     copy.model_from_string(time.boosters_[0].model_to_string())  # another model in the same Booster object
-    for rows in (M, M[:1]):
-        np.testing.assert_array_equal(predict_booster(copy, rows, names), time.boosters_[0].predict(rows))
+    np.testing.assert_array_equal(predict_booster(copy, M, names), time.boosters_[0].predict(M))
 
 
 def test_matrix_maps_reordered_and_unseen_categories_like_lightgbm(predictor, scoring):
