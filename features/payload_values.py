@@ -148,25 +148,27 @@ def _few_iso_times(values: list) -> np.ndarray | None:
 
 def _iso_digits(chars: np.ndarray) -> np.ndarray | None:
     """Rows of `YYYY-MM-DDTHH:MM:SS` bytes -> datetime64[us]; None unless every row is a real
-    time of that form (Feb 30, hour 24 or a second 60 are not)."""
+    time of that form (Feb 30, hour 24 or a second 60 are not). Small integer types and one
+    contiguous row per field: int64 (n, 14) temporaries cost ~4x more for 25,000 times."""
     if not (chars[:, _SEPARATOR_AT] == _SEPARATORS).all():
         return None
-    digits = chars[:, _DIGITS].astype("int64") - ord("0")
-    if not ((digits >= 0) & (digits <= 9)).all():
+    digits = np.ascontiguousarray(chars[:, _DIGITS].T) - np.uint8(ord("0"))  # (14, n); a byte below "0" wraps above 9
+    if not (digits <= 9).all():
         return None
-    pairs = digits[:, 0::2] * 10 + digits[:, 1::2]  # century, year, month, day, hour, minute, second
-    year, month, day = pairs[:, 0] * 100 + pairs[:, 1], pairs[:, 2], pairs[:, 3]
+    digits = digits.astype("int32")
+    pairs = digits[0::2] * 10 + digits[1::2]  # century, year, month, day, hour, minute, second
+    year, month, day = pairs[0] * 100 + pairs[1], pairs[2], pairs[3]
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     month_days = _MONTH_DAYS[np.clip(month, 0, 12)] + (leap & (month == 2))
     if not ((year >= _YEARS[0]) & (year <= _YEARS[1]) & (month >= 1) & (month <= 12) & (day >= 1)
-            & (day <= month_days) & (pairs[:, 4] < 24) & (pairs[:, 5] < 60) & (pairs[:, 6] < 60)).all():
+            & (day <= month_days) & (pairs[4] < 24) & (pairs[5] < 60) & (pairs[6] < 60)).all():
         return None
     # days since 1970-01-01 of a proleptic Gregorian date (the civil-days algorithm: eras of 400 years)
     y = year - (month <= 2)
     era, year_of_era = y // 400, y % 400
     day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
-    days = era * 146097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719468
-    seconds = ((days * 24 + pairs[:, 4]) * 60 + pairs[:, 5]) * 60 + pairs[:, 6]
+    days = (era * 146097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719468)
+    seconds = ((days.astype("int64") * 24 + pairs[4]) * 60 + pairs[5]) * 60 + pairs[6]
     return (seconds * 1_000_000).view(TIMESTAMP_DTYPE)
 
 

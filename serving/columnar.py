@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from itertools import repeat
-from operator import attrgetter, is_not
+from operator import attrgetter
 from typing import Annotated, Any, Callable, Optional
 
 import msgspec
@@ -169,21 +168,20 @@ def _clean_numbers(deal: dict[str, list], history: dict[str, list], numeric: lis
 
 
 def _parsed_times(deal: dict, history: dict, activities: dict | None) -> tuple[dict, dict, dict] | None:
-    """Every time of the request parsed in one `iso_times` call, back in its column; None
-    when one is not of the usual form (the model may read it otherwise)."""
+    """Every time of the request parsed by `iso_times`, column by column (a column of nulls
+    only, e.g. no expected close date anywhere, is NaT without a look); None when one is
+    not of the usual form (the model may read it otherwise) or a required time is null."""
     columns = [deal[name] for name in TIME_FIELDS] + [history["entered_at"], history["expected_close_date"]]
     if activities is not None:
         columns.append(activities["occurred_at"])
-    sent = [any(map(is_not, column, repeat(None))) for column in columns]  # e.g. no expected close date anywhere
-    parsed = iso_times([value for column, some in zip(columns, sent) if some for value in column])
-    if parsed is None:
-        return None
-    parts, start = [], 0
-    for column, some in zip(columns, sent):
-        parts.append(parsed[start:start + len(column)] if some else np.full(len(column), NAT))
-        start += len(column) if some else 0
     if None in columns[0] or None in columns[3] or (activities is not None and None in columns[5]):
         return None  # a required time sent as null: the model's error
+    parts = []
+    for column in columns:
+        parsed = np.full(len(column), NAT) if column.count(None) == len(column) else iso_times(column)
+        if parsed is None:
+            return None
+        parts.append(parsed)
     return (dict(zip(TIME_FIELDS, parts[:3])), {"entered_at": parts[3], "expected_close_date": parts[4]},
             {} if activities is None else {"occurred_at": parts[5]})
 
