@@ -80,7 +80,12 @@ class TrendIndex:
         window = timedelta(days=TREND_DAYS)
         with self._lock:
             for k, deal in enumerate(ids):
-                earlier = [s for s in self._recent.get(deal, ()) if at[k] - window <= s[0] < at[k]]
+                kept = self._recent.get(deal)
+                if not kept:  # a deal scored for the first time
+                    continue
+                now = at[k]
+                start = now - window  # once per deal, not per remembered score
+                earlier = [s for s in kept if start <= s[0] < now]
                 if earlier:
                     ref = min(earlier, key=lambda s: s[0])
                     p_ref[k], ref_at[k], ref_names[k] = ref[1], ref[0], ref[2]
