@@ -309,6 +309,8 @@ def _split_rows(items: list[dict], n_positive: list[int], n_total: list[int]) ->
 
 def _plain(value):
     """A JSON-ready value: float, int, str or None (NaN and NA are None)."""
+    if type(value) is str:  # a category's level, the usual case
+        return value
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(value) else float(value)
     if isinstance(value, (np.integer, int)) and not isinstance(value, (bool, np.bool_)):
