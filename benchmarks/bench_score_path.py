@@ -6,8 +6,10 @@ where wall-clock latencies say more about the neighbours than about the code.
 Runs the request path the service runs after BentoML has read the body: the body read
 into columns (`serving.columnar.decode_score`; `ScoreRequest` validation from the JSON
 bytes when it is small or not clean), `serving.request.score_request` (checks, features, scores,
-explanations, warnings) and the response JSON, on the small generated data and
-predictor of tests/models_cache.py (trained once and kept in --predictor). Reports the
+explanations, warnings, each deal's trend from the scores before: `TrendIndex.observe`, as
+the service records them; the score log's writer thread is left out) and the response JSON,
+on the small generated data and predictor of tests/models_cache.py (trained once and kept
+in --predictor; or any pickled (predictor, data), e.g. the demo champion). Reports the
 median over rounds of the per-round p50 of process CPU time (all threads) for one deal and
 for 1,000 deals with explanations. Prints figures; nothing is recorded or asserted. Run it
 from two source trees (PYTHONPATH) to compare a change with its parent in one session.
@@ -30,6 +32,7 @@ from serving.request import score_request
 from serving.schemas import ScoreRequest
 from tests.payloads import payload_records
 from training.compiled import CompiledPredictor
+from training.monitoring.trend import TrendIndex
 
 
 def load(path: Path):
@@ -43,12 +46,13 @@ def load(path: Path):
     return found
 
 
-def cpu_ms(loop, model: CompiledPredictor, batcher: ScoreBatcher, body: bytes, n: int) -> list[float]:
+def cpu_ms(loop, model: CompiledPredictor, batcher: ScoreBatcher, body: bytes, n: int,
+           trends: TrendIndex) -> list[float]:
     async def one_request():
         columnar = decode_score(body, model.meta) if len(body) >= COLUMNAR_BODY_BYTES else None  # as the service
         fields = columnar or dict(ScoreRequest.model_validate_json(body))
         return await score_request(model, batcher, fields["deals"], pd.Timestamp(fields["as_of"]),
-                                   fields.get("explain", True), 1)
+                                   fields.get("explain", True), 1, record=trends.observe)
     out = []
     for _ in range(n):
         started = time.process_time()
@@ -71,11 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     bodies = {"1 deal": (deals[:1], 200), "1,000 deals": (many, 8)}
     loop = asyncio.new_event_loop()
     batcher = ScoreBatcher(model)
+    trends = TrendIndex()
     p50 = {name: [] for name in bodies}
     for _ in range(args.rounds):
         for name, (chosen, n) in bodies.items():
             body = json.dumps({"deals": chosen, "as_of": as_of.isoformat()}, default=str).encode()
-            p50[name].append(float(np.median(cpu_ms(loop, model, batcher, body, n))))
+            p50[name].append(float(np.median(cpu_ms(loop, model, batcher, body, n, trends))))
     print(json.dumps({name: round(float(np.median(v)), 2) for name, v in p50.items()}))
 
 
