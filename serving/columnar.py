@@ -4,7 +4,7 @@ BentoML validates a body with the request model (`serving.schemas.ScoreRequest`,
 into ~100,000 Python objects for 1,000 deals, which `features.payload` then reads back into
 arrays. Here the body is decoded once by msgspec into typed structs (strict types, unknown
 fields refused), read into `features.payload.PayloadColumns` (times computed from their
-digits for the whole request: `features.payload_values.iso_times`) and checked for what the
+digits a column at a time: `features.payload_values.iso_times`) and checked for what the
 request model would refuse or read another way.
 
 Only a clean body takes this path. On anything else (JSON that does not decode, an unknown
