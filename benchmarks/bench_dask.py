@@ -19,6 +19,7 @@ registered model's pickled size; MLflow: `$MLFLOW_TRACKING_URI`; `--steps train`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -30,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psutil
 
 AS_OF = ["2024-06-03", "2024-08-05", "2024-10-07", "2024-12-02"]
@@ -208,7 +210,18 @@ def _train(client, folder: Path, max_rows: int | None, out: dict) -> None:
     cp = summary["close_probability"]
     out.update(test_rows=cp.get("n"), auc=cp.get("auc"), brier=cp.get("brier"),
                messages=summary["messages"], model_pickle_mib=len(pickle.dumps(predictor, protocol=5)) / 2**20,
-               deals_here=len(data.deals), folds=summary.get("folds"))
+               deals_here=len(data.deals), folds=summary.get("folds"), history_sha256=_history_sha256(predictor))
+
+
+def _history_sha256(predictor) -> str:
+    """A digest of the registered model's history tables (rows and levels): equal models, equal digests."""
+    history = predictor.builder.history_
+    tables = [history.outcomes, history.dwell, history.open_load, *history.groups.values()]
+    digest = hashlib.sha256(str(history.answers_from).encode())
+    for table in (t for t in tables if t is not None):
+        digest.update(pd.util.hash_pandas_object(table.table, index=False).to_numpy().tobytes())
+        digest.update(pd.util.hash_pandas_object(table.levels.to_series(), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _fitted_figures(builder) -> dict:
