@@ -195,9 +195,6 @@ def _train(client, folder: Path, max_rows: int | None, out: dict) -> None:
     else:
         step("deal sample")
         data, truth, whole = cluster_inputs(client, folder, config, max_rows or TRAINING_ROWS_MAX)
-    params = folder / "truth" / "params.json"  # the oracle's; a folder generated before its truth's Parquet kept them
-    if truth is not None and "params" not in truth.attrs and params.exists():
-        truth.attrs["params"] = json.loads(params.read_text())
     inner = config.training_set or build_training_set
 
     def counted(sample, as_of):  # the snapshot rows the models train and are tested on
