@@ -19,6 +19,7 @@ registered model's pickled size; MLflow: `$MLFLOW_TRACKING_URI`; `--steps train`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -30,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psutil
 
 AS_OF = ["2024-06-03", "2024-08-05", "2024-10-07", "2024-12-02"]
@@ -80,10 +82,18 @@ def run_step(step: str, mode: str, folder: Path, workers: int, until: float | No
     predictor = pickle.loads((folder.parent / "predictor.pkl").read_bytes()) if step == "score" else None
     if mode == "pandas":
         t0 = time.perf_counter()
-        if step == "train":
+        if step == "train":  # stopped at `until` as on the cluster: the steps it reached
             out: dict = {}
-            _train(None, folder, None, out)
-            return {"seconds": time.perf_counter() - t0, **out, "peak_main_mib": peak_main_mib()}
+            runner = threading.Thread(target=_record, args=(out, _train, None, folder, None), daemon=True)
+            runner.start()
+            runner.join(None if until is None else max(0.0, until - time.time()))
+            figures = {"seconds": time.perf_counter() - t0, **out, "peak_main_mib": peak_main_mib()}
+            if runner.is_alive():
+                print(json.dumps({**figures, "stopped_at_deadline": True}, default=str), flush=True)
+                os._exit(0)
+            if "error" in out:
+                raise out["error"]
+            return figures
         data = read_dataset(folder)
         rows = _pandas_step(step, data, predictor)
         return {"seconds": time.perf_counter() - t0, "rows": rows, "peak_main_mib": peak_main_mib()}
@@ -165,6 +175,7 @@ def _cluster_step(step: str, client, folder: Path, predictor, first: int | None,
 
 def _train(client, folder: Path, max_rows: int | None, out: dict) -> None:
     """`leadscore train` (pandas without `client`), each step's start (seconds) into `out`."""
+    from features.build import build_training_set
     from features.dataset import read_dataset, read_truth
     from training import registry
     from training.cluster import TRAINING_ROWS_MAX
@@ -184,6 +195,14 @@ def _train(client, folder: Path, max_rows: int | None, out: dict) -> None:
     else:
         step("deal sample")
         data, truth, whole = cluster_inputs(client, folder, config, max_rows or TRAINING_ROWS_MAX)
+    inner = config.training_set or build_training_set
+
+    def counted(sample, as_of):  # the snapshot rows the models train and are tested on
+        X, labels, builder = inner(sample, as_of)
+        out["snapshot_rows"] = len(X)
+        return X, labels, builder
+
+    config.training_set = counted
     summary = train(data, truth, experiment="bench-dask", model_name="bench-dask", config=config, step=step,
                     data_dir=folder, new_dataset=True, **whole)
     step("done")
@@ -191,7 +210,18 @@ def _train(client, folder: Path, max_rows: int | None, out: dict) -> None:
     cp = summary["close_probability"]
     out.update(test_rows=cp.get("n"), auc=cp.get("auc"), brier=cp.get("brier"),
                messages=summary["messages"], model_pickle_mib=len(pickle.dumps(predictor, protocol=5)) / 2**20,
-               deals_here=len(data.deals))
+               deals_here=len(data.deals), folds=summary.get("folds"), history_sha256=_history_sha256(predictor))
+
+
+def _history_sha256(predictor) -> str:
+    """A digest of the registered model's history tables (rows and levels): equal models, equal digests."""
+    history = predictor.builder.history_
+    tables = [history.outcomes, history.dwell, history.open_load, *history.groups.values()]
+    digest = hashlib.sha256(str(history.answers_from).encode())
+    for table in (t for t in tables if t is not None):
+        digest.update(pd.util.hash_pandas_object(table.table, index=False).to_numpy().tobytes())
+        digest.update(pd.util.hash_pandas_object(table.levels.to_series(), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _fitted_figures(builder) -> dict:

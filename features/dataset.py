@@ -215,6 +215,14 @@ def write_truth(out_dir: str | Path, truth: pd.DataFrame, params: dict) -> Path:
 
 
 def read_truth(data_dir: str | Path) -> pd.DataFrame | None:
-    """Generator ground truth (benchmarks only; training never calls this)."""
+    """Generator ground truth (benchmarks and the oracle metrics; no model learns from it), with the
+    generator's parameters (`truth/params.json`) in `attrs["params"]` when its Parquet lacks them
+    (folders written by `generate --partitions` before its Parquet kept them)."""
     path = Path(data_dir) / "truth" / "truth.parquet"
-    return pd.read_parquet(path) if path.exists() else None
+    if not path.exists():
+        return None
+    truth = pd.read_parquet(path)
+    params = path.parent / "params.json"
+    if "params" not in truth.attrs and params.exists():
+        truth.attrs["params"] = json.loads(params.read_text())
+    return truth

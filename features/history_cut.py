@@ -91,10 +91,13 @@ def cut_table_from(table: GroupTable, start: np.datetime64) -> GroupTable:
 
 def cut_history_from(history: History, start) -> History:
     """Every table of `history` cut to answer the as-of dates from `start` on, the same rows
-    as the full tables at those dates; earlier dates are refused (`check_dates`)."""
-    if history.as_of is not None or history.answers_from is not None:
-        raise ValueError("these history tables were already cut: cut the full history")
+    as the full tables at those dates; earlier dates are refused (`check_dates`). `history`
+    may be cut from an earlier date already: its rows are then a suffix of every group's
+    (`cut_table_from`), so cutting it again keeps exactly the rows the full tables would."""
     start = as_of_dates([start])[0]
+    if history.as_of is not None or (history.answers_from is not None and start < history.answers_from):
+        raise ValueError("these history tables were already cut (to as-of dates, or from a later date): "
+                         "cut the full history")
     return replace(history, outcomes=cut_table_from(history.outcomes, start),
                    dwell=cut_table_from(history.dwell, start),
                    groups={col: cut_table_from(t, start) for col, t in history.groups.items()},

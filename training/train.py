@@ -154,6 +154,16 @@ def training_grid(data: CanonicalData, config: TrainConfig) -> pd.DatetimeIndex:
     return _plan_folds(data, config)[0]
 
 
+def history_needed_from(data: CanonicalData, config: TrainConfig) -> pd.Timestamp:
+    """The earliest as-of date `fit_predictor` and `training.run.train` read with the fitted
+    builder once the training set is built: the test fold's start (the holdout's baselines,
+    the creation-time metrics) or a fold's label cutoff (the out-of-sample start the served
+    model is cut from, `training.run.cut_history_for_serving`), capped at the data end.
+    `train --cluster` brings the builder here cut from it (NotEnoughData: too short for folds)."""
+    folds = _plan_folds(data, config)[1]
+    return min(folds.test_start, *folds.label_cutoffs, data.data_end)
+
+
 def _plan_folds(data: CanonicalData, config: TrainConfig) -> tuple[pd.DatetimeIndex, TimeFolds]:
     """The as-of grid and folds of the first plan of `fold_plans` that fits the export."""
     first = data.deals["created_at"].min() if config.first_created is None else config.first_created

@@ -125,6 +125,12 @@ def test_generate_partitioned_streams_chunks_into_partitions(tmp_path):
     assert sorted(truth["deal_id"]) == sorted(data.deals["deal_id"])
     assert truth.attrs["params"]["n_deals"] == 1200 and truth.attrs["params"]["seed"] == 5
     assert data.accounts["account_id"].is_unique and data.meta.data_end is not None
+    # a folder written before the truth's Parquet kept the parameters: read from truth/params.json
+    # (what the oracle metrics of `leadscore train` need)
+    truth.attrs.clear()
+    truth.to_parquet(tmp_path / "g" / "truth" / "truth.parquet", index=False)
+    assert pd.read_parquet(tmp_path / "g" / "truth" / "truth.parquet").attrs == {}
+    assert read_truth(tmp_path / "g").attrs["params"]["n_deals"] == 1200
     again = generate_partitioned(tmp_path / "h", 1200, partitions=3, seed=5, chunk_deals=500)
     assert again == summary
     pd.testing.assert_frame_equal(read_dataset(tmp_path / "h").deals, data.deals)  # same seed, same data

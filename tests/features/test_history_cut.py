@@ -83,6 +83,18 @@ def test_a_cut_builder_refuses_other_dates(fitted):
         cut_history(cut.history_, ["2024-06-03"])
 
 
+def _tables(history: hist.History) -> list[hist.GroupTable]:
+    return [t for t in (history.outcomes, history.dwell, history.open_load, *history.groups.values()) if t is not None]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_table_cut_from_a_date_then_from_a_later_one_keeps_the_rows_of_the_full_table_cut_from_it(seed):
+    table = _table(np.random.default_rng(seed))
+    for first, then in [(20, 40), (40, 40), (0, 59)]:
+        twice = cut_table_from(cut_table_from(table, START + first * DAY), START + then * DAY)
+        pd.testing.assert_frame_equal(twice.table, cut_table_from(table, START + then * DAY).table, check_exact=True)
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("strict", [True, False])
 def test_a_table_cut_from_a_date_answers_every_later_date_as_the_full_table(seed, strict):
@@ -115,7 +127,13 @@ def test_a_builder_cut_from_its_data_end_scores_that_date_and_later_as_the_full_
     with pytest.raises(HistoryCutError, match=f"as-of 2024-06-03 is before {str(end)[:10]}: this model's history"):
         cut.transform(data, ["2024-06-03", end])
     with pytest.raises(ValueError, match="already cut"):
-        cut.from_date(end)
+        cut.from_date(end - pd.Timedelta(days=1))
+    # cut again from a later date (the command cuts what `train --cluster`'s worker cut): the same
+    # tables as the full builder cut from that date, row for row
+    later, again = end + pd.Timedelta(days=30), cut.from_date(end + pd.Timedelta(days=30))
+    assert again.history_.answers_from == builder.from_date(later).history_.answers_from == later
+    for got, full in zip(_tables(again.history_), _tables(builder.from_date(later).history_), strict=True):
+        pd.testing.assert_frame_equal(got.table, full.table, check_exact=True)
     # what `score --cluster` sends the workers: cut again to the scoring date (`predictor_at`)
     later = [end + pd.Timedelta(days=7)]
     pd.testing.assert_frame_equal(cut.for_dates(later).transform(data, later), builder.transform(data, later),

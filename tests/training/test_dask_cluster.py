@@ -16,6 +16,7 @@ from training.cluster import ClusterError, cluster_client, parse_cluster
 from training.distributed_fit import DaskBoosterTrainer, dask_booster
 from training.forget import training_ids
 from training.models import CloseProbabilityModel
+from training.train import TrainConfig, history_needed_from
 
 pytestmark = pytest.mark.slow
 
@@ -116,8 +117,13 @@ def test_a_training_set_over_the_row_budget_is_a_sample_of_whole_deals(client, f
     assert sample.fingerprint == tracking.data_fingerprint(
         {"deals": full.deals, "stage_events": full.stage_events, "activities": full.activities})
     np.testing.assert_array_equal(sample.ids, training_ids(full))
-    X, y, builder = distributed_sample.training_set(client, folder, sample.share)(sample.data, AS_OF)
-    assert builder.history_.as_of is None  # the model's builder is whole (the tasks used it cut)
+    config = TrainConfig()
+    X, y, builder = distributed_sample.training_set(client, folder, config, sample.share)(sample.data, AS_OF)
+    # the model's builder comes here cut on its worker from the earliest date the run reads with
+    # it, never whole: the full builder's tables cut from that date (the tasks used it cut to AS_OF)
+    start = history_needed_from(sample.data, config)
+    assert builder.history_.answers_from == start and builder.history_.as_of is None
+    assert _table_rows(builder) < _table_rows(whole) and _same_tables(builder, whole.from_date(start))
     # row for row the pandas training set of the same deal sample, with the builder of every deal
     X_p, y_p, _ = build_training_set(sample.data, AS_OF, whole)
     pd.testing.assert_frame_equal(X, X_p, check_exact=True)
@@ -129,8 +135,26 @@ def test_a_training_set_over_the_row_budget_is_a_sample_of_whole_deals(client, f
     assert f"trained on {len(X):,} of {len(X_all):,} snapshot rows" in sample.note(budget)
     everything = distributed_sample.deal_sample(client, folder, lambda _outline: pd.DatetimeIndex(AS_OF), len(X_all))
     assert everything.share == 1 and everything.note(len(X_all)) == ""
-    X_whole, _, _ = distributed_sample.training_set(client, folder)(everything.data, AS_OF)
+    X_whole, _, _ = distributed_sample.training_set(client, folder, config)(everything.data, AS_OF)
     pd.testing.assert_frame_equal(X_whole, X_all, check_exact=True)
+
+
+def _tables(builder: FeatureBuilder) -> list:
+    history = builder.history_
+    return [t for t in (history.outcomes, history.dwell, history.open_load, *history.groups.values()) if t is not None]
+
+
+def _table_rows(builder: FeatureBuilder) -> int:
+    return sum(len(t.table) for t in _tables(builder))
+
+
+def _same_tables(builder: FeatureBuilder, expected: FeatureBuilder) -> bool:
+    """Every history table of `builder` equal to `expected`'s, with their levels (raises if not)."""
+    assert list(builder.history_.groups) == list(expected.history_.groups)
+    for got, want in zip(_tables(builder), _tables(expected), strict=True):
+        pd.testing.assert_frame_equal(got.table, want.table, check_exact=True)
+        pd.testing.assert_index_equal(got.levels, want.levels, exact=True)
+    return builder.history_.answers_from == expected.history_.answers_from
 
 
 def test_a_partitioned_folder_is_read_by_the_tasks_not_held_on_the_workers(client, folder):
@@ -328,6 +352,9 @@ def test_train_on_the_cluster_never_reads_the_whole_dataset_here(client, folder,
     start = out_of_sample_from(predictor)
     assert start < end and predictor.info["history_from"] == start.isoformat()
     assert predictor.builder.history_.answers_from == start
+    # table for table what cutting the full builder in the command's process made (before the
+    # cut moved to the worker): the pandas fit of every deal, cut from the same start
+    assert _same_tables(predictor.builder, FeatureBuilder().fit(read_dataset(folder)).from_date(start))
     part = read_partition(folder, 1)
     assert len(predictor.score(part, end)) == part.deals["closed_at"].isna().sum() > 0
     with pytest.raises(HistoryCutError, match="is before"):
