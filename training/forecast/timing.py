@@ -99,7 +99,10 @@ def month_of_quarter_intensity(start: pd.DatetimeIndex, p_in_period: np.ndarray,
     per deal open at a period's start): bookings realised / expected, both valued at the amount
     known at the start (`amount`; expected: amount x P(won in the period) with the corrected
     timing, `p_in_period`), with a gamma prior of mean 1 and sd `PRIOR_SD` (`PRIOR_WINS`
-    expected wins of the average expected value)."""
+    expected wins of the average expected value), over the same ratio for all months: a shape
+    around 1, so that the overall level (`calibration.calibrate`, within `bias_clip`) carries the
+    scale, as when the intensity came from the wins alone (unnormalised, Olist's 3-origin
+    backtest went from WAPE 0.375 to 0.649; normalised, 0.411)."""
     pos = (np.asarray(start.month) - 1) % 3  # 0, 1, 2: month 1, 2, 3 of its quarter
     amount = np.nan_to_num(np.asarray(amount, dtype="float64"), nan=0.0)
     p = np.asarray(p_in_period, dtype="float64")
@@ -109,4 +112,6 @@ def month_of_quarter_intensity(start: pd.DatetimeIndex, p_in_period: np.ndarray,
     if wins <= 0 or expected.sum() <= 0:
         return (1.0, 1.0, 1.0)
     prior = PRIOR_WINS * expected.sum() / wins
-    return tuple(float((r + prior) / (e + prior)) for r, e in zip(realised, expected))
+    ratio = (realised + prior) / (expected + prior)
+    overall = (realised.sum() + 3 * prior) / (expected.sum() + 3 * prior)
+    return tuple(float(r / overall) for r in ratio)  # a shape: the open-pipeline level (clipped) carries the scale
