@@ -1,6 +1,6 @@
 """When won deals close: durations cut by a label cutoff or by the as-of date must not
 make the time to close look short, and the pile-up of wins before quarter ends is measured
-on the wins themselves, not copied from a few past monthly totals."""
+on the past months themselves, by value, not copied month by month from a few past monthly totals."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ from scipy.stats import norm
 
 from training.forecast.calibration import calibrate
 from training.forecast.config import ForecastConfig
-from training.forecast.timing import TimingCorrection, fit_timing
+from training.forecast.timing import TimingCorrection, fit_timing, month_of_quarter_intensity
 from training.forecast.valuation import LOGQ, p_won_in
 from training.models import Z90, TimeToCloseModel
 from training.truncation import truncation_weights, weighted_quantile
@@ -103,27 +103,41 @@ def test_timing_correction_is_none_without_wins_and_shrinks_with_few():
     assert 0 < small.won_rows < 10 and 0 <= small.shift < many.shift
 
 
-def _pulled(close: np.ndarray, rng: np.random.Generator, share: float = 0.6, days: int = 15) -> np.ndarray:
-    """Wins closing in the first `days` days of a quarter moved, with probability `share`, to the
-    last days of the quarter before (the pile-up before quarter ends)."""
-    when = pd.DatetimeIndex(close)
-    first = ((when.month - 1) % 3 == 0) & (when.day <= days) & (rng.random(len(close)) < share)
-    moved = when - pd.to_timedelta(2 * when.day.to_numpy(), unit="D")
-    return np.where(first, moved.to_numpy(), when.to_numpy()).astype(close.dtype)
+def _past_months(rng: np.random.Generator, effect: dict[int, tuple[float, float, float]], per_start: int = 10_000,
+                 starts: int = 12) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Deals open at `starts` monthly starts: amounts heavy-tailed (log-normal, sd 1.2), the
+    model's P(won in the month after the start) `p`; each is won in it with probability
+    p x effect[large][month of the quarter], `large` for the top fifth of the amounts (a
+    pile-up that leans on large deals). Returns start, p, amount, won and the true
+    value-weighted intensity per month of the quarter (over the same for all months)."""
+    start = pd.DatetimeIndex(np.repeat(pd.date_range("2023-01-01", periods=starts, freq="MS").to_numpy(), per_start))
+    amount = np.round(np.exp(rng.normal(9.0, 1.2, start.size)))
+    p = rng.uniform(0.05, 0.35, start.size)
+    pos = (start.month.to_numpy() - 1) % 3
+    large = (amount > np.quantile(amount, 0.8)).astype(int)
+    k = np.array([effect[0], effect[1]])[large, pos]
+    won = rng.random(start.size) < p * k
+    truth = np.bincount(pos, amount * p * k, 3) / np.bincount(pos, amount * p, 3)
+    return start, p, amount, won, truth / ((amount * p * k).sum() / (amount * p).sum())  # a shape around 1
 
 
-def test_month_of_quarter_intensity_finds_the_quarter_end_pile_up():
-    as_of = pd.Timestamp("2024-07-01")
-    scored, close = _past_origins(np.random.default_rng(7), 0.0, as_of)
-    won = np.ones(len(scored), dtype=bool)
-    plain = fit_timing(scored, close, won, as_of).month_of_quarter
-    assert plain == pytest.approx((1.0, 1.0, 1.0), abs=0.06)  # no calendar in the closes: none found
-    pulled = fit_timing(scored, _pulled(close, np.random.default_rng(8)), won, as_of).month_of_quarter
-    assert pulled[0] < 0.9 and pulled[2] > 1.1 and pulled[0] < pulled[1] < pulled[2]
-    # two wins cannot move it far from 1 (the gamma prior)
-    few = np.zeros(len(scored), dtype=bool)
-    few[:2] = True
-    assert fit_timing(scored, close, few, as_of).month_of_quarter == pytest.approx((1.0, 1.0, 1.0), abs=0.25)
+def test_month_of_quarter_intensity_is_the_past_months_pile_up_by_value():
+    small, large = (0.9, 1.0, 1.1), (0.7, 1.0, 1.4)
+    start, p, amount, won, truth = _past_months(np.random.default_rng(8), {0: small, 1: large})
+    found = month_of_quarter_intensity(start, p, amount, won)
+    assert found == pytest.approx(truth, abs=0.06)
+    assert found[0] < 0.85 and found[2] > 1.2  # the large deals' pile-up, which counts of wins would halve
+    by_count = np.bincount((start.month.to_numpy() - 1) % 3, won, 3) / np.bincount((start.month.to_numpy() - 1) % 3, p, 3)
+    assert by_count[2] < truth[2] - 0.07  # ... so the unit matters: this case tells them apart
+    # no calendar in the wins: none found
+    start, p, amount, won, _ = _past_months(np.random.default_rng(9), {0: (1, 1, 1), 1: (1, 1, 1)})
+    assert month_of_quarter_intensity(start, p, amount, won) == pytest.approx((1.0, 1.0, 1.0), abs=0.06)
+    # three months of three deals each: the prior keeps each month near the others
+    start, p, amount, won, _ = _past_months(np.random.default_rng(10), {0: small, 1: large}, per_start=3, starts=3)
+    assert month_of_quarter_intensity(start, p, amount, won) == pytest.approx((1.0, 1.0, 1.0), abs=0.35)
+    # a past that booked twice what was expected in every month: no shape (the level carries it)
+    start, p, amount, won, _ = _past_months(np.random.default_rng(11), {0: (2, 2, 2), 1: (2, 2, 2)})
+    assert month_of_quarter_intensity(start, p, amount, won) == pytest.approx((1.0, 1.0, 1.0), abs=0.06)
 
 
 def _history(ratios: list[float]) -> pd.DataFrame:

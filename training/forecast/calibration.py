@@ -16,6 +16,8 @@ the error of a forecast.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -25,7 +27,7 @@ from training.forecast.bookings import BookingRule
 from training.forecast.config import ForecastConfig
 from training.forecast.newdeals import NewDealModel
 from training.forecast.periods import FREQS, period_end, position
-from training.forecast.timing import TimingCorrection, fit_timing
+from training.forecast.timing import TimingCorrection, fit_timing, month_of_quarter_intensity
 from training.forecast.valuation import p_won_in
 
 MIN_DAYS_BEFORE_PAST_PERIOD = pd.Timedelta(days=60)
@@ -38,8 +40,8 @@ def estimate_shock(predictor, known: CanonicalData, as_of: pd.Timestamp, freq: s
     """Bias factors and the common shock, from past periods fully observed before as_of.
 
     Bias factors = sum realised / sum predicted (clipped; 1 when disabled): for the open
-    pipeline one overall, over the past periods valued with the month-of-quarter close
-    intensity of the timing correction (`timing.month_of_quarter_intensity`), times that
+    pipeline one overall, over the past periods valued with the month-of-quarter
+    intensity (`timing.month_of_quarter_intensity`, measured on the same periods), times that
     intensity for each month of the quarter (`open_factors`; monthly periods); for new deals
     one overall. They absorb calibration drift over time, amounts that shrink before they
     are booked and timing bias. The new-deal factor
@@ -191,7 +193,8 @@ def _open_pipeline_history(predictor, known: CanonicalData, as_of: pd.Timestamp,
                            freq: str, rule: BookingRule) -> tuple[pd.DataFrame, TimingCorrection]:
     """Per past start (index): predicted mean `mu`, variance `var` and realised `y` of the
     deals open then, each deal valued at its amount known then with the time-to-close
-    correction learned from the same deals (returned beside)."""
+    correction learned from the same deals (returned beside, with, for monthly periods, the
+    month-of-quarter intensity of these periods: `timing.month_of_quarter_intensity`)."""
     feats = predictor.builder.transform(known, starts)  # many as-of dates in one pass
     scored = predictor.score_features(feats)
     deals = known.deals.set_index("deal_id")
@@ -205,6 +208,9 @@ def _open_pipeline_history(predictor, known: CanonicalData, as_of: pd.Timestamp,
     amount = rule.booked(feats["amount"].astype("float64")).to_numpy(dtype="float64")
     final = rule.booked(deals["amount"].reindex(feats["deal_id"])).to_numpy(dtype="float64")
     won = won_ever & (closed < ends)
+    if freq == "month":  # the quarter-end pile-up, as the past months booked it
+        timing = replace(timing, month_of_quarter=month_of_quarter_intensity(
+            pd.DatetimeIndex(scored["as_of"]), q, amount, won))
     frame = pd.DataFrame({"start": scored["as_of"].to_numpy(), "mu": amount * q, "var": amount ** 2 * q * (1 - q),
                           "y": np.where(won, final, 0.0)})
     return frame.groupby("start").sum(), timing
