@@ -132,8 +132,9 @@ class Timing(BaseModel):
     scale: float = Field(description="Multiplies the spread of log1p(days to a won close).")
     won_rows: int = Field(description="Past (deal, period start) rows won by the as-of date that informed it.")
     month_of_quarter: list[float] = Field(description=(
-        "Won closes in months 1, 2, 3 of a quarter over those the corrected log-normal expects there "
-        "(the pile-up before quarter ends); multiplies the monthly open-pipeline factors."))
+        "Past monthly periods' bookings over their expectation (amount known at each period's start x "
+        "P(won in the period)), per month 1, 2, 3 of a quarter, relative to all months: the pile-up before "
+        "quarter ends; multiplies the overall open-pipeline factor of a monthly period."))
 
 
 class Ranges(BaseModel):

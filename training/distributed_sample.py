@@ -176,7 +176,7 @@ def cluster_inputs(client, data: str | Path, config: TrainConfig, max_rows: int 
                    distributed_fit: bool = False) -> tuple[CanonicalData, pd.DataFrame | None, dict]:
     """What `leadscore train --cluster` hands `training.run.train` instead of the dataset:
     (the sampled deals' tables, their generator truth if any, the whole data's fingerprint
-    and ids with `serve_from_end`); `config` set to build the rows on the cluster (the grid
+    and ids with `cut_for_serving`); `config` set to build the rows on the cluster (the grid
     of the whole data, the sample's note; `distributed_fit`: the booster on `lightgbm.dask`)."""
     from features.dataset import read_truth
     from training.distributed_fit import DaskBoosterTrainer
@@ -188,4 +188,4 @@ def cluster_inputs(client, data: str | Path, config: TrainConfig, max_rows: int 
     config.training_set = training_set(client, data, config, sample.share)  # features on the cluster
     if distributed_fit:
         config.close_params["booster_trainer"] = DaskBoosterTrainer()
-    return sample.data, truth, {"fingerprint": sample.fingerprint, "training_ids": sample.ids, "serve_from_end": True}
+    return sample.data, truth, {"fingerprint": sample.fingerprint, "training_ids": sample.ids, "cut_for_serving": True}

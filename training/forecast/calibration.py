@@ -101,9 +101,10 @@ def out_of_sample_from(predictor) -> pd.Timestamp | None:
 
 def calibrate(rows: pd.DataFrame, freq: str, config: ForecastConfig, seasonal: bool = False,
               months: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict:
-    """`estimate_shock` from the past periods' rows (`shock_history`); `months`: the won-close
-    intensity in months 1-3 of a quarter (`TimingCorrection.month_of_quarter`), which values
-    monthly periods (past and forecast) by their month of the quarter."""
+    """`estimate_shock` from the past periods' rows (`shock_history`); `months`: the shape of
+    the past monthly periods' bookings over months 1-3 of a quarter (`TimingCorrection.month_of_quarter`,
+    `timing.month_of_quarter_intensity`), which values monthly periods (past and forecast) by their
+    month of the quarter."""
     if len(rows) < config.min_history_periods:
         sd = config.default_shock if config.shock is None else config.shock
         return {"relative_sd": sd, "method": "default", "periods_used": len(rows),
@@ -149,8 +150,9 @@ def _ratio(actual: pd.Series, predicted: pd.Series, clip: tuple) -> float:
 
 
 def position_factors(overall: float, freq: str, months: tuple[float, float, float]) -> dict[int, float]:
-    """The open-pipeline factor per `position`: the overall bias factor times the won-close
-    intensity of the month of the quarter (monthly periods), the overall one for quarters."""
+    """The open-pipeline factor per `position`: the overall bias factor times the
+    month-of-quarter intensity (`timing.month_of_quarter_intensity`) for monthly periods; the
+    overall one for quarters."""
     if freq != "month":
         return {0: overall}
     return {p: float(overall * months[p - 1]) for p in (1, 2, 3)}
